@@ -1,0 +1,219 @@
+"""In-process cache of vmlinux bytes, keyed by canonical path and checked by stat signature.
+
+A rebuild while a long test session runs must never hand out stale bytes, so every lookup re-stats
+the file (microseconds) before reusing what it read (hundreds of milliseconds for a distro vmlinux).
+The signature is (st_dev, st_ino, st_size, st_mtime_ns, st_ctime_ns): a rename-over changes the
+inode, an in-place rewrite moves ctime even when ``os.utime`` puts mtime back. What the signature
+cannot see is a same-size rewrite inside one timestamp tick; an entry read within
+``RACY_WINDOW_NS`` of its file's last change is "racy" (git's term) and is re-verified by content
+until it has been seen unchanged after the window.
+"""
+
+from __future__ import annotations
+
+import io
+import os
+import stat
+import threading
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+from .errors import KernelArtifactError
+
+# Coarse enough for 2-second (FAT) and 1-second (ext3, HFS+) timestamps and for the kernel's
+# jiffy-granular file clock, which can trail time.time_ns().
+RACY_WINDOW_NS = 2_000_000_000
+# A file that changes this many times while being read is still being written.
+MAX_READ_ATTEMPTS = 5
+
+
+@dataclass(frozen=True)
+class StatSignature:
+    """The identity of one version of a file."""
+
+    st_dev: int
+    st_ino: int
+    st_size: int
+    st_mtime_ns: int
+    st_ctime_ns: int
+
+    @classmethod
+    def from_stat(cls, st: os.stat_result) -> StatSignature:
+        return cls(st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns, st.st_ctime_ns)
+
+    @property
+    def changed_ns(self) -> int:
+        return max(self.st_mtime_ns, self.st_ctime_ns)
+
+
+@dataclass
+class _Entry:
+    signature: StatSignature
+    data: memoryview
+    # Wall-clock time at which the content was last known to match the signature.
+    verified_ns: int
+
+    @property
+    def racy(self) -> bool:
+        return self.signature.changed_ns + RACY_WINDOW_NS > self.verified_ns
+
+
+@dataclass
+class CacheStats:
+    """Counters tests and benchmarks read to tell a hit from a read."""
+
+    hits: int = 0
+    reads: int = 0
+    racy_checks: int = 0
+
+
+class VmlinuxBytesCache:
+    """Thread-safe map of canonical path -> immutable bytes; errors are never stored."""
+
+    def __init__(self) -> None:
+        self._entries: dict[str, _Entry] = {}
+        self._lock = threading.Lock()
+        self._key_locks: dict[str, threading.Lock] = {}
+        self.stats = CacheStats()
+
+    def __len__(self) -> int:
+        return len(self._entries)
+
+    def __contains__(self, path: object) -> bool:
+        return isinstance(path, (str, os.PathLike)) and canonical_key(path) in self._entries
+
+    def clear(self) -> None:
+        with self._lock:
+            self._entries.clear()
+            self._key_locks.clear()
+            self.stats = CacheStats()
+
+    def get(self, path: str | os.PathLike[str]) -> memoryview:
+        """The file's bytes as a read-only memoryview; the same object while the file is unchanged.
+
+        Raises KernelArtifactError (naming the file and the problem) when it cannot be read.
+        """
+        key = canonical_key(path)
+        signature = _signature(key, path)
+        entry = self._entries.get(key)
+        if entry is not None and entry.signature == signature and not entry.racy:
+            self.stats.hits += 1
+            return entry.data
+        # One reader per file: the other threads wait for its result instead of reading again.
+        with self._key_lock(key):
+            signature = _signature(key, path)
+            entry = self._entries.get(key)
+            if entry is not None and entry.signature == signature:
+                if not entry.racy:
+                    self.stats.hits += 1
+                    return entry.data
+                self.stats.racy_checks += 1
+            data, signature, started_ns = _read_consistent(key, path)
+            self.stats.reads += 1
+            if entry is not None and entry.signature == signature and entry.data == data:
+                # Same content: keep the object callers already hold, now verified later.
+                entry.verified_ns = started_ns
+                return entry.data
+            self._entries[key] = _Entry(signature, data, started_ns)
+            return data
+
+    def _key_lock(self, key: str) -> threading.Lock:
+        with self._lock:
+            return self._key_locks.setdefault(key, threading.Lock())
+
+
+def canonical_key(path: str | os.PathLike[str]) -> str:
+    """The canonical path (symlinks resolved), or the absolute raw path when that fails."""
+    try:
+        return os.path.realpath(path, strict=True)
+    except (OSError, ValueError):
+        return os.path.abspath(path)
+
+
+def _signature(key: str, shown: str | os.PathLike[str]) -> StatSignature:
+    try:
+        st = os.stat(key)
+    except OSError as e:
+        raise _read_error(shown, e) from None
+    _require_regular(shown, st)
+    return StatSignature.from_stat(st)
+
+
+def _read_consistent(
+    key: str, shown: str | os.PathLike[str]
+) -> tuple[memoryview, StatSignature, int]:
+    """Read the whole file; re-read while its signature moved during the read (a torn read)."""
+    for _ in range(MAX_READ_ATTEMPTS):
+        started_ns = time.time_ns()
+        try:
+            with open(key, "rb", buffering=0) as f:
+                st = os.fstat(f.fileno())
+                _require_regular(shown, st)
+                before = StatSignature.from_stat(st)
+                buf = bytearray(before.st_size)
+                complete = _read_exactly(f, buf)
+                after = StatSignature.from_stat(os.fstat(f.fileno()))
+            # A rename-over during the read leaves our inode intact but makes it stale.
+            now = StatSignature.from_stat(os.stat(key))
+        except OSError as e:
+            raise _read_error(shown, e) from None
+        if complete and before == after == now:
+            return memoryview(buf).toreadonly(), before, started_ns
+    raise KernelArtifactError(
+        f"{shown}: the file changed {MAX_READ_ATTEMPTS} times while it was being read; a build is"
+        " probably still writing it. Wait for the build to finish, then run again."
+    )
+
+
+def _read_exactly(f: io.FileIO, buf: bytearray) -> bool:
+    """Fill ``buf``; False when the file is shorter or longer than its stat said."""
+    view = memoryview(buf)
+    filled = 0
+    while filled < len(buf):
+        n = f.readinto(view[filled:])
+        if not n:
+            return False
+        filled += n
+    return not f.read(1)
+
+
+def _require_regular(shown: str | os.PathLike[str], st: os.stat_result) -> None:
+    if not stat.S_ISREG(st.st_mode):
+        kind = "a directory" if stat.S_ISDIR(st.st_mode) else "not a regular file"
+        raise KernelArtifactError(f"{shown}: is {kind}; point at the vmlinux ELF file itself")
+
+
+def _read_error(shown: str | os.PathLike[str], error: OSError) -> KernelArtifactError:
+    if isinstance(error, FileNotFoundError):
+        if os.path.islink(shown):
+            return KernelArtifactError(f"{shown}: dangling symlink; rebuild its target or fix it")
+        return KernelArtifactError(f"{shown}: does not exist")
+    if isinstance(error, PermissionError):
+        return KernelArtifactError(
+            f"{shown}: permission denied; make it readable (chmod a+r) or run as a user who can"
+        )
+    if isinstance(error, IsADirectoryError):
+        return KernelArtifactError(f"{shown}: is a directory; point at the vmlinux ELF file")
+    return KernelArtifactError(f"{shown}: cannot read: {error.strerror or error}")
+
+
+_DEFAULT_CACHE = VmlinuxBytesCache()
+
+
+def default_cache() -> VmlinuxBytesCache:
+    """The process-wide cache that the fixtures and ``cached_vmlinux_bytes`` share."""
+    return _DEFAULT_CACHE
+
+
+def load_vmlinux_bytes(path: str | os.PathLike[str]) -> memoryview:
+    """Cached bytes of ``path``; raises KernelArtifactError saying what is wrong."""
+    return _DEFAULT_CACHE.get(path)
+
+
+def cached_vmlinux_bytes(path: str | os.PathLike[str]) -> memoryview | None:
+    """Cached bytes of ``path``, or None when it cannot be read (nothing is cached then)."""
+    try:
+        return _DEFAULT_CACHE.get(Path(path))
+    except KernelArtifactError:
+        return None

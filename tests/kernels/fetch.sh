@@ -1,0 +1,57 @@
+#!/usr/bin/env bash
+# Fetch Debian's 6.1 cloud kernel image and its -dbg vmlinux with `apt-get download` and unpack
+# them with `dpkg-deb` (nothing is installed) into a folder laid out as a sysroot:
+#
+#   <cache>/debian-<R>-<version>/boot/vmlinuz-R
+#   <cache>/debian-<R>-<version>/boot/config-R
+#   <cache>/debian-<R>-<version>/usr/lib/debug/boot/vmlinux-R
+#
+# <cache>/debian-sysroot points at the newest complete sysroot, whose `ready` file holds R.
+# A sysroot that is already complete for the package version apt offers is reused.
+#
+# Environment: KTSTR_TEST_KERNELS (cache folder, default ~/.cache/pytest-ktstr-vmlinux-test-kernels),
+# KTSTR_TEST_DEBIAN_PACKAGE (a linux-image-6.1.0-N-cloud-amd64 package name to pin).
+set -euo pipefail
+
+cache=${KTSTR_TEST_KERNELS:-${XDG_CACHE_HOME:-$HOME/.cache}/pytest-ktstr-vmlinux-test-kernels}
+mkdir -p "$cache"
+
+for tool in apt-get apt-cache dpkg-deb; do
+    command -v "$tool" >/dev/null || { echo "fetch.sh: $tool not found: needs a Debian/Ubuntu machine" >&2; exit 2; }
+done
+
+# The newest 6.1 cloud image apt offers: the metapackage's dependency, else the highest name.
+pkg=${KTSTR_TEST_DEBIAN_PACKAGE:-}
+if [ -z "$pkg" ]; then
+    pkg=$(apt-cache depends linux-image-cloud-amd64 2>/dev/null |
+        awk '$1 == "Depends:" && $2 ~ /^linux-image-6\.1\.0-[0-9]+-cloud-amd64$/ { print $2; exit }')
+fi
+if [ -z "$pkg" ]; then
+    pkg=$(apt-cache search --names-only '^linux-image-6\.1\.0-[0-9]+-cloud-amd64$' |
+        awk '{ print $1 }' | sort -V | tail -n 1)
+fi
+if [ -z "$pkg" ]; then
+    echo "fetch.sh: apt knows no linux-image-6.1.0-*-cloud-amd64; run 'apt-get update' on a Debian 12 machine" >&2
+    exit 2
+fi
+release=${pkg#linux-image-}
+version=$(apt-cache show "$pkg" | awk '/^Version:/ { print $2; exit }')
+sysroot="$cache/debian-$release-$version"
+
+if [ ! -f "$sysroot/ready" ]; then
+    work=$(mktemp -d "$cache/.fetch.XXXXXX")
+    trap 'rm -rf "$work"' EXIT
+    (cd "$work" && apt-get download -q "$pkg" "$pkg-dbg" >&2)
+    mkdir -p "$work/root"
+    dpkg-deb --fsys-tarfile "$work/${pkg}_"*.deb |
+        tar -x -C "$work/root" "./boot/vmlinuz-$release" "./boot/config-$release" "./boot/System.map-$release"
+    dpkg-deb --fsys-tarfile "$work/${pkg}-dbg_"*.deb |
+        tar -x -C "$work/root" "./usr/lib/debug/boot/vmlinux-$release"
+    printf '%s\n' "$release" >"$work/root/ready"
+    rm -rf "$sysroot"
+    mv "$work/root" "$sysroot"
+fi
+
+ln -sfn "$(basename "$sysroot")" "$cache/debian-sysroot.new"
+mv -T "$cache/debian-sysroot.new" "$cache/debian-sysroot"
+echo "$sysroot"
