@@ -54,9 +54,8 @@ class _Entry:
     # Wall-clock time at which the content was last known to match the signature.
     verified_ns: int
 
-    @property
-    def racy(self) -> bool:
-        return self.signature.changed_ns + RACY_WINDOW_NS > self.verified_ns
+    def racy(self, window_ns: int) -> bool:
+        return self.signature.changed_ns + window_ns > self.verified_ns
 
 
 @dataclass
@@ -71,7 +70,8 @@ class CacheStats:
 class VmlinuxBytesCache:
     """Thread-safe map of canonical path -> immutable bytes; errors are never stored."""
 
-    def __init__(self) -> None:
+    def __init__(self, racy_window_ns: int = RACY_WINDOW_NS) -> None:
+        self.racy_window_ns = racy_window_ns
         self._entries: dict[str, _Entry] = {}
         self._lock = threading.Lock()
         self._key_locks: dict[str, threading.Lock] = {}
@@ -97,7 +97,11 @@ class VmlinuxBytesCache:
         key = canonical_key(path)
         signature = _signature(key, path)
         entry = self._entries.get(key)
-        if entry is not None and entry.signature == signature and not entry.racy:
+        if (
+            entry is not None
+            and entry.signature == signature
+            and not entry.racy(self.racy_window_ns)
+        ):
             self.stats.hits += 1
             return entry.data
         # One reader per file: the other threads wait for its result instead of reading again.
@@ -105,11 +109,11 @@ class VmlinuxBytesCache:
             signature = _signature(key, path)
             entry = self._entries.get(key)
             if entry is not None and entry.signature == signature:
-                if not entry.racy:
+                if not entry.racy(self.racy_window_ns):
                     self.stats.hits += 1
                     return entry.data
                 self.stats.racy_checks += 1
-            data, signature, started_ns = _read_consistent(key, path)
+            data, signature, started_ns = _read_consistent(key, path, self.racy_window_ns)
             self.stats.reads += 1
             if entry is not None and entry.signature == signature and entry.data == data:
                 # Same content: keep the object callers already hold, now verified later.
@@ -141,9 +145,10 @@ def _signature(key: str, shown: str | os.PathLike[str]) -> StatSignature:
 
 
 def _read_consistent(
-    key: str, shown: str | os.PathLike[str]
+    key: str, shown: str | os.PathLike[str], racy_window_ns: int
 ) -> tuple[memoryview, StatSignature, int]:
     """Read the whole file; re-read while its signature moved during the read (a torn read)."""
+    previous: bytearray | None = None
     for _ in range(MAX_READ_ATTEMPTS):
         started_ns = time.time_ns()
         try:
@@ -158,8 +163,15 @@ def _read_consistent(
             now = StatSignature.from_stat(os.stat(key))
         except OSError as e:
             raise _read_error(shown, e) from None
-        if complete and before == after == now:
+        if not (complete and before == after == now):
+            previous = None
+            continue
+        # Within one timestamp tick an in-place write moves no timestamp: a racy file counts as
+        # read only when two reads agree.
+        racy = before.changed_ns + racy_window_ns > started_ns
+        if not racy or previous == buf:
             return memoryview(buf).toreadonly(), before, started_ns
+        previous = buf
     raise KernelArtifactError(
         f"{shown}: the file changed {MAX_READ_ATTEMPTS} times while it was being read; a build is"
         " probably still writing it. Wait for the build to finish, then run again."

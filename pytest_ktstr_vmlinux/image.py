@@ -32,7 +32,7 @@ RISCV_MAGIC2 = b"RSC\x05"
 ZIMAGE_MAGIC_OFFSET = 0x24
 ZIMAGE_MAGIC = 0x016F2818
 
-_RELEASE_RE = re.compile(r"\d+\.\d+[\w.+~-]*")
+_RELEASE_RE = re.compile(r"\d+\.\d+[\w.+~-]*", re.ASCII)
 
 
 @dataclass(frozen=True)

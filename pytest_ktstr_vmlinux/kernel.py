@@ -8,14 +8,13 @@ from pathlib import Path
 
 from .elf import read_elf_ident
 from .errors import KernelArtifactError, KernelSpecError
-from .image import read_image_header
 from .locate import (
     Candidate,
     Probe,
     ProbeReport,
-    build_tree_arch,
     find_distro_image,
     find_tree_image,
+    image_arch,
     image_release,
     probe_vmlinux,
     read_tree_release,
@@ -66,11 +65,14 @@ class Kernel:
     def require_vmlinux(self) -> Path:
         """The vmlinux path, or KernelArtifactError carrying the whole probe report."""
         if self.vmlinux is None:
-            raise KernelArtifactError(
-                f"no vmlinux for kernel {self.spec.raw!r} (from {self.source.value})\n"
-                f"{self.report.format()}"
-            )
+            raise KernelArtifactError(self.missing_vmlinux_message())
         return self.vmlinux
+
+    def missing_vmlinux_message(self) -> str:
+        return (
+            f"no vmlinux for kernel {self.spec.raw!r} (from {self.source.value})\n"
+            f"{self.report.format()}"
+        )
 
 
 def arch_from_uname(machine: str) -> str | None:
@@ -127,26 +129,18 @@ def _identify(
         return image, spec.path, read_tree_release(spec.path), arch
     if spec.kind is SpecKind.IMAGE:
         assert spec.path is not None
-        return spec.path, None, image_release(spec.path), _image_arch(spec.path)
+        return spec.path, None, image_release(spec.path), image_arch(spec.path)
     if spec.kind is SpecKind.VMLINUX:
         assert spec.path is not None
         return None, None, read_tree_release(spec.path.parent), None
     if spec.kind is SpecKind.RUNNING:
         uname = os.uname()
         distro_image = find_distro_image(uname.release, root)
-        arch = _image_arch(distro_image) if distro_image else None
+        arch = image_arch(distro_image) if distro_image else None
         return distro_image, None, uname.release, arch or arch_from_uname(uname.machine)
     assert spec.release is not None
     distro_image = find_distro_image(spec.release, root)
-    return distro_image, None, spec.release, _image_arch(distro_image) if distro_image else None
-
-
-def _image_arch(image: Path) -> str | None:
-    try:
-        from_header = read_image_header(image).arch
-    except OSError:
-        from_header = None
-    return from_header or build_tree_arch(image)
+    return distro_image, None, spec.release, image_arch(distro_image) if distro_image else None
 
 
 def _explicit_vmlinux(

@@ -165,6 +165,15 @@ def image_release(image: Path) -> str | None:
     return from_tree or release_from_image_path(image)
 
 
+def image_arch(image: Path) -> str | None:
+    """The image's architecture: its header's magic, else its build-tree directory."""
+    try:
+        from_header = read_image_header(image).arch
+    except OSError:
+        from_header = None
+    return from_header or build_tree_arch(image)
+
+
 def find_tree_image(tree: Path) -> tuple[Path, str] | None:
     """The first ``arch/<arch>/boot/<image>`` a build tree has, with its arch."""
     for arch, name in BUILD_TREE_IMAGES:
@@ -227,14 +236,17 @@ def probe_vmlinux(
 ) -> Probe:
     """Probe every candidate for the vmlinux of ``image`` (or ``tree``, or ``release``).
 
-    ``release`` defaults to what the image says about itself; ``arch`` (a kernel ARCH= name)
-    refuses an ELF built for another machine. Never raises for a missing or odd file.
+    ``release`` and ``arch`` (a kernel ARCH= name) default to what the image says about itself;
+    an ELF built for another machine than ``arch`` is refused. Never raises for a missing or
+    odd file.
     """
     root = sysroot if isinstance(sysroot, Sysroot) else Sysroot(sysroot)
     image_path = Path(os.path.abspath(image)) if image is not None else None
     tree_path = Path(os.path.abspath(tree)) if tree is not None else None
     if release is None and image_path is not None:
         release = image_release(image_path)
+    if arch is None and image_path is not None:
+        arch = image_arch(image_path)
     if release is None and tree_path is not None:
         release = read_tree_release(tree_path)
     probed: list[Candidate] = []

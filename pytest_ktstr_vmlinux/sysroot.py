@@ -46,23 +46,28 @@ class Sysroot:
 
 
 def _resolve_in_root(root: Path, relative: Path) -> Path:
-    pending = [part for part in relative.parts if part not in ("", ".")]
+    pending = _components(relative.parts)
     resolved: list[str] = []
     hops = 0
+    missing = False
     while pending:
         part = pending.pop(0)
-        if part == ".":
-            continue
         if part == "..":
             # '..' never climbs above the sysroot, as in a chroot.
             if resolved:
                 resolved.pop()
             continue
+        if missing:
+            # Below a missing component nothing is a symlink: the rest is joined lexically.
+            resolved.append(part)
+            continue
         current = root.joinpath(*resolved, part)
         try:
             mode = os.lstat(current).st_mode
         except OSError:
-            return current.joinpath(*pending)
+            missing = True
+            resolved.append(part)
+            continue
         if not stat.S_ISLNK(mode):
             resolved.append(part)
             continue
@@ -72,5 +77,11 @@ def _resolve_in_root(root: Path, relative: Path) -> Path:
         target = PurePosixPath(os.readlink(current))
         if target.is_absolute():
             resolved = []
-        pending[:0] = [p for p in target.parts if p not in ("/", "", ".")]
+        pending[:0] = _components(target.parts)
     return root.joinpath(*resolved)
+
+
+def _components(parts: tuple[str, ...]) -> list[str]:
+    # PurePosixPath keeps a leading "//" as its own root part; any rooted part restarts at the
+    # sysroot (handled by the caller) and is not a name to join.
+    return [p for p in parts if p not in ("", ".") and not p.startswith("/")]

@@ -1,0 +1,74 @@
+"""Fixtures for the suite: a clean environment, real kernels fetched or built by tests/kernels/."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+from pytest_ktstr_vmlinux.cache import default_cache
+
+KERNELS_DIR = Path(
+    os.environ.get("KTSTR_TEST_KERNELS")
+    or Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache")
+    / "pytest-ktstr-vmlinux-test-kernels"
+)
+# Set by .ci/run: a real-kernel test that cannot find its kernel fails instead of skipping.
+REQUIRE_REAL_KERNELS = os.environ.get("KTSTR_REQUIRE_REAL_KERNELS") == "1"
+
+
+@dataclass(frozen=True)
+class DebianKernel:
+    sysroot: Path
+    release: str
+
+    @property
+    def image(self) -> Path:
+        return self.sysroot / "boot" / f"vmlinuz-{self.release}"
+
+    @property
+    def vmlinux(self) -> Path:
+        return self.sysroot / "usr/lib/debug/boot" / f"vmlinux-{self.release}"
+
+
+@pytest.fixture(autouse=True)
+def _clean_environment(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
+    """The user's own KTSTR_* settings must not leak into the runs the tests make."""
+    for name in list(os.environ):
+        if name.startswith("KTSTR_") and name not in ("KTSTR_TEST_KERNELS",):
+            monkeypatch.delenv(name)
+    default_cache().clear()
+    yield
+    default_cache().clear()
+
+
+def _unavailable(what: str, script: str) -> None:
+    message = (
+        f"{what} not found under {KERNELS_DIR}: run `bash tests/kernels/{script}` first"
+        " (needs a Debian/Ubuntu machine with apt-get; set KTSTR_TEST_KERNELS to move the cache)"
+    )
+    if REQUIRE_REAL_KERNELS:
+        pytest.fail(message, pytrace=False)
+    pytest.skip(message)
+
+
+@pytest.fixture(scope="session")
+def debian_kernel() -> DebianKernel:
+    """Debian's 6.1 cloud kernel and its -dbg vmlinux, unpacked as a sysroot by fetch.sh."""
+    ready = KERNELS_DIR / "debian-sysroot" / "ready"
+    if not ready.is_file():
+        _unavailable("the Debian kernel sysroot", "fetch.sh")
+    sysroot = (KERNELS_DIR / "debian-sysroot").resolve()
+    return DebianKernel(sysroot, ready.read_text().strip())
+
+
+@pytest.fixture(scope="session")
+def tinyconfig_tree() -> Path:
+    """A real tinyconfig kernel build tree built by build.sh."""
+    ready = KERNELS_DIR / "tinyconfig-tree" / "ready"
+    if not ready.is_file():
+        _unavailable("the tinyconfig kernel tree", "build.sh")
+    return (KERNELS_DIR / "tinyconfig-tree").resolve()
