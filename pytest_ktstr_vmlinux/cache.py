@@ -11,7 +11,6 @@ until it has been seen unchanged after the window.
 
 from __future__ import annotations
 
-import io
 import os
 import stat
 import threading
@@ -148,7 +147,7 @@ def _read_consistent(
     key: str, shown: str | os.PathLike[str], racy_window_ns: int
 ) -> tuple[memoryview, StatSignature, int]:
     """Read the whole file; re-read while its signature moved during the read (a torn read)."""
-    previous: bytearray | None = None
+    previous: bytes | None = None
     for _ in range(MAX_READ_ATTEMPTS):
         started_ns = time.time_ns()
         try:
@@ -156,38 +155,27 @@ def _read_consistent(
                 st = os.fstat(f.fileno())
                 _require_regular(shown, st)
                 before = StatSignature.from_stat(st)
-                buf = bytearray(before.st_size)
-                complete = _read_exactly(f, buf)
+                # readall() sizes its buffer from fstat and reads to EOF: one allocation, no
+                # zero-fill, and a file that grew or shrank shows up as a length mismatch.
+                data = f.read()
                 after = StatSignature.from_stat(os.fstat(f.fileno()))
             # A rename-over during the read leaves our inode intact but makes it stale.
             now = StatSignature.from_stat(os.stat(key))
         except OSError as e:
             raise _read_error(shown, e) from None
-        if not (complete and before == after == now):
+        if not (len(data) == before.st_size and before == after == now):
             previous = None
             continue
         # Within one timestamp tick an in-place write moves no timestamp: a racy file counts as
         # read only when two reads agree.
         racy = before.changed_ns + racy_window_ns > started_ns
-        if not racy or previous == buf:
-            return memoryview(buf).toreadonly(), before, started_ns
-        previous = buf
+        if not racy or previous == data:
+            return memoryview(data), before, started_ns
+        previous = data
     raise KernelArtifactError(
         f"{shown}: the file changed {MAX_READ_ATTEMPTS} times while it was being read; a build is"
         " probably still writing it. Wait for the build to finish, then run again."
     )
-
-
-def _read_exactly(f: io.FileIO, buf: bytearray) -> bool:
-    """Fill ``buf``; False when the file is shorter or longer than its stat said."""
-    view = memoryview(buf)
-    filled = 0
-    while filled < len(buf):
-        n = f.readinto(view[filled:])
-        if not n:
-            return False
-        filled += n
-    return not f.read(1)
 
 
 def _require_regular(shown: str | os.PathLike[str], st: os.stat_result) -> None:

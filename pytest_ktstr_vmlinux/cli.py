@@ -1,0 +1,78 @@
+"""``python -m pytest_ktstr_vmlinux``: the locator's answer and its reasons, without pytest.
+
+    python -m pytest_ktstr_vmlinux locate [SPEC] [--vmlinux PATH] [--sysroot DIR] [--json]
+
+Exit status: 0 when a vmlinux was found, 1 when none was, 2 when the spec itself is unusable.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+from collections.abc import Sequence
+from typing import Any
+
+from .errors import KernelSpecError
+from .kernel import Kernel, resolve_kernel
+from .spec import RUNNING, SpecSource, select_setting
+
+EXIT_FOUND = 0
+EXIT_NOT_FOUND = 1
+EXIT_USAGE = 2
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m pytest_ktstr_vmlinux")
+    verbs = parser.add_subparsers(dest="verb", required=True)
+    locate = verbs.add_parser("locate", help="resolve a kernel spec and show every probed path")
+    locate.add_argument(
+        "spec",
+        nargs="?",
+        help="image, vmlinux, build tree, release or 'running'"
+        " (default: $KTSTR_KERNEL, else running)",
+    )
+    locate.add_argument("--vmlinux", help="explicit vmlinux; skips the search")
+    locate.add_argument("--sysroot", help="directory standing in for / for distro paths")
+    locate.add_argument("--json", action="store_true", help="machine-readable output")
+    args = parser.parse_args(argv)
+
+    raw, source = select_setting(
+        [(SpecSource.OPTION, args.spec), (SpecSource.ENV, os.environ.get("KTSTR_KERNEL"))]
+    ) or (RUNNING, SpecSource.DEFAULT)
+    try:
+        kernel = resolve_kernel(raw, vmlinux=args.vmlinux, sysroot=args.sysroot, source=source)
+    except KernelSpecError as e:
+        print(f"ktstr-vmlinux: {e}", file=sys.stderr)
+        return EXIT_USAGE
+    if args.json:
+        print(json.dumps(kernel_to_json(kernel), indent=2))
+    else:
+        print(f"kernel   {kernel.spec.raw} ({kernel.spec.kind.value}, from {source.value})")
+        print(f"image    {kernel.image or 'none'}")
+        print(f"release  {kernel.release or 'unknown'}")
+        print(f"arch     {kernel.arch or 'unknown'}")
+        print(f"vmlinux  {kernel.vmlinux or 'none'}")
+        print(kernel.report.format())
+    return EXIT_FOUND if kernel.vmlinux else EXIT_NOT_FOUND
+
+
+def kernel_to_json(kernel: Kernel) -> dict[str, Any]:
+    def text(value: object) -> str | None:
+        return None if value is None else str(value)
+
+    return {
+        "spec": kernel.spec.raw,
+        "kind": kernel.spec.kind.value,
+        "source": kernel.source.value,
+        "image": text(kernel.image),
+        "vmlinux": text(kernel.vmlinux),
+        "release": kernel.release,
+        "arch": kernel.arch,
+        "sysroot": text(kernel.sysroot),
+        "candidates": [
+            {"path": str(c.path), "layout": c.layout, "refused": c.refused}
+            for c in kernel.report.candidates
+        ],
+    }
