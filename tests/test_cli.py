@@ -1,0 +1,53 @@
+"""`python -m pytest_ktstr_vmlinux locate`, run as a user would."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+from tests.fakes import make_build_tree, make_sysroot
+
+R = "6.1.0-99-cloud-amd64"
+
+
+def _cli(*args: str, cwd: Path) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "pytest_ktstr_vmlinux", *args],
+        cwd=cwd,
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+
+
+def test_locate_json_in_a_sysroot(tmp_path: Path) -> None:
+    root = make_sysroot(tmp_path / "guest", R)
+    result = _cli("locate", R, "--sysroot", "guest", "--json", cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    data = json.loads(result.stdout)
+    assert data["vmlinux"] == str(root / f"usr/lib/debug/boot/vmlinux-{R}")
+    assert data["image"] == str(root / f"boot/vmlinuz-{R}")
+    assert (data["kind"], data["source"], data["release"], data["arch"]) == (
+        "release",
+        "option",
+        R,
+        "x86",
+    )
+    assert data["candidates"][-1]["refused"] is None
+
+
+def test_locate_text_shows_refusals_and_exits_1_when_not_found(tmp_path: Path) -> None:
+    make_build_tree(tmp_path / "linux", vmlinux=False)
+    result = _cli("locate", "linux", cwd=tmp_path)
+    assert result.returncode == 1
+    assert "vmlinux  none" in result.stdout
+    assert f"refused  {tmp_path}/linux/vmlinux [build tree]: missing" in result.stdout
+
+
+def test_locate_usage_error_exits_2(tmp_path: Path) -> None:
+    result = _cli("locate", "./missing/bzImage", cwd=tmp_path)
+    assert result.returncode == 2
+    assert "does not exist" in result.stderr
+    assert "Traceback" not in result.stderr
