@@ -45,7 +45,7 @@ def _peak_rss_mib() -> float:
 
 def child(variant: str, path: Path, repeats: int) -> dict[str, float]:
     """Time the first and the repeated access; report peak RSS above the interpreter's start."""
-    from pytest_ktstr_vmlinux import load_vmlinux_bytes  # noqa: PLC0415  (import cost not timed)
+    from pytest_ktstr_vmlinux import load_vmlinux_bytes  # imported here: its cost is not timed
 
     def access() -> object:
         return path.read_bytes() if variant == "read_bytes" else load_vmlinux_bytes(path)
@@ -71,8 +71,7 @@ def child(variant: str, path: Path, repeats: int) -> dict[str, float]:
 
 def _run_child(variant: str, path: Path, repeats: int) -> dict[str, float]:
     out = subprocess.run(
-        [sys.executable, __file__, "--child", variant, "--vmlinux", str(path)]
-        + ["--repeats", str(repeats)],
+        [sys.executable, __file__, "--child", variant, "--vmlinux", str(path), "-r", str(repeats)],
         check=True,
         capture_output=True,
         text=True,
@@ -84,7 +83,7 @@ def _run_child(variant: str, path: Path, repeats: int) -> dict[str, float]:
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else None)
     parser.add_argument("--vmlinux", type=Path, default=None)
-    parser.add_argument("--repeats", type=int, default=0, help="default: 5 and 1000")
+    parser.add_argument("-r", "--repeats", type=int, default=0, help="default: 5 and 1000")
     parser.add_argument("--child", choices=["read_bytes", "vmlinux_bytes"])
     args = parser.parse_args()
     path = args.vmlinux or _default_vmlinux()

@@ -51,3 +51,22 @@ def test_locate_usage_error_exits_2(tmp_path: Path) -> None:
     assert result.returncode == 2
     assert "does not exist" in result.stderr
     assert "Traceback" not in result.stderr
+
+
+def test_library_works_without_pytest(tmp_path: Path) -> None:
+    tree = make_build_tree(tmp_path / "linux")
+    code = (
+        "import sys\n"
+        "sys.modules['pytest'] = None  # importing pytest now fails\n"
+        "from pytest_ktstr_vmlinux import (\n"
+        "    Kernel, KernelArtifactError, cached_vmlinux_bytes, find_vmlinux, resolve_kernel)\n"
+        "kernel = resolve_kernel(sys.argv[1])\n"
+        "assert isinstance(kernel, Kernel)\n"
+        "assert find_vmlinux(kernel.image) == kernel.vmlinux\n"
+        "print(kernel.vmlinux, len(cached_vmlinux_bytes(kernel.vmlinux)))\n"
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", code, str(tree)], capture_output=True, text=True, check=False
+    )
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.split() == [str(tree / "vmlinux"), str((tree / "vmlinux").stat().st_size)]
