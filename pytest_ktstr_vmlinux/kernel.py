@@ -6,7 +6,6 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 
-from .elf import read_elf_ident
 from .errors import KernelArtifactError, KernelSpecError
 from .locate import (
     Candidate,
@@ -101,7 +100,8 @@ def resolve_kernel(
         probe = _explicit_vmlinux(vmlinux, arch=arch, base=base)
     elif spec.kind is SpecKind.VMLINUX:
         assert spec.path is not None
-        ident = read_elf_ident(spec.path)
+        origin = f"kernel {spec.raw!r} (from {spec.source.value})"
+        _, ident = check_vmlinux_path(str(spec.path), origin=origin, base=None)
         arch = ident.arch
         given = Candidate(spec.path, "given as the kernel", None, spec.path)
         probe = Probe(spec.path, ProbeReport((given,), spec.path, release, arch, None))
@@ -146,8 +146,8 @@ def _identify(
 def _explicit_vmlinux(
     raw: str | os.PathLike[str], *, arch: str | None, base: str | os.PathLike[str] | None
 ) -> Probe:
-    path = check_vmlinux_path(os.fspath(raw), origin=f"--vmlinux {os.fspath(raw)!r}", base=base)
-    ident = read_elf_ident(path)
+    origin = f"--vmlinux {os.fspath(raw)!r}"
+    path, ident = check_vmlinux_path(os.fspath(raw), origin=origin, base=base)
     if arch is not None and ident.arch != arch:
         raise KernelSpecError(
             f"--vmlinux {path} is an ELF for {ident.machine_name}, but the kernel image is {arch};"

@@ -19,7 +19,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from .elf import NotElfError, read_elf_ident
+from .elf import ElfIdent, NotElfError, read_elf_ident
 from .errors import KernelSpecError
 from .image import is_release
 
@@ -96,17 +96,19 @@ def parse_kernel_spec(
     )
 
 
-def check_vmlinux_path(raw: str, *, origin: str, base: str | os.PathLike[str] | None) -> Path:
-    """The path of an explicitly given vmlinux, which must be a readable ELF file."""
+def check_vmlinux_path(
+    raw: str, *, origin: str, base: str | os.PathLike[str] | None
+) -> tuple[Path, ElfIdent]:
+    """The absolute path and ELF identification of an explicitly given vmlinux."""
     path = Path(base or os.getcwd(), os.path.expanduser(raw.strip()))
     _require_regular_file(path, origin)
     try:
-        read_elf_ident(path)
+        ident = read_elf_ident(path)
     except NotElfError as e:
         raise KernelSpecError(f"{origin}: {path} is not an ELF file ({e})") from None
     except OSError as e:
         raise KernelSpecError(f"{origin}: cannot read {path}: {e.strerror}") from None
-    return Path(os.path.abspath(path))
+    return Path(os.path.abspath(path)), ident
 
 
 def _looks_like_path(text: str) -> bool:
