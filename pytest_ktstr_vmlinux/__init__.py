@@ -5,15 +5,11 @@ The library works without pytest; ``pytest_ktstr_vmlinux.plugin`` adapts it to f
 
 from __future__ import annotations
 
-from .cache import (
-    StatSignature,
-    VmlinuxBytesCache,
-    cached_vmlinux_bytes,
-    load_vmlinux_bytes,
-)
+from .cache import VmlinuxBytesCache, cached_vmlinux_bytes, load_vmlinux_bytes
 from .errors import KernelArtifactError, KernelSpecError
 from .kernel import Kernel, resolve_kernel
 from .locate import Candidate, Probe, ProbeReport, find_vmlinux, probe_vmlinux
+from .signature import StatSignature
 from .spec import KernelSpec, SpecKind, SpecSource, parse_kernel_spec
 
 __all__ = [

@@ -2,48 +2,38 @@
 
 A rebuild while a long test session runs must never hand out stale bytes, so every lookup re-stats
 the file (microseconds) before reusing what it read (hundreds of milliseconds for a distro vmlinux).
-The signature is (st_dev, st_ino, st_size, st_mtime_ns, st_ctime_ns): a rename-over changes the
-inode, an in-place rewrite moves ctime even when ``os.utime`` puts mtime back. What the signature
-cannot see is a same-size rewrite inside one timestamp tick; an entry read within
-``RACY_WINDOW_NS`` of its file's last change is "racy" (git's term) and is re-verified by content
-until it has been seen unchanged after the window.
+An entry read within ``RACY_WINDOW_NS`` of its file's last change is racy (see signature.py) and
+is re-verified by content until it has been seen unchanged after the window.
+
+Where the bytes come from is the loader's business: a private read by default, a shared mapping
+of a store snapshot when the plugin has an on-disk store.
 """
 
 from __future__ import annotations
 
 import os
-import stat
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
 from .errors import KernelArtifactError
+from .signature import (
+    RACY_WINDOW_NS,
+    StatSignature,
+    canonical_key,
+    is_racy,
+    read_error,
+    require_regular,
+    stat_signature,
+)
 
-# Coarse enough for 2-second (FAT) and 1-second (ext3, HFS+) timestamps and for the kernel's
-# jiffy-granular file clock, which can trail time.time_ns().
-RACY_WINDOW_NS = 2_000_000_000
+# Reads a file: (bytes, the signature they belong to, the wall-clock time the read started).
+Loader = Callable[[str, "str | os.PathLike[str]", int], "tuple[memoryview, StatSignature, int]"]
+
 # A file that changes this many times while being read is still being written.
 MAX_READ_ATTEMPTS = 5
-
-
-@dataclass(frozen=True)
-class StatSignature:
-    """The identity of one version of a file."""
-
-    st_dev: int
-    st_ino: int
-    st_size: int
-    st_mtime_ns: int
-    st_ctime_ns: int
-
-    @classmethod
-    def from_stat(cls, st: os.stat_result) -> StatSignature:
-        return cls(st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns, st.st_ctime_ns)
-
-    @property
-    def changed_ns(self) -> int:
-        return max(self.st_mtime_ns, self.st_ctime_ns)
 
 
 @dataclass
@@ -54,7 +44,7 @@ class _Entry:
     verified_ns: int
 
     def racy(self, window_ns: int) -> bool:
-        return self.signature.changed_ns + window_ns > self.verified_ns
+        return is_racy(self.signature, self.verified_ns, window_ns)
 
 
 @dataclass
@@ -69,8 +59,9 @@ class CacheStats:
 class VmlinuxBytesCache:
     """Thread-safe map of canonical path -> immutable bytes; errors are never stored."""
 
-    def __init__(self, racy_window_ns: int = RACY_WINDOW_NS) -> None:
+    def __init__(self, racy_window_ns: int = RACY_WINDOW_NS, loader: Loader | None = None) -> None:
         self.racy_window_ns = racy_window_ns
+        self.loader: Loader = loader or read_consistent
         self._entries: dict[str, _Entry] = {}
         self._lock = threading.Lock()
         self._key_locks: dict[str, threading.Lock] = {}
@@ -94,7 +85,7 @@ class VmlinuxBytesCache:
         Raises KernelArtifactError (naming the file and the problem) when it cannot be read.
         """
         key = canonical_key(path)
-        signature = _signature(key, path)
+        signature = stat_signature(key, path)
         entry = self._entries.get(key)
         if (
             entry is not None
@@ -105,14 +96,14 @@ class VmlinuxBytesCache:
             return entry.data
         # One reader per file: the other threads wait for its result instead of reading again.
         with self._key_lock(key):
-            signature = _signature(key, path)
+            signature = stat_signature(key, path)
             entry = self._entries.get(key)
             if entry is not None and entry.signature == signature:
                 if not entry.racy(self.racy_window_ns):
                     self.stats.hits += 1
                     return entry.data
                 self.stats.racy_checks += 1
-            data, signature, started_ns = _read_consistent(key, path, self.racy_window_ns)
+            data, signature, started_ns = self.loader(key, path, self.racy_window_ns)
             self.stats.reads += 1
             if entry is not None and entry.signature == signature and entry.data == data:
                 # Same content: keep the object callers already hold, now verified later.
@@ -126,24 +117,7 @@ class VmlinuxBytesCache:
             return self._key_locks.setdefault(key, threading.Lock())
 
 
-def canonical_key(path: str | os.PathLike[str]) -> str:
-    """The canonical path (symlinks resolved), or the absolute raw path when that fails."""
-    try:
-        return os.path.realpath(path, strict=True)
-    except (OSError, ValueError):
-        return os.path.abspath(path)
-
-
-def _signature(key: str, shown: str | os.PathLike[str]) -> StatSignature:
-    try:
-        st = os.stat(key)
-    except OSError as e:
-        raise _read_error(shown, e) from None
-    _require_regular(shown, st)
-    return StatSignature.from_stat(st)
-
-
-def _read_consistent(
+def read_consistent(
     key: str, shown: str | os.PathLike[str], racy_window_ns: int
 ) -> tuple[memoryview, StatSignature, int]:
     """Read the whole file; re-read while its signature moved during the read (a torn read)."""
@@ -153,7 +127,7 @@ def _read_consistent(
         try:
             with open(key, "rb", buffering=0) as f:
                 st = os.fstat(f.fileno())
-                _require_regular(shown, st)
+                require_regular(shown, st)
                 before = StatSignature.from_stat(st)
                 # readall() sizes its buffer from fstat and reads to EOF: one allocation, no
                 # zero-fill, and a file that grew or shrank shows up as a length mismatch.
@@ -162,7 +136,7 @@ def _read_consistent(
             # A rename-over during the read leaves our inode intact but makes it stale.
             now = StatSignature.from_stat(os.stat(key))
         except OSError as e:
-            raise _read_error(shown, e) from None
+            raise read_error(shown, e) from None
         if not (len(data) == before.st_size and before == after == now):
             previous = None
             continue
@@ -176,26 +150,6 @@ def _read_consistent(
         f"{shown}: the file changed {MAX_READ_ATTEMPTS} times while it was being read; a build is"
         " probably still writing it. Wait for the build to finish, then run again."
     )
-
-
-def _require_regular(shown: str | os.PathLike[str], st: os.stat_result) -> None:
-    if not stat.S_ISREG(st.st_mode):
-        kind = "a directory" if stat.S_ISDIR(st.st_mode) else "not a regular file"
-        raise KernelArtifactError(f"{shown}: is {kind}; point at the vmlinux ELF file itself")
-
-
-def _read_error(shown: str | os.PathLike[str], error: OSError) -> KernelArtifactError:
-    if isinstance(error, FileNotFoundError):
-        if os.path.islink(shown):
-            return KernelArtifactError(f"{shown}: dangling symlink; rebuild its target or fix it")
-        return KernelArtifactError(f"{shown}: does not exist")
-    if isinstance(error, PermissionError):
-        return KernelArtifactError(
-            f"{shown}: permission denied; make it readable (chmod a+r) or run as a user who can"
-        )
-    if isinstance(error, IsADirectoryError):
-        return KernelArtifactError(f"{shown}: is a directory; point at the vmlinux ELF file")
-    return KernelArtifactError(f"{shown}: cannot read: {error.strerror or error}")
 
 
 _DEFAULT_CACHE = VmlinuxBytesCache()

@@ -35,11 +35,15 @@ class DebianKernel:
 
 
 @pytest.fixture(autouse=True)
-def _clean_environment(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
-    """The user's own KTSTR_* settings must not leak into the runs the tests make."""
+def _clean_environment(
+    monkeypatch: pytest.MonkeyPatch, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[None]:
+    """The user's own KTSTR_* settings must not leak into the runs the tests make, and each test
+    gets a store of its own."""
     for name in list(os.environ):
         if name.startswith("KTSTR_") and name not in ("KTSTR_TEST_KERNELS",):
             monkeypatch.delenv(name)
+    monkeypatch.setenv("KTSTR_CACHE_DIR", str(tmp_path_factory.mktemp("store")))
     default_cache().clear()
     yield
     default_cache().clear()

@@ -13,10 +13,10 @@ import pytest
 from pytest_ktstr_vmlinux import KernelArtifactError, cached_vmlinux_bytes, load_vmlinux_bytes
 from pytest_ktstr_vmlinux.cache import (
     MAX_READ_ATTEMPTS,
-    StatSignature,
     VmlinuxBytesCache,
     default_cache,
 )
+from pytest_ktstr_vmlinux.signature import StatSignature
 from tests.fakes import run_without_dac_override
 
 LONG_AGO_NS = 86_400 * 1_000_000_000

@@ -1,0 +1,149 @@
+"""The artifact file format: a 4 KiB header, then the payload, page-aligned so it can be mapped.
+
+Header (little-endian): magic ``KTSTRART``, container version, the artifact's own format version,
+digest scope, payload length, SHA-256 digest, kind name. Payloads up to ``FULL_DIGEST_LIMIT`` are
+digested whole and verified on every open; larger ones (vmlinux snapshots) carry a digest over
+evenly spaced 4 KiB samples plus the length, so an open stays a few page reads while a torn,
+truncated or zero-filled file is still caught. Nothing here can execute code: bytes in, bytes out.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import mmap
+import os
+import stat
+import struct
+from dataclasses import dataclass
+from pathlib import Path
+from typing import BinaryIO
+
+MAGIC = b"KTSTRART"
+CONTAINER_VERSION = 1
+HEADER_SIZE = 4096  # a page: the payload starts mmap-aligned
+_HEADER = struct.Struct("<8sHHIQ32s64s")
+DIGEST_FULL = 0
+DIGEST_SAMPLED = 1
+FULL_DIGEST_LIMIT = 64 << 20
+SAMPLE_COUNT = 256
+SAMPLE_SIZE = 4096
+_O_NOFOLLOW = getattr(os, "O_NOFOLLOW", 0)
+
+
+class ArtifactCorrupt(ValueError):
+    """An artifact file is torn, truncated, foreign or garbage; the message says which."""
+
+
+@dataclass(frozen=True)
+class Artifact:
+    """A verified artifact file. Its payload never changes: files are replaced, never rewritten."""
+
+    path: Path
+    kind: str
+    version: int
+    size: int
+
+    def read_bytes(self) -> bytes:
+        with open(self.path, "rb") as f:
+            f.seek(HEADER_SIZE)
+            return f.read(self.size)
+
+    def map(self) -> memoryview:
+        """The payload as a read-only memoryview over a shared mapping of the file.
+
+        Safe against replacement and eviction: both unlink or rename, and a mapping of an
+        unlinked file stays valid; the file is never truncated in place.
+        """
+        if self.size == 0:
+            return memoryview(b"")
+        fd = os.open(self.path, os.O_RDONLY | _O_NOFOLLOW | os.O_CLOEXEC)
+        try:
+            mapping = mmap.mmap(
+                fd, self.size, flags=mmap.MAP_SHARED, prot=mmap.PROT_READ, offset=HEADER_SIZE
+            )
+        finally:
+            os.close(fd)
+        return memoryview(mapping)
+
+
+def digest_payload(f: BinaryIO, size: int) -> tuple[int, bytes]:
+    """(scope, SHA-256) of the ``size`` payload bytes that follow the header in ``f``."""
+    h = hashlib.sha256(size.to_bytes(8, "little"))
+    if size <= FULL_DIGEST_LIMIT:
+        f.seek(HEADER_SIZE)
+        remaining = size
+        while remaining:
+            chunk = f.read(min(remaining, 1 << 20))
+            if not chunk:
+                raise ArtifactCorrupt(f"payload ends {remaining} bytes early")
+            h.update(chunk)
+            remaining -= len(chunk)
+        return DIGEST_FULL, h.digest()
+    for offset in _sample_offsets(size):
+        f.seek(HEADER_SIZE + offset)
+        chunk = f.read(SAMPLE_SIZE)
+        if len(chunk) != min(SAMPLE_SIZE, size - offset):
+            raise ArtifactCorrupt(f"payload ends before sample at {offset}")
+        h.update(chunk)
+    return DIGEST_SAMPLED, h.digest()
+
+
+def _sample_offsets(size: int) -> list[int]:
+    last = max(size - SAMPLE_SIZE, 0)
+    return sorted({last * i // (SAMPLE_COUNT - 1) for i in range(SAMPLE_COUNT)})
+
+
+def begin(f: BinaryIO) -> None:
+    """Reserve the header; the payload is written from HEADER_SIZE on."""
+    f.seek(0)
+    f.write(bytes(HEADER_SIZE))
+
+
+def finish(f: BinaryIO, kind: str, version: int) -> int:
+    """Seal a file whose payload follows the reserved header; returns the payload size."""
+    f.flush()
+    size = os.fstat(f.fileno()).st_size - HEADER_SIZE
+    if size < 0:
+        raise ArtifactCorrupt("payload written before the header was reserved")
+    scope, digest = digest_payload(f, size)
+    f.seek(0)
+    f.write(_HEADER.pack(MAGIC, CONTAINER_VERSION, version, scope, size, digest, _kind(kind)))
+    f.flush()
+    return size
+
+
+def open_artifact(path: Path, kind: str, version: int) -> Artifact:
+    """Verify ``path`` as an artifact of ``kind``/``version``; ArtifactCorrupt says what's wrong."""
+    try:
+        fd = os.open(path, os.O_RDONLY | _O_NOFOLLOW | os.O_CLOEXEC)
+    except OSError as e:
+        raise ArtifactCorrupt(f"cannot open: {e.strerror}") from None
+    with os.fdopen(fd, "rb") as f:
+        st = os.fstat(f.fileno())
+        if not stat.S_ISREG(st.st_mode):
+            raise ArtifactCorrupt("not a regular file")
+        if st.st_size < HEADER_SIZE:
+            raise ArtifactCorrupt(f"truncated: {st.st_size} bytes, shorter than its header")
+        fields = _HEADER.unpack(f.read(_HEADER.size))
+        magic, container, found_version, scope, size, digest, raw_kind = fields
+        if magic != MAGIC:
+            raise ArtifactCorrupt("garbage: no artifact magic")
+        if container != CONTAINER_VERSION:
+            raise ArtifactCorrupt(f"foreign container version {container}")
+        if raw_kind != _kind(kind) or found_version != version:
+            found = raw_kind.rstrip(b"\x00").decode("ascii", "replace")
+            raise ArtifactCorrupt(f"holds {found} v{found_version}, not {kind} v{version}")
+        if st.st_size - HEADER_SIZE != size:
+            raise ArtifactCorrupt(
+                f"torn: payload is {st.st_size - HEADER_SIZE} bytes, header says {size}"
+            )
+        if scope not in (DIGEST_FULL, DIGEST_SAMPLED) or digest_payload(f, size) != (scope, digest):
+            raise ArtifactCorrupt("checksum mismatch")
+    return Artifact(path=path, kind=kind, version=version, size=size)
+
+
+def _kind(kind: str) -> bytes:
+    raw = kind.encode("ascii")
+    if not raw or len(raw) > 64:
+        raise ValueError(f"artifact kind must be 1-64 ASCII characters: {kind!r}")
+    return raw.ljust(64, b"\x00")

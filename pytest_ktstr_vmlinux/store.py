@@ -1,0 +1,454 @@
+"""The on-disk artifact store: one build per artifact across every process and every run.
+
+Layout of the store directory (0700, ours alone; see storedir.py)::
+
+    index.json          canonical source path -> signature -> artifacts (header line + JSON)
+    lock                filelock.FileLock: serializes builds and index writes
+    artifacts/<sha>.art artifact files (artifact.py), named by a hash of their key
+    tmp/                files being written; anything here while we hold the lock is debris
+
+Correctness never rests on the lock: the index and every artifact are published by write to
+tmp/, fsync, ``os.replace``, so a reader sees a whole old file or a whole new one, and verifies
+it (header, version, checksum) before use. The lock only keeps N processes from building the
+same artifact N times. A crash mid-build leaves debris in tmp/ and an unchanged index.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import inspect
+import json
+import os
+import tempfile
+import threading
+import time
+import warnings
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, BinaryIO
+
+from filelock import FileLock, Timeout
+
+from . import artifact, storeindex
+from .artifact import Artifact, ArtifactCorrupt
+from .errors import KernelArtifactError
+from .signature import RACY_WINDOW_NS, StatSignature, canonical_key, is_racy, stat_signature
+from .storedir import DEFAULT_MAX_SIZE, InsecureStoreError, prepare_store_dir
+
+INDEX_NAME = "index.json"
+LOCK_NAME = "lock"
+ARTIFACTS_DIR = "artifacts"
+TMP_DIR = "tmp"
+MAX_BUILD_ATTEMPTS = 5
+DEFAULT_LOCK_TIMEOUT = 1800.0
+_O_NOFOLLOW = getattr(os, "O_NOFOLLOW", 0)
+
+# Writes the payload of an artifact built from the source at the given path.
+Build = Callable[[Path, BinaryIO], None]
+
+
+class StoreWarning(UserWarning):
+    """Something in the store was unusable and has been rebuilt; results are still correct."""
+
+
+@dataclass
+class StoreStats:
+    """What this process did: artifacts it built, and artifacts it found already built."""
+
+    built: int = 0
+    reused: int = 0
+
+
+@dataclass(frozen=True)
+class StoredArtifact:
+    """An artifact's payload and the version of its source it was built from.
+
+    The payload lives in a verified artifact file (on-disk store) or in memory (MemoryStore).
+    """
+
+    source: str
+    signature: StatSignature
+    kind: str
+    version: int
+    file: Artifact | None = None
+    data: bytes | None = None
+
+    @property
+    def size(self) -> int:
+        return self.file.size if self.file is not None else len(self.data or b"")
+
+    def map(self) -> memoryview:
+        """Read-only view of the payload: a shared mapping of the file, or the bytes in memory."""
+        return self.file.map() if self.file is not None else memoryview(self.data or b"")
+
+    def read_bytes(self) -> bytes:
+        return self.file.read_bytes() if self.file is not None else (self.data or b"")
+
+    def json(self) -> Any:
+        return json.loads(self.read_bytes())
+
+
+class ArtifactStore:
+    """A filelock-guarded on-disk store of artifacts derived from source files."""
+
+    def __init__(
+        self,
+        directory: str | os.PathLike[str],
+        *,
+        max_size: int = DEFAULT_MAX_SIZE,
+        lock_timeout: float = DEFAULT_LOCK_TIMEOUT,
+        racy_window_ns: int = RACY_WINDOW_NS,
+    ) -> None:
+        self.directory = prepare_store_dir(Path(directory))
+        self.max_size = max_size
+        self.racy_window_ns = racy_window_ns
+        self.stats = StoreStats()
+        self._artifacts = self._subdir(ARTIFACTS_DIR)
+        self._tmp = self._subdir(TMP_DIR)
+        self._index_path = self.directory / INDEX_NAME
+        lock_path = self.directory / LOCK_NAME
+        if lock_path.is_symlink():
+            raise InsecureStoreError(
+                f"kernel cache lock {lock_path} is a symlink; refusing to open it (it could point"
+                f" anywhere). Remove it: `rm {lock_path}`"
+            )
+        self._lock = FileLock(str(lock_path), timeout=lock_timeout, **_strict_lock_kwargs())
+        self._thread_lock = threading.RLock()
+        self._warned: set[str] = set()
+
+    def __repr__(self) -> str:
+        return f"ArtifactStore({str(self.directory)!r})"
+
+    # --- the API other modules build on ---------------------------------------------------------
+
+    def get_or_build(
+        self, source: str | os.PathLike[str], kind: str, version: int, build: Build
+    ) -> StoredArtifact:
+        """The ``kind``/``version`` artifact of ``source``'s current content, built at most once.
+
+        ``build(source, out)`` writes the payload to ``out``; it runs under the store lock, so
+        every other process asking for the same key waits and then reads what it published.
+        Errors from ``build`` propagate and are never recorded.
+        """
+        key = canonical_key(source)
+        for _ in range(MAX_BUILD_ATTEMPTS):
+            signature = stat_signature(key, source)
+            found = self._find(self._read_index(), key, signature, kind, version)
+            if found is not None:
+                self.stats.reused += 1
+                return found
+            with self.locked():
+                index = self._read_index()
+                signature = stat_signature(key, source)
+                found = self._find(index, key, signature, kind, version)
+                if found is not None:
+                    self.stats.reused += 1
+                    return found
+                built = self._build(index, key, signature, kind, version, build)
+                if built is not None:
+                    self.stats.built += 1
+                    return built
+        raise KernelArtifactError(
+            f"{source}: changed {MAX_BUILD_ATTEMPTS} times while its {kind} artifact was being"
+            " built; a build is probably still writing it. Wait for it to finish and run again."
+        )
+
+    def get_or_build_json(
+        self,
+        source: str | os.PathLike[str],
+        kind: str,
+        version: int,
+        compute: Callable[[Path], Any],
+    ) -> Any:
+        """A JSON-serializable value derived from ``source``, computed at most once."""
+
+        def build(path: Path, out: BinaryIO) -> None:
+            out.write(json.dumps(compute(path), separators=(",", ":")).encode())
+
+        return self.get_or_build(source, kind, version, build).json()
+
+    @contextlib.contextmanager
+    def locked(self) -> Iterator[None]:
+        """Hold the store lock (re-entrant within a process) with a clear error on timeout."""
+        with self._thread_lock:
+            try:
+                self._lock.acquire()
+            except Timeout:
+                raise KernelArtifactError(
+                    f"kernel cache {self.directory}: lock {self._lock.lock_file} still held after"
+                    f" {self._lock.timeout:.0f} s; another run is building, or hung"
+                ) from None
+            try:
+                yield
+            finally:
+                self._lock.release()
+
+    # --- listing and clearing -------------------------------------------------------------------
+
+    def entries(self) -> list[dict[str, Any]]:
+        """Every source and its artifacts, as the index records them, with file sizes and use."""
+        listing = []
+        for source, entry in sorted(self._read_index()["sources"].items()):
+            artifacts = []
+            for key, record in sorted(entry["artifacts"].items()):
+                path = self._artifacts / record["file"]
+                try:
+                    st = os.stat(path)
+                except OSError:
+                    continue
+                kind, _, version = key.rpartition(":")
+                artifacts.append(
+                    {
+                        "kind": kind,
+                        "version": int(version),
+                        "file": str(path),
+                        "size": st.st_size,
+                        "builds": record["builds"],
+                        "last_used_ns": st.st_mtime_ns,
+                    }
+                )
+            listing.append(
+                {"source": source, "signature": entry["signature"], "artifacts": artifacts}
+            )
+        return listing
+
+    def total_size(self) -> int:
+        return sum(p.stat().st_size for p in self._artifacts.iterdir() if p.is_file())
+
+    def clear(self) -> int:
+        """Remove every artifact and the index; returns the number of artifact files removed."""
+        with self.locked():
+            removed = 0
+            for directory in (self._artifacts, self._tmp):
+                for path in directory.iterdir():
+                    with contextlib.suppress(FileNotFoundError):
+                        path.unlink()
+                        removed += directory is self._artifacts
+            with contextlib.suppress(FileNotFoundError):
+                self._index_path.unlink()
+            storeindex.fsync_dir(self.directory)
+        return removed
+
+    # --- internals ------------------------------------------------------------------------------
+
+    def _subdir(self, name: str) -> Path:
+        path = self.directory / name
+        if path.is_symlink():
+            raise InsecureStoreError(f"kernel cache {path} is a symlink; remove it: `rm {path}`")
+        path.mkdir(mode=0o700, exist_ok=True)
+        return path
+
+    def _find(
+        self,
+        index: dict[str, Any],
+        key: str,
+        signature: StatSignature,
+        kind: str,
+        version: int,
+    ) -> StoredArtifact | None:
+        entry = index["sources"].get(key)
+        if entry is None or entry["signature"] != list(_fields(signature)):
+            return None
+        record = entry["artifacts"].get(_artifact_key(kind, version))
+        if record is None:
+            return None
+        if is_racy(signature, entry["recorded_ns"], self.racy_window_ns) and not self._reverify(
+            key, signature, entry
+        ):
+            return None
+        path = self._artifacts / record["file"]
+        try:
+            found = artifact.open_artifact(path, kind, version)
+        except ArtifactCorrupt as e:
+            self._warn(
+                f"kernel cache artifact {path} ({kind} of {key}) is unusable: {e}; rebuilding"
+            )
+            return None
+        with contextlib.suppress(OSError):
+            os.utime(path)  # last use, for LRU eviction
+        return StoredArtifact(key, signature, kind, version, file=found)
+
+    def _reverify(self, key: str, signature: StatSignature, entry: dict[str, Any]) -> bool:
+        """Racy entry: its content hash decides. A match is recorded so the check stops once the
+        timestamp window has passed."""
+        started_ns = time.time_ns()
+        try:
+            digest = _sha256_file(key)
+        except OSError:
+            return False
+        if digest != entry.get("sha256"):
+            return False
+        with self.locked():
+            index = self._read_index()
+            current = index["sources"].get(key)
+            if current is not None and current["signature"] == list(_fields(signature)):
+                current["recorded_ns"] = max(current["recorded_ns"], started_ns)
+                self._write_index(index)
+        return True
+
+    def _build(
+        self,
+        index: dict[str, Any],
+        key: str,
+        signature: StatSignature,
+        kind: str,
+        version: int,
+        build: Build,
+    ) -> StoredArtifact | None:
+        """Build, verify the source held still, publish, record. None: the source moved."""
+        recorded_ns = time.time_ns()
+        entry = index["sources"].get(key)
+        if entry is None or entry["signature"] != list(_fields(signature)):
+            if entry is not None:
+                self._remove_files(entry)
+            entry = {
+                "signature": list(_fields(signature)),
+                "recorded_ns": recorded_ns,
+                "sha256": None,
+                "artifacts": {},
+            }
+        racy = is_racy(signature, entry["recorded_ns"], self.racy_window_ns)
+        digest_before = _sha256_file(key) if racy else None
+        if racy and entry["sha256"] not in (None, digest_before):
+            # Same signature, other content: what was built from the old content is stale.
+            self._remove_files(entry)
+            entry["artifacts"] = {}
+        fd, tmp_name = tempfile.mkstemp(dir=self._tmp, prefix="build-", suffix=".tmp")
+        tmp = Path(tmp_name)
+        try:
+            with os.fdopen(fd, "w+b") as out:
+                artifact.begin(out)
+                build(Path(key), out)
+                size = artifact.finish(out, kind, version)
+                os.fsync(out.fileno())
+            moved = stat_signature(key, key) != signature
+            if not moved and racy:
+                moved = _sha256_file(key) != digest_before
+            if moved:
+                tmp.unlink()
+                return None
+            name = hashlib.sha256(
+                json.dumps([key, _fields(signature), kind, version]).encode()
+            ).hexdigest()
+            final = self._artifacts / f"{name}.art"
+            os.replace(tmp, final)
+            storeindex.fsync_dir(self._artifacts)
+        except BaseException:
+            with contextlib.suppress(FileNotFoundError):
+                tmp.unlink()
+            raise
+        if racy:
+            entry["sha256"] = digest_before
+        previous = entry["artifacts"].get(_artifact_key(kind, version), {})
+        entry["artifacts"][_artifact_key(kind, version)] = {
+            "file": final.name,
+            "builds": previous.get("builds", 0) + 1,
+            "built_ns": time.time_ns(),
+        }
+        index["sources"][key] = entry
+        index["builds"] = index.get("builds", 0) + 1
+        self._evict(index, keep=final.name)
+        self._write_index(index)
+        built = Artifact(path=final, kind=kind, version=version, size=size)
+        return StoredArtifact(key, signature, kind, version, file=built)
+
+    def _evict(self, index: dict[str, Any], keep: str) -> None:
+        """Under the lock: drop entries of gone or changed sources, debris, orphans, then the least
+        recently used artifacts until the store fits its size cap."""
+        for source, entry in list(index["sources"].items()):
+            try:
+                current = list(_fields(stat_signature(source, source)))
+            except KernelArtifactError:
+                current = None
+            if current != entry["signature"] and keep not in _files(entry):
+                self._remove_files(entry)
+                del index["sources"][source]
+        for debris in self._tmp.iterdir():
+            with contextlib.suppress(FileNotFoundError):
+                debris.unlink()
+        owners = {name: source for source, e in index["sources"].items() for name in _files(e)}
+        sizes: dict[str, tuple[int, int]] = {}
+        for path in self._artifacts.iterdir():
+            if path.name not in owners:
+                with contextlib.suppress(FileNotFoundError):
+                    path.unlink()  # an orphan of a lost index or a crash
+                continue
+            st = path.stat()
+            sizes[path.name] = (st.st_mtime_ns, st.st_size)
+        total = sum(size for _, size in sizes.values())
+        for name, (_, size) in sorted(sizes.items(), key=lambda item: item[1][0]):
+            if total <= self.max_size:
+                break
+            if name == keep:
+                continue
+            entry = index["sources"][owners[name]]
+            entry["artifacts"] = {k: r for k, r in entry["artifacts"].items() if r["file"] != name}
+            with contextlib.suppress(FileNotFoundError):
+                (self._artifacts / name).unlink()
+            total -= size
+
+    def _remove_files(self, entry: dict[str, Any]) -> None:
+        for name in _files(entry):
+            with contextlib.suppress(FileNotFoundError):
+                (self._artifacts / name).unlink()
+
+    def _read_index(self) -> dict[str, Any]:
+        """The index, or an empty one (with one warning) when it is missing or unusable."""
+        try:
+            fd = os.open(self._index_path, os.O_RDONLY | _O_NOFOLLOW | os.O_CLOEXEC)
+        except FileNotFoundError:
+            return storeindex.empty_index()
+        except OSError as e:
+            problem = f"cannot be opened ({e.strerror})"
+            self._warn(f"kernel cache index {self._index_path} {problem}; rebuilding it")
+            return storeindex.empty_index()
+        with os.fdopen(fd, "rb") as f:
+            raw = f.read()
+        try:
+            return storeindex.parse_index(raw)
+        except ValueError as e:
+            self._warn(f"kernel cache index {self._index_path} is unusable: {e}; rebuilding it")
+            return storeindex.empty_index()
+
+    def _write_index(self, index: dict[str, Any]) -> None:
+        storeindex.write_index(self._index_path, index, tmp_dir=self._tmp)
+
+    def _warn(self, message: str) -> None:
+        if message not in self._warned:
+            self._warned.add(message)
+            warnings.warn(message, StoreWarning, stacklevel=3)
+
+
+def _files(entry: dict[str, Any]) -> list[str]:
+    return [record["file"] for record in entry["artifacts"].values()]
+
+
+def _artifact_key(kind: str, version: int) -> str:
+    return f"{kind}:{version}"
+
+
+def _fields(signature: StatSignature) -> tuple[int, int, int, int, int]:
+    return (
+        signature.st_dev,
+        signature.st_ino,
+        signature.st_size,
+        signature.st_mtime_ns,
+        signature.st_ctime_ns,
+    )
+
+
+def _sha256_file(path: str) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        while chunk := f.read(1 << 20):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def _strict_lock_kwargs() -> dict[str, Any]:
+    # filelock >= 4 can fall back to a soft (existence) lock where flock is missing; the store
+    # would rather fail loudly there than trust a weaker lock without saying so.
+    parameters = inspect.signature(FileLock.__init__).parameters
+    return {"fallback_to_soft": False} if "fallback_to_soft" in parameters else {}

@@ -1,0 +1,35 @@
+"""Choosing a store: on disk where it is safe and writable, in memory where it cannot be written.
+
+Shared by the plugin and the CLI so both find the same directory by the same rules.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+from .memstore import MemoryStore, Store
+from .store import ArtifactStore
+from .storedir import DEFAULT_MAX_SIZE, StoreUnavailableError, default_store_dir
+
+ENV_CACHE_DIR = "KTSTR_CACHE_DIR"
+ENV_CACHE_MAX_SIZE = "KTSTR_CACHE_MAX_SIZE"
+
+
+def open_store(
+    directory: str | os.PathLike[str] | None, *, max_size: int = DEFAULT_MAX_SIZE
+) -> tuple[Store, str | None]:
+    """The on-disk store at ``directory`` (default location when None), or, when that cannot be
+    written, a MemoryStore and the reason to warn about.
+
+    InsecureStoreError propagates: a directory others could write is never silently bypassed.
+    """
+    path = Path(directory) if directory is not None else default_store_dir()
+    try:
+        return ArtifactStore(path, max_size=max_size), None
+    except StoreUnavailableError as e:
+        return MemoryStore(), f"{e}; keeping kernel artifacts in-process for this run"
+
+
+def store_location(store: Store) -> str:
+    return str(store.directory) if isinstance(store, ArtifactStore) else "in-process"

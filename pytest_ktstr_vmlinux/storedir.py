@@ -1,0 +1,94 @@
+"""Where the on-disk store lives, and whether that directory is safe to trust.
+
+The store holds files other processes map and parse, so, like ssh with ``~/.ssh``, it refuses a
+directory another user owns or others can write: whoever can write there can feed every test run
+bytes of their choosing.
+"""
+
+from __future__ import annotations
+
+import errno
+import os
+import re
+import stat
+from pathlib import Path
+
+from .errors import KernelArtifactError
+
+STORE_NAME = "pytest-ktstr-vmlinux"
+DEFAULT_MAX_SIZE = 8 << 30
+_SIZE_RE = re.compile(r"(\d+(?:\.\d+)?)\s*([KMGT]?)(i?B?)", re.IGNORECASE | re.ASCII)
+_UNITS = {"": 1, "K": 1 << 10, "M": 1 << 20, "G": 1 << 30, "T": 1 << 40}
+
+
+class InsecureStoreError(KernelArtifactError):
+    """The store directory is owned by someone else or writable by others: refused, no fallback."""
+
+
+class StoreUnavailableError(KernelArtifactError):
+    """The store directory cannot be created or written (read-only home, ...): fall back."""
+
+
+def default_store_dir() -> Path:
+    """``$XDG_CACHE_HOME/pytest-ktstr-vmlinux``, else ``~/.cache/pytest-ktstr-vmlinux``."""
+    base = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
+    return Path(base) / STORE_NAME
+
+
+def parse_size(text: str) -> int:
+    """Bytes from ``"8GiB"``, ``"512M"``, ``"1.5G"`` or ``"1000000"`` (binary units)."""
+    match = _SIZE_RE.fullmatch(text.strip())
+    if match is None:
+        raise ValueError(f"not a size: {text!r} (examples: 8GiB, 512M, 1000000)")
+    number, unit, _ = match.groups()
+    return int(float(number) * _UNITS[unit.upper()])
+
+
+def prepare_store_dir(path: Path) -> Path:
+    """Create ``path`` 0700 if needed and check it is ours alone; returns its absolute path.
+
+    Raises InsecureStoreError for a directory someone else could write, StoreUnavailableError
+    when it cannot be created or written.
+    """
+    path = Path(os.path.abspath(path))
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+        path.mkdir(mode=0o700, exist_ok=True)
+    except OSError as e:
+        raise StoreUnavailableError(
+            f"kernel cache {path}: cannot create it: {e.strerror}"
+        ) from None
+    check_store_dir(path)
+    if not os.access(path, os.W_OK | os.X_OK) or _read_only_fs(path):
+        raise StoreUnavailableError(f"kernel cache {path}: not writable")
+    return path
+
+
+def check_store_dir(path: Path) -> None:
+    """Refuse a store directory another user owns or that group/others may write."""
+    try:
+        st = os.stat(path)
+    except OSError as e:
+        raise StoreUnavailableError(f"kernel cache {path}: {e.strerror}") from None
+    if not stat.S_ISDIR(st.st_mode):
+        raise InsecureStoreError(
+            f"kernel cache {path} is not a directory; remove it or pick another"
+        )
+    if st.st_uid != os.geteuid():
+        raise InsecureStoreError(
+            f"kernel cache {path} is owned by uid {st.st_uid}, not by you (uid {os.geteuid()});"
+            f" refusing to trust it. Use your own directory (--kernel-cache-dir) or"
+            f" `chown {os.geteuid()} {path}` if it really is yours"
+        )
+    if st.st_mode & (stat.S_IWGRP | stat.S_IWOTH):
+        raise InsecureStoreError(
+            f"kernel cache {path} has mode {stat.S_IMODE(st.st_mode):04o}: group or others can"
+            f" write it; refusing to trust it. Fix with `chmod 700 {path}`"
+        )
+
+
+def _read_only_fs(path: Path) -> bool:
+    try:
+        return bool(os.statvfs(path).f_flag & os.ST_RDONLY)
+    except OSError as e:
+        return e.errno == errno.EROFS

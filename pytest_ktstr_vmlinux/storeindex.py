@@ -1,0 +1,107 @@
+"""The store's index file: a header line (magic, version, SHA-256 of the body), then JSON.
+
+Readers check all three and the shape of every entry before trusting any of it: the index names
+files the store will open, so an entry that is not a hash-named artifact is refused outright.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import json
+import os
+import tempfile
+from pathlib import Path
+from typing import Any
+
+INDEX_MAGIC = "pytest-ktstr-vmlinux-index"
+INDEX_VERSION = 1
+
+
+def empty_index() -> dict[str, Any]:
+    return {"sources": {}, "builds": 0}
+
+
+def write_index(path: Path, index: dict[str, Any], *, tmp_dir: Path) -> None:
+    """Publish ``index`` at ``path``: temp file in ``tmp_dir``, fsync, rename, fsync the dir."""
+    body = json.dumps(index, sort_keys=True, separators=(",", ":")).encode()
+    header = f"{INDEX_MAGIC} {INDEX_VERSION} {hashlib.sha256(body).hexdigest()}\n".encode()
+    fd, tmp_name = tempfile.mkstemp(dir=tmp_dir, prefix="index-", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(header + body)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp_name, path)
+    except BaseException:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(tmp_name)
+        raise
+    fsync_dir(path.parent)
+
+
+def parse_index(raw: bytes) -> dict[str, Any]:
+    header, newline, body = raw.partition(b"\n")
+    if not newline:
+        raise ValueError("truncated: no header line" if raw else "empty file")
+    fields = header.decode("ascii", "replace").split(" ")
+    if len(fields) != 3 or fields[0] != INDEX_MAGIC:
+        raise ValueError("garbage: no index header")
+    if fields[1] != str(INDEX_VERSION):
+        raise ValueError(f"foreign index version {fields[1]}")
+    if hashlib.sha256(body).hexdigest() != fields[2]:
+        raise ValueError("checksum mismatch (torn or edited)")
+    index = json.loads(body)
+    validate_index(index)
+    assert isinstance(index, dict)
+    return index
+
+
+def validate_index(index: Any) -> None:
+    def check(condition: bool, what: str) -> None:
+        if not condition:
+            raise ValueError(f"malformed: {what}")
+
+    check(isinstance(index, dict) and isinstance(index.get("sources"), dict), "no sources")
+    for source, entry in index["sources"].items():
+        check(isinstance(entry, dict), f"entry for {source}")
+        signature = entry.get("signature")
+        check(
+            isinstance(signature, list)
+            and len(signature) == 5
+            and all(isinstance(x, int) for x in signature),
+            f"signature of {source}",
+        )
+        check(isinstance(entry.get("recorded_ns"), int), f"recorded_ns of {source}")
+        check(
+            entry.get("sha256") is None or isinstance(entry["sha256"], str), f"sha256 of {source}"
+        )
+        artifacts = entry.get("artifacts")
+        check(isinstance(artifacts, dict), f"artifacts of {source}")
+        for key, record in artifacts.items():
+            check(
+                isinstance(record, dict)
+                and isinstance(record.get("file"), str)
+                and is_artifact_name(record["file"])
+                and isinstance(record.get("builds"), int),
+                f"artifact {key} of {source}",
+            )
+
+
+def is_artifact_name(name: str) -> bool:
+    # Names are hashes: anything else (a path, '..') in the index is refused, never opened.
+    stem, dot, suffix = name.partition(".")
+    return (
+        dot == "."
+        and suffix == "art"
+        and len(stem) == 64
+        and all(c in "0123456789abcdef" for c in stem)
+    )
+
+
+def fsync_dir(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
