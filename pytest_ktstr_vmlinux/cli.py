@@ -1,8 +1,10 @@
-"""``python -m pytest_ktstr_vmlinux``: the locator's answer and its reasons, without pytest.
+"""``python -m pytest_ktstr_vmlinux`` (also ``ktstr-vmlinux``): diagnostics without pytest.
 
-    python -m pytest_ktstr_vmlinux locate [SPEC] [--vmlinux PATH] [--sysroot DIR] [--json]
+    locate [SPEC] [--vmlinux PATH] [--sysroot DIR] [--json]   what would be chosen, and why
+    cache path | list [--json] | clear  [--cache-dir DIR]      the on-disk artifact store
 
-Exit status: 0 when a vmlinux was found, 1 when none was, 2 when the spec itself is unusable.
+``locate`` exits 0 when a vmlinux was found, 1 when none was, 2 when the spec is unusable.
+The store directory follows the plugin's rule: --cache-dir > $KTSTR_CACHE_DIR > default.
 """
 
 from __future__ import annotations
@@ -12,11 +14,15 @@ import json
 import os
 import sys
 from collections.abc import Sequence
+from pathlib import Path
 from typing import Any
 
-from .errors import KernelSpecError
+from .errors import KernelArtifactError, KernelSpecError
 from .kernel import Kernel, resolve_kernel
 from .spec import RUNNING, SpecSource, select_setting
+from .store import ArtifactStore
+from .storeconfig import ENV_CACHE_DIR
+from .storedir import default_store_dir
 
 EXIT_FOUND = 0
 EXIT_NOT_FOUND = 1
@@ -36,7 +42,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     locate.add_argument("--vmlinux", help="explicit vmlinux; skips the search")
     locate.add_argument("--sysroot", help="directory standing in for / for distro paths")
     locate.add_argument("--json", action="store_true", help="machine-readable output")
+    cache = verbs.add_parser("cache", help="the on-disk kernel artifact store")
+    cache.add_argument("action", choices=["path", "list", "clear"])
+    cache.add_argument("--cache-dir", help="store directory (default: $KTSTR_CACHE_DIR, else XDG)")
+    cache.add_argument("--json", action="store_true", help="machine-readable list")
     args = parser.parse_args(argv)
+    if args.verb == "cache":
+        return _cache(args.action, args.cache_dir, as_json=args.json)
 
     raw, source = select_setting(
         [(SpecSource.OPTION, args.spec), (SpecSource.ENV, os.environ.get("KTSTR_KERNEL"))]
@@ -76,3 +88,32 @@ def kernel_to_json(kernel: Kernel) -> dict[str, Any]:
             for c in kernel.report.candidates
         ],
     }
+
+
+def _cache(action: str, cache_dir: str | None, *, as_json: bool) -> int:
+    directory = Path(cache_dir or os.environ.get(ENV_CACHE_DIR) or default_store_dir())
+    if action == "path":
+        print(directory)
+        return 0
+    try:
+        store = ArtifactStore(directory)
+    except KernelArtifactError as e:
+        print(f"ktstr-vmlinux: {e}", file=sys.stderr)
+        return EXIT_USAGE
+    if action == "clear":
+        print(f"removed {store.clear()} artifacts from {store.directory}")
+        return 0
+    entries = store.entries()
+    if as_json:
+        listing = {"store": str(store.directory), "size": store.total_size(), "sources": entries}
+        print(json.dumps(listing, indent=2))
+        return 0
+    print(f"store {store.directory} ({store.total_size() / 2**20:.1f} MiB)")
+    for entry in entries:
+        print(entry["source"])
+        for item in entry["artifacts"]:
+            print(
+                f"  {item['kind']} v{item['version']}: {item['size'] / 2**20:.1f} MiB,"
+                f" built {item['builds']}x, {item['file']}"
+            )
+    return 0

@@ -8,7 +8,6 @@ directory; relative paths from an ini file are taken from that file's directory.
 from __future__ import annotations
 
 import os
-import warnings
 from pathlib import Path
 from typing import Any, NoReturn
 
@@ -254,7 +253,7 @@ def _open_store(config: pytest.Config) -> Store:
     worker = _is_xdist_worker(config)
     if problem is not None and not worker:
         # Workers fall back the same way; the controller says so once for the run.
-        warnings.warn(f"ktstr: {problem}", StoreWarning, stacklevel=1)
+        config.issue_config_time_warning(StoreWarning(f"ktstr: {problem}"), stacklevel=2)
     if config.getoption("ktstr_cache_clear") and not worker and isinstance(store, ArtifactStore):
         store.clear()
     return store
