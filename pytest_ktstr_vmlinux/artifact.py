@@ -28,6 +28,8 @@ FULL_DIGEST_LIMIT = 64 << 20
 SAMPLE_COUNT = 64
 SAMPLE_SIZE = 4096
 _O_NOFOLLOW = getattr(os, "O_NOFOLLOW", 0)
+# A FIFO planted at an artifact's name must not block the open; fstat refuses it.
+_O_NONBLOCK = getattr(os, "O_NONBLOCK", 0)
 
 
 class ArtifactCorrupt(ValueError):
@@ -56,7 +58,7 @@ class Artifact:
         """
         if self.size == 0:
             return memoryview(b"")
-        fd = os.open(self.path, os.O_RDONLY | _O_NOFOLLOW | os.O_CLOEXEC)
+        fd = os.open(self.path, os.O_RDONLY | _O_NOFOLLOW | _O_NONBLOCK | os.O_CLOEXEC)
         try:
             mapping = mmap.mmap(
                 fd, self.size, flags=mmap.MAP_SHARED, prot=mmap.PROT_READ, offset=HEADER_SIZE
@@ -115,7 +117,7 @@ def finish(f: BinaryIO, kind: str, version: int) -> int:
 def open_artifact(path: Path, kind: str, version: int) -> Artifact:
     """Verify ``path`` as an artifact of ``kind``/``version``; ArtifactCorrupt says what's wrong."""
     try:
-        fd = os.open(path, os.O_RDONLY | _O_NOFOLLOW | os.O_CLOEXEC)
+        fd = os.open(path, os.O_RDONLY | _O_NOFOLLOW | _O_NONBLOCK | os.O_CLOEXEC)
     except OSError as e:
         raise ArtifactCorrupt(f"cannot open: {e.strerror}") from None
     with os.fdopen(fd, "rb") as f:

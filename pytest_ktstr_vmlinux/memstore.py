@@ -10,12 +10,21 @@ import io
 import json
 import os
 import threading
+import time
 from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, BinaryIO, Protocol
 
 from .errors import KernelArtifactError
-from .signature import StatSignature, canonical_key, stat_signature
+from .signature import (
+    RACY_WINDOW_NS,
+    StatSignature,
+    canonical_key,
+    is_racy,
+    sha256_file,
+    stat_signature,
+)
 from .store import MAX_BUILD_ATTEMPTS, Build, StoredArtifact, StoreStats
 
 
@@ -37,12 +46,21 @@ class Store(Protocol):
     ) -> Any: ...
 
 
-class MemoryStore:
-    """In-process artifacts keyed by (canonical path, signature, kind, version)."""
+@dataclass
+class _Held:
+    artifact: StoredArtifact
+    recorded_ns: int
+    digest: str | None  # content hash, kept while the source was racy when built
 
-    def __init__(self) -> None:
+
+class MemoryStore:
+    """In-process artifacts keyed by (canonical path, kind, version) and the source's signature,
+    with the same racy-source rule as the on-disk store."""
+
+    def __init__(self, racy_window_ns: int = RACY_WINDOW_NS) -> None:
+        self.racy_window_ns = racy_window_ns
         self.stats = StoreStats()
-        self._artifacts: dict[tuple[str, StatSignature, str, int], StoredArtifact] = {}
+        self._held: dict[tuple[str, str, int], _Held] = {}
         self._lock = threading.RLock()
 
     def __repr__(self) -> str:
@@ -55,27 +73,38 @@ class MemoryStore:
         with self._lock:
             for _ in range(MAX_BUILD_ATTEMPTS):
                 signature = stat_signature(key, source)
-                found = self._artifacts.get((key, signature, kind, version))
-                if found is not None:
+                held = self._held.get((key, kind, version))
+                if held is not None and self._still_valid(held, key, signature):
                     self.stats.reused += 1
-                    return found
+                    return held.artifact
+                recorded_ns = time.time_ns()
+                racy = is_racy(signature, recorded_ns, self.racy_window_ns)
+                digest = sha256_file(key) if racy else None
                 out = io.BytesIO()
                 build(Path(key), out)
-                if stat_signature(key, source) != signature:
+                if stat_signature(key, source) != signature or (
+                    racy and sha256_file(key) != digest
+                ):
                     continue
                 stored = StoredArtifact(key, signature, kind, version, data=out.getvalue())
-                # Older versions of the same source are dead weight: keep the newest only.
-                for stale in [
-                    k for k in self._artifacts if k[0] == key and k[2:] == (kind, version)
-                ]:
-                    del self._artifacts[stale]
-                self._artifacts[(key, signature, kind, version)] = stored
+                self._held[(key, kind, version)] = _Held(stored, recorded_ns, digest)
                 self.stats.built += 1
                 return stored
         raise KernelArtifactError(
             f"{source}: changed {MAX_BUILD_ATTEMPTS} times while its {kind} artifact was being"
             " built; a build is probably still writing it. Wait for it to finish and run again."
         )
+
+    def _still_valid(self, held: _Held, key: str, signature: StatSignature) -> bool:
+        if held.artifact.signature != signature:
+            return False
+        if not is_racy(signature, held.recorded_ns, self.racy_window_ns):
+            return True
+        started_ns = time.time_ns()
+        if held.digest is None or sha256_file(key) != held.digest:
+            return False
+        held.recorded_ns = max(held.recorded_ns, started_ns)
+        return True
 
     def get_or_build_json(
         self,

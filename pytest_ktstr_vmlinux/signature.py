@@ -8,6 +8,7 @@ its file's last change is "racy" (git's term) and must be re-verified by content
 
 from __future__ import annotations
 
+import hashlib
 import os
 import stat
 from dataclasses import dataclass
@@ -79,3 +80,12 @@ def read_error(shown: str | os.PathLike[str], error: OSError) -> KernelArtifactE
     if isinstance(error, IsADirectoryError):
         return KernelArtifactError(f"{shown}: is a directory; point at the vmlinux ELF file")
     return KernelArtifactError(f"{shown}: cannot read: {error.strerror or error}")
+
+
+def sha256_file(path: str | os.PathLike[str]) -> str:
+    """The content hash that settles a racy entry."""
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        while chunk := f.read(1 << 20):
+            h.update(chunk)
+    return h.hexdigest()

@@ -16,10 +16,13 @@ same artifact N times. A crash mid-build leaves debris in tmp/ and an unchanged 
 from __future__ import annotations
 
 import contextlib
+import errno
 import hashlib
 import inspect
 import json
 import os
+import shutil
+import stat
 import tempfile
 import threading
 import time
@@ -34,7 +37,14 @@ from filelock import FileLock, Timeout
 from . import artifact, storeindex
 from .artifact import Artifact, ArtifactCorrupt
 from .errors import KernelArtifactError
-from .signature import RACY_WINDOW_NS, StatSignature, canonical_key, is_racy, stat_signature
+from .signature import (
+    RACY_WINDOW_NS,
+    StatSignature,
+    canonical_key,
+    is_racy,
+    sha256_file,
+    stat_signature,
+)
 from .storedir import DEFAULT_MAX_SIZE, InsecureStoreError, prepare_store_dir
 
 INDEX_NAME = "index.json"
@@ -44,6 +54,7 @@ TMP_DIR = "tmp"
 MAX_BUILD_ATTEMPTS = 5
 DEFAULT_LOCK_TIMEOUT = 1800.0
 _O_NOFOLLOW = getattr(os, "O_NOFOLLOW", 0)
+_O_NONBLOCK = getattr(os, "O_NONBLOCK", 0)
 
 # Writes the payload of an artifact built from the source at the given path.
 Build = Callable[[Path, BinaryIO], None]
@@ -108,13 +119,9 @@ class ArtifactStore:
         self._artifacts = self._subdir(ARTIFACTS_DIR)
         self._tmp = self._subdir(TMP_DIR)
         self._index_path = self.directory / INDEX_NAME
-        lock_path = self.directory / LOCK_NAME
-        if lock_path.is_symlink():
-            raise InsecureStoreError(
-                f"kernel cache lock {lock_path} is a symlink; refusing to open it (it could point"
-                f" anywhere). Remove it: `rm {lock_path}`"
-            )
-        self._lock = FileLock(str(lock_path), timeout=lock_timeout, **_strict_lock_kwargs())
+        self._lock_path = self.directory / LOCK_NAME
+        self._refuse_symlinked_lock()
+        self._lock = FileLock(str(self._lock_path), timeout=lock_timeout, **_strict_lock_kwargs())
         self._thread_lock = threading.RLock()
         self._warned: set[str] = set()
 
@@ -173,8 +180,14 @@ class ArtifactStore:
     def locked(self) -> Iterator[None]:
         """Hold the store lock (re-entrant within a process) with a clear error on timeout."""
         with self._thread_lock:
+            self._refuse_symlinked_lock()
             try:
                 self._lock.acquire()
+            except OSError as e:
+                raise KernelArtifactError(
+                    f"kernel cache lock {self._lock.lock_file}: {e.strerror or e}; remove it and"
+                    " run again"
+                ) from None
             except Timeout:
                 raise KernelArtifactError(
                     f"kernel cache {self.directory}: lock {self._lock.lock_file} still held after"
@@ -223,15 +236,20 @@ class ArtifactStore:
             removed = 0
             for directory in (self._artifacts, self._tmp):
                 for path in directory.iterdir():
-                    with contextlib.suppress(FileNotFoundError):
-                        path.unlink()
-                        removed += directory is self._artifacts
+                    removed += _remove(path) and directory is self._artifacts
             with contextlib.suppress(FileNotFoundError):
                 self._index_path.unlink()
             storeindex.fsync_dir(self.directory)
         return removed
 
     # --- internals ------------------------------------------------------------------------------
+
+    def _refuse_symlinked_lock(self) -> None:
+        if self._lock_path.is_symlink():
+            raise InsecureStoreError(
+                f"kernel cache lock {self._lock_path} is a symlink; refusing to open it (it could"
+                f" point anywhere). Remove it: `rm {self._lock_path}`"
+            )
 
     def _subdir(self, name: str) -> Path:
         path = self.directory / name
@@ -275,7 +293,7 @@ class ArtifactStore:
         timestamp window has passed."""
         started_ns = time.time_ns()
         try:
-            digest = _sha256_file(key)
+            digest = sha256_file(key)
         except OSError:
             return False
         if digest != entry.get("sha256"):
@@ -310,7 +328,7 @@ class ArtifactStore:
                 "artifacts": {},
             }
         racy = is_racy(signature, entry["recorded_ns"], self.racy_window_ns)
-        digest_before = _sha256_file(key) if racy else None
+        digest_before = sha256_file(key) if racy else None
         if racy and entry["sha256"] not in (None, digest_before):
             # Same signature, other content: what was built from the old content is stale.
             self._remove_files(entry)
@@ -325,7 +343,7 @@ class ArtifactStore:
                 os.fsync(out.fileno())
             moved = stat_signature(key, key) != signature
             if not moved and racy:
-                moved = _sha256_file(key) != digest_before
+                moved = sha256_file(key) != digest_before
             if moved:
                 tmp.unlink()
                 return None
@@ -360,20 +378,18 @@ class ArtifactStore:
         for source, entry in list(index["sources"].items()):
             try:
                 current = list(_fields(stat_signature(source, source)))
-            except KernelArtifactError:
+            except (KernelArtifactError, ValueError):
                 current = None
             if current != entry["signature"] and keep not in _files(entry):
                 self._remove_files(entry)
                 del index["sources"][source]
         for debris in self._tmp.iterdir():
-            with contextlib.suppress(FileNotFoundError):
-                debris.unlink()
+            _remove(debris)
         owners = {name: source for source, e in index["sources"].items() for name in _files(e)}
         sizes: dict[str, tuple[int, int]] = {}
         for path in self._artifacts.iterdir():
-            if path.name not in owners:
-                with contextlib.suppress(FileNotFoundError):
-                    path.unlink()  # an orphan of a lost index or a crash
+            if path.name not in owners or not path.is_file() or path.is_symlink():
+                _remove(path)  # an orphan of a lost index or a crash, or not ours at all
                 continue
             st = path.stat()
             sizes[path.name] = (st.st_mtime_ns, st.st_size)
@@ -397,15 +413,23 @@ class ArtifactStore:
     def _read_index(self) -> dict[str, Any]:
         """The index, or an empty one (with one warning) when it is missing or unusable."""
         try:
-            fd = os.open(self._index_path, os.O_RDONLY | _O_NOFOLLOW | os.O_CLOEXEC)
+            # O_NONBLOCK: a FIFO planted here must not hang the run; fstat refuses it below.
+            fd = os.open(self._index_path, os.O_RDONLY | _O_NOFOLLOW | _O_NONBLOCK | os.O_CLOEXEC)
         except FileNotFoundError:
             return storeindex.empty_index()
         except OSError as e:
             problem = f"cannot be opened ({e.strerror})"
             self._warn(f"kernel cache index {self._index_path} {problem}; rebuilding it")
             return storeindex.empty_index()
-        with os.fdopen(fd, "rb") as f:
-            raw = f.read()
+        try:
+            with os.fdopen(fd, "rb") as f:
+                if not stat.S_ISREG(os.fstat(f.fileno()).st_mode):
+                    raise OSError(errno.EINVAL, "not a regular file")
+                raw = f.read()
+        except OSError as e:
+            problem = f"cannot be read ({e.strerror})"
+            self._warn(f"kernel cache index {self._index_path} {problem}; rebuilding it")
+            return storeindex.empty_index()
         try:
             return storeindex.parse_index(raw)
         except ValueError as e:
@@ -413,12 +437,26 @@ class ArtifactStore:
             return storeindex.empty_index()
 
     def _write_index(self, index: dict[str, Any]) -> None:
+        if self._index_path.is_dir() and not self._index_path.is_symlink():
+            _remove(self._index_path)  # os.replace cannot put a file over a directory
         storeindex.write_index(self._index_path, index, tmp_dir=self._tmp)
 
     def _warn(self, message: str) -> None:
         if message not in self._warned:
             self._warned.add(message)
             warnings.warn(message, StoreWarning, stacklevel=3)
+
+
+def _remove(path: Path) -> bool:
+    """Remove a file, link or stray directory inside the store; False if it was already gone."""
+    try:
+        if path.is_dir() and not path.is_symlink():
+            shutil.rmtree(path)
+        else:
+            path.unlink()
+    except FileNotFoundError:
+        return False
+    return True
 
 
 def _files(entry: dict[str, Any]) -> list[str]:
@@ -437,14 +475,6 @@ def _fields(signature: StatSignature) -> tuple[int, int, int, int, int]:
         signature.st_mtime_ns,
         signature.st_ctime_ns,
     )
-
-
-def _sha256_file(path: str) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        while chunk := f.read(1 << 20):
-            h.update(chunk)
-    return h.hexdigest()
 
 
 def _strict_lock_kwargs() -> dict[str, Any]:

@@ -10,11 +10,14 @@ import contextlib
 import hashlib
 import json
 import os
+import re
 import tempfile
 from pathlib import Path
 from typing import Any
 
 INDEX_MAGIC = "pytest-ktstr-vmlinux-index"
+# kind:version, as store._artifact_key writes them.
+_ARTIFACT_KEY = re.compile(r"[\x21-\x7e]{1,64}:\d{1,9}", re.ASCII)
 INDEX_VERSION = 1
 
 
@@ -51,7 +54,10 @@ def parse_index(raw: bytes) -> dict[str, Any]:
         raise ValueError(f"foreign index version {fields[1]}")
     if hashlib.sha256(body).hexdigest() != fields[2]:
         raise ValueError("checksum mismatch (torn or edited)")
-    index = json.loads(body)
+    try:
+        index = json.loads(body)
+    except RecursionError:
+        raise ValueError("malformed: nested too deeply") from None
     validate_index(index)
     assert isinstance(index, dict)
     return index
@@ -63,7 +69,9 @@ def validate_index(index: Any) -> None:
             raise ValueError(f"malformed: {what}")
 
     check(isinstance(index, dict) and isinstance(index.get("sources"), dict), "no sources")
+    check(isinstance(index.get("builds", 0), int), "builds")
     for source, entry in index["sources"].items():
+        check(source.startswith("/") and "\x00" not in source, f"source path {source!r}")
         check(isinstance(entry, dict), f"entry for {source}")
         signature = entry.get("signature")
         check(
@@ -79,6 +87,7 @@ def validate_index(index: Any) -> None:
         artifacts = entry.get("artifacts")
         check(isinstance(artifacts, dict), f"artifacts of {source}")
         for key, record in artifacts.items():
+            check(_ARTIFACT_KEY.fullmatch(key) is not None, f"artifact key {key!r} of {source}")
             check(
                 isinstance(record, dict)
                 and isinstance(record.get("file"), str)
