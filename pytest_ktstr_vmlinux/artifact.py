@@ -36,36 +36,34 @@ class ArtifactCorrupt(ValueError):
     """An artifact file is torn, truncated, foreign or garbage; the message says which."""
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, eq=False)
 class Artifact:
-    """A verified artifact file. Its payload never changes: files are replaced, never rewritten."""
+    """A verified artifact and a read-only mapping of its payload.
+
+    The mapping is made from the descriptor that was verified, so an eviction or rebuild that
+    unlinks the file afterwards changes nothing for its holder: the store replaces and unlinks
+    artifact files, and never truncates or rewrites one in place.
+    """
 
     path: Path
     kind: str
     version: int
     size: int
+    view: memoryview
 
     def read_bytes(self) -> bytes:
-        with open(self.path, "rb") as f:
-            f.seek(HEADER_SIZE)
-            return f.read(self.size)
+        return bytes(self.view)
 
     def map(self) -> memoryview:
-        """The payload as a read-only memoryview over a shared mapping of the file.
+        return self.view
 
-        Safe against replacement and eviction: both unlink or rename, and a mapping of an
-        unlinked file stays valid; the file is never truncated in place.
-        """
-        if self.size == 0:
-            return memoryview(b"")
-        fd = os.open(self.path, os.O_RDONLY | _O_NOFOLLOW | _O_NONBLOCK | os.O_CLOEXEC)
-        try:
-            mapping = mmap.mmap(
-                fd, self.size, flags=mmap.MAP_SHARED, prot=mmap.PROT_READ, offset=HEADER_SIZE
-            )
-        finally:
-            os.close(fd)
-        return memoryview(mapping)
+
+def map_payload(fd: int, size: int) -> memoryview:
+    """A read-only, shared mapping of the ``size`` payload bytes after the header of ``fd``."""
+    if size == 0:
+        return memoryview(b"")
+    mapping = mmap.mmap(fd, size, flags=mmap.MAP_SHARED, prot=mmap.PROT_READ, offset=HEADER_SIZE)
+    return memoryview(mapping)
 
 
 def digest_payload(f: BinaryIO, size: int) -> tuple[int, bytes]:
@@ -115,9 +113,15 @@ def finish(f: BinaryIO, kind: str, version: int) -> int:
 
 
 def open_artifact(path: Path, kind: str, version: int) -> Artifact:
-    """Verify ``path`` as an artifact of ``kind``/``version``; ArtifactCorrupt says what's wrong."""
+    """Verify ``path`` as an artifact of ``kind``/``version`` and map it.
+
+    ArtifactCorrupt says what is wrong; FileNotFoundError means it is simply gone (evicted or
+    replaced by another process a moment ago), which is no corruption.
+    """
     try:
         fd = os.open(path, os.O_RDONLY | _O_NOFOLLOW | _O_NONBLOCK | os.O_CLOEXEC)
+    except FileNotFoundError:
+        raise
     except OSError as e:
         raise ArtifactCorrupt(f"cannot open: {e.strerror}") from None
     with os.fdopen(fd, "rb") as f:
@@ -141,7 +145,8 @@ def open_artifact(path: Path, kind: str, version: int) -> Artifact:
             )
         if scope not in (DIGEST_FULL, DIGEST_SAMPLED) or digest_payload(f, size) != (scope, digest):
             raise ArtifactCorrupt("checksum mismatch")
-    return Artifact(path=path, kind=kind, version=version, size=size)
+        view = map_payload(f.fileno(), size)
+    return Artifact(path=path, kind=kind, version=version, size=size, view=view)
 
 
 def _kind(kind: str) -> bytes:

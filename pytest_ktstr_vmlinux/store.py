@@ -149,7 +149,7 @@ class ArtifactStore:
             with self.locked():
                 index = self._read_index()
                 signature = stat_signature(key, source)
-                found = self._find(index, key, signature, kind, version)
+                found = self._find(index, key, signature, kind, version, under_lock=True)
                 if found is not None:
                     self.stats.reused += 1
                     return found
@@ -183,15 +183,15 @@ class ArtifactStore:
             self._refuse_symlinked_lock()
             try:
                 self._lock.acquire()
+            except Timeout:  # a TimeoutError, so an OSError: it must be caught first
+                raise KernelArtifactError(
+                    f"kernel cache {self.directory}: lock {self._lock.lock_file} still held after"
+                    f" {self._lock.timeout:.0f} s; another run is building, or hung"
+                ) from None
             except OSError as e:
                 raise KernelArtifactError(
                     f"kernel cache lock {self._lock.lock_file}: {e.strerror or e}; remove it and"
                     " run again"
-                ) from None
-            except Timeout:
-                raise KernelArtifactError(
-                    f"kernel cache {self.directory}: lock {self._lock.lock_file} still held after"
-                    f" {self._lock.timeout:.0f} s; another run is building, or hung"
                 ) from None
             try:
                 yield
@@ -265,6 +265,8 @@ class ArtifactStore:
         signature: StatSignature,
         kind: str,
         version: int,
+        *,
+        under_lock: bool = False,
     ) -> StoredArtifact | None:
         entry = index["sources"].get(key)
         if entry is None or entry["signature"] != list(_fields(signature)):
@@ -279,6 +281,13 @@ class ArtifactStore:
         path = self._artifacts / record["file"]
         try:
             found = artifact.open_artifact(path, kind, version)
+        except FileNotFoundError:
+            # Without the lock, another process may have evicted or replaced it a moment ago;
+            # under the lock, an index naming a missing file is damage worth a word.
+            if under_lock:
+                what = f"kernel cache artifact {path} ({kind} of {key})"
+                self._warn(f"{what} is unusable: missing; rebuilding")
+            return None
         except ArtifactCorrupt as e:
             self._warn(
                 f"kernel cache artifact {path} ({kind} of {key}) is unusable: {e}; rebuilding"
@@ -341,6 +350,7 @@ class ArtifactStore:
                 build(Path(key), out)
                 size = artifact.finish(out, kind, version)
                 os.fsync(out.fileno())
+                view = artifact.map_payload(out.fileno(), size)
             moved = stat_signature(key, key) != signature
             if not moved and racy:
                 moved = sha256_file(key) != digest_before
@@ -369,7 +379,7 @@ class ArtifactStore:
         index["builds"] = index.get("builds", 0) + 1
         self._evict(index, keep=final.name)
         self._write_index(index)
-        built = Artifact(path=final, kind=kind, version=version, size=size)
+        built = Artifact(path=final, kind=kind, version=version, size=size, view=view)
         return StoredArtifact(key, signature, kind, version, file=built)
 
     def _evict(self, index: dict[str, Any], keep: str) -> None:
