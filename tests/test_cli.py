@@ -3,10 +3,13 @@
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
 
+from pytest_ktstr_vmlinux.snapshot import snapshot
+from pytest_ktstr_vmlinux.store import ArtifactStore
 from tests.fakes import make_build_tree, make_sysroot
 
 R = "6.1.0-99-cloud-amd64"
@@ -70,3 +73,38 @@ def test_library_works_without_pytest(tmp_path: Path) -> None:
     )
     assert result.returncode == 0, result.stderr
     assert result.stdout.split() == [str(tree / "vmlinux"), str((tree / "vmlinux").stat().st_size)]
+
+
+def test_cache_path_list_clear(tmp_path: Path) -> None:
+    tree = make_build_tree(tmp_path / "linux")
+    store_dir = Path(os.environ["KTSTR_CACHE_DIR"])
+    snapshot(ArtifactStore(store_dir), tree / "vmlinux")
+    assert _cli("cache", "path", cwd=tmp_path).stdout.strip() == str(store_dir)
+    listing = _cli("cache", "list", "--json", cwd=tmp_path)
+    assert listing.returncode == 0, listing.stderr
+    data = json.loads(listing.stdout)
+    assert data["store"] == str(store_dir)
+    [source] = data["sources"]
+    assert source["source"] == str(tree / "vmlinux")
+    [item] = source["artifacts"]
+    assert (item["kind"], item["version"], item["builds"]) == ("vmlinux-snapshot", 1, 1)
+    assert data["size"] == item["size"] > (tree / "vmlinux").stat().st_size
+    text = _cli("cache", "list", cwd=tmp_path).stdout
+    assert str(tree / "vmlinux") in text and "vmlinux-snapshot v1" in text
+    cleared = _cli("cache", "clear", cwd=tmp_path)
+    assert cleared.stdout.strip() == f"removed 1 artifacts from {store_dir}"
+    assert json.loads(_cli("cache", "list", "--json", cwd=tmp_path).stdout)["sources"] == []
+    other = tmp_path / "elsewhere"
+    assert _cli("cache", "path", "--cache-dir", str(other), cwd=tmp_path).stdout.strip() == str(
+        other
+    )
+
+
+def test_cache_list_refuses_an_insecure_store(tmp_path: Path) -> None:
+    store_dir = tmp_path / "shared"
+    store_dir.mkdir(mode=0o777)
+    store_dir.chmod(0o777)
+    result = _cli("cache", "list", "--cache-dir", str(store_dir), cwd=tmp_path)
+    assert result.returncode == 2
+    assert "chmod 700" in result.stderr
+    assert "Traceback" not in result.stderr

@@ -6,12 +6,14 @@ fail under .ci/run, which sets KTSTR_REQUIRE_REAL_KERNELS=1).
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
 
+from pytest_ktstr_vmlinux.store import ArtifactStore
 from tests.conftest import DebianKernel
 
 pytestmark = pytest.mark.real_kernel
@@ -130,3 +132,16 @@ def test_tinyconfig_tree_under_xdist(
     _expect(monkeypatch, tinyconfig_tree / "vmlinux", _tree_release(tinyconfig_tree))
     result = pytester.runpytest_subprocess("-n", "2", f"--kernel={tinyconfig_tree}")
     result.assert_outcomes(passed=2)
+
+
+def test_tinyconfig_snapshot_shared_by_four_workers(
+    pytester: pytest.Pytester, tinyconfig_tree: Path, checks: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    _expect(monkeypatch, tinyconfig_tree / "vmlinux", _tree_release(tinyconfig_tree))
+    result = pytester.runpytest_subprocess("-n", "4", "--dist=each", f"--kernel={tinyconfig_tree}")
+    result.assert_outcomes(passed=8)
+    result.stdout.fnmatch_lines(["ktstr: artifacts built 1, reused 3 (store: *)"])
+    store = ArtifactStore(os.environ["KTSTR_CACHE_DIR"])
+    [entry] = store.entries()
+    assert entry["source"] == str(tinyconfig_tree / "vmlinux")
+    assert [(a["kind"], a["builds"]) for a in entry["artifacts"]] == [("vmlinux-snapshot", 1)]
