@@ -7,16 +7,14 @@ never ask which store they have.
 from __future__ import annotations
 
 import io
-import json
 import os
 import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, BinaryIO, Protocol
+from typing import Any, Protocol
 
-from .errors import KernelArtifactError
 from .signature import (
     RACY_WINDOW_NS,
     StatSignature,
@@ -25,7 +23,14 @@ from .signature import (
     sha256_file,
     stat_signature,
 )
-from .store import MAX_BUILD_ATTEMPTS, Build, StoredArtifact, StoreStats
+from .store import (
+    MAX_BUILD_ATTEMPTS,
+    Build,
+    StoredArtifact,
+    StoreStats,
+    json_build,
+    unsettled_source,
+)
 
 
 class Store(Protocol):
@@ -90,10 +95,7 @@ class MemoryStore:
                 self._held[(key, kind, version)] = _Held(stored, recorded_ns, digest)
                 self.stats.built += 1
                 return stored
-        raise KernelArtifactError(
-            f"{source}: changed {MAX_BUILD_ATTEMPTS} times while its {kind} artifact was being"
-            " built; a build is probably still writing it. Wait for it to finish and run again."
-        )
+        raise unsettled_source(source, kind)
 
     def _still_valid(self, held: _Held, key: str, signature: StatSignature) -> bool:
         if held.artifact.signature != signature:
@@ -113,7 +115,4 @@ class MemoryStore:
         version: int,
         compute: Callable[[Path], Any],
     ) -> Any:
-        def build(path: Path, out: BinaryIO) -> None:
-            out.write(json.dumps(compute(path), separators=(",", ":")).encode())
-
-        return self.get_or_build(source, kind, version, build).json()
+        return self.get_or_build(source, kind, version, json_build(compute)).json()

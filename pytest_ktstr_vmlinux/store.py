@@ -157,10 +157,7 @@ class ArtifactStore:
                 if built is not None:
                     self.stats.built += 1
                     return built
-        raise KernelArtifactError(
-            f"{source}: changed {MAX_BUILD_ATTEMPTS} times while its {kind} artifact was being"
-            " built; a build is probably still writing it. Wait for it to finish and run again."
-        )
+        raise unsettled_source(source, kind)
 
     def get_or_build_json(
         self,
@@ -170,11 +167,7 @@ class ArtifactStore:
         compute: Callable[[Path], Any],
     ) -> Any:
         """A JSON-serializable value derived from ``source``, computed at most once."""
-
-        def build(path: Path, out: BinaryIO) -> None:
-            out.write(json.dumps(compute(path), separators=(",", ":")).encode())
-
-        return self.get_or_build(source, kind, version, build).json()
+        return self.get_or_build(source, kind, version, json_build(compute)).json()
 
     @contextlib.contextmanager
     def locked(self) -> Iterator[None]:
@@ -455,6 +448,22 @@ class ArtifactStore:
         if message not in self._warned:
             self._warned.add(message)
             warnings.warn(message, StoreWarning, stacklevel=3)
+
+
+def json_build(compute: Callable[[Path], Any]) -> Build:
+    """A Build that stores ``compute(source)`` as compact JSON."""
+
+    def build(path: Path, out: BinaryIO) -> None:
+        out.write(json.dumps(compute(path), separators=(",", ":")).encode())
+
+    return build
+
+
+def unsettled_source(source: str | os.PathLike[str], kind: str) -> KernelArtifactError:
+    return KernelArtifactError(
+        f"{source}: changed {MAX_BUILD_ATTEMPTS} times while its {kind} artifact was being"
+        " built; a build is probably still writing it. Wait for it to finish and run again."
+    )
 
 
 def _remove(path: Path) -> bool:
