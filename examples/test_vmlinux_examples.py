@@ -12,8 +12,13 @@ from elftools.elf.elffile import ELFFile
 
 from pytest_ktstr_vmlinux import Kernel
 
-# e_machine for each kernel ARCH= name the plugin reports.
-E_MACHINE = {"x86": {"EM_X86_64", "EM_386"}, "arm64": {"EM_AARCH64"}, "riscv": {"EM_RISCV"}}
+# e_machine for each arch name the plugin reports.
+E_MACHINE = {
+    "x86_64": {"EM_X86_64"},
+    "i386": {"EM_386"},
+    "arm64": {"EM_AARCH64"},
+    "riscv64": {"EM_RISCV"},
+}
 
 
 def test_kernel_is_identified(kernel: Kernel) -> None:

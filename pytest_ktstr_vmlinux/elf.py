@@ -1,13 +1,23 @@
-"""The few ELF header fields the locator needs to accept or refuse a vmlinux candidate.
+"""ELF facts about kernels: the identification the locator checks, and the identity pairing uses.
 
-Only ``e_ident`` and ``e_machine`` are read, by hand, because probing a dozen candidates must not
-parse section tables of 600 MB files; section and symbol work lives with pyelftools later.
+``e_ident`` and ``e_machine`` are read by hand: probing a dozen candidates must not parse section
+tables of 600 MB files. Build-ids and banners come from sections found with pyelftools; notes are
+walked by hand because the same walk serves /sys/kernel/notes, which is no ELF.
 """
 
 from __future__ import annotations
 
 import os
+import re
+import struct
+from collections.abc import Iterator
 from dataclasses import dataclass
+from typing import BinaryIO, Literal
+
+from elftools.common.exceptions import ELFError
+from elftools.elf.elffile import ELFFile
+
+from .errors import KernelArtifactError
 
 ELFMAG = b"\x7fELF"
 EI_CLASS = 4
@@ -29,16 +39,45 @@ EM_LOONGARCH = 258
 EM_PPC64 = 21
 EM_S390 = 22
 
+# e_machine -> arch name as `uname -m` style tools and the CLI's JSON spell it; RISC-V and
+# LoongArch take their width from EI_CLASS.
 _ARCH_BY_MACHINE: dict[int, str] = {
-    EM_386: "x86",
-    EM_X86_64: "x86",
+    EM_386: "i386",
+    EM_X86_64: "x86_64",
     EM_ARM: "arm",
     EM_AARCH64: "arm64",
     EM_RISCV: "riscv",
     EM_LOONGARCH: "loongarch",
-    EM_PPC64: "powerpc",
-    EM_S390: "s390",
+    EM_PPC64: "ppc64",
+    EM_S390: "s390x",
 }
+_SIZED = {"riscv", "loongarch"}
+
+# Arch names and the family (the kernel's ARCH= directory) each belongs to. A family name on its
+# own means "this family, width unknown" (a build tree's arch/x86/, a pre-2.12 bzImage).
+ARCH_FAMILY: dict[str, str] = {
+    "x86_64": "x86",
+    "i386": "x86",
+    "x86": "x86",
+    "arm64": "arm64",
+    "arm": "arm",
+    "riscv64": "riscv",
+    "riscv32": "riscv",
+    "riscv": "riscv",
+    "loongarch64": "loongarch",
+    "loongarch": "loongarch",
+    "ppc64": "powerpc",
+    "s390x": "s390",
+}
+
+
+def arch_matches(a: str, b: str) -> bool:
+    """Same machine: equal names, or one is the other's family (width unknown)."""
+    if a == b:
+        return True
+    family_a, family_b = ARCH_FAMILY.get(a, a), ARCH_FAMILY.get(b, b)
+    return family_a == family_b and (a == family_a or b == family_b)
+
 
 _MACHINE_NAMES: dict[int, str] = {
     EM_386: "EM_386",
@@ -70,8 +109,11 @@ class ElfIdent:
 
     @property
     def arch(self) -> str | None:
-        """The kernel ARCH= name for ``e_machine`` (``x86``, ``arm64``, ...), None if unknown."""
-        return _ARCH_BY_MACHINE.get(self.e_machine)
+        """``x86_64``, ``arm64``, ``riscv64``, ... for ``e_machine``; None if unknown."""
+        name = _ARCH_BY_MACHINE.get(self.e_machine)
+        if name in _SIZED:
+            return f"{name}{64 if self.ei_class == ELFCLASS64 else 32}"
+        return name
 
 
 def parse_elf_ident(header: bytes) -> ElfIdent:
@@ -103,3 +145,144 @@ def is_elf(path: str | os.PathLike[str]) -> bool:
     except (OSError, NotElfError):
         return False
     return True
+
+
+# --- identity: GNU build-id and linux_banner -----------------------------------------------------
+
+NT_GNU_BUILD_ID = 3
+_GNU_BUILD_ID_NOTE = struct.pack("<III", 4, 20, NT_GNU_BUILD_ID) + b"GNU\x00"
+BANNER_PREFIX = b"Linux version "
+_BANNER_MAX = 512
+_BUILD_NUMBER = re.compile(r"\) #\d")
+
+
+@dataclass(frozen=True)
+class ElfIdentity:
+    """What a kernel ELF says about itself: build-id, banner, release, arch, and whether it has
+    the ``.symtab`` a debug vmlinux carries (an ELF extracted from an image does not)."""
+
+    build_id: str | None
+    banner: str | None
+    release: str | None
+    arch: str | None
+    has_symtab: bool
+
+
+def parse_notes(blob: bytes, byteorder: Literal["little", "big"] = "little") -> Iterator[Note]:
+    """Walk an ELF notes blob (SHT_NOTE/PT_NOTE contents, /sys/kernel/notes); stop at damage."""
+    offset = 0
+    while offset + 12 <= len(blob):
+        namesz = int.from_bytes(blob[offset : offset + 4], byteorder)
+        descsz = int.from_bytes(blob[offset + 4 : offset + 8], byteorder)
+        n_type = int.from_bytes(blob[offset + 8 : offset + 12], byteorder)
+        name_start = offset + 12
+        desc_start = name_start + _align4(namesz)
+        end = desc_start + _align4(descsz)
+        if end > len(blob) or namesz > len(blob) or descsz > len(blob):
+            return
+        name = bytes(blob[name_start : name_start + namesz]).rstrip(b"\x00")
+        yield Note(name, n_type, bytes(blob[desc_start : desc_start + descsz]))
+        offset = end
+
+
+@dataclass(frozen=True)
+class Note:
+    n_name: bytes
+    n_type: int
+    n_desc: bytes
+
+
+def gnu_build_id(blob: bytes, byteorder: Literal["little", "big"] = "little") -> str | None:
+    """The NT_GNU_BUILD_ID of a notes blob, as hex."""
+    for note in parse_notes(blob, byteorder):
+        if note.n_name == b"GNU" and note.n_type == NT_GNU_BUILD_ID and note.n_desc:
+            return note.n_desc.hex()
+    return None
+
+
+def scan_gnu_build_id(data: bytes | memoryview) -> str | None:
+    """Find a GNU build-id note anywhere in ``data`` (a flat Image keeps the note's bytes)."""
+    raw = data if isinstance(data, bytes) else bytes(data)
+    at = raw.find(_GNU_BUILD_ID_NOTE)
+    if at < 0:
+        return None
+    start = at + len(_GNU_BUILD_ID_NOTE)
+    desc = raw[start : start + 20]
+    return desc.hex() if len(desc) == 20 else None
+
+
+def find_banner(data: bytes | memoryview) -> str | None:
+    """The ``linux_banner`` string ("Linux version 6.1.0-... #1 SMP ...") in ``data``.
+
+    Since 6.1 a kernel carries two: a weak placeholder ("... # SMP") in init/version.o and the
+    real one, with the build number, from init/version-timestamp.o. The real one is preferred.
+    """
+    raw = data if isinstance(data, bytes) else bytes(data)
+    found: list[str] = []
+    at = raw.find(BANNER_PREFIX)
+    while at >= 0 and len(found) < 8:
+        after = at + len(BANNER_PREFIX)
+        if raw[after : after + 1].isdigit():
+            ends = [i for i in (raw.find(b"\n", after), raw.find(b"\x00", after)) if i >= 0]
+            end = min(ends, default=len(raw))
+            if end - at <= _BANNER_MAX:
+                found.append(raw[at:end].decode("ascii", errors="replace"))
+        at = raw.find(BANNER_PREFIX, after)
+    numbered = [b for b in found if _BUILD_NUMBER.search(b)]
+    best = numbered or found
+    return best[0] if best else None
+
+
+def release_from_banner(banner: str | None) -> str | None:
+    if banner is None:
+        return None
+    token = banner[len("Linux version ") :].split(" ", 1)[0]
+    return token or None
+
+
+def read_elf_identity(stream: BinaryIO, *, what: str) -> ElfIdentity:
+    """Build-id (from SHT_NOTE sections, else PT_NOTE segments), banner (from ``.rodata``, else
+    the whole file), arch and ``.symtab`` presence of a kernel ELF.
+
+    Raises KernelArtifactError naming ``what`` for anything pyelftools cannot read.
+    """
+    try:
+        return _read_elf_identity(stream)
+    except (ELFError, struct.error, ValueError, OSError, IndexError, KeyError, TypeError) as e:
+        raise KernelArtifactError(f"{what}: not a readable ELF ({e})") from None
+
+
+def _read_elf_identity(stream: BinaryIO) -> ElfIdentity:
+    elf = ELFFile(stream)
+    byteorder: Literal["little", "big"] = "little" if elf.little_endian else "big"
+    ident = parse_elf_ident(_header_bytes(stream))
+    build_id = None
+    has_symtab = False
+    rodata = None
+    for section in elf.iter_sections():
+        if section.header.sh_type == "SHT_NOTE" and build_id is None:
+            build_id = gnu_build_id(section.data(), byteorder)
+        elif section.header.sh_type == "SHT_SYMTAB":
+            has_symtab = True
+        elif section.name == ".rodata":
+            rodata = section
+    if build_id is None:
+        for segment in elf.iter_segments():
+            if segment.header.p_type == "PT_NOTE":
+                build_id = gnu_build_id(segment.data(), byteorder)
+                if build_id:
+                    break
+    banner = find_banner(rodata.data()) if rodata is not None else None
+    if banner is None and rodata is None:
+        stream.seek(0)
+        banner = find_banner(stream.read())
+    return ElfIdentity(build_id, banner, release_from_banner(banner), ident.arch, has_symtab)
+
+
+def _header_bytes(stream: BinaryIO) -> bytes:
+    stream.seek(0)
+    return stream.read(EHDR_IDENT_AND_MACHINE)
+
+
+def _align4(n: int) -> int:
+    return (n + 3) & ~3

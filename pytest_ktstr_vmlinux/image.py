@@ -1,14 +1,20 @@
-"""Just enough of a kernel image's header to name its architecture and release.
+"""Kernel images taken apart: headers (cheap, for the locator) and payloads (for identity).
 
-The locator needs the release to find distro vmlinux files and the arch to refuse an ELF built for
-another machine. Payload decompression and build-ids belong to the full image parser.
+The header alone names the arch and release, which is all the locator needs to search. Pairing
+needs the payload: decompressed, it is the ELF (or flat Image) whose build-id and banner say
+exactly which build the image is.
 """
 
 from __future__ import annotations
 
+import io
 import os
 import re
 from dataclasses import dataclass
+
+from .decompress import DEFAULT_MAX_OUTPUT, decompress, detect_compression
+from .elf import find_banner, read_elf_identity, release_from_banner, scan_gnu_build_id
+from .errors import KernelArtifactError
 
 # x86 boot protocol (Documentation/arch/x86/boot.rst).
 BOOT_FLAG_OFFSET = 0x1FE
@@ -18,6 +24,8 @@ HDRS_MAGIC = b"HdrS"
 VERSION_OFFSET = 0x206
 KERNEL_VERSION_OFFSET = 0x20E
 KERNEL_VERSION_BASE = 0x200
+XLOADFLAGS_OFFSET = 0x236
+XLF_KERNEL_64 = 0x1
 # kernel_version is a u16 pointer relative to 0x200; the string is short.
 X86_HEADER_WINDOW = KERNEL_VERSION_BASE + 0xFFFF + 256
 
@@ -75,16 +83,171 @@ def _at(data: bytes, offset: int, magic: bytes) -> bool:
 
 
 def _parse_bzimage(data: bytes) -> ImageHeader:
-    protocol = int.from_bytes(data[VERSION_OFFSET : VERSION_OFFSET + 2], "little")
-    pointer = int.from_bytes(data[KERNEL_VERSION_OFFSET : KERNEL_VERSION_OFFSET + 2], "little")
+    protocol = _u16(data, VERSION_OFFSET)
+    # xloadflags (protocol 2.12+) says whether the kernel is 64-bit; older ones leave it open.
+    arch = "x86"
+    if protocol >= 0x20C and len(data) >= XLOADFLAGS_OFFSET + 2:
+        arch = "x86_64" if _u16(data, XLOADFLAGS_OFFSET) & XLF_KERNEL_64 else "i386"
+    pointer = _u16(data, KERNEL_VERSION_OFFSET)
     # kernel_version exists from protocol 2.00; 0 means the image carries no version string.
     if protocol < 0x200 or pointer == 0:
-        return ImageHeader(format="bzImage", arch="x86")
+        return ImageHeader(format="bzImage", arch=arch)
     start = pointer + KERNEL_VERSION_BASE
     end = data.find(b"\x00", start, start + 256)
     if start >= len(data) or end < 0:
-        return ImageHeader(format="bzImage", arch="x86")
+        return ImageHeader(format="bzImage", arch=arch)
     version = data[start:end].decode("ascii", errors="replace")
     token = version.split(" ", 1)[0]
     release = token if is_release(token) else None
-    return ImageHeader(format="bzImage", arch="x86", release=release, version=version)
+    return ImageHeader(format="bzImage", arch=arch, release=release, version=version)
+
+
+def _u16(data: bytes, offset: int) -> int:
+    return int.from_bytes(data[offset : offset + 2], "little")
+
+
+# --- the payload: where the kernel proper is, and what it says about itself -----------------------
+
+SETUP_SECTS_OFFSET = 0x1F1
+PAYLOAD_OFFSET_OFFSET = 0x248
+PAYLOAD_LENGTH_OFFSET = 0x24C
+SECTOR = 512
+# EFI zboot (drivers/firmware/efi/libstub/zboot-header.S): "MZ", "zimg", payload offset and size,
+# and the compression's name at 0x18.
+ZBOOT_MAGIC = b"zimg"
+ZBOOT_NAME_OFFSET = 0x18
+_ZBOOT_NAMES = {"gzip": "gzip", "lz4": "lz4", "lzma": "lzma", "lzo": "lzo", "xzkern": "xz"}
+_ZBOOT_NAMES |= {"xz": "xz", "zstd22": "zstd", "zstd": "zstd", "bzip2": "bzip2"}
+ELF_MAGIC = b"\x7fELF"
+
+
+@dataclass(frozen=True)
+class ImageInfo:
+    """An image's identity: what it is, for which machine, which kernel, which build."""
+
+    format: str
+    compression: str
+    arch: str | None
+    release: str | None
+    banner: str | None
+    build_id: str | None
+
+
+def read_payload(
+    path: str | os.PathLike[str], *, max_output: int = DEFAULT_MAX_OUTPUT
+) -> tuple[str, str, bytes]:
+    """(format, compression, decompressed payload) of a kernel image or (compressed) vmlinux.
+
+    The payload is an ELF for bzImage, EFI zboot of an ELF and compressed vmlinux files, and the
+    flat kernel for arm64/riscv Images. Raises KernelArtifactError naming the file and the fault.
+    """
+    what = str(path)
+    try:
+        with open(path, "rb") as f:
+            data = f.read()
+    except OSError as e:
+        raise KernelArtifactError(f"{what}: cannot read: {e.strerror}") from None
+    if not data:
+        raise KernelArtifactError(f"{what}: empty file; not a kernel image")
+    if data[:4] == ELF_MAGIC:
+        return "vmlinux", "none", data
+    header = parse_image_header(data)
+    if header.format == "bzImage":
+        return _bzimage_payload(data, what, max_output)
+    if data[:2] == b"MZ" and data[4:8] == ZBOOT_MAGIC:
+        return _zboot_payload(data, what, max_output)
+    if header.format in ("arm64 Image", "riscv Image"):
+        return header.format, "none", data
+    compression = detect_compression(data)
+    if compression is not None:
+        inner = decompress(data, compression, max_output=max_output, what=f"{what} ({compression})")
+        if inner[:4] == ELF_MAGIC:
+            return "compressed vmlinux", compression, inner
+        flat = parse_image_header(inner).format
+        if flat in ("arm64 Image", "riscv Image"):
+            return flat, compression, inner
+        raise KernelArtifactError(f"{what}: {compression} data that is neither an ELF nor an Image")
+    if header.format == "zImage":
+        raise KernelArtifactError(f"{what}: arm zImage payloads are not supported; use the vmlinux")
+    raise KernelArtifactError(
+        f"{what}: not a kernel image: no bzImage header, arm64/riscv Image magic, EFI zboot,"
+        " ELF or compression magic"
+    )
+
+
+def identify_image(
+    path: str | os.PathLike[str], *, max_output: int = DEFAULT_MAX_OUTPUT
+) -> ImageInfo:
+    """Decompress ``path``'s payload and read its identity (the store caches the answer)."""
+    fmt, compression, payload = read_payload(path, max_output=max_output)
+    return identify_payload(str(path), fmt, compression, payload)
+
+
+def identify_payload(what: str, fmt: str, compression: str, payload: bytes) -> ImageInfo:
+    header = parse_image_header(payload[:X86_HEADER_WINDOW]) if fmt != "bzImage" else None
+    if payload[:4] == ELF_MAGIC:
+        elf = read_elf_identity(io.BytesIO(payload), what=f"{what} payload")
+        arch, build_id, banner = elf.arch, elf.build_id, elf.banner
+    else:
+        arch = header.arch if header else None
+        build_id, banner = scan_gnu_build_id(payload), find_banner(payload)
+    return ImageInfo(
+        format=fmt,
+        compression=compression,
+        arch=arch,
+        release=release_from_banner(banner),
+        banner=banner,
+        build_id=build_id,
+    )
+
+
+def _bzimage_payload(data: bytes, what: str, max_output: int) -> tuple[str, str, bytes]:
+    if len(data) < PAYLOAD_LENGTH_OFFSET + 4:
+        raise KernelArtifactError(f"{what}: bzImage header truncated at {len(data)} bytes")
+    protocol = _u16(data, VERSION_OFFSET)
+    if protocol < 0x208:
+        raise KernelArtifactError(
+            f"{what}: boot protocol {protocol >> 8}.{protocol & 0xFF:02d} has no payload fields"
+            " (needs 2.08+); use the vmlinux"
+        )
+    setup_sects = data[SETUP_SECTS_OFFSET] or 4
+    offset = int.from_bytes(data[PAYLOAD_OFFSET_OFFSET : PAYLOAD_OFFSET_OFFSET + 4], "little")
+    length = int.from_bytes(data[PAYLOAD_LENGTH_OFFSET : PAYLOAD_LENGTH_OFFSET + 4], "little")
+    start = (setup_sects + 1) * SECTOR + offset
+    if length == 0:
+        raise KernelArtifactError(f"{what}: bzImage payload_length is 0; the image is damaged")
+    if start + length > len(data):
+        raise KernelArtifactError(
+            f"{what}: bzImage payload [{start}, {start + length}) runs past the end of the file"
+            f" ({len(data)} bytes); the image is truncated or damaged"
+        )
+    blob = data[start : start + length]
+    compression = detect_compression(blob)
+    if compression is None:
+        raise KernelArtifactError(f"{what}: bzImage payload has no known compression magic")
+    payload = decompress(blob, compression, max_output=max_output, what=f"{what} payload")
+    if payload[:4] != ELF_MAGIC:
+        raise KernelArtifactError(f"{what}: bzImage payload decompressed to something not ELF")
+    return "bzImage", compression, payload
+
+
+def _zboot_payload(data: bytes, what: str, max_output: int) -> tuple[str, str, bytes]:
+    if len(data) < ZBOOT_NAME_OFFSET + 32:
+        raise KernelArtifactError(f"{what}: EFI zboot header truncated")
+    offset = int.from_bytes(data[8:12], "little")
+    size = int.from_bytes(data[12:16], "little")
+    name = (
+        data[ZBOOT_NAME_OFFSET : ZBOOT_NAME_OFFSET + 32]
+        .split(b"\x00", 1)[0]
+        .decode("ascii", "replace")
+    )
+    compression = _ZBOOT_NAMES.get(name)
+    if compression is None:
+        raise KernelArtifactError(f"{what}: EFI zboot with unknown compression {name!r}")
+    if size == 0 or offset + size > len(data):
+        raise KernelArtifactError(f"{what}: EFI zboot payload runs past the end of the file")
+    inner = decompress(
+        data[offset : offset + size], compression, max_output=max_output, what=f"{what} payload"
+    )
+    flat = parse_image_header(inner[:X86_HEADER_WINDOW]).format
+    return ("EFI zboot" if flat == "unknown" else f"EFI zboot {flat}"), compression, inner

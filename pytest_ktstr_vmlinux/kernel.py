@@ -2,11 +2,22 @@
 
 from __future__ import annotations
 
+import dataclasses
 import os
 from dataclasses import dataclass
 from pathlib import Path
 
+from .elf import arch_matches, read_elf_ident
 from .errors import KernelArtifactError, KernelSpecError
+from .identity import (
+    UNVERIFIED,
+    Expectation,
+    image_identity,
+    pair,
+    running_expectation,
+    vmlinux_identity,
+)
+from .image import ImageInfo
 from .locate import (
     Candidate,
     Probe,
@@ -18,6 +29,7 @@ from .locate import (
     probe_vmlinux,
     read_tree_release,
 )
+from .memstore import MemoryStore, Store
 from .spec import (
     KernelSpec,
     SpecKind,
@@ -27,21 +39,21 @@ from .spec import (
 )
 from .sysroot import Sysroot
 
-# `uname -m` values mapped to the kernel's ARCH= names.
+# `uname -m` values mapped to the arch names elf.py uses.
 _ARCH_BY_UNAME: dict[str, str] = {
-    "x86_64": "x86",
-    "i386": "x86",
-    "i686": "x86",
+    "x86_64": "x86_64",
+    "i386": "i386",
+    "i686": "i386",
     "aarch64": "arm64",
     "arm64": "arm64",
-    "riscv64": "riscv",
-    "riscv32": "riscv",
+    "riscv64": "riscv64",
+    "riscv32": "riscv32",
     "armv7l": "arm",
     "armv6l": "arm",
-    "loongarch64": "loongarch",
-    "ppc64le": "powerpc",
-    "ppc64": "powerpc",
-    "s390x": "s390",
+    "loongarch64": "loongarch64",
+    "ppc64le": "ppc64",
+    "ppc64": "ppc64",
+    "s390x": "s390x",
 }
 
 
@@ -56,6 +68,13 @@ class Kernel:
     arch: str | None
     report: ProbeReport
     sysroot: Path | None = None
+    # The build-id of the image (or of the running kernel, or of the vmlinux when that is all
+    # there is), how the vmlinux was matched to it, and whether the vmlinux is a debug build or
+    # the ELF extracted from the image (no .symtab).
+    build_id: str | None = None
+    paired: str = UNVERIFIED
+    vmlinux_kind: str | None = None
+    image_info: ImageInfo | None = None
 
     @property
     def source(self) -> SpecSource:
@@ -85,19 +104,25 @@ def resolve_kernel(
     sysroot: str | os.PathLike[str] | None = None,
     source: SpecSource = SpecSource.OPTION,
     base: str | os.PathLike[str] | None = None,
+    store: Store | None = None,
+    verify: bool = True,
 ) -> Kernel:
     """Resolve ``spec`` (see spec.py for its forms) to a Kernel.
 
-    ``vmlinux`` skips the search; ``sysroot`` prefixes every absolute distro path probed.
-    Raises KernelSpecError when the spec or ``vmlinux`` names something that cannot be used;
-    a vmlinux that is merely not found is reported in ``Kernel.report``, not raised.
+    ``vmlinux`` skips the search; ``sysroot`` prefixes every absolute distro path probed;
+    ``store`` caches identities; ``verify`` (default) requires the vmlinux to pair with the image
+    (build-id, else banner). Raises KernelSpecError when the spec or ``vmlinux`` names something
+    that cannot be used, or an explicit ``vmlinux`` does not pair; a vmlinux that is merely not
+    found is reported in ``Kernel.report``, not raised.
     """
     if isinstance(spec, str):
         spec = parse_kernel_spec(spec, source=source, base=base)
+    store = store or MemoryStore()
     root = Sysroot(sysroot)
     image, tree, release, arch = _identify(spec, root)
+    info, expect, unverifiable = _expectation(spec, image, root, store) if verify else (None,) * 3
     if vmlinux is not None:
-        probe = _explicit_vmlinux(vmlinux, arch=arch, base=base)
+        probe = _explicit_vmlinux(vmlinux, arch=arch, base=base, expect=expect, store=store)
     elif spec.kind is SpecKind.VMLINUX:
         assert spec.path is not None
         origin = f"kernel {spec.raw!r} (from {spec.source.value})"
@@ -106,16 +131,67 @@ def resolve_kernel(
         given = Candidate(spec.path, "given as the kernel", None, spec.path)
         probe = Probe(spec.path, ProbeReport((given,), spec.path, release, arch, None))
     else:
-        probe = probe_vmlinux(image, release=release, arch=arch, tree=tree, sysroot=root)
+        probe = probe_vmlinux(
+            image,
+            release=release,
+            arch=arch,
+            tree=tree,
+            sysroot=root,
+            expect=expect,
+            store=store,
+            verify=verify,
+        )
+    report = probe.report
+    if unverifiable and not report.unverifiable:
+        report = dataclasses.replace(report, unverifiable=unverifiable)
+    build_id = expect.build_id if expect else None
+    if probe.path is not None:
+        arch = read_elf_ident(probe.path).arch or arch
+        if build_id is None:
+            build_id = _vmlinux_build_id(probe.path, store)
     return Kernel(
         spec=spec,
         image=image,
         vmlinux=probe.path,
-        release=release or probe.report.release,
-        arch=arch or probe.report.arch,
-        report=probe.report,
+        release=release or report.release or (info.release if info else None),
+        arch=arch or report.arch,
+        report=report,
         sysroot=root.root,
+        build_id=build_id,
+        paired=report.paired if probe.path else UNVERIFIED,
+        vmlinux_kind="debug" if probe.path else None,
+        image_info=info,
     )
+
+
+def _expectation(
+    spec: KernelSpec, image: Path | None, root: Sysroot, store: Store
+) -> tuple[ImageInfo | None, Expectation | None, str | None]:
+    """(image identity, what the vmlinux must match, why nothing can be matched)."""
+    info = None
+    if image is not None:
+        try:
+            info = image_identity(image, store)
+        except KernelArtifactError as e:
+            if spec.kind is SpecKind.IMAGE:
+                raise KernelSpecError(
+                    f"kernel {spec.raw!r} (from {spec.source.value}): {e}"
+                ) from None
+            return None, None, str(e)
+    if spec.kind is SpecKind.RUNNING:
+        running = running_expectation(root)
+        if running is not None:
+            return info, running, None
+    if info is None:
+        return None, None, None
+    return info, Expectation(info.build_id, info.banner, "image"), None
+
+
+def _vmlinux_build_id(vmlinux: Path, store: Store) -> str | None:
+    try:
+        return vmlinux_identity(vmlinux, store).build_id
+    except KernelArtifactError:
+        return None
 
 
 def _identify(
@@ -125,7 +201,8 @@ def _identify(
     if spec.kind is SpecKind.TREE:
         assert spec.path is not None
         found = find_tree_image(spec.path)
-        image, arch = found if found else (None, None)
+        image = found[0] if found else None
+        arch = image_arch(image) if image else None
         return image, spec.path, read_tree_release(spec.path), arch
     if spec.kind is SpecKind.IMAGE:
         assert spec.path is not None
@@ -144,14 +221,33 @@ def _identify(
 
 
 def _explicit_vmlinux(
-    raw: str | os.PathLike[str], *, arch: str | None, base: str | os.PathLike[str] | None
+    raw: str | os.PathLike[str],
+    *,
+    arch: str | None,
+    base: str | os.PathLike[str] | None,
+    expect: Expectation | None,
+    store: Store,
 ) -> Probe:
     origin = f"--vmlinux {os.fspath(raw)!r}"
     path, ident = check_vmlinux_path(os.fspath(raw), origin=origin, base=base)
-    if arch is not None and ident.arch != arch:
+    if arch is not None and (ident.arch is None or not arch_matches(ident.arch, arch)):
         raise KernelSpecError(
             f"--vmlinux {path} is an ELF for {ident.machine_name}, but the kernel image is {arch};"
             " pass the vmlinux built with this image"
         )
+    paired = UNVERIFIED
+    if expect is not None:
+        try:
+            identity = vmlinux_identity(path, store)
+        except KernelArtifactError as e:
+            raise KernelSpecError(f"{origin}: {e}") from None
+        how, refused = pair(expect, identity)
+        if refused is not None:
+            raise KernelSpecError(
+                f"--vmlinux {path} does not belong to this kernel: {refused}. Pass the vmlinux"
+                " of this build, or --no-kernel-verify to use it anyway"
+            )
+        paired = how or UNVERIFIED
     given = Candidate(path, "given by --vmlinux", None, path)
-    return Probe(path, ProbeReport((given,), path, None, arch or ident.arch, None))
+    report = ProbeReport((given,), path, None, arch or ident.arch, None, paired=paired)
+    return Probe(path, report)

@@ -20,8 +20,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import NamedTuple
 
-from .elf import NotElfError, read_elf_ident
+from .elf import NotElfError, arch_matches, read_elf_ident
+from .errors import KernelArtifactError
+from .identity import UNVERIFIED, Expectation, image_identity, pair, vmlinux_identity
 from .image import is_release, read_image_header
+from .memstore import Store
 from .sysroot import Sysroot
 
 # (path template, layout name). R is the kernel release.
@@ -83,6 +86,10 @@ class ProbeReport:
     release: str | None = None
     arch: str | None = None
     image: Path | None = None
+    # How the chosen vmlinux was matched to the kernel: build-id, banner or unverified.
+    paired: str = "unverified"
+    # Why pairing could not be checked (an image whose payload cannot be read), if it could not.
+    unverifiable: str | None = None
 
     def summary(self) -> str:
         """One line: the chosen path, or how many candidates were refused and for what."""
@@ -101,6 +108,10 @@ class ProbeReport:
             f" arch={self.arch or 'any'}: {self.summary()}"
         )
         lines = [head, *(c.describe() for c in self.candidates)]
+        if self.chosen is not None:
+            lines.append(f"  paired   {self.paired}")
+        if self.unverifiable:
+            lines.append(f"  pairing unverifiable: {self.unverifiable}")
         if self.chosen is None:
             lines.append(
                 "  hint: install the kernel's debug package (Debian/Ubuntu: linux-image-R-dbg"
@@ -233,12 +244,16 @@ def probe_vmlinux(
     arch: str | None = None,
     tree: str | os.PathLike[str] | None = None,
     sysroot: str | os.PathLike[str] | Sysroot | None = None,
+    expect: Expectation | None = None,
+    store: Store | None = None,
+    verify: bool = True,
 ) -> Probe:
     """Probe every candidate for the vmlinux of ``image`` (or ``tree``, or ``release``).
 
-    ``release`` and ``arch`` (a kernel ARCH= name) default to what the image says about itself;
-    an ELF built for another machine than ``arch`` is refused. Never raises for a missing or
-    odd file.
+    ``release`` and ``arch`` default to what the image says about itself; an ELF built for
+    another machine is refused. With ``verify``, a candidate must also pair with ``expect``
+    (default: the image's own build-id and banner, through ``store``): a stale vmlinux from an
+    older build is refused, not served. Never raises for a missing or odd file.
     """
     root = sysroot if isinstance(sysroot, Sysroot) else Sysroot(sysroot)
     image_path = Path(os.path.abspath(image)) if image is not None else None
@@ -249,19 +264,51 @@ def probe_vmlinux(
         arch = image_arch(image_path)
     if release is None and tree_path is not None:
         release = read_tree_release(tree_path)
+    unverifiable = None
+    if verify and expect is None and image_path is not None:
+        try:
+            info = image_identity(image_path, store)
+            expect = Expectation(info.build_id, info.banner, "image")
+        except KernelArtifactError as e:
+            unverifiable = str(e)
     probed: list[Candidate] = []
     chosen: Path | None = None
+    paired = UNVERIFIED
     for path, layout in vmlinux_candidates(
         image_path, release=release, tree=tree_path, sysroot=root
     ):
         resolved = root.resolve(path)
         refused = check_vmlinux_candidate(resolved, arch)
+        if refused is None and verify:
+            how, refused = _pairing(resolved, expect, store)
         probed.append(Candidate(path, layout, refused, None if refused else resolved))
         if refused is None:
             chosen = resolved
+            paired = how if verify else UNVERIFIED
             break
-    report = ProbeReport(tuple(probed), chosen, release=release, arch=arch, image=image_path)
+    report = ProbeReport(
+        tuple(probed),
+        chosen,
+        release=release,
+        arch=arch,
+        image=image_path,
+        paired=paired,
+        unverifiable=unverifiable,
+    )
     return Probe(chosen, report)
+
+
+def _pairing(
+    vmlinux: Path, expect: Expectation | None, store: Store | None
+) -> tuple[str, str | None]:
+    if expect is None:
+        return UNVERIFIED, None
+    try:
+        identity = vmlinux_identity(vmlinux, store)
+    except KernelArtifactError as e:
+        return UNVERIFIED, f"unreadable ELF: {e}"
+    how, refused = pair(expect, identity)
+    return how or UNVERIFIED, refused
 
 
 def find_vmlinux(image: str | os.PathLike[str]) -> Path | None:
@@ -291,7 +338,7 @@ def check_vmlinux_candidate(path: Path, arch: str | None) -> str | None:
         return f"unreadable: {e.strerror}"
     except NotElfError as e:
         return f"not ELF: {e}"
-    if arch is not None and ident.arch != arch:
+    if arch is not None and (ident.arch is None or not arch_matches(ident.arch, arch)):
         return f"wrong machine: ELF for {ident.machine_name}, the image is {arch}"
     return None
 

@@ -41,7 +41,11 @@ HELP_SYSROOT = (
     " a guest root filesystem. Paths you give are not rewritten. Precedence: --kernel-sysroot >"
     " $KTSTR_KERNEL_SYSROOT > ini ktstr_kernel_sysroot > none."
 )
-HELP_VMLINUX = "the vmlinux ELF to use for the kernel; skips the search."
+HELP_VMLINUX = "the vmlinux ELF to use for the kernel; skips the search (still verified)."
+HELP_NO_VERIFY = (
+    "do not require the vmlinux to pair with the image (equal GNU build-ids, else equal"
+    " linux_banner); use a stale or foreign vmlinux knowingly."
+)
 HELP_CACHE_DIR = (
     "directory of the on-disk artifact store that xdist workers and later runs share."
     " Precedence: --kernel-cache-dir > $KTSTR_CACHE_DIR > ini ktstr_cache_dir >"
@@ -68,6 +72,9 @@ def pytest_addoption(parser: pytest.Parser) -> None:
         "--kernel-sysroot", dest="ktstr_kernel_sysroot", metavar="DIR", help=HELP_SYSROOT
     )
     group.addoption(
+        "--no-kernel-verify", dest="ktstr_no_verify", action="store_true", help=HELP_NO_VERIFY
+    )
+    group.addoption(
         "--kernel-cache-dir", dest="ktstr_cache_dir", metavar="DIR", help=HELP_CACHE_DIR
     )
     group.addoption(
@@ -86,8 +93,8 @@ def pytest_configure(config: pytest.Config) -> None:
     if config.option.help or config.option.version:
         return
     try:
-        config.stash[KERNEL_KEY] = _resolve_from_config(config)
         store = _open_store(config)
+        config.stash[KERNEL_KEY] = _resolve_from_config(config, store)
     except KernelSpecError as e:
         raise pytest.UsageError(f"ktstr: {e}") from None
     config.stash[STORE_KEY] = store
@@ -142,6 +149,7 @@ def header_line(kernel: Kernel) -> str:
         f"ktstr: kernel={kernel.spec.raw} (from {kernel.source.value})"
         f" image={kernel.image or 'none'} vmlinux={vmlinux}"
         f" release={kernel.release or 'unknown'}"
+        f" build_id={kernel.build_id or 'none'} paired={kernel.paired}"
     )
 
 
@@ -187,7 +195,7 @@ def _missing_vmlinux(kernel: Kernel) -> NoReturn:
     pytest.fail(f"ktstr: {kernel.missing_vmlinux_message()}", pytrace=False)
 
 
-def _resolve_from_config(config: pytest.Config) -> Kernel:
+def _resolve_from_config(config: pytest.Config, store: Store) -> Kernel:
     invocation = config.invocation_params.dir
     ini_base = _ini_base(config)
     kernel_setting = select_setting(
@@ -203,7 +211,12 @@ def _resolve_from_config(config: pytest.Config) -> Kernel:
     )
     sysroot = _sysroot(config, invocation, ini_base)
     return resolve_kernel(
-        spec, vmlinux=config.getoption("ktstr_vmlinux"), sysroot=sysroot, base=invocation
+        spec,
+        vmlinux=config.getoption("ktstr_vmlinux"),
+        sysroot=sysroot,
+        base=invocation,
+        store=store,
+        verify=not config.getoption("ktstr_no_verify"),
     )
 
 

@@ -49,23 +49,26 @@ def _resolve_in_root(root: Path, relative: Path) -> Path:
     pending = _components(relative.parts)
     resolved: list[str] = []
     hops = 0
-    missing = False
+    # Depth of the first missing component: below it nothing is a symlink, so names are joined
+    # lexically, until a '..' climbs back above it.
+    missing_at: int | None = None
     while pending:
         part = pending.pop(0)
         if part == "..":
             # '..' never climbs above the sysroot, as in a chroot.
             if resolved:
                 resolved.pop()
+            if missing_at is not None and len(resolved) <= missing_at:
+                missing_at = None
             continue
-        if missing:
-            # Below a missing component nothing is a symlink: the rest is joined lexically.
+        if missing_at is not None:
             resolved.append(part)
             continue
         current = root.joinpath(*resolved, part)
         try:
             mode = os.lstat(current).st_mode
         except OSError:
-            missing = True
+            missing_at = len(resolved)
             resolved.append(part)
             continue
         if not stat.S_ISLNK(mode):

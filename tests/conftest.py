@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import subprocess
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -32,6 +33,14 @@ class DebianKernel:
     @property
     def vmlinux(self) -> Path:
         return self.sysroot / "usr/lib/debug/boot" / f"vmlinux-{self.release}"
+
+    @property
+    def build_id(self) -> str:
+        """The GNU build-id, as readelf -n reports it: an oracle the project did not write."""
+        out = subprocess.run(
+            ["readelf", "-n", str(self.vmlinux)], capture_output=True, text=True, check=True
+        ).stdout
+        return out.split("Build ID: ", 1)[1].split()[0]
 
 
 @pytest.fixture(autouse=True)

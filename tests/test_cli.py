@@ -36,7 +36,7 @@ def test_locate_json_in_a_sysroot(tmp_path: Path) -> None:
         "release",
         "option",
         R,
-        "x86",
+        "x86_64",
     )
     assert data["candidates"][-1]["refused"] is None
 

@@ -75,9 +75,9 @@ def elf_header(ei_class: int, ei_data: int, e_machine: int, *, e_type: int = ET_
 
 
 MACHINES = [
-    (EM_X86_64, "EM_X86_64", "x86"),
+    (EM_X86_64, "EM_X86_64", "x86_64"),
     (EM_AARCH64, "EM_AARCH64", "arm64"),
-    (EM_RISCV, "EM_RISCV", "riscv"),
+    (EM_RISCV, "EM_RISCV", "riscv64"),
     (EM_ARM, "EM_ARM", "arm"),
 ]
 
@@ -91,7 +91,8 @@ def test_parse_elf_ident_known_machines(
     ident = parse_elf_ident(elf_header(ei_class, ei_data, e_machine))
     assert ident == ElfIdent(ei_class=ei_class, ei_data=ei_data, e_machine=e_machine)
     assert ident.machine_name == name
-    assert ident.arch == arch
+    # RISC-V's width comes from EI_CLASS.
+    assert ident.arch == (arch if e_machine != EM_RISCV else f"riscv{32 * ei_class}")
 
 
 @pytest.mark.parametrize("ei_data", [ELFDATA2LSB, ELFDATA2MSB])
@@ -166,7 +167,7 @@ def test_read_elf_ident_and_is_elf_on_files(tmp_path: Path) -> None:
     vmlinux = tmp_path / "vmlinux"
     vmlinux.write_bytes(elf_header(ELFCLASS64, ELFDATA2MSB, EM_RISCV) + os.urandom(4096))
     ident = read_elf_ident(vmlinux)
-    assert (ident.ei_class, ident.ei_data, ident.arch) == (ELFCLASS64, ELFDATA2MSB, "riscv")
+    assert (ident.ei_class, ident.ei_data, ident.arch) == (ELFCLASS64, ELFDATA2MSB, "riscv64")
     assert read_elf_ident(str(vmlinux)) == ident
     assert is_elf(vmlinux)
     assert is_elf(str(vmlinux))
@@ -229,7 +230,7 @@ def test_real_python_executable_matches_platform() -> None:
     assert is_elf(executable)
     ident = read_elf_ident(executable)
     assert ident.e_machine == expected
-    assert ident.arch == ("x86" if expected == EM_X86_64 else "arm64")
+    assert ident.arch == ("x86_64" if expected == EM_X86_64 else "arm64")
     assert ident.ei_class == (ELFCLASS64 if sys.maxsize > 2**32 else ELFCLASS32)
     assert ident.ei_data == (ELFDATA2LSB if sys.byteorder == "little" else ELFDATA2MSB)
 
@@ -264,14 +265,24 @@ def bzimage(
     data[0x202:0x206] = b"HdrS"
     struct.pack_into("<H", data, 0x206, protocol)
     struct.pack_into("<H", data, 0x20E, pointer)
+    if len(data) >= 0x238 and not (version is not None and start < 0x238 <= start + len(version)):
+        struct.pack_into("<H", data, 0x236, 0x1)  # xloadflags: XLF_KERNEL_64, as amd64 kernels
     return bytes(data)
+
+
+def x86_arch(data: bytes) -> str:
+    """What the header says: x86_64/i386 from xloadflags (protocol 2.12+), else just x86."""
+    protocol = int.from_bytes(data[0x206:0x208], "little")
+    if protocol < 0x20C or len(data) < 0x238:
+        return "x86"
+    return "x86_64" if data[0x236] & 1 else "i386"
 
 
 def test_bzimage_release_and_version() -> None:
     header = parse_image_header(bzimage())
     assert header == ImageHeader(
         format="bzImage",
-        arch="x86",
+        arch="x86_64",
         release="6.1.0-56-cloud-amd64",
         version=DEBIAN_VERSION.decode(),
     )
@@ -311,14 +322,14 @@ def test_bzimage_protocol_0x200_reads_version() -> None:
 def test_bzimage_null_pointer_has_no_version() -> None:
     data = bytearray(bzimage())
     struct.pack_into("<H", data, 0x20E, 0)
-    assert parse_image_header(bytes(data)) == ImageHeader(format="bzImage", arch="x86")
+    assert parse_image_header(bytes(data)) == ImageHeader(format="bzImage", arch="x86_64")
 
 
 @pytest.mark.parametrize("size", [0x210, 0x400, 0x3C00])
 def test_bzimage_pointer_past_end(size: int) -> None:
     # The pointer says 0x3A00 + 0x200 = 0x3C00, at or past the end of what was read.
-    header = parse_image_header(bzimage(size=size))
-    assert header == ImageHeader(format="bzImage", arch="x86")
+    data = bzimage(size=size)
+    assert parse_image_header(data) == ImageHeader(format="bzImage", arch=x86_arch(data))
 
 
 def test_bzimage_header_truncated_inside_fields() -> None:
@@ -332,12 +343,12 @@ def test_bzimage_header_truncated_inside_fields() -> None:
 def test_bzimage_unterminated_version() -> None:
     # The string runs into the end of the data with no NUL.
     data = bzimage(DEBIAN_VERSION, size=0x3C00 + 20, terminate=False)
-    assert parse_image_header(data) == ImageHeader(format="bzImage", arch="x86")
+    assert parse_image_header(data) == ImageHeader(format="bzImage", arch="x86_64")
 
 
 def test_bzimage_version_longer_than_window() -> None:
     data = bzimage(b"6.1.0" + b"x" * 400)
-    assert parse_image_header(data) == ImageHeader(format="bzImage", arch="x86")
+    assert parse_image_header(data) == ImageHeader(format="bzImage", arch="x86_64")
 
 
 @pytest.mark.parametrize(
@@ -354,7 +365,7 @@ def test_bzimage_version_longer_than_window() -> None:
 def test_bzimage_garbage_first_token(version: bytes) -> None:
     header = parse_image_header(bzimage(version))
     assert header.format == "bzImage"
-    assert header.arch == "x86"
+    assert header.arch == "x86_64"
     assert header.release is None
     assert header.version == version.decode("ascii", errors="replace")
 
@@ -531,7 +542,7 @@ def _check_image_header(header: ImageHeader) -> None:
     assert isinstance(header, ImageHeader)
     assert header.format in _FORMATS
     if header.format == "bzImage":
-        assert header.arch == "x86"
+        assert header.arch in ("x86", "x86_64", "i386")
     if header.release is not None:
         assert is_release(header.release)
         assert header.version is not None

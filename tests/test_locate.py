@@ -156,10 +156,10 @@ def test_report_says_why_each_candidate_was_refused(tmp_path: Path) -> None:
     assert reasons["Debian/Ubuntu dbgsym"] == "missing"
     assert reasons["Fedora debuginfo"] == "not a regular file: a directory"
     assert reasons["SUSE"] is not None and reasons["SUSE"].startswith("not ELF")
-    assert reasons["SUSE debug"] == "wrong machine: ELF for EM_AARCH64, the image is x86"
+    assert reasons["SUSE debug"] == "wrong machine: ELF for EM_AARCH64, the image is x86_64"
     assert reasons["/boot vmlinux"] == "missing"  # resolved inside the sysroot: target absent
     text = probe.report.format()
-    assert f"release={R}" in text and "arch=x86" in text
+    assert f"release={R}" in text and "arch=x86_64" in text
     assert "hint: install the kernel's debug package" in text
     summary = probe.report.summary()
     assert summary.startswith(f"not found ({len(probe.report.candidates)} candidates refused")

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from tests.fakes import EM_AARCH64, make_build_tree, make_sysroot, write_vmlinux
+from tests.fakes import EM_AARCH64, build_id_for, make_build_tree, make_sysroot, write_vmlinux
 
 R = "6.1.0-99-cloud-amd64"
 
@@ -42,6 +42,7 @@ def test_build_tree_image_gives_tree_vmlinux(pytester: pytest.Pytester) -> None:
         [
             f"ktstr: kernel=linux/arch/x86/boot/bzImage (from option)"
             f" image={tree}/arch/x86/boot/bzImage vmlinux={tree}/vmlinux release=6.1.0-test"
+            f" build_id={build_id_for('6.1.0-test').hex()} paired=build-id"
         ]
     )
 
@@ -72,7 +73,9 @@ def test_release_with_sysroot(pytester: pytest.Pytester) -> None:
     result.assert_outcomes(passed=4)
     vmlinux = root / f"usr/lib/debug/boot/vmlinux-{R}"
     assert (pytester.path / "seen_path").read_text() == str(vmlinux)
-    result.stdout.fnmatch_lines([f"*image={root}/boot/vmlinuz-{R} vmlinux={vmlinux} release={R}"])
+    result.stdout.fnmatch_lines(
+        [f"*image={root}/boot/vmlinuz-{R} vmlinux={vmlinux} release={R} build_id=* paired=build-id"]
+    )
 
 
 def test_image_path_inside_sysroot(pytester: pytest.Pytester) -> None:
@@ -111,14 +114,14 @@ def test_option_beats_env_beats_ini(
     _three_trees(pytester)
     monkeypatch.setenv("KTSTR_KERNEL", "env")
     _run(pytester, "--kernel=opt", "-s").stdout.fnmatch_lines(
-        ["ktstr: kernel=opt (from option) *release=6.1.0-opt", "*RELEASE 6.1.0-opt"]
+        ["ktstr: kernel=opt (from option) *release=6.1.0-opt *", "*RELEASE 6.1.0-opt"]
     )
     _run(pytester, "-s").stdout.fnmatch_lines(
-        ["ktstr: kernel=env (from env) *release=6.1.0-env", "*RELEASE 6.1.0-env"]
+        ["ktstr: kernel=env (from env) *release=6.1.0-env *", "*RELEASE 6.1.0-env"]
     )
     monkeypatch.delenv("KTSTR_KERNEL")
     _run(pytester, "-s").stdout.fnmatch_lines(
-        ["ktstr: kernel=ini (from ini) *release=6.1.0-ini", "*RELEASE 6.1.0-ini"]
+        ["ktstr: kernel=ini (from ini) *release=6.1.0-ini *", "*RELEASE 6.1.0-ini"]
     )
 
 
@@ -210,7 +213,7 @@ def test_explicit_vmlinux_for_another_machine_is_refused(pytester: pytest.Pytest
     pytester.makepyfile("def test_x():\n    pass\n")
     result = _run(pytester, "--kernel=linux", "--vmlinux=arm.elf")
     assert result.ret == pytest.ExitCode.USAGE_ERROR
-    result.stderr.fnmatch_lines(["*is an ELF for EM_AARCH64, but the kernel image is x86*"])
+    result.stderr.fnmatch_lines(["*is an ELF for EM_AARCH64, but the kernel image is x86_64*"])
 
 
 def test_named_kernel_without_vmlinux_errors_with_the_report(pytester: pytest.Pytester) -> None:
@@ -221,7 +224,7 @@ def test_named_kernel_without_vmlinux_errors_with_the_report(pytester: pytest.Py
     result.stdout.fnmatch_lines(
         [
             "*ktstr: no vmlinux for kernel 'linux/arch/x86/boot/bzImage' (from option)",
-            "*vmlinux probe for image=*bzImage release=6.1.0-test arch=x86: not found*",
+            "*vmlinux probe for image=*bzImage release=6.1.0-test arch=x86_64: not found*",
             "*refused*linux/vmlinux ?build tree root?: missing",
             "*hint: install the kernel's debug package*",
         ]
@@ -249,7 +252,7 @@ def test_wrong_machine_tree_vmlinux_is_refused(pytester: pytest.Pytester) -> Non
     pytester.makepyfile(FIXTURE_TESTS)
     result = _run(pytester, "--kernel=linux")
     result.assert_outcomes(errors=3, passed=1)
-    result.stdout.fnmatch_lines(["*wrong machine: ELF for EM_AARCH64, the image is x86"])
+    result.stdout.fnmatch_lines(["*wrong machine: ELF for EM_AARCH64, the image is x86_64"])
 
 
 # --- other plugins -------------------------------------------------------------------------------

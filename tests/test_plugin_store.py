@@ -9,7 +9,9 @@ from pathlib import Path
 import pytest
 
 from pytest_ktstr_vmlinux.store import ArtifactStore
-from tests.fakes import make_build_tree
+from tests.fakes import banner_for, build_id_for, make_build_tree, write_vmlinux
+
+ALL_ONCE = {"vmlinux-snapshot": 1, "test-digest": 1, "image-identity": 1, "vmlinux-identity": 1}
 
 CONFTEST = """
 import hashlib, json, os
@@ -83,28 +85,33 @@ def test_every_worker_shares_one_build(
     assert len({json.dumps(s, sort_keys=True).replace(str(s["worker"]), "") for s in seen}) == 1
     assert all(s["readonly"] for s in seen)
     # The record the store keeps: each artifact was built once for all workers.
-    assert _builds(_store_dir()) == {"vmlinux-snapshot": 1, "test-digest": 1}
-    summary = f"ktstr: artifacts built 2, reused {2 * workers - 2} (store: {_store_dir()})"
+    assert _builds(_store_dir()) == ALL_ONCE
+    # The controller identifies image and vmlinux (2 builds); every worker looks up both
+    # identities, the snapshot and the derived digest (4 lookups), all but 2 of them reused.
+    summary = f"ktstr: artifacts built 4, reused {4 * workers - 2} (store: {_store_dir()})"
     assert result.stdout.lines.count(summary) == 1, result.stdout.str()
 
     again = pytester.runpytest_subprocess("-n", "2", "--dist=each", f"--kernel={kernel_tree}")
     again.assert_outcomes(passed=2)
-    again.stdout.fnmatch_lines(["ktstr: artifacts built 0, reused 4 (store: *)"])
-    assert _builds(_store_dir()) == {"vmlinux-snapshot": 1, "test-digest": 1}
+    again.stdout.fnmatch_lines(["ktstr: artifacts built 0, reused 10 (store: *)"])
+    assert _builds(_store_dir()) == ALL_ONCE
 
 
 def test_rebuilt_vmlinux_is_rebuilt_once(pytester: pytest.Pytester, kernel_tree: Path) -> None:
     pytester.runpytest_subprocess("-n", "2", "--dist=each", f"--kernel={kernel_tree}")
     vmlinux = kernel_tree / "vmlinux"
     new = vmlinux.with_name("vmlinux.new")
-    new.write_bytes(vmlinux.read_bytes()[:-4096] + os.urandom(8192))
+    # The same build (build-id, banner) relinked with other contents.
+    banner = banner_for("6.1.0-test")
+    write_vmlinux(new, os.urandom(8192), build_id=build_id_for("6.1.0-test"), banner=banner)
     os.replace(new, vmlinux)
     result = pytester.runpytest_subprocess("-n", "2", "--dist=each", f"--kernel={kernel_tree}")
     result.assert_outcomes(passed=2)
-    result.stdout.fnmatch_lines(["ktstr: artifacts built 2, reused 2 (store: *)"])
-    entries = ArtifactStore(_store_dir()).entries()
-    assert len(entries) == 1  # the old version's entry and files are gone
-    assert entries[0]["signature"][2] == vmlinux.stat().st_size
+    # Rebuilt once each: the vmlinux's identity, snapshot and digest; the image's is reused.
+    result.stdout.fnmatch_lines(["ktstr: artifacts built 3, reused 7 (store: *)"])
+    entries = {e["source"]: e for e in ArtifactStore(_store_dir()).entries()}
+    assert len(entries) == 2  # the image's, and the new vmlinux's; the old one's files are gone
+    assert entries[str(vmlinux)]["signature"][2] == vmlinux.stat().st_size
 
 
 def test_no_kernel_cache_keeps_everything_in_process(
@@ -114,8 +121,9 @@ def test_no_kernel_cache_keeps_everything_in_process(
         "-n", "2", "--dist=each", f"--kernel={kernel_tree}", "--no-kernel-cache"
     )
     result.assert_outcomes(passed=2)
-    # Each worker built the derived artifact itself; vmlinux_bytes was a private read.
-    result.stdout.fnmatch_lines(["ktstr: artifacts built 2, reused 0 (store: in-process)"])
+    # Every process identified the kernel itself and each worker built the derived artifact;
+    # vmlinux_bytes was a private read.
+    result.stdout.fnmatch_lines(["ktstr: artifacts built 8, reused 0 (store: in-process)"])
     assert not any(_store_dir().iterdir())
 
 
@@ -125,7 +133,7 @@ def test_kernel_cache_clear(pytester: pytest.Pytester, kernel_tree: Path) -> Non
         "-n", "2", "--dist=each", f"--kernel={kernel_tree}", "--kernel-cache-clear"
     )
     result.assert_outcomes(passed=2)
-    result.stdout.fnmatch_lines(["ktstr: artifacts built 2, reused 2 (store: *)"])
+    result.stdout.fnmatch_lines(["ktstr: artifacts built 4, reused 6 (store: *)"])
 
 
 @pytest.mark.parametrize("plugin", ["no:xdist", "no:cacheprovider"])
@@ -134,7 +142,7 @@ def test_store_without_other_plugins(
 ) -> None:
     result = pytester.runpytest_subprocess("-p", plugin, f"--kernel={kernel_tree}")
     result.assert_outcomes(passed=1)
-    result.stdout.fnmatch_lines([f"ktstr: artifacts built 2, reused 0 (store: {_store_dir()})"])
+    result.stdout.fnmatch_lines([f"ktstr: artifacts built 4, reused 0 (store: {_store_dir()})"])
 
 
 def test_store_dir_precedence(
@@ -169,7 +177,7 @@ def test_unwritable_store_falls_back_with_one_warning(
     result = pytester.runpytest_subprocess("-n", "2", "--dist=each", f"--kernel={kernel_tree}")
     result.assert_outcomes(passed=2, warnings=1)
     assert result.stdout.str().count("keeping kernel artifacts in-process") == 1
-    result.stdout.fnmatch_lines(["ktstr: artifacts built 2, reused 0 (store: in-process)"])
+    result.stdout.fnmatch_lines(["ktstr: artifacts built 8, reused 0 (store: in-process)"])
 
 
 def test_bad_max_size_is_a_usage_error(

@@ -25,7 +25,7 @@ from pathlib import Path
 def test_vmlinux_path(vmlinux_path, kernel):
     assert vmlinux_path == Path(os.environ["EXPECTED_VMLINUX"])
     assert kernel.release == os.environ["EXPECTED_RELEASE"]
-    assert kernel.arch == "x86"
+    assert kernel.arch == "x86_64"
 
 def test_vmlinux_bytes(vmlinux_bytes, vmlinux_path):
     assert vmlinux_bytes[:4] == b"\\x7fELF"
@@ -109,6 +109,7 @@ def test_debian_kernel_in_a_sysroot(
         [
             f"ktstr: kernel={spec} (from option) image={debian_kernel.image}"
             f" vmlinux={debian_kernel.vmlinux} release={debian_kernel.release}"
+            f" build_id={debian_kernel.build_id} paired=build-id"
         ]
     )
 
@@ -140,8 +141,18 @@ def test_tinyconfig_snapshot_shared_by_four_workers(
     _expect(monkeypatch, tinyconfig_tree / "vmlinux", _tree_release(tinyconfig_tree))
     result = pytester.runpytest_subprocess("-n", "4", "--dist=each", f"--kernel={tinyconfig_tree}")
     result.assert_outcomes(passed=8)
-    result.stdout.fnmatch_lines(["ktstr: artifacts built 1, reused 3 (store: *)"])
+    # Built once each: the image's and the vmlinux's identities (by the controller) and the
+    # snapshot; every worker reuses both identities, three of them the snapshot.
+    result.stdout.fnmatch_lines(["ktstr: artifacts built 3, reused 11 (store: *)"])
     store = ArtifactStore(os.environ["KTSTR_CACHE_DIR"])
-    [entry] = store.entries()
-    assert entry["source"] == str(tinyconfig_tree / "vmlinux")
-    assert [(a["kind"], a["builds"]) for a in entry["artifacts"]] == [("vmlinux-snapshot", 1)]
+    builds = {
+        (entry["source"], item["kind"]): item["builds"]
+        for entry in store.entries()
+        for item in entry["artifacts"]
+    }
+    vmlinux, image = tinyconfig_tree / "vmlinux", tinyconfig_tree / "arch/x86/boot/bzImage"
+    assert builds == {
+        (str(vmlinux), "vmlinux-snapshot"): 1,
+        (str(vmlinux), "vmlinux-identity"): 1,
+        (str(image), "image-identity"): 1,
+    }
