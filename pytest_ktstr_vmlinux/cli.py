@@ -1,10 +1,13 @@
 """``python -m pytest_ktstr_vmlinux`` (also ``ktstr-vmlinux``): diagnostics without pytest.
 
-    locate [SPEC] [--vmlinux PATH] [--sysroot DIR] [--json]   what would be chosen, and why
-    cache path | list [--json] | clear  [--cache-dir DIR]      the on-disk artifact store
+    info PATH|SPEC [--kernel-sysroot DIR] [--json]    what a kernel is: arch, release, banner,
+                                                      build-id, compression, config, vmlinux
+    locate [SPEC] [--kernel-sysroot DIR] [--vmlinux PATH] [--json]   the probe report
+    cache path | list [--json] | clear [--cache-dir DIR]             the on-disk artifact store
 
-``locate`` exits 0 when a vmlinux was found, 1 when none was, 2 when the spec is unusable.
-The store directory follows the plugin's rule: --cache-dir > $KTSTR_CACHE_DIR > default.
+Exit status: 0 on success (``locate``: a vmlinux was found), 1 for a bad file or no vmlinux
+(one clear line on stderr), 2 for bad command-line usage. The store directory follows the
+plugin's rule: --cache-dir > $KTSTR_CACHE_DIR > default.
 """
 
 from __future__ import annotations
@@ -17,31 +20,36 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from .errors import KernelArtifactError, KernelSpecError
+from .errors import KernelArtifactError
+from .identity import vmlinux_identity
 from .kernel import Kernel, resolve_kernel
 from .spec import RUNNING, SpecSource, select_setting
 from .store import ArtifactStore
-from .storeconfig import ENV_CACHE_DIR
+from .storeconfig import ENV_CACHE_DIR, open_store
 from .storedir import default_store_dir
 
-EXIT_FOUND = 0
-EXIT_NOT_FOUND = 1
+EXIT_OK = 0
+EXIT_BAD = 1
 EXIT_USAGE = 2
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m pytest_ktstr_vmlinux")
     verbs = parser.add_subparsers(dest="verb", required=True)
+    info = verbs.add_parser("info", help="identify a kernel image, vmlinux, tree or release")
     locate = verbs.add_parser("locate", help="resolve a kernel spec and show every probed path")
-    locate.add_argument(
-        "spec",
-        nargs="?",
-        help="image, vmlinux, build tree, release or 'running'"
-        " (default: $KTSTR_KERNEL, else running)",
-    )
-    locate.add_argument("--vmlinux", help="explicit vmlinux; skips the search")
-    locate.add_argument("--sysroot", help="directory standing in for / for distro paths")
-    locate.add_argument("--json", action="store_true", help="machine-readable output")
+    for verb in (info, locate):
+        verb.add_argument(
+            "spec",
+            nargs="?" if verb is locate else None,
+            help="image, vmlinux, build tree, release or 'running'"
+            + (" (default: $KTSTR_KERNEL, else running)" if verb is locate else ""),
+        )
+        verb.add_argument(
+            "--kernel-sysroot", "--sysroot", dest="sysroot", help="directory standing in for /"
+        )
+        verb.add_argument("--vmlinux", help="explicit vmlinux; skips the search")
+        verb.add_argument("--json", action="store_true", help="machine-readable output")
     cache = verbs.add_parser("cache", help="the on-disk kernel artifact store")
     cache.add_argument("action", choices=["path", "list", "clear"])
     cache.add_argument("--cache-dir", help="store directory (default: $KTSTR_CACHE_DIR, else XDG)")
@@ -54,12 +62,20 @@ def main(argv: Sequence[str] | None = None) -> int:
         [(SpecSource.OPTION, args.spec), (SpecSource.ENV, os.environ.get("KTSTR_KERNEL"))]
     ) or (RUNNING, SpecSource.DEFAULT)
     try:
-        kernel = resolve_kernel(raw, vmlinux=args.vmlinux, sysroot=args.sysroot, source=source)
-    except KernelSpecError as e:
-        print(f"ktstr-vmlinux: {e}", file=sys.stderr)
-        return EXIT_USAGE
+        store, _ = open_store(os.environ.get(ENV_CACHE_DIR))
+        kernel = resolve_kernel(
+            raw, vmlinux=args.vmlinux, sysroot=args.sysroot, source=source, store=store
+        )
+        report = kernel_to_json(kernel, with_config=args.verb == "info")
+    except KernelArtifactError as e:
+        print(f"ktstr-vmlinux: {_one_line(e)}", file=sys.stderr)
+        return EXIT_BAD
     if args.json:
-        print(json.dumps(kernel_to_json(kernel), indent=2))
+        print(json.dumps(report, indent=2))
+    elif args.verb == "info":
+        for key in ("arch", "release", "banner", "build_id", "compression", "config"):
+            print(f"{key:<12} {report[key] if report[key] is not None else 'unknown'}")
+        print(f"{'vmlinux':<12} {report['vmlinux'] or 'none'} (paired: {report['paired']})")
     else:
         print(f"kernel   {kernel.spec.raw} ({kernel.spec.kind.value}, from {source.value})")
         print(f"image    {kernel.image or 'none'}")
@@ -67,27 +83,39 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"arch     {kernel.arch or 'unknown'}")
         print(f"vmlinux  {kernel.vmlinux or 'none'}")
         print(kernel.report.format())
-    return EXIT_FOUND if kernel.vmlinux else EXIT_NOT_FOUND
+    if args.verb == "locate" and kernel.vmlinux is None:
+        return EXIT_BAD
+    return EXIT_OK
 
 
-def kernel_to_json(kernel: Kernel) -> dict[str, Any]:
-    def text(value: object) -> str | None:
-        return None if value is None else str(value)
-
-    return {
-        "spec": kernel.spec.raw,
-        "kind": kernel.spec.kind.value,
-        "source": kernel.source.value,
-        "image": text(kernel.image),
-        "vmlinux": text(kernel.vmlinux),
-        "release": kernel.release,
+def kernel_to_json(kernel: Kernel, *, with_config: bool = False) -> dict[str, Any]:
+    """The documented JSON keys: arch, release, banner, build_id, compression, vmlinux, paired,
+    probes (and config, the config's source, for ``info``)."""
+    info = kernel.image_info
+    banner = info.banner if info else None
+    if banner is None and kernel.vmlinux is not None:
+        banner = vmlinux_identity(kernel.vmlinux, kernel.store).banner
+    report: dict[str, Any] = {
         "arch": kernel.arch,
-        "sysroot": text(kernel.sysroot),
-        "candidates": [
+        "release": kernel.release,
+        "banner": banner,
+        "build_id": kernel.build_id,
+        "compression": info.compression if info else "none",
+        "vmlinux": str(kernel.vmlinux) if kernel.vmlinux else None,
+        "paired": kernel.paired,
+        "probes": [
             {"path": str(c.path), "layout": c.layout, "refused": c.refused}
             for c in kernel.report.candidates
         ],
     }
+    if with_config:
+        config = kernel.config
+        report["config"] = config.source if config is not None else None
+    return report
+
+
+def _one_line(error: Exception) -> str:
+    return " ".join(str(error).split())
 
 
 def _cache(action: str, cache_dir: str | None, *, as_json: bool) -> int:

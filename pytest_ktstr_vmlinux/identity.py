@@ -12,18 +12,21 @@ from __future__ import annotations
 import os
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any, BinaryIO, TypeVar
 
 from .elf import ElfIdentity, gnu_build_id, read_elf_identity
 from .errors import KernelArtifactError
-from .image import ImageInfo, identify_image
+from .image import ImageInfo, identify_image, read_payload
 from .memstore import MemoryStore, Store
+from .store import StoredArtifact
 from .sysroot import Sysroot
 
 T = TypeVar("T")
 
 IMAGE_IDENTITY_KIND = "image-identity"
 IMAGE_IDENTITY_VERSION = 1
+IMAGE_PAYLOAD_KIND = "image-payload"
+IMAGE_PAYLOAD_VERSION = 1
 VMLINUX_IDENTITY_KIND = "vmlinux-identity"
 VMLINUX_IDENTITY_VERSION = 1
 RUNNING_NOTES = "/sys/kernel/notes"
@@ -64,6 +67,25 @@ def vmlinux_identity(vmlinux: str | os.PathLike[str], store: Store | None = None
         vmlinux, VMLINUX_IDENTITY_KIND, VMLINUX_IDENTITY_VERSION, compute
     )
     return _from_json(ElfIdentity, data, vmlinux)
+
+
+def image_payload(image: str | os.PathLike[str], store: Store) -> StoredArtifact:
+    """The image's decompressed payload (an ELF, or a flat arm64/riscv Image), built once."""
+
+    def build(path: Path, out: BinaryIO) -> None:
+        out.write(read_payload(path)[2])
+
+    return store.get_or_build(image, IMAGE_PAYLOAD_KIND, IMAGE_PAYLOAD_VERSION, build)
+
+
+def extracted_vmlinux(image: str | os.PathLike[str], store: Store) -> Path:
+    """A path to the ELF inside ``image``: it has .BTF and .notes but no .symtab."""
+    payload = image_payload(image, store)
+    if bytes(payload.map()[:4]) != b"\x7fELF":
+        raise KernelArtifactError(
+            f"{image}: its payload is a flat Image, not an ELF; no vmlinux can be extracted"
+        )
+    return store.export(payload, ".vmlinux")
 
 
 def running_expectation(sysroot: Sysroot) -> Expectation | None:

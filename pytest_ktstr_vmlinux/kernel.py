@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import dataclasses
+import functools
+import mmap
 import os
 from dataclasses import dataclass
 from pathlib import Path
@@ -10,18 +12,23 @@ from pathlib import Path
 from .elf import arch_matches, read_elf_ident
 from .errors import KernelArtifactError, KernelSpecError
 from .identity import (
+    PAIRED_BUILD_ID,
     UNVERIFIED,
     Expectation,
+    extracted_vmlinux,
     image_identity,
+    image_payload,
     pair,
     running_expectation,
     vmlinux_identity,
 )
 from .image import ImageInfo
+from .kconfig import KernelConfig, config_from_ikconfig, find_config
 from .locate import (
     Candidate,
     Probe,
     ProbeReport,
+    build_tree_root,
     find_distro_image,
     find_tree_image,
     image_arch,
@@ -75,10 +82,34 @@ class Kernel:
     paired: str = UNVERIFIED
     vmlinux_kind: str | None = None
     image_info: ImageInfo | None = None
+    tree: Path | None = None
+    store: Store = dataclasses.field(default_factory=MemoryStore, repr=False, compare=False)
 
     @property
     def source(self) -> SpecSource:
         return self.spec.source
+
+    @functools.cached_property
+    def config(self) -> KernelConfig | None:
+        """The kernel's configuration: ``<tree>/.config``, ``/boot/config-R`` (under the
+        sysroot), else IKCONFIG embedded in the image's payload or in the vmlinux. None if none
+        of them has it."""
+        found = find_config(tree=self.tree, release=self.release, sysroot=Sysroot(self.sysroot))
+        if found is None and self.image is not None:
+            try:
+                payload = image_payload(self.image, self.store).map()
+            except KernelArtifactError:
+                payload = None
+            if payload is not None:
+                found = config_from_ikconfig(payload, what=f"{self.image} payload")
+        if found is None and self.vmlinux is not None:
+            with (
+                open(self.vmlinux, "rb") as f,
+                mmap.mmap(f.fileno(), 0, prot=mmap.PROT_READ) as m,
+                memoryview(m) as view,
+            ):
+                found = config_from_ikconfig(view, what=str(self.vmlinux))
+        return found
 
     def require_vmlinux(self) -> Path:
         """The vmlinux path, or KernelArtifactError carrying the whole probe report."""
@@ -106,6 +137,7 @@ def resolve_kernel(
     base: str | os.PathLike[str] | None = None,
     store: Store | None = None,
     verify: bool = True,
+    allow_extracted: bool = False,
 ) -> Kernel:
     """Resolve ``spec`` (see spec.py for its forms) to a Kernel.
 
@@ -145,6 +177,15 @@ def resolve_kernel(
     if unverifiable and not report.unverifiable:
         report = dataclasses.replace(report, unverifiable=unverifiable)
     build_id = expect.build_id if expect else None
+    kind = "debug" if probe.path else None
+    if probe.path is None and allow_extracted and image is not None:
+        extracted = extracted_vmlinux(image, store)
+        candidate = Candidate(extracted, "extracted from the image", None, extracted)
+        paired = PAIRED_BUILD_ID if build_id else UNVERIFIED
+        report = dataclasses.replace(
+            report, candidates=(*report.candidates, candidate), chosen=extracted, paired=paired
+        )
+        probe, kind = Probe(extracted, report), "extracted"
     if probe.path is not None:
         arch = read_elf_ident(probe.path).arch or arch
         if build_id is None:
@@ -159,9 +200,24 @@ def resolve_kernel(
         sysroot=root.root,
         build_id=build_id,
         paired=report.paired if probe.path else UNVERIFIED,
-        vmlinux_kind="debug" if probe.path else None,
+        vmlinux_kind=kind,
         image_info=info,
+        tree=_tree_of(spec, image, tree),
+        store=store,
     )
+
+
+def _tree_of(spec: KernelSpec, image: Path | None, tree: Path | None) -> Path | None:
+    if tree is not None:
+        return tree
+    if image is not None:
+        return build_tree_root(image)
+    if spec.kind is SpecKind.VMLINUX and spec.path is not None:
+        parent = spec.path.parent
+        return (
+            parent if (parent / "Makefile").is_file() and (parent / ".config").is_file() else None
+        )
+    return None
 
 
 def _expectation(

@@ -6,8 +6,12 @@ never ask which store they have.
 
 from __future__ import annotations
 
+import atexit
+import hashlib
 import io
 import os
+import shutil
+import tempfile
 import threading
 import time
 from collections.abc import Callable
@@ -50,6 +54,8 @@ class Store(Protocol):
         compute: Callable[[Path], Any],
     ) -> Any: ...
 
+    def export(self, stored: StoredArtifact, suffix: str) -> Path: ...
+
 
 @dataclass
 class _Held:
@@ -66,6 +72,7 @@ class MemoryStore:
         self.racy_window_ns = racy_window_ns
         self.stats = StoreStats()
         self._held: dict[tuple[str, str, int], _Held] = {}
+        self._exports: Path | None = None
         self._lock = threading.RLock()
 
     def __repr__(self) -> str:
@@ -96,6 +103,17 @@ class MemoryStore:
                 self.stats.built += 1
                 return stored
         raise unsettled_source(source, kind)
+
+    def export(self, stored: StoredArtifact, suffix: str) -> Path:
+        """The payload as a plain file in a private directory removed when the process exits."""
+        if self._exports is None:
+            self._exports = Path(tempfile.mkdtemp(prefix="ktstr-vmlinux-"))
+            atexit.register(shutil.rmtree, self._exports, True)
+        digest = hashlib.sha256(repr((stored.source, stored.signature, stored.kind)).encode())
+        path = self._exports / f"{digest.hexdigest()}{suffix}"
+        if not path.exists():
+            path.write_bytes(stored.read_bytes())
+        return path
 
     def _still_valid(self, held: _Held, key: str, signature: StatSignature) -> bool:
         if held.artifact.signature != signature:

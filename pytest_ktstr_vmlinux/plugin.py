@@ -15,6 +15,7 @@ import pytest
 
 from .cache import VmlinuxBytesCache
 from .errors import KernelArtifactError, KernelSpecError
+from .kconfig import KernelConfig
 from .kernel import Kernel, resolve_kernel
 from .memstore import MemoryStore, Store
 from .snapshot import SnapshotLoader
@@ -46,6 +47,10 @@ HELP_NO_VERIFY = (
     "do not require the vmlinux to pair with the image (equal GNU build-ids, else equal"
     " linux_banner); use a stale or foreign vmlinux knowingly."
 )
+HELP_ALLOW_EXTRACTED = (
+    "when no debug vmlinux pairs with the image, serve the ELF extracted from the image: it has"
+    " .BTF and .notes but no .symtab (kernel.vmlinux_kind == 'extracted')."
+)
 HELP_CACHE_DIR = (
     "directory of the on-disk artifact store that xdist workers and later runs share."
     " Precedence: --kernel-cache-dir > $KTSTR_CACHE_DIR > ini ktstr_cache_dir >"
@@ -73,6 +78,12 @@ def pytest_addoption(parser: pytest.Parser) -> None:
     )
     group.addoption(
         "--no-kernel-verify", dest="ktstr_no_verify", action="store_true", help=HELP_NO_VERIFY
+    )
+    group.addoption(
+        "--kernel-allow-extracted",
+        dest="ktstr_allow_extracted",
+        action="store_true",
+        help=HELP_ALLOW_EXTRACTED,
     )
     group.addoption(
         "--kernel-cache-dir", dest="ktstr_cache_dir", metavar="DIR", help=HELP_CACHE_DIR
@@ -168,6 +179,26 @@ def vmlinux_path(kernel: Kernel) -> Path:
 
 
 @pytest.fixture(scope="session")
+def kernel_config(kernel: Kernel) -> KernelConfig:
+    """The kernel's config (.config, /boot/config-R or IKCONFIG); errors or skips like
+    ``vmlinux_path`` when there is none."""
+    try:
+        config = kernel.config
+    except KernelArtifactError as e:
+        message = str(e)
+    else:
+        if config is not None:
+            return config
+        message = (
+            f"no kernel config for {kernel.spec.raw!r}: no .config in a build tree, no"
+            f" /boot/config-{kernel.release}, no IKCONFIG in the image or vmlinux"
+        )
+    if not kernel.spec.named_by_user:
+        pytest.skip(f"ktstr: {message}")
+    pytest.fail(f"ktstr: {message}", pytrace=False)
+
+
+@pytest.fixture(scope="session")
 def kernel_store(pytestconfig: pytest.Config) -> Store:
     """Where kernel artifacts are built once and shared: on disk, or in memory without a cache."""
     return pytestconfig.stash[STORE_KEY]
@@ -217,6 +248,7 @@ def _resolve_from_config(config: pytest.Config, store: Store) -> Kernel:
         base=invocation,
         store=store,
         verify=not config.getoption("ktstr_no_verify"),
+        allow_extracted=config.getoption("ktstr_allow_extracted"),
     )
 
 

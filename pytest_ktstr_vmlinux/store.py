@@ -51,6 +51,7 @@ INDEX_NAME = "index.json"
 LOCK_NAME = "lock"
 ARTIFACTS_DIR = "artifacts"
 TMP_DIR = "tmp"
+EXPORTS_DIR = "exports"
 MAX_BUILD_ATTEMPTS = 5
 DEFAULT_LOCK_TIMEOUT = 1800.0
 _O_NOFOLLOW = getattr(os, "O_NOFOLLOW", 0)
@@ -118,6 +119,7 @@ class ArtifactStore:
         self.stats = StoreStats()
         self._artifacts = self._subdir(ARTIFACTS_DIR)
         self._tmp = self._subdir(TMP_DIR)
+        self._exports = self._subdir(EXPORTS_DIR)
         self._index_path = self.directory / INDEX_NAME
         self._lock_path = self.directory / LOCK_NAME
         self._refuse_symlinked_lock()
@@ -227,13 +229,37 @@ class ArtifactStore:
         """Remove every artifact and the index; returns the number of artifact files removed."""
         with self.locked():
             removed = 0
-            for directory in (self._artifacts, self._tmp):
+            for directory in (self._artifacts, self._tmp, self._exports):
                 for path in directory.iterdir():
                     removed += _remove(path) and directory is self._artifacts
             with contextlib.suppress(FileNotFoundError):
                 self._index_path.unlink()
             storeindex.fsync_dir(self.directory)
         return removed
+
+    def export(self, stored: StoredArtifact, suffix: str) -> Path:
+        """The payload of ``stored`` as a plain file (for tools that want a path, not bytes):
+        ``exports/<artifact name><suffix>``, published atomically, removed with its artifact."""
+        assert stored.file is not None
+        path = self._exports / f"{stored.file.path.stem}{suffix}"
+        try:
+            if path.stat().st_size == stored.size and not path.is_symlink():
+                return path
+        except FileNotFoundError:
+            pass
+        with self.locked():
+            fd, tmp_name = tempfile.mkstemp(dir=self._tmp, prefix="export-", suffix=".tmp")
+            try:
+                with os.fdopen(fd, "wb") as out:
+                    out.write(stored.map())
+                    out.flush()
+                    os.fsync(out.fileno())
+                os.replace(tmp_name, path)
+            except BaseException:
+                with contextlib.suppress(FileNotFoundError):
+                    os.unlink(tmp_name)
+                raise
+        return path
 
     # --- internals ------------------------------------------------------------------------------
 
@@ -388,6 +414,10 @@ class ArtifactStore:
                 del index["sources"][source]
         for debris in self._tmp.iterdir():
             _remove(debris)
+        live = {name.removesuffix(".art") for e in index["sources"].values() for name in _files(e)}
+        for export in self._exports.iterdir():
+            if export.name.split(".", 1)[0] not in live:
+                _remove(export)
         owners = {name: source for source, e in index["sources"].items() for name in _files(e)}
         sizes: dict[str, tuple[int, int]] = {}
         for path in self._artifacts.iterdir():

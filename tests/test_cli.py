@@ -8,9 +8,11 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 from pytest_ktstr_vmlinux.snapshot import snapshot
 from pytest_ktstr_vmlinux.store import ArtifactStore
-from tests.fakes import make_build_tree, make_sysroot
+from tests.fakes import banner_for, build_id_for, make_build_tree, make_sysroot, write_vmlinux
 
 R = "6.1.0-99-cloud-amd64"
 
@@ -27,18 +29,24 @@ def _cli(*args: str, cwd: Path) -> subprocess.CompletedProcess[str]:
 
 def test_locate_json_in_a_sysroot(tmp_path: Path) -> None:
     root = make_sysroot(tmp_path / "guest", R)
-    result = _cli("locate", R, "--sysroot", "guest", "--json", cwd=tmp_path)
+    result = _cli("locate", R, "--kernel-sysroot", "guest", "--json", cwd=tmp_path)
     assert result.returncode == 0, result.stderr
     data = json.loads(result.stdout)
-    assert data["vmlinux"] == str(root / f"usr/lib/debug/boot/vmlinux-{R}")
-    assert data["image"] == str(root / f"boot/vmlinuz-{R}")
-    assert (data["kind"], data["source"], data["release"], data["arch"]) == (
+    assert set(data) == {
+        "arch",
         "release",
-        "option",
-        R,
-        "x86_64",
-    )
-    assert data["candidates"][-1]["refused"] is None
+        "banner",
+        "build_id",
+        "compression",
+        "vmlinux",
+        "paired",
+        "probes",
+    }
+    assert data["vmlinux"] == str(root / f"usr/lib/debug/boot/vmlinux-{R}")
+    assert (data["release"], data["arch"], data["compression"]) == (R, "x86_64", "gzip")
+    assert (data["build_id"], data["paired"]) == (build_id_for(R).hex(), "build-id")
+    assert data["banner"] == banner_for(R)
+    assert data["probes"][-1]["refused"] is None
 
 
 def test_locate_text_shows_refusals_and_exits_1_when_not_found(tmp_path: Path) -> None:
@@ -49,11 +57,32 @@ def test_locate_text_shows_refusals_and_exits_1_when_not_found(tmp_path: Path) -
     assert f"refused  {tmp_path}/linux/vmlinux [build tree]: missing" in result.stdout
 
 
-def test_locate_usage_error_exits_2(tmp_path: Path) -> None:
-    result = _cli("locate", "./missing/bzImage", cwd=tmp_path)
-    assert result.returncode == 2
+@pytest.mark.parametrize("verb", ["locate", "info"])
+def test_a_bad_file_exits_1_with_one_line(tmp_path: Path, verb: str) -> None:
+    result = _cli(verb, "./missing/bzImage", cwd=tmp_path)
+    assert result.returncode == 1
     assert "does not exist" in result.stderr
+    assert len(result.stderr.splitlines()) == 1
+    (tmp_path / "garbage").write_bytes(os.urandom(8192))
+    result = _cli(verb, "garbage", cwd=tmp_path)
+    assert (result.returncode, len(result.stderr.splitlines())) == (1, 1)
+    assert "not a kernel image" in result.stderr
     assert "Traceback" not in result.stderr
+
+
+def test_info_names_the_mismatch(tmp_path: Path) -> None:
+    tree = make_build_tree(tmp_path / "linux")
+    write_vmlinux(tree / "vmlinux", build_id=build_id_for("other"), banner=banner_for("6.1.0-test"))
+    result = _cli("info", "linux", "--json", cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    data = json.loads(result.stdout)
+    assert data["vmlinux"] is None and data["paired"] == "unverified"
+    expected = (
+        f"build-id mismatch: image {build_id_for('6.1.0-test').hex()}"
+        f" vmlinux {build_id_for('other').hex()}"
+    )
+    assert data["probes"][0]["refused"] == expected
+    assert data["config"] is None
 
 
 def test_library_works_without_pytest(tmp_path: Path) -> None:

@@ -1,0 +1,97 @@
+#!/usr/bin/env bash
+# Fetch Debian's 6.1 arm64 kernel image (the signed linux-image-6.1.0-N-arm64, whose ABI number N
+# is the one of the amd64 cloud kernel fetch.sh takes) with `apt-get download` and unpack its
+# image and config with `dpkg-deb` (nothing is installed) into a folder laid out as a sysroot:
+#
+#   <cache>/debian-arm64-<R>-<version>/boot/vmlinuz-R
+#   <cache>/debian-arm64-<R>-<version>/boot/config-R
+#
+# <cache>/debian-arm64-sysroot points at the newest complete sysroot, whose `ready` file holds R.
+# A sysroot that is already complete for the package version apt offers is reused. No -dbg
+# package: the tests only identify the image (Debian 12's arm64 vmlinuz is a flat, uncompressed
+# arm64 Image wrapped as a signed EFI PE; CONFIG_EFI_ZBOOT is off).
+#
+# Package lists for arm64: an amd64 machine's apt knows no arm64 packages unless arm64 was added
+# with `dpkg --add-architecture arm64` (then `apt-get download -oAPT::Architecture=arm64 ...`
+# works directly, and this script uses the system's lists). Otherwise the script does not touch
+# the machine's configuration: it keeps arm64-only lists of the machine's own sources
+# (/etc/apt/sources.list*) in <cache>/.apt-arm64/ and runs `apt-get update` on them (about 9 MB,
+# one second) when they do not know the package or offer another version than amd64's.
+# Needs network access to the Debian mirror, apt-get, apt-cache and dpkg-deb; root is not needed.
+#
+# Environment: KTSTR_TEST_KERNELS (cache folder, default ~/.cache/pytest-ktstr-vmlinux-test-kernels),
+# KTSTR_TEST_DEBIAN_ARM64_PACKAGE (a linux-image-6.1.0-N-arm64 package name to pin),
+# KTSTR_TEST_DEBIAN_PACKAGE (the amd64 package whose N to follow, as in fetch.sh).
+set -euo pipefail
+
+cache=${KTSTR_TEST_KERNELS:-${XDG_CACHE_HOME:-$HOME/.cache}/pytest-ktstr-vmlinux-test-kernels}
+mkdir -p "$cache"
+
+for tool in apt-get apt-cache dpkg-deb; do
+    command -v "$tool" >/dev/null || { echo "fetch-arm64.sh: $tool not found: needs a Debian/Ubuntu machine" >&2; exit 2; }
+done
+
+# The ABI number N of the amd64 cloud kernel fetch.sh takes (same choice as there).
+amd64=${KTSTR_TEST_DEBIAN_PACKAGE:-}
+if [ -z "$amd64" ]; then
+    amd64=$(apt-cache depends linux-image-cloud-amd64 2>/dev/null |
+        awk '$1 == "Depends:" && $2 ~ /^linux-image-6\.1\.0-[0-9]+-cloud-amd64$/ { print $2; exit }')
+fi
+if [ -z "$amd64" ]; then
+    amd64=$(apt-cache search --names-only '^linux-image-6\.1\.0-[0-9]+-cloud-amd64$' |
+        awk '{ print $1 }' | sort -V | tail -n 1)
+fi
+pkg=${KTSTR_TEST_DEBIAN_ARM64_PACKAGE:-}
+if [ -z "$pkg" ]; then
+    if [ -z "$amd64" ]; then
+        echo "fetch-arm64.sh: apt knows no linux-image-6.1.0-*-cloud-amd64; run 'apt-get update' on a Debian 12 machine" >&2
+        exit 2
+    fi
+    abi=${amd64#linux-image-}
+    pkg="linux-image-${abi%-cloud-amd64}-arm64"
+fi
+amd64_version=""
+if [ -n "$amd64" ]; then
+    amd64_version=$({ apt-cache show "$amd64" 2>/dev/null || true; } | awk '/^Version:/ { print $2; exit }')
+fi
+
+# apt options for arm64: the system's lists when they carry arm64, else private ones.
+arm64_version() { { apt-cache "${apt[@]}" show "$pkg" 2>/dev/null || true; } | awk '/^Version:/ { print $2; exit }'; }
+apt=(-oAPT::Architecture=arm64)
+version=$(arm64_version)
+if [ -z "$version" ]; then
+    state="$cache/.apt-arm64"
+    mkdir -p "$state/lists/partial" "$state/cache/archives/partial"
+    apt=(-oAPT::Architecture=arm64 -oAPT::Architectures=arm64
+        "-oDir::State::Lists=$state/lists" "-oDir::Cache=$state/cache")
+    version=$(arm64_version)
+    if [ -z "$version" ] || { [ -n "$amd64_version" ] && [ "$version" != "$amd64_version" ]; }; then
+        apt-get "${apt[@]}" update -q >&2
+        version=$(arm64_version)
+    fi
+fi
+if [ -z "$version" ]; then
+    echo "fetch-arm64.sh: apt knows no $pkg for arm64 (after 'apt-get update' of arm64 lists in $cache/.apt-arm64)" >&2
+    exit 2
+fi
+if [ -n "$amd64_version" ] && [ "$version" != "$amd64_version" ]; then
+    echo "fetch-arm64.sh: note: $pkg is $version, $amd64 is $amd64_version" >&2
+fi
+release=${pkg#linux-image-}
+sysroot="$cache/debian-arm64-$release-$version"
+
+if [ ! -f "$sysroot/ready" ]; then
+    work=$(mktemp -d "$cache/.fetch-arm64.XXXXXX")
+    trap 'rm -rf "$work"' EXIT
+    (cd "$work" && apt-get "${apt[@]}" download -q "$pkg=$version" >&2)
+    mkdir -p "$work/root"
+    dpkg-deb --fsys-tarfile "$work/${pkg}_"*.deb |
+        tar -x -C "$work/root" "./boot/vmlinuz-$release" "./boot/config-$release"
+    printf '%s\n' "$release" >"$work/root/ready"
+    rm -rf "$sysroot"
+    mv "$work/root" "$sysroot"
+fi
+
+ln -sfn "$(basename "$sysroot")" "$cache/debian-arm64-sysroot.new"
+mv -T "$cache/debian-arm64-sysroot.new" "$cache/debian-arm64-sysroot"
+echo "$sysroot"
