@@ -1,0 +1,177 @@
+"""Pairing a vmlinux with its image (build-id, else banner), as the plugin and library see it."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import struct
+from pathlib import Path
+
+import pytest
+
+from pytest_ktstr_vmlinux import resolve_kernel
+from tests.conftest import DebianKernel
+from tests.fakes import (
+    banner_for,
+    build_id_for,
+    kernel_elf,
+    make_build_tree,
+    write_image,
+    write_vmlinux,
+)
+
+R = "6.1.0-test"
+CHECK = """
+import os
+
+def test_k(kernel, vmlinux_path, vmlinux_bytes):
+    print("PAIRED", kernel.paired, kernel.vmlinux_kind, kernel.build_id)
+    assert bytes(vmlinux_bytes[:4]) == b"\\x7fELF"
+"""
+
+
+def _run(pytester: pytest.Pytester, *args: str) -> pytest.RunResult:
+    pytester.makepyfile(test_pairing_check=CHECK)
+    return pytester.runpytest_subprocess("-s", "-rs", *args)
+
+
+def test_equal_build_ids_pair(pytester: pytest.Pytester) -> None:
+    make_build_tree(pytester.path / "linux", R)
+    result = _run(pytester, "--kernel=linux")
+    result.assert_outcomes(passed=1)
+    result.stdout.fnmatch_lines([f"ktstr: * build_id={build_id_for(R).hex()} paired=build-id"])
+    result.stdout.fnmatch_lines([f"*PAIRED build-id debug {build_id_for(R).hex()}"])
+
+
+def test_stale_vmlinux_is_refused_and_the_search_goes_on(pytester: pytest.Pytester) -> None:
+    tree = make_build_tree(pytester.path / "linux", R)
+    # Yesterday's build left in the tree; today's image has another build-id.
+    write_vmlinux(tree / "vmlinux", build_id=build_id_for("yesterday"), banner=banner_for(R))
+    result = _run(pytester, "--kernel=linux")
+    result.assert_outcomes(errors=1)
+    result.stdout.fnmatch_lines(
+        [
+            f"*refused  {tree}/vmlinux ?build tree?: build-id mismatch:"
+            f" image {build_id_for(R).hex()} vmlinux {build_id_for('yesterday').hex()}",
+            "*refused  /usr/lib/debug/boot/vmlinux-6.1.0-test *: missing",
+        ]
+    )
+
+
+def test_banners_pair_where_build_ids_are_missing(pytester: pytest.Pytester) -> None:
+    tree = pytester.path / "linux"
+    payload = kernel_elf(None, banner_for(R), symtab=False)
+    write_image(tree / "arch/x86/boot/bzImage", f"{R} (dev@host) #1", payload)
+    write_vmlinux(tree / "vmlinux", build_id=None, banner=banner_for(R))
+    _run(pytester, "--kernel=linux").stdout.fnmatch_lines(["*PAIRED banner debug None"])
+    write_vmlinux(tree / "vmlinux", build_id=None, banner=banner_for("6.1.0-other"))
+    result = _run(pytester, "--kernel=linux")
+    result.assert_outcomes(errors=1)
+    result.stdout.fnmatch_lines([f"*banner mismatch: image '{banner_for(R)}' vmlinux *"])
+
+
+def test_explicit_vmlinux_that_does_not_pair(pytester: pytest.Pytester) -> None:
+    make_build_tree(pytester.path / "linux", R)
+    other = pytester.path / "other.vmlinux"
+    write_vmlinux(other, build_id=build_id_for("other"), banner=banner_for("6.9"))
+    result = _run(pytester, "--kernel=linux", f"--vmlinux={other}")
+    assert result.ret == pytest.ExitCode.USAGE_ERROR
+    result.stderr.fnmatch_lines(
+        [
+            f"*--vmlinux {other} does not belong to this kernel: build-id mismatch:"
+            f" image {build_id_for(R).hex()} vmlinux {build_id_for('other').hex()}*"
+            "--no-kernel-verify*"
+        ]
+    )
+    forced = _run(pytester, "--kernel=linux", f"--vmlinux={other}", "--no-kernel-verify")
+    forced.assert_outcomes(passed=1)
+    forced.stdout.fnmatch_lines(["*paired=unverified", "*PAIRED unverified debug *"])
+
+
+def test_extracted_fallback(pytester: pytest.Pytester) -> None:
+    make_build_tree(pytester.path / "linux", R, vmlinux=False)
+    _run(pytester, "--kernel=linux").assert_outcomes(errors=1)
+    result = _run(pytester, "--kernel=linux", "--kernel-allow-extracted")
+    result.assert_outcomes(passed=1)
+    # Served from the store's export of the image's payload, paired by construction.
+    result.stdout.fnmatch_lines(["ktstr: * vmlinux=*/exports/*.vmlinux *paired=build-id"])
+    result.stdout.fnmatch_lines(["*PAIRED build-id extracted *"])
+
+
+def _notes(build_id: bytes) -> bytes:
+    return struct.pack("<III", 4, len(build_id), 3) + b"GNU\x00" + build_id
+
+
+def test_running_kernel_pairs_with_sys_kernel_notes(pytester: pytest.Pytester) -> None:
+    release = os.uname().release
+    root = pytester.path / "guest"
+    (root / "sys/kernel").mkdir(parents=True)
+    (root / "sys/kernel/notes").write_bytes(_notes(build_id_for("running")))
+    dbg = root / f"usr/lib/debug/boot/vmlinux-{release}"
+    write_vmlinux(dbg, build_id=build_id_for("running"), banner=banner_for(release))
+    result = _run(pytester, f"--kernel-sysroot={root}")
+    result.assert_outcomes(passed=1)
+    result.stdout.fnmatch_lines(["*PAIRED build-id debug *"])
+    (root / "sys/kernel/notes").write_bytes(_notes(build_id_for("another boot")))
+    result = _run(pytester, f"--kernel-sysroot={root}")
+    result.assert_outcomes(skipped=1)  # the default kernel: a skip, saying why
+    result.stdout.fnmatch_lines(
+        ["SKIPPED*ktstr: no vmlinux for the running kernel*build-id mismatch*"]
+    )
+
+
+def test_kernel_config_fixture(pytester: pytest.Pytester) -> None:
+    tree = make_build_tree(pytester.path / "linux", R)
+    (tree / ".config").write_text(
+        "CONFIG_HZ=1000\nCONFIG_SCHED_CLASS_EXT=y\n# CONFIG_X is not set\n"
+    )
+    pytester.makepyfile(
+        "def test_c(kernel_config, kernel):\n"
+        "    assert kernel_config['HZ'] == 1000 and kernel_config.enabled('SCHED_CLASS_EXT')\n"
+        "    assert kernel_config['CONFIG_X'] is None and kernel.config is kernel_config\n"
+        "    assert kernel_config.source.endswith('linux/.config')\n"
+    )
+    pytester.runpytest_subprocess("--kernel=linux").assert_outcomes(passed=1)
+    (tree / ".config").unlink()
+    result = pytester.runpytest_subprocess("--kernel=linux")
+    result.assert_outcomes(errors=1)
+    result.stdout.fnmatch_lines(["*ktstr: no kernel config for 'linux'*"])
+
+
+# --- real kernels ---------------------------------------------------------------------------------
+
+
+@pytest.mark.real_kernel
+def test_debian_image_and_dbg_vmlinux_pair(debian_kernel: DebianKernel) -> None:
+    kernel = resolve_kernel(debian_kernel.release, sysroot=debian_kernel.sysroot)
+    assert kernel.vmlinux == debian_kernel.vmlinux
+    assert (kernel.paired, kernel.build_id) == ("build-id", debian_kernel.build_id)
+    assert kernel.image_info is not None and kernel.image_info.compression == "lz4"
+    assert kernel.config is not None and kernel.config.enabled("DEBUG_INFO_BTF")
+
+
+@pytest.mark.real_kernel
+def test_tinyconfig_vmlinux_beside_the_debian_image_is_refused(
+    tmp_path: Path, debian_kernel: DebianKernel, tinyconfig_tree: Path
+) -> None:
+    shutil.copy(debian_kernel.image, tmp_path / "bzImage")
+    (tmp_path / "vmlinux").symlink_to(tinyconfig_tree / "vmlinux")
+    kernel = resolve_kernel(str(tmp_path / "bzImage"))
+    assert kernel.vmlinux is None
+    tiny_id = resolve_kernel(str(tinyconfig_tree)).build_id
+    assert kernel.report.candidates[0].refused == (
+        f"build-id mismatch: image {debian_kernel.build_id} vmlinux {tiny_id}"
+    )
+    with pytest.raises(Exception, match=f"image {debian_kernel.build_id} vmlinux {tiny_id}"):
+        kernel.require_vmlinux()
+
+
+@pytest.mark.real_kernel
+def test_tinyconfig_tree_pairs_and_has_ikconfig(tinyconfig_tree: Path) -> None:
+    kernel = resolve_kernel(str(tinyconfig_tree / "vmlinux"))
+    assert kernel.config is not None  # the tree's .config (a vmlinux in its tree)
+    kernel = resolve_kernel(str(tinyconfig_tree))
+    assert kernel.paired == "build-id"
+    assert kernel.image_info is not None and kernel.image_info.compression == "xz"
+    moved = resolve_kernel(str(tinyconfig_tree / "arch/x86/boot/bzImage"))
+    assert moved.vmlinux == tinyconfig_tree / "vmlinux"
