@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from pytest_ktstr_vmlinux import resolve_kernel
+from pytest_ktstr_vmlinux import KernelArtifactError, resolve_kernel
 from tests.conftest import DebianKernel
 from tests.fakes import (
     banner_for,
@@ -162,7 +162,9 @@ def test_tinyconfig_vmlinux_beside_the_debian_image_is_refused(
     assert kernel.report.candidates[0].refused == (
         f"build-id mismatch: image {debian_kernel.build_id} vmlinux {tiny_id}"
     )
-    with pytest.raises(Exception, match=f"image {debian_kernel.build_id} vmlinux {tiny_id}"):
+    with pytest.raises(
+        KernelArtifactError, match=f"image {debian_kernel.build_id} vmlinux {tiny_id}"
+    ):
         kernel.require_vmlinux()
 
 
