@@ -27,7 +27,7 @@ from .signature import (
     sha256_file,
     stat_signature,
 )
-from .store import (
+from .stored import (
     MAX_BUILD_ATTEMPTS,
     Build,
     StoredArtifact,

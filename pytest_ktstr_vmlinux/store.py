@@ -21,22 +21,22 @@ import hashlib
 import inspect
 import json
 import os
-import shutil
 import stat
 import tempfile
 import threading
 import time
 import warnings
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, BinaryIO
+from typing import Any
 
 from filelock import FileLock, Timeout
 
 from . import artifact, storeindex
 from .artifact import Artifact, ArtifactCorrupt
 from .errors import KernelArtifactError
+from .evict import entry_files, evict, remove_path
+from .publish import publish
 from .signature import (
     RACY_WINDOW_NS,
     StatSignature,
@@ -45,61 +45,35 @@ from .signature import (
     sha256_file,
     stat_signature,
 )
+from .stored import (
+    MAX_BUILD_ATTEMPTS,
+    Build,
+    StoredArtifact,
+    StoreStats,
+    StoreWarning,
+    json_build,
+    unsettled_source,
+)
 from .storedir import DEFAULT_MAX_SIZE, InsecureStoreError, prepare_store_dir
+
+__all__ = [
+    "ArtifactStore",
+    "Build",
+    "StoreStats",
+    "StoreWarning",
+    "StoredArtifact",
+    "json_build",
+    "unsettled_source",
+]
 
 INDEX_NAME = "index.json"
 LOCK_NAME = "lock"
 ARTIFACTS_DIR = "artifacts"
 TMP_DIR = "tmp"
 EXPORTS_DIR = "exports"
-MAX_BUILD_ATTEMPTS = 5
 DEFAULT_LOCK_TIMEOUT = 1800.0
 _O_NOFOLLOW = getattr(os, "O_NOFOLLOW", 0)
 _O_NONBLOCK = getattr(os, "O_NONBLOCK", 0)
-
-# Writes the payload of an artifact built from the source at the given path.
-Build = Callable[[Path, BinaryIO], None]
-
-
-class StoreWarning(UserWarning):
-    """Something in the store was unusable and has been rebuilt; results are still correct."""
-
-
-@dataclass
-class StoreStats:
-    """What this process did: artifacts it built, and artifacts it found already built."""
-
-    built: int = 0
-    reused: int = 0
-
-
-@dataclass(frozen=True)
-class StoredArtifact:
-    """An artifact's payload and the version of its source it was built from.
-
-    The payload lives in a verified artifact file (on-disk store) or in memory (MemoryStore).
-    """
-
-    source: str
-    signature: StatSignature
-    kind: str
-    version: int
-    file: Artifact | None = None
-    data: bytes | None = None
-
-    @property
-    def size(self) -> int:
-        return self.file.size if self.file is not None else len(self.data or b"")
-
-    def map(self) -> memoryview:
-        """Read-only view of the payload: a shared mapping of the file, or the bytes in memory."""
-        return self.file.map() if self.file is not None else memoryview(self.data or b"")
-
-    def read_bytes(self) -> bytes:
-        return self.file.read_bytes() if self.file is not None else (self.data or b"")
-
-    def json(self) -> Any:
-        return json.loads(self.read_bytes())
 
 
 class ArtifactStore:
@@ -231,7 +205,7 @@ class ArtifactStore:
             removed = 0
             for directory in (self._artifacts, self._tmp, self._exports):
                 for path in directory.iterdir():
-                    removed += _remove(path) and directory is self._artifacts
+                    removed += remove_path(path) and directory is self._artifacts
             with contextlib.suppress(FileNotFoundError):
                 self._index_path.unlink()
             storeindex.fsync_dir(self.directory)
@@ -248,17 +222,7 @@ class ArtifactStore:
         except FileNotFoundError:
             pass
         with self.locked():
-            fd, tmp_name = tempfile.mkstemp(dir=self._tmp, prefix="export-", suffix=".tmp")
-            try:
-                with os.fdopen(fd, "wb") as out:
-                    out.write(stored.map())
-                    out.flush()
-                    os.fsync(out.fileno())
-                os.replace(tmp_name, path)
-            except BaseException:
-                with contextlib.suppress(FileNotFoundError):
-                    os.unlink(tmp_name)
-                raise
+            publish(path, stored.map(), tmp_dir=self._tmp, prefix="export-")
         return path
 
     # --- internals ------------------------------------------------------------------------------
@@ -348,7 +312,7 @@ class ArtifactStore:
         entry = index["sources"].get(key)
         if entry is None or entry["signature"] != list(_fields(signature)):
             if entry is not None:
-                self._remove_files(entry)
+                self._removeentry_files(entry)
             entry = {
                 "signature": list(_fields(signature)),
                 "recorded_ns": recorded_ns,
@@ -359,7 +323,7 @@ class ArtifactStore:
         digest_before = sha256_file(key) if racy else None
         if racy and entry["sha256"] not in (None, digest_before):
             # Same signature, other content: what was built from the old content is stale.
-            self._remove_files(entry)
+            self._removeentry_files(entry)
             entry["artifacts"] = {}
         fd, tmp_name = tempfile.mkstemp(dir=self._tmp, prefix="build-", suffix=".tmp")
         tmp = Path(tmp_name)
@@ -402,44 +366,17 @@ class ArtifactStore:
         return StoredArtifact(key, signature, kind, version, file=built)
 
     def _evict(self, index: dict[str, Any], keep: str) -> None:
-        """Under the lock: drop entries of gone or changed sources, debris, orphans, then the least
-        recently used artifacts until the store fits its size cap."""
-        for source, entry in list(index["sources"].items()):
-            try:
-                current = list(_fields(stat_signature(source, source)))
-            except (KernelArtifactError, ValueError):
-                current = None
-            if current != entry["signature"] and keep not in _files(entry):
-                self._remove_files(entry)
-                del index["sources"][source]
-        for debris in self._tmp.iterdir():
-            _remove(debris)
-        live = {name.removesuffix(".art") for e in index["sources"].values() for name in _files(e)}
-        for export in self._exports.iterdir():
-            if export.name.split(".", 1)[0] not in live:
-                _remove(export)
-        owners = {name: source for source, e in index["sources"].items() for name in _files(e)}
-        sizes: dict[str, tuple[int, int]] = {}
-        for path in self._artifacts.iterdir():
-            if path.name not in owners or not path.is_file() or path.is_symlink():
-                _remove(path)  # an orphan of a lost index or a crash, or not ours at all
-                continue
-            st = path.stat()
-            sizes[path.name] = (st.st_mtime_ns, st.st_size)
-        total = sum(size for _, size in sizes.values())
-        for name, (_, size) in sorted(sizes.items(), key=lambda item: item[1][0]):
-            if total <= self.max_size:
-                break
-            if name == keep:
-                continue
-            entry = index["sources"][owners[name]]
-            entry["artifacts"] = {k: r for k, r in entry["artifacts"].items() if r["file"] != name}
-            with contextlib.suppress(FileNotFoundError):
-                (self._artifacts / name).unlink()
-            total -= size
+        evict(
+            index,
+            artifacts=self._artifacts,
+            tmp=self._tmp,
+            exports=self._exports,
+            max_size=self.max_size,
+            keep=keep,
+        )
 
-    def _remove_files(self, entry: dict[str, Any]) -> None:
-        for name in _files(entry):
+    def _removeentry_files(self, entry: dict[str, Any]) -> None:
+        for name in entry_files(entry):
             with contextlib.suppress(FileNotFoundError):
                 (self._artifacts / name).unlink()
 
@@ -471,45 +408,13 @@ class ArtifactStore:
 
     def _write_index(self, index: dict[str, Any]) -> None:
         if self._index_path.is_dir() and not self._index_path.is_symlink():
-            _remove(self._index_path)  # os.replace cannot put a file over a directory
+            remove_path(self._index_path)  # os.replace cannot put a file over a directory
         storeindex.write_index(self._index_path, index, tmp_dir=self._tmp)
 
     def _warn(self, message: str) -> None:
         if message not in self._warned:
             self._warned.add(message)
             warnings.warn(message, StoreWarning, stacklevel=3)
-
-
-def json_build(compute: Callable[[Path], Any]) -> Build:
-    """A Build that stores ``compute(source)`` as compact JSON."""
-
-    def build(path: Path, out: BinaryIO) -> None:
-        out.write(json.dumps(compute(path), separators=(",", ":")).encode())
-
-    return build
-
-
-def unsettled_source(source: str | os.PathLike[str], kind: str) -> KernelArtifactError:
-    return KernelArtifactError(
-        f"{source}: changed {MAX_BUILD_ATTEMPTS} times while its {kind} artifact was being"
-        " built; a build is probably still writing it. Wait for it to finish and run again."
-    )
-
-
-def _remove(path: Path) -> bool:
-    """Remove a file, link or stray directory inside the store; False if it was already gone."""
-    try:
-        if path.is_dir() and not path.is_symlink():
-            shutil.rmtree(path)
-        else:
-            path.unlink()
-    except FileNotFoundError:
-        return False
-    return True
-
-
-def _files(entry: dict[str, Any]) -> list[str]:
-    return [record["file"] for record in entry["artifacts"].values()]
 
 
 def _artifact_key(kind: str, version: int) -> str:

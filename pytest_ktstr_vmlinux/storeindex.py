@@ -6,14 +6,15 @@ files the store will open, so an entry that is not a hash-named artifact is refu
 
 from __future__ import annotations
 
-import contextlib
 import hashlib
 import json
-import os
 import re
-import tempfile
 from pathlib import Path
 from typing import Any
+
+from .publish import fsync_dir, publish
+
+__all__ = ["fsync_dir", "parse_index", "validate_index", "write_index"]
 
 INDEX_MAGIC = "pytest-ktstr-vmlinux-index"
 # kind:version, as store._artifact_key writes them.
@@ -26,21 +27,10 @@ def empty_index() -> dict[str, Any]:
 
 
 def write_index(path: Path, index: dict[str, Any], *, tmp_dir: Path) -> None:
-    """Publish ``index`` at ``path``: temp file in ``tmp_dir``, fsync, rename, fsync the dir."""
+    """Publish ``index`` at ``path`` atomically (see publish.py)."""
     body = json.dumps(index, sort_keys=True, separators=(",", ":")).encode()
     header = f"{INDEX_MAGIC} {INDEX_VERSION} {hashlib.sha256(body).hexdigest()}\n".encode()
-    fd, tmp_name = tempfile.mkstemp(dir=tmp_dir, prefix="index-", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(header + body)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp_name, path)
-    except BaseException:
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(tmp_name)
-        raise
-    fsync_dir(path.parent)
+    publish(path, header + body, tmp_dir=tmp_dir, prefix="index-")
 
 
 def parse_index(raw: bytes) -> dict[str, Any]:
@@ -106,11 +96,3 @@ def is_artifact_name(name: str) -> bool:
         and len(stem) == 64
         and all(c in "0123456789abcdef" for c in stem)
     )
-
-
-def fsync_dir(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)

@@ -1,0 +1,79 @@
+"""Keeping the store honest and within its size cap, under the store lock.
+
+At every write: entries whose source is gone or changed are dropped, debris of crashed builds and
+orphans of a lost index are removed, and then the least recently used artifacts (by the mtime
+that every reuse touches) go until the store fits. The artifact just built is always kept.
+Removal only unlinks: a worker that maps an evicted artifact keeps a valid mapping.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import shutil
+from pathlib import Path
+from typing import Any
+
+from .errors import KernelArtifactError
+from .signature import stat_signature
+
+
+def evict(
+    index: dict[str, Any],
+    *,
+    artifacts: Path,
+    tmp: Path,
+    exports: Path,
+    max_size: int,
+    keep: str,
+) -> None:
+    for source, entry in list(index["sources"].items()):
+        try:
+            sig = stat_signature(source, source)
+            current = [sig.st_dev, sig.st_ino, sig.st_size, sig.st_mtime_ns, sig.st_ctime_ns]
+        except (KernelArtifactError, ValueError):
+            current = None
+        if current != entry["signature"] and keep not in entry_files(entry):
+            for name in entry_files(entry):
+                remove_path(artifacts / name)
+            del index["sources"][source]
+    for debris in tmp.iterdir():
+        remove_path(debris)
+    owners = {name: source for source, e in index["sources"].items() for name in entry_files(e)}
+    live = {name.removesuffix(".art") for name in owners}
+    for export in exports.iterdir():
+        if export.name.split(".", 1)[0] not in live:
+            remove_path(export)
+    sizes: dict[str, tuple[int, int]] = {}
+    for path in artifacts.iterdir():
+        if path.name not in owners or not path.is_file() or path.is_symlink():
+            remove_path(path)  # an orphan of a lost index or a crash, or not ours at all
+            continue
+        st = path.stat()
+        sizes[path.name] = (st.st_mtime_ns, st.st_size)
+    total = sum(size for _, size in sizes.values())
+    for name, (_, size) in sorted(sizes.items(), key=lambda item: item[1][0]):
+        if total <= max_size:
+            break
+        if name == keep:
+            continue
+        entry = index["sources"][owners[name]]
+        entry["artifacts"] = {k: r for k, r in entry["artifacts"].items() if r["file"] != name}
+        with contextlib.suppress(FileNotFoundError):
+            (artifacts / name).unlink()
+        total -= size
+
+
+def remove_path(path: Path) -> bool:
+    """Remove a file, link or stray directory inside the store; False if it was already gone."""
+    try:
+        if path.is_dir() and not path.is_symlink():
+            shutil.rmtree(path)
+        else:
+            path.unlink()
+    except FileNotFoundError:
+        return False
+    return True
+
+
+def entry_files(entry: dict[str, Any]) -> list[str]:
+    return [record["file"] for record in entry["artifacts"].values()]

@@ -1,0 +1,79 @@
+"""What stores hand out, on disk or in memory: a payload and the source version it came from.
+
+Shared by store.py and memstore.py so that neither depends on the other.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, BinaryIO
+
+from .artifact import Artifact
+from .errors import KernelArtifactError
+from .signature import StatSignature
+
+MAX_BUILD_ATTEMPTS = 5
+
+# Writes the payload of an artifact built from the source at the given path.
+Build = Callable[[Path, BinaryIO], None]
+
+
+class StoreWarning(UserWarning):
+    """Something in the store was unusable and has been rebuilt; results are still correct."""
+
+
+@dataclass
+class StoreStats:
+    """What this process did: artifacts it built, and artifacts it found already built."""
+
+    built: int = 0
+    reused: int = 0
+
+
+@dataclass(frozen=True)
+class StoredArtifact:
+    """An artifact's payload and the version of its source it was built from.
+
+    The payload lives in a verified artifact file (on-disk store) or in memory (MemoryStore).
+    """
+
+    source: str
+    signature: StatSignature
+    kind: str
+    version: int
+    file: Artifact | None = None
+    data: bytes | None = None
+
+    @property
+    def size(self) -> int:
+        return self.file.size if self.file is not None else len(self.data or b"")
+
+    def map(self) -> memoryview:
+        """Read-only view of the payload: a shared mapping of the file, or the bytes in memory."""
+        return self.file.map() if self.file is not None else memoryview(self.data or b"")
+
+    def read_bytes(self) -> bytes:
+        return self.file.read_bytes() if self.file is not None else (self.data or b"")
+
+    def json(self) -> Any:
+        return json.loads(self.read_bytes())
+
+
+def json_build(compute: Callable[[Path], Any]) -> Build:
+    """A Build that stores ``compute(source)`` as compact JSON."""
+
+    def build(path: Path, out: BinaryIO) -> None:
+        out.write(json.dumps(compute(path), separators=(",", ":")).encode())
+
+    return build
+
+
+def unsettled_source(source: str | os.PathLike[str], kind: str) -> KernelArtifactError:
+    return KernelArtifactError(
+        f"{source}: changed {MAX_BUILD_ATTEMPTS} times while its {kind} artifact was being"
+        " built; a build is probably still writing it. Wait for it to finish and run again."
+    )
