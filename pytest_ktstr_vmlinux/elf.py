@@ -248,11 +248,23 @@ def read_elf_identity(stream: BinaryIO, *, what: str) -> ElfIdentity:
     """
     try:
         return _read_elf_identity(stream)
-    except (ELFError, struct.error, ValueError, OSError, IndexError, KeyError, TypeError) as e:
+    except (
+        ELFError,
+        struct.error,
+        ValueError,
+        OSError,
+        IndexError,
+        KeyError,
+        TypeError,
+        OverflowError,
+        MemoryError,
+    ) as e:
         raise KernelArtifactError(f"{what}: not a readable ELF ({e})") from None
 
 
 def _read_elf_identity(stream: BinaryIO) -> ElfIdentity:
+    size = stream.seek(0, os.SEEK_END)
+    stream.seek(0)
     elf = ELFFile(stream)
     byteorder: Literal["little", "big"] = "little" if elf.little_endian else "big"
     ident = parse_elf_ident(_header_bytes(stream))
@@ -260,6 +272,10 @@ def _read_elf_identity(stream: BinaryIO) -> ElfIdentity:
     has_symtab = False
     rodata = None
     for section in elf.iter_sections():
+        header = section.header
+        # A damaged header must not make pyelftools seek or allocate past the file.
+        if header.sh_type != "SHT_NOBITS" and header.sh_offset + header.sh_size > size:
+            raise ValueError(f"section {section.name!r} runs past the end of the file")
         if section.header.sh_type == "SHT_NOTE" and build_id is None:
             build_id = gnu_build_id(section.data(), byteorder)
         elif section.header.sh_type == "SHT_SYMTAB":
@@ -268,6 +284,8 @@ def _read_elf_identity(stream: BinaryIO) -> ElfIdentity:
             rodata = section
     if build_id is None:
         for segment in elf.iter_segments():
+            if segment.header.p_offset + segment.header.p_filesz > size:
+                raise ValueError("a segment runs past the end of the file")
             if segment.header.p_type == "PT_NOTE":
                 build_id = gnu_build_id(segment.data(), byteorder)
                 if build_id:

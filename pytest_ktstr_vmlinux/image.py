@@ -8,8 +8,10 @@ exactly which build the image is.
 from __future__ import annotations
 
 import io
+import mmap
 import os
 import re
+import stat
 from dataclasses import dataclass
 
 from .decompress import DEFAULT_MAX_OUTPUT, decompress, detect_compression
@@ -144,26 +146,41 @@ def read_payload(
     what = str(path)
     try:
         with open(path, "rb") as f:
-            data = f.read()
+            st = os.fstat(f.fileno())
+            if not stat.S_ISREG(st.st_mode):
+                raise KernelArtifactError(f"{what}: not a regular file; not a kernel image")
+            if st.st_size == 0:
+                raise KernelArtifactError(f"{what}: empty file; not a kernel image")
+            if st.st_size > max_output:
+                raise KernelArtifactError(
+                    f"{what}: {st.st_size} bytes, more than the {max_output}-byte cap; not a"
+                    " kernel image"
+                )
+            # Mapped, not read: the compressed payload is decompressed straight from the page
+            # cache, with no copy of the image on the heap.
+            data = memoryview(mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ))
     except OSError as e:
         raise KernelArtifactError(f"{what}: cannot read: {e.strerror}") from None
-    if not data:
-        raise KernelArtifactError(f"{what}: empty file; not a kernel image")
-    if data[:4] == ELF_MAGIC:
-        return "vmlinux", "none", data
-    header = parse_image_header(data)
+    return _payload(data, what, max_output)
+
+
+def _payload(data: memoryview, what: str, max_output: int) -> tuple[str, str, bytes]:
+    head = bytes(data[:X86_HEADER_WINDOW])
+    if head[:4] == ELF_MAGIC:
+        return "vmlinux", "none", bytes(data)
+    header = parse_image_header(head)
     if header.format == "bzImage":
-        return _bzimage_payload(data, what, max_output)
-    if data[:2] == b"MZ" and data[4:8] == ZBOOT_MAGIC:
-        return _zboot_payload(data, what, max_output)
+        return _bzimage_payload(head, data, what, max_output)
+    if head[:2] == b"MZ" and head[4:8] == ZBOOT_MAGIC:
+        return _zboot_payload(head, data, what, max_output)
     if header.format in ("arm64 Image", "riscv Image"):
-        return header.format, "none", data
-    compression = detect_compression(data)
+        return header.format, "none", bytes(data)
+    compression = detect_compression(head)
     if compression is not None:
         inner = decompress(data, compression, max_output=max_output, what=f"{what} ({compression})")
         if inner[:4] == ELF_MAGIC:
             return "compressed vmlinux", compression, inner
-        flat = parse_image_header(inner).format
+        flat = parse_image_header(inner[:X86_HEADER_WINDOW]).format
         if flat in ("arm64 Image", "riscv Image"):
             return flat, compression, inner
         raise KernelArtifactError(f"{what}: {compression} data that is neither an ELF nor an Image")
@@ -201,18 +218,20 @@ def identify_payload(what: str, fmt: str, compression: str, payload: bytes) -> I
     )
 
 
-def _bzimage_payload(data: bytes, what: str, max_output: int) -> tuple[str, str, bytes]:
-    if len(data) < PAYLOAD_LENGTH_OFFSET + 4:
-        raise KernelArtifactError(f"{what}: bzImage header truncated at {len(data)} bytes")
-    protocol = _u16(data, VERSION_OFFSET)
+def _bzimage_payload(
+    head: bytes, data: memoryview, what: str, max_output: int
+) -> tuple[str, str, bytes]:
+    if len(head) < PAYLOAD_LENGTH_OFFSET + 4:
+        raise KernelArtifactError(f"{what}: bzImage header truncated at {len(head)} bytes")
+    protocol = _u16(head, VERSION_OFFSET)
     if protocol < 0x208:
         raise KernelArtifactError(
             f"{what}: boot protocol {protocol >> 8}.{protocol & 0xFF:02d} has no payload fields"
             " (needs 2.08+); use the vmlinux"
         )
-    setup_sects = data[SETUP_SECTS_OFFSET] or 4
-    offset = int.from_bytes(data[PAYLOAD_OFFSET_OFFSET : PAYLOAD_OFFSET_OFFSET + 4], "little")
-    length = int.from_bytes(data[PAYLOAD_LENGTH_OFFSET : PAYLOAD_LENGTH_OFFSET + 4], "little")
+    setup_sects = head[SETUP_SECTS_OFFSET] or 4
+    offset = int.from_bytes(head[PAYLOAD_OFFSET_OFFSET : PAYLOAD_OFFSET_OFFSET + 4], "little")
+    length = int.from_bytes(head[PAYLOAD_LENGTH_OFFSET : PAYLOAD_LENGTH_OFFSET + 4], "little")
     start = (setup_sects + 1) * SECTOR + offset
     if length == 0:
         raise KernelArtifactError(f"{what}: bzImage payload_length is 0; the image is damaged")
@@ -231,13 +250,15 @@ def _bzimage_payload(data: bytes, what: str, max_output: int) -> tuple[str, str,
     return "bzImage", compression, payload
 
 
-def _zboot_payload(data: bytes, what: str, max_output: int) -> tuple[str, str, bytes]:
-    if len(data) < ZBOOT_NAME_OFFSET + 32:
+def _zboot_payload(
+    head: bytes, data: memoryview, what: str, max_output: int
+) -> tuple[str, str, bytes]:
+    if len(head) < ZBOOT_NAME_OFFSET + 32:
         raise KernelArtifactError(f"{what}: EFI zboot header truncated")
-    offset = int.from_bytes(data[8:12], "little")
-    size = int.from_bytes(data[12:16], "little")
+    offset = int.from_bytes(head[8:12], "little")
+    size = int.from_bytes(head[12:16], "little")
     name = (
-        data[ZBOOT_NAME_OFFSET : ZBOOT_NAME_OFFSET + 32]
+        head[ZBOOT_NAME_OFFSET : ZBOOT_NAME_OFFSET + 32]
         .split(b"\x00", 1)[0]
         .decode("ascii", "replace")
     )

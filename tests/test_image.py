@@ -22,9 +22,9 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-import lz4.block
+import lz4.block  # type: ignore[import-untyped]
 import pytest
-from hypothesis import HealthCheck, given, settings
+from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from pytest_ktstr_vmlinux.decompress import DecompressError, OutputTooLarge
@@ -103,18 +103,29 @@ def lz4_legacy(data: bytes) -> bytes:
     return bytes(out)
 
 
+def tool(argv: list[str], package: str) -> Callable[[bytes], bytes]:
+    """The kernel's own compressor command line, as a function (skips, or fails under
+    KTSTR_REQUIRE_REAL_KERNELS=1, when the tool is not installed)."""
+
+    def run(data: bytes) -> bytes:
+        if shutil.which(argv[0]) is None:
+            message = f"{argv[0]} is not installed (Debian: apt-get install {package})"
+            if REQUIRE_REAL_KERNELS:
+                pytest.fail(message, pytrace=False)
+            pytest.skip(message)
+        return subprocess.run(argv, input=data, capture_output=True, check=True).stdout
+
+    return run
+
+
 def lzop_cli(data: bytes) -> bytes:
-    if shutil.which("lzop") is None:
-        message = "lzop is not installed (Debian: apt-get install lzop)"
-        if REQUIRE_REAL_KERNELS:
-            pytest.fail(message, pytrace=False)
-        pytest.skip(message)
     pytest.importorskip("lzo", reason="python-lzo (extra [lzo]) is not installed")
-    return subprocess.run(["lzop", "-9", "-c"], input=data, capture_output=True, check=True).stdout
+    return tool(["lzop", "-9", "-c"], "lzop")(data)
 
 
 # As scripts/Makefile.lib builds a bzImage payload (faster levels where the level does not change
-# the format): cmd_gzip has no size_append, all the others do.
+# the format): cmd_gzip has no size_append, all the others do. "-tool" variants run the command
+# lines of scripts/Makefile.lib and scripts/xz_wrap.sh themselves.
 KERNEL_COMPRESSORS: dict[str, Callable[[bytes], bytes]] = {
     "gzip": lambda d: gzip.compress(d, compresslevel=9, mtime=0),
     "bzip2": lambda d: size_append(d, bz2.compress(d, 9)),
@@ -131,6 +142,10 @@ KERNEL_COMPRESSORS: dict[str, Callable[[bytes], bytes]] = {
     "lz4": lambda d: size_append(d, lz4_legacy(d)),
     "zstd": lambda d: size_append(d, zstd.compress(d, 3)),
     "lzo": lambda d: size_append(d, lzop_cli(d)),
+    "lz4-tool": lambda d: size_append(d, tool(["lz4", "-l", "-9", "-c"], "lz4")(d)),
+    "xz-tool": lambda d: size_append(
+        d, tool(["xz", "--check=crc32", "--x86", "--lzma2=,dict=32MiB", "-c"], "xz-utils")(d)
+    ),
 }
 
 
@@ -145,7 +160,7 @@ def zeros_bomb(compression: str, size: int) -> bytes:
         return b"".join(x.compress(chunk) for _ in range(size // MIB)) + x.flush()
     assert compression == "zstd"
     c = zstd.ZstdCompressor(3)
-    return b"".join(c.compress(chunk) for _ in range(size // MIB)) + c.flush()
+    return b"".join(bytes(c.compress(chunk)) for _ in range(size // MIB)) + bytes(c.flush())
 
 
 # --- real kernels ------------------------------------------------------------------------------
@@ -318,10 +333,11 @@ def test_splice_is_faithful(tiny: Tiny) -> None:
 
 
 @pytest.mark.real_kernel
-@pytest.mark.parametrize("compression", list(KERNEL_COMPRESSORS))
-def test_bzimage_with_every_compression(tiny: Tiny, work: Path, compression: str) -> None:
-    blob = KERNEL_COMPRESSORS[compression](tiny.payload)
-    path = work / f"bzImage.{compression}"
+@pytest.mark.parametrize("variant", list(KERNEL_COMPRESSORS))
+def test_bzimage_with_every_compression(tiny: Tiny, work: Path, variant: str) -> None:
+    blob = KERNEL_COMPRESSORS[variant](tiny.payload)
+    compression = variant.removesuffix("-tool")
+    path = work / f"bzImage.{variant}"
     path.write_bytes(splice(tiny.image_bytes, blob))
     fmt, found, payload = read_payload(path)
     assert (fmt, found) == ("bzImage", compression)
@@ -465,9 +481,45 @@ def test_decompression_bomb_stops_at_the_cap(tmp_path: Path, compression: str, s
     assert error.produced <= 16 * MIB
 
 
-# --- fuzzing ---------------------------------------------------------------------------------------
+# --- damaged section headers (once library bugs, now regressions) -------------------------------
 
-FUZZ = settings(max_examples=2000, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+_NOTES_SECTION = 1  # kernel_elf's first section after SHN_UNDEF: .notes
+
+
+def _with_section_field(elf: bytes, index: int, field: int, value: int) -> bytes:
+    """``elf`` (ELF64 LE) with the u64 at ``field`` of section header ``index`` set to ``value``
+    (0x18 sh_offset, 0x20 sh_size)."""
+    (shoff,) = struct.unpack_from("<Q", elf, 0x28)
+    out = bytearray(elf)
+    struct.pack_into("<Q", out, shoff + index * 64 + field, value)
+    return bytes(out)
+
+
+@pytest.mark.parametrize(
+    ("section", "field"),
+    [(_NOTES_SECTION, 0x18), (_NOTES_SECTION, 0x20), ("shstrtab", 0x18)],
+    ids=["notes-sh_offset", "notes-sh_size", "shstrtab-sh_offset"],
+)
+def test_elf_offsets_past_2_63_are_refused(tmp_path: Path, section: int | str, field: int) -> None:
+    index = struct.unpack_from("<H", GOOD_ELF, 0x3E)[0] if section == "shstrtab" else section
+    assert isinstance(index, int)
+    data = _with_section_field(GOOD_ELF, index, field, 1 << 63)
+    for name, file_data in (("vmlinux", data), ("bzImage", bzimage(payload=data))):
+        path = tmp_path / name
+        path.write_bytes(file_data)
+        _assert_refused(path, calls=(identify_image,))
+
+
+def test_vmlinux_identity_refuses_a_section_bigger_than_the_file(tmp_path: Path) -> None:
+    path = tmp_path / "vmlinux"
+    path.write_bytes(_with_section_field(GOOD_ELF, _NOTES_SECTION, 0x20, 1 << 62))
+    with pytest.raises(KernelArtifactError, match=re.escape(str(path))):
+        vmlinux_identity(path)
+
+
+# --- fuzzing -------------------------------------------------------------------------------------
+
+FUZZ = settings(max_examples=2000, deadline=None)
 
 
 def _only_kernel_artifact_errors(data: bytes) -> None:
