@@ -4,7 +4,8 @@ Probe order (first acceptable candidate wins):
 
 1. ``<image dir>/vmlinux`` (or ``<tree>/vmlinux`` for a build-tree directory);
 2. the build-tree root: ``<root>/arch/<arch>/boot/<image>`` -> ``<root>/vmlinux``;
-3. the distro layouts for the release R, in ``DISTRO_VMLINUX_LAYOUTS`` order, under the sysroot;
+3. the distro layouts for the release R, in ``DISTRO_VMLINUX_LAYOUTS`` order, under the sysroot,
+   then ``/usr/lib/debug/.build-id/xx/rest.debug`` when the image's build-id is known;
 4. ``/lib/modules/R/vmlinuz`` -> ``/lib/modules/R/build/vmlinux`` next to the image.
 
 Candidates come from the path the user gave and, when it is a symlink, from its target too.
@@ -13,6 +14,7 @@ Candidates come from the path the user gave and, when it is a symlink, from its 
 from __future__ import annotations
 
 import os
+import re
 import stat
 from collections import Counter
 from collections.abc import Iterator
@@ -39,6 +41,10 @@ DISTRO_VMLINUX_LAYOUTS: tuple[tuple[str, str], ...] = (
     ("/usr/lib/modules/{R}/kernel/vmlinux", "usr modules dir"),
     ("/usr/lib/debug/boot/vmlinux-{R}.debug", "debug .debug"),
 )
+
+# debuginfod-style debug file named by the GNU build-id (any distro; found once the build-id is).
+BUILD_ID_LAYOUT = "/usr/lib/debug/.build-id/{xx}/{rest}.debug"
+_BUILD_ID = re.compile(r"[0-9a-f]{4,128}", re.ASCII)
 
 DISTRO_IMAGE_LAYOUTS: tuple[str, ...] = (
     "/boot/vmlinuz-{R}",
@@ -209,6 +215,7 @@ def vmlinux_candidates(
     release: str | None,
     tree: Path | None = None,
     sysroot: Sysroot | None = None,
+    build_id: str | None = None,
 ) -> list[tuple[Path, str]]:
     """Every path worth probing, in order, without duplicates, each with its layout name."""
     sysroot = sysroot or Sysroot(None)
@@ -223,6 +230,9 @@ def vmlinux_candidates(
             found.append((root / "vmlinux", "build tree root"))
     if release is not None and _safe_release(release):
         found += [(sysroot.prefix(t.format(R=release)), name) for t, name in DISTRO_VMLINUX_LAYOUTS]
+    if build_id is not None and _BUILD_ID.fullmatch(build_id):
+        by_id = BUILD_ID_LAYOUT.format(xx=build_id[:2], rest=build_id[2:])
+        found.append((sysroot.prefix(by_id), "debug by build-id"))
     found += [
         (img.parent / "build" / "vmlinux", "modules dir build/")
         for img in images
@@ -274,8 +284,9 @@ def probe_vmlinux(
     probed: list[Candidate] = []
     chosen: Path | None = None
     paired = UNVERIFIED
+    build_id = expect.build_id if expect else None
     for path, layout in vmlinux_candidates(
-        image_path, release=release, tree=tree_path, sysroot=root
+        image_path, release=release, tree=tree_path, sysroot=root, build_id=build_id
     ):
         resolved = root.resolve(path)
         refused = check_vmlinux_candidate(resolved, arch)

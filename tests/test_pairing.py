@@ -177,3 +177,17 @@ def test_tinyconfig_tree_pairs_and_has_ikconfig(tinyconfig_tree: Path) -> None:
     assert kernel.image_info is not None and kernel.image_info.compression == "xz"
     moved = resolve_kernel(str(tinyconfig_tree / "arch/x86/boot/bzImage"))
     assert moved.vmlinux == tinyconfig_tree / "vmlinux"
+
+
+def test_debug_file_named_by_build_id(tmp_path: Path) -> None:
+    root = tmp_path / "guest"
+    release = "6.1.0-99-cloud-amd64"
+    build_id = build_id_for(release)
+    payload = kernel_elf(build_id, banner_for(release), symtab=False)
+    write_image(root / f"boot/vmlinuz-{release}", f"{release} (d@h) #1", payload)
+    by_id = root / "usr/lib/debug/.build-id" / build_id.hex()[:2] / f"{build_id.hex()[2:]}.debug"
+    write_vmlinux(by_id, build_id=build_id, banner=banner_for(release))
+    kernel = resolve_kernel(release, sysroot=root)
+    assert kernel.vmlinux == by_id
+    assert kernel.paired == "build-id"
+    assert kernel.report.candidates[-1].layout == "debug by build-id"
