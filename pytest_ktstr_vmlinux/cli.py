@@ -23,6 +23,7 @@ from typing import Any
 from .errors import KernelArtifactError
 from .identity import vmlinux_identity
 from .kernel import Kernel, resolve_kernel
+from .query import run_query
 from .spec import RUNNING, SpecSource, select_setting
 from .store import ArtifactStore
 from .storeconfig import ENV_CACHE_DIR, open_store
@@ -50,13 +51,49 @@ def main(argv: Sequence[str] | None = None) -> int:
         )
         verb.add_argument("--vmlinux", help="explicit vmlinux; skips the search")
         verb.add_argument("--json", action="store_true", help="machine-readable output")
+    queries = {
+        "symbols": verbs.add_parser("symbols", help="symbol addresses (all names if none given)"),
+        "addr": verbs.add_parser("addr", help="the symbol (+offset) at an address"),
+        "offsetof": verbs.add_parser("offsetof", help="a member's offset from BTF"),
+        "btf": verbs.add_parser("btf", help="a type's layout from BTF, pahole-like"),
+    }
+    for name, verb in queries.items():
+        verb.add_argument("spec", help="image, vmlinux, build tree, release or 'running'")
+        verb.add_argument(
+            "--kernel-sysroot", "--sysroot", dest="sysroot", help="directory standing in for /"
+        )
+        verb.add_argument("--vmlinux", help="explicit vmlinux; skips the search")
+        if name != "btf":
+            verb.add_argument("--json", action="store_true", help="machine-readable output")
+    queries["symbols"].add_argument("names", nargs="*", metavar="NAME")
+    queries["addr"].add_argument("address", help="e.g. 0xffffffff81000000")
+    queries["offsetof"].add_argument("type", help="e.g. 'struct rq'")
+    queries["offsetof"].add_argument("member", help="e.g. nr_running, or scx.nr_running")
+    queries["btf"].add_argument("type", help="e.g. 'struct rq'")
     cache = verbs.add_parser("cache", help="the on-disk kernel artifact store")
     cache.add_argument("action", choices=["path", "list", "clear"])
     cache.add_argument("--cache-dir", help="store directory (default: $KTSTR_CACHE_DIR, else XDG)")
     cache.add_argument("--json", action="store_true", help="machine-readable list")
-    args = parser.parse_args(argv)
+    # NAMEs may follow options (`symbols SPEC --kernel-sysroot DIR runqueues`).
+    args, extra = parser.parse_known_args(argv)
+    if extra and (args.verb != "symbols" or any(a.startswith("-") for a in extra)):
+        parser.error(f"unrecognized arguments: {' '.join(extra)}")
+    if args.verb == "symbols":
+        args.names += extra
     if args.verb == "cache":
         return _cache(args.action, args.cache_dir, as_json=args.json)
+    if args.verb in queries:
+        try:
+            kernel = resolve_kernel(
+                args.spec,
+                vmlinux=args.vmlinux,
+                sysroot=args.sysroot,
+                store=open_store(os.environ.get(ENV_CACHE_DIR))[0],
+            )
+            return run_query(args, kernel)
+        except (KernelArtifactError, KeyError) as e:
+            print(f"ktstr-vmlinux: {_one_line(e)}", file=sys.stderr)
+            return EXIT_BAD
 
     raw, source = select_setting(
         [(SpecSource.OPTION, args.spec), (SpecSource.ENV, os.environ.get("KTSTR_KERNEL"))]
@@ -115,7 +152,8 @@ def kernel_to_json(kernel: Kernel, *, with_config: bool = False) -> dict[str, An
 
 
 def _one_line(error: Exception) -> str:
-    return " ".join(str(error).split())
+    text = error.args[0] if isinstance(error, KeyError) and error.args else error
+    return " ".join(str(text).split())
 
 
 def _cache(action: str, cache_dir: str | None, *, as_json: bool) -> int:

@@ -8,12 +8,15 @@ directory; relative paths from an ini file are taken from that file's directory.
 from __future__ import annotations
 
 import os
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, NoReturn
+from typing import Any, NoReturn, TypeVar
 
 import pytest
 
+from .btf import BTF
 from .cache import VmlinuxBytesCache
+from .derived import load_btf, load_symbols
 from .errors import KernelArtifactError, KernelSpecError
 from .kconfig import KernelConfig
 from .kernel import Kernel, resolve_kernel
@@ -23,6 +26,9 @@ from .spec import RUNNING, SpecSource, parse_kernel_spec, select_setting
 from .store import ArtifactStore, StoreStats, StoreWarning
 from .storeconfig import ENV_CACHE_DIR, ENV_CACHE_MAX_SIZE, open_store, store_location
 from .storedir import DEFAULT_MAX_SIZE, InsecureStoreError, parse_size
+from .symbols import KernelSymbols
+
+T = TypeVar("T")
 
 ENV_KERNEL = "KTSTR_KERNEL"
 ENV_SYSROOT = "KTSTR_KERNEL_SYSROOT"
@@ -193,6 +199,30 @@ def kernel_config(kernel: Kernel) -> KernelConfig:
             f"no kernel config for {kernel.spec.raw!r}: no .config in a build tree, no"
             f" /boot/config-{kernel.release}, no IKCONFIG in the image or vmlinux"
         )
+    if not kernel.spec.named_by_user:
+        pytest.skip(f"ktstr: {message}")
+    pytest.fail(f"ktstr: {message}", pytrace=False)
+
+
+@pytest.fixture(scope="session")
+def kernel_symbols(kernel: Kernel) -> KernelSymbols:
+    """The kernel's symbols (``ksyms["runqueues"]``), built once through the store; errors or
+    skips like ``vmlinux_path`` when the kernel has none."""
+    return _derived(kernel, load_symbols)
+
+
+@pytest.fixture(scope="session")
+def kernel_btf(kernel: Kernel) -> BTF:
+    """The kernel's BTF (``btf.offsetof("struct rq", "nr_running")``), indexed once through the
+    store; errors or skips like ``vmlinux_path`` when the kernel has none."""
+    return _derived(kernel, load_btf)
+
+
+def _derived(kernel: Kernel, load: Callable[[Kernel], T]) -> T:
+    try:
+        return load(kernel)
+    except KernelArtifactError as e:
+        message = str(e)
     if not kernel.spec.named_by_user:
         pytest.skip(f"ktstr: {message}")
     pytest.fail(f"ktstr: {message}", pytrace=False)

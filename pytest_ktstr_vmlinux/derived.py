@@ -1,0 +1,73 @@
+"""Symbols and BTF for a resolved Kernel, each from the best source it has.
+
+Symbols: the debug vmlinux's ``.symtab``; for the running kernel without one, /proc/kallsyms
+(runtime addresses, readable with non-zero values only as root or with kptr_restrict off). An
+ELF extracted from an image has no ``.symtab``: that is said, with the packages that have one.
+
+BTF: for the running kernel, /sys/kernel/btf/vmlinux (the sysroot's when it has one); else the
+vmlinux's ``.BTF``; else the ``.BTF`` of the ELF inside the image.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from .btf import BTF
+from .errors import KernelArtifactError
+from .identity import extracted_vmlinux
+from .kernel import Kernel
+from .spec import SpecKind
+from .symbols import KernelSymbols
+from .sysroot import Sysroot
+
+RUNNING_BTF = "/sys/kernel/btf/vmlinux"
+KALLSYMS = "/proc/kallsyms"
+DEBUG_PACKAGES = (
+    "install the kernel's debug vmlinux (Debian/Ubuntu: linux-image-R-dbg or -dbgsym; Fedora:"
+    " kernel-debuginfo) or build with CONFIG_DEBUG_INFO"
+)
+
+
+def load_symbols(kernel: Kernel) -> KernelSymbols:
+    """The kernel's symbol table; KernelArtifactError saying why there is none."""
+    if kernel.vmlinux is not None and kernel.vmlinux_kind == "debug":
+        return KernelSymbols.from_vmlinux(kernel.vmlinux, kernel.store)
+    if kernel.spec.kind is SpecKind.RUNNING and kernel.sysroot is None:
+        try:
+            return KernelSymbols.from_kallsyms(KALLSYMS)
+        except KernelArtifactError as e:
+            raise KernelArtifactError(
+                f"no symbols for the running kernel {kernel.release}: no debug vmlinux, and {e};"
+                f" {DEBUG_PACKAGES}"
+            ) from None
+    if kernel.vmlinux is not None:
+        raise KernelArtifactError(
+            f"{kernel.vmlinux} is the ELF extracted from {kernel.image}: it has .BTF and .notes"
+            f" but no .symtab; {DEBUG_PACKAGES}"
+        )
+    raise KernelArtifactError(kernel.missing_vmlinux_message())
+
+
+def load_btf(kernel: Kernel) -> BTF:
+    """The kernel's BTF; KernelArtifactError saying where it looked."""
+    looked: list[str] = []
+    if kernel.spec.kind is SpecKind.RUNNING:
+        root = Sysroot(kernel.sysroot)
+        for path in (root.resolve(root.prefix(RUNNING_BTF)), Path(RUNNING_BTF)):
+            if path.is_file():
+                return BTF.from_path(path, kernel.store)
+            looked.append(f"{path}: missing")
+    if kernel.vmlinux is not None:
+        try:
+            return BTF.from_path(kernel.vmlinux, kernel.store)
+        except KernelArtifactError as e:
+            looked.append(str(e))
+    if kernel.image is not None:
+        try:
+            return BTF.from_path(extracted_vmlinux(kernel.image, kernel.store), kernel.store)
+        except KernelArtifactError as e:
+            looked.append(str(e))
+    where = "; ".join(looked) or "no vmlinux, image or /sys/kernel/btf/vmlinux"
+    raise KernelArtifactError(
+        f"no BTF for kernel {kernel.spec.raw!r} ({where}); build with CONFIG_DEBUG_INFO_BTF"
+    )

@@ -1,0 +1,83 @@
+"""The CLI's symbol and BTF verbs: ``symbols``, ``addr``, ``offsetof`` and ``btf``."""
+
+from __future__ import annotations
+
+import argparse
+import json
+
+from .btf import BTF
+from .derived import load_btf, load_symbols
+from .errors import KernelArtifactError
+from .kernel import Kernel
+
+EXIT_OK = 0
+
+
+def run_query(args: argparse.Namespace, kernel: Kernel) -> int:
+    if args.verb == "symbols":
+        ksyms = load_symbols(kernel)
+        names = args.names or list(ksyms)
+        found = {name: ksyms[name] for name in names}
+        if args.json:
+            print(json.dumps({name: f"{value:#x}" for name, value in found.items()}, indent=2))
+        else:
+            for name, value in found.items():
+                print(f"{value:016x} {name}")
+    elif args.verb == "addr":
+        address = _address(args.address)
+        hit = load_symbols(kernel).lookup(address)
+        if hit is None:
+            raise KernelArtifactError(f"no sized symbol contains {address:#x}")
+        name, offset = hit
+        if args.json:
+            print(json.dumps({"address": f"{address:#x}", "symbol": name, "offset": offset}))
+        else:
+            print(f"{name}+{offset:#x}")
+    elif args.verb == "offsetof":
+        member = load_btf(kernel).member(args.type, args.member)
+        report = {
+            "type": args.type,
+            "member": args.member,
+            "offset": member.bit_offset // 8 if not member.bitfield_size else None,
+            "bit_offset": member.bit_offset,
+            "bitfield_size": member.bitfield_size,
+            "member_type": member.type_name,
+        }
+        if args.json:
+            print(json.dumps(report, indent=2))
+        else:
+            print(member.offset if not member.bitfield_size else _bitfield(member.bit_offset))
+    else:
+        print(layout(load_btf(kernel), args.type))
+    return EXIT_OK
+
+
+def layout(btf: BTF, spec: str) -> str:
+    """A pahole-like print: each member with its type, byte offset and size."""
+    t = btf.type(spec)
+    lines = [f"{t.kind.lower()} {t.name or '(anon)'} {{"]
+    for m in t.members:
+        try:
+            size = btf.sizeof(m.type_id)
+        except KernelArtifactError:
+            size = 0
+        where = (
+            _bitfield(m.bit_offset, m.bitfield_size)
+            if m.bitfield_size
+            else f"{m.bit_offset // 8:6}"
+        )
+        lines.append(f"\t{m.type_name:<32} {m.name or '(anon)':<28} /* {where} {size:6} */")
+    lines.append(f"}};  /* size: {btf.sizeof(t.id)} */")
+    return "\n".join(lines)
+
+
+def _bitfield(bit_offset: int, bits: int = 0) -> str:
+    suffix = f":{bits}" if bits else ""
+    return f"{bit_offset // 8}:{bit_offset % 8}{suffix}"
+
+
+def _address(text: str) -> int:
+    try:
+        return int(text, 0)
+    except ValueError:
+        raise KernelArtifactError(f"not an address: {text!r} (e.g. 0xffffffff81000000)") from None
