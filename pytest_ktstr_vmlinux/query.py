@@ -16,12 +16,14 @@ EXIT_OK = 0
 def run_query(args: argparse.Namespace, kernel: Kernel) -> int:
     if args.verb == "symbols":
         ksyms = load_symbols(kernel)
-        names = args.names or list(ksyms)
-        found = {name: ksyms[name] for name in names}
+        # Every symbol, duplicates (static functions of several files) included, or the names
+        # asked for, each of which must be unambiguous.
+        found = list(ksyms.items()) if not args.names else [(n, ksyms[n]) for n in args.names]
         if args.json:
-            print(json.dumps({name: f"{value:#x}" for name, value in found.items()}, indent=2))
+            listing = [{"name": name, "address": f"{value:#x}"} for name, value in found]
+            print(json.dumps(listing if not args.names else dict(_hex(found)), indent=2))
         else:
-            for name, value in found.items():
+            for name, value in found:
                 print(f"{value:016x} {name}")
     elif args.verb == "addr":
         address = _address(args.address)
@@ -81,3 +83,7 @@ def _address(text: str) -> int:
         return int(text, 0)
     except ValueError:
         raise KernelArtifactError(f"not an address: {text!r} (e.g. 0xffffffff81000000)") from None
+
+
+def _hex(found: list[tuple[str, int]]) -> list[tuple[str, str]]:
+    return [(name, f"{value:#x}") for name, value in found]

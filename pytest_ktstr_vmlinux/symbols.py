@@ -1,26 +1,27 @@
 """Kernel symbols: a vmlinux's whole ``.symtab`` (or /proc/kallsyms), packed once, looked up fast.
 
-pyelftools reads the ELF and section headers; the table itself is unpacked in bulk, column by
-column, from strided views of a mapping of the file (``iter_symbols`` costs ~16 us a symbol, ~2 s
-for a distro vmlinux). The result is one artifact in the store, laid out to be used in place::
+pyelftools reads the ELF and section headers; the table is unpacked in bulk, a column at a time,
+from strided views of a mapping of the file (``iter_symbols`` would take ~2 s for a distro
+vmlinux). The result is one store artifact, laid out to be used in place::
 
     header   magic, flags, per-CPU section index, counts (struct _HEADER, little-endian)
-    u64[n]   value        u64[n]  size
-    u32[n]   name offset  u32[k]  by_name     u32[s]  by_addr
-    u16[n]   section index         u8[n]   st_info (type | binding << 4)
-    strtab   the ELF's own string table (NUL-terminated strings); then section names, NUL-joined
+    u64[n]   st_value     u64[n]  st_size
+    u32[n]   st_name      u32[k]  by_name     u32[s]  by_addr
+    u16[n]   st_shndx     u8[n]   st_info (type | binding << 4)
+    strtab   the ELF's own string table (NUL-terminated), then the section names, NUL-joined
 
-``n`` counts every .symtab entry; ``by_name`` orders the ``k`` kept ones by name (duplicates in
-.symtab order), ``by_addr`` orders the ``s`` kept ones with a non-zero size by address (locals
-first at one address, so a global is found first walking back). Kept: defined (st_shndx not
-SHN_UNDEF) and named, but not STT_SECTION or STT_FILE. A warm load maps the artifact and wraps
-the columns with ``memoryview.cast``: nothing per symbol, no dict; names are binary-searched.
+``n`` counts every .symtab entry. Kept, and so in ``by_name`` (by name bytes; a duplicated name
+in .symtab order): the ``k`` defined (st_shndx not SHN_UNDEF), named entries other than
+STT_SECTION and STT_FILE. ``by_addr`` orders the ``s`` kept ones with a size by address (locals
+first at one address, as in .symtab, so walking back meets a global first). A warm load maps the
+artifact and casts the columns: nothing per symbol, no dict; names are bisected in place.
 """
 
 from __future__ import annotations
 
 import copy
 import difflib
+import io
 import itertools
 import mmap
 import os
@@ -31,7 +32,7 @@ from bisect import bisect_left, bisect_right
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, BinaryIO, Literal
+from typing import BinaryIO, Literal
 
 from .errors import KernelArtifactError
 from .memstore import MemoryStore, Store
@@ -40,25 +41,22 @@ from .signature import read_error
 KIND = "symbols"
 VERSION = 1
 MAGIC = b"KSYMS\x00\x00\x01"
-# magic, flags, per-CPU shndx, n, k (by name), s (by address), strtab and section-names lengths
-_HEADER = struct.Struct("<8sIIQQQQQ")
+_HEADER = struct.Struct("<8sIIQQQQQ")  # magic, flags, percpu, n, k, s, strtab, section names
 ZERO_BASED_PERCPU = 1  # flag: per-CPU symbols are offsets (x86_64 SMP), never slid by KASLR
 NO_SECTION = 0xFFFFFFFF
 PERCPU_SECTION = ".data..percpu"
-STT_SECTION, STT_FILE, STB_GLOBAL = 3, 4, 1
-TYPES = {0: "NOTYPE", 1: "OBJECT", 2: "FUNC", 3: "SECTION", 4: "FILE", 5: "COMMON", 6: "TLS"}
-TYPES[10] = "GNU_IFUNC"
-BINDINGS = {0: "LOCAL", 1: "GLOBAL", 2: "WEAK", 10: "GNU_UNIQUE"}
+STT_SECTION, STT_FILE, STB_GLOBAL, SHN_ABS = 3, 4, 1, 0xFFF1
+TYPES = dict(enumerate(("NOTYPE", "OBJECT", "FUNC", "SECTION", "FILE", "COMMON", "TLS")))
+TYPES[10], BINDINGS = "GNU_IFUNC", {0: "LOCAL", 1: "GLOBAL", 2: "WEAK", 10: "GNU_UNIQUE"}
 _KEEP_INFO = bytes(0 if i & 0xF in (STT_SECTION, STT_FILE) else 1 for i in range(256))
-_NONZERO = bytes(range(256)).translate(bytes([0] + [1] * 255))
+_NONZERO = bytes([0] + [1] * 255)
 _LITTLE = sys.byteorder == "little"
 _Code = Literal["Q", "I", "H"]
+_FENCE = 64  # every 64th name, bisected in C before the mapped names are
 _SUGGEST_WINDOW = 32  # names either side of where a missing name would sort
 _WALK_BACK = 16  # sized symbols before an address tried for one containing it
-_PARSE_ERRORS = (
-    struct.error, ValueError, IndexError, KeyError, TypeError, OverflowError, MemoryError,
-    RecursionError, AttributeError, EOFError,
-)  # fmt: skip
+_PARSE_ERRORS: tuple[type[Exception], ...] = (OSError, struct.error, ValueError, LookupError)
+_PARSE_ERRORS += (TypeError, ArithmeticError, MemoryError, RecursionError, AttributeError)
 NO_SYMTAB_HELP = (
     "it is a stripped kernel ELF (like the one extracted from a bzImage). Symbols need the"
     " debug vmlinux of the same build: Debian/Ubuntu linux-image-<release>-dbg or"
@@ -70,7 +68,8 @@ NO_SYMTAB_HELP = (
 @dataclass(frozen=True)
 class Symbol:
     """One symbol. ``type``/``binding`` are ELF names (STT_FUNC, STB_GLOBAL); ``section`` is None
-    when unknown (kallsyms, SHN_ABS); ``percpu``: in .data..percpu, ``value`` is an offset."""
+    when unknown (kallsyms, SHN_ABS); ``percpu``: in .data..percpu, so ``value`` is the offset in
+    each CPU's area where that section is linked at 0 (x86_64), else the template's address."""
 
     name: str
     value: int
@@ -84,7 +83,7 @@ class Symbol:
 
 @dataclass
 class _Table:
-    """Columns of every entry, the entries kept, and what the packed header records."""
+    """Columns of every entry, which are kept (a 0/1 byte each), and what the header records."""
 
     values: array[int]
     sizes: array[int]
@@ -92,7 +91,7 @@ class _Table:
     shndx: array[int]
     info: bytes
     strtab: bytes
-    keep: bytes  # 1 for each entry kept, else 0
+    keep: bytes
     sections: list[str]
     percpu: int = NO_SECTION
     flags: int = 0
@@ -105,23 +104,23 @@ class KernelSymbols:
         """Wrap a packed payload (what the store holds) without copying its columns."""
         self.source = source
         self._offset = 0
-        self._memo: dict[bytes, tuple[int, ...]] = {}
+        self._memo: dict[bytes, tuple[int, ...]] = {}  # names looked up; shared by views
+        self._fence: list[bytes] = []
         view = memoryview(payload).cast("B")
         try:
-            fields = _HEADER.unpack_from(view)
+            magic, self._flags, self._percpu, n, k, s, *blobs = _HEADER.unpack_from(view)
         except struct.error:
             raise self._damaged("shorter than its header") from None
-        magic, self._flags, self._percpu, n, k, s, strtab_len, sections_len = fields
-        sizes = (8 * n, 8 * n, 4 * n, 4 * k, 4 * s, 2 * n, n, strtab_len, sections_len)
+        sizes = (8 * n, 8 * n, 4 * n, 4 * k, 4 * s, 2 * n, n, *blobs)
         if magic != MAGIC or _HEADER.size + sum(sizes) != len(view):
             raise self._damaged("foreign or torn")
-        bounds = list(itertools.accumulate(sizes, initial=_HEADER.size))
-        parts = [view[a:b] for a, b in itertools.pairwise(bounds)]
+        bounds = itertools.pairwise(itertools.accumulate(sizes, initial=_HEADER.size))
+        parts = [view[a:b] for a, b in bounds]
         self._values, self._sizes = _cast(parts[0], "Q"), _cast(parts[1], "Q")
         self._name_off, self._by_name, self._by_addr = (_cast(p, "I") for p in parts[2:5])
         self._shndx, self._info = _cast(parts[5], "H"), parts[6]
         self._strtab = bytes(parts[7])
-        if self._strtab and self._strtab[-1]:
+        if self._strtab[-1:] not in (b"", b"\0"):
             raise self._damaged("string table not NUL-terminated")
         self._sections = bytes(parts[8]).decode("utf-8", "surrogateescape").split("\0")
 
@@ -144,11 +143,9 @@ class KernelSymbols:
             text = Path(path).read_text("utf-8", "surrogateescape")
         except OSError as e:
             raise read_error(path, e) from None
-        out = _Buffer()
-        _pack(_parse_kallsyms(text, os.fspath(path)), out)
+        out = io.BytesIO()
+        _pack(_parse_kallsyms(text, os.fspath(path)), out, os.fspath(path))
         return cls(out.getvalue(), os.fspath(path))
-
-    # --- by name ------------------------------------------------------------------------------
 
     def __getitem__(self, name: str) -> int:
         return self._value(self._pick(name))
@@ -168,7 +165,7 @@ class KernelSymbols:
         return [self._symbol(i) for i in self._matches(name)]
 
     def is_percpu(self, name: str) -> bool:
-        """Whether ``name`` lives in .data..percpu (its value is then a per-CPU offset)."""
+        """Whether ``name`` lives in .data..percpu (see :attr:`Symbol.percpu`)."""
         found = self._matches(name)
         if not found:
             raise KeyError(self._missing(name))
@@ -179,19 +176,26 @@ class KernelSymbols:
 
     def __iter__(self) -> Iterator[str]:
         """Names in byte order, a duplicated name once per symbol."""
-        return (self._name(i) for i in self._by_name)
+        return (name for name, _ in self.items())
 
-    # --- by address ---------------------------------------------------------------------------
+    def items(self) -> Iterator[tuple[str, int]]:
+        """(name, address) of every symbol in name order, ambiguous names included."""
+        try:
+            for i in self._by_name:
+                yield self._name(i), self._value(i)
+        except IndexError:
+            raise self._damaged("a name index points past the table") from None
 
     def lookup(self, addr: int) -> tuple[str, int] | None:
         """(name, offset) of the nearest sized symbol at or before ``addr`` that contains it."""
         found = self._lookup(addr - self._offset, slid=True)
-        if found is None and self._offset and self._flags & ZERO_BASED_PERCPU:
+        if found is None and self._offset:
             found = self._lookup(addr, slid=False)
         return found
 
     def relocated(self, kaslr_offset: int) -> KernelSymbols:
-        """A view slid by ``kaslr_offset`` (zero-based per-CPU offsets excepted); no copies."""
+        """A view slid by ``kaslr_offset``, sharing the tables. SHN_ABS constants and zero-based
+        per-CPU offsets do not move: KASLR relocates only what is linked at an address."""
         view = copy.copy(self)
         view._offset = self._offset + kaslr_offset
         return view
@@ -203,19 +207,24 @@ class KernelSymbols:
     def __repr__(self) -> str:
         return f"KernelSymbols({self.source!r}, {len(self)} symbols, offset={self._offset:#x})"
 
-    # --- internals ----------------------------------------------------------------------------
-
     def _damaged(self, what: str) -> KernelArtifactError:
         return KernelArtifactError(f"{self.source}: packed symbols are damaged ({what})")
 
     def _raw(self, i: int) -> bytes:
-        if i >= len(self._values):
-            raise self._damaged(f"symbol index {i} past the table")
-        at = self._name_off[i]
+        at = self._name_off[i]  # an index past the table raises IndexError
         return self._strtab[at : self._strtab.find(b"\0", at)]
 
     def _name(self, i: int) -> str:
         return self._raw(i).decode("utf-8", "surrogateescape")
+
+    def _first(self, raw: bytes) -> int:
+        """The position in ``by_name`` of the first name not below ``raw``."""
+        by_name, fence = self._by_name, self._fence
+        if not fence and by_name:  # whole, in one step: another thread may be reading it
+            fence[:] = [self._raw(i) for i in by_name[::_FENCE]]
+        j = bisect_left(fence, raw)
+        lo, hi = max(j - 1, 0) * _FENCE, min(j * _FENCE, len(by_name))
+        return bisect_left(by_name, raw, lo, hi, key=self._raw)
 
     def _matches(self, name: str) -> tuple[int, ...]:
         try:
@@ -224,11 +233,13 @@ class KernelSymbols:
             return ()
         found = self._memo.get(raw)
         if found is None:
-            by_name, key = self._by_name, self._raw
-            lo = hi = bisect_left(by_name, raw, key=key)
-            while hi < len(by_name) and key(by_name[hi]) == raw:
-                hi += 1
-            found = tuple(by_name[lo:hi])
+            try:
+                lo = hi = self._first(raw)
+                while hi < len(self._by_name) and self._raw(self._by_name[hi]) == raw:
+                    hi += 1
+            except IndexError:
+                raise self._damaged("a name index points past the table") from None
+            found = tuple(self._by_name[lo:hi])
             if found:
                 self._memo[raw] = found
         return found
@@ -250,30 +261,28 @@ class KernelSymbols:
         )
 
     def _missing(self, name: str) -> str:
-        """The KeyError text, with close matches among a few hundred likely names (not all)."""
-        close = difflib.get_close_matches(name, self._candidates(name), n=5)
+        """The KeyError text, with close matches among a few hundred likely names: those sorting
+        next to ``name``, and those sharing its second half (a typo early in the name)."""
+        raw, strtab, likely = name.encode("utf-8", "replace"), self._strtab, set()
+        tail, hit = raw[len(raw) // 2 :], strtab.find(raw[len(raw) // 2 :])
+        for _ in range(200 if len(tail) >= 3 and hit >= 0 else 0):
+            start, end = strtab.rfind(b"\0", 0, hit) + 1, strtab.find(b"\0", hit)
+            likely.add(strtab[start:end].decode("utf-8", "surrogateescape"))
+            if (hit := strtab.find(tail, end)) < 0:
+                break
+        try:  # strtab also holds file names and the tails of other names: only symbols count
+            at = self._first(raw)
+            window = self._by_name[max(at - _SUGGEST_WINDOW, 0) : at + _SUGGEST_WINDOW]
+            likely = {n for n in likely if n in self} | {self._name(i) for i in window}
+        except IndexError:
+            raise self._damaged("a name index points past the table") from None
+        close = difflib.get_close_matches(name, likely, n=5)
         hint = f"; did you mean {', '.join(close)}?" if close else ""
         return f"no symbol {name!r} in {self.source}{hint}"
 
-    def _candidates(self, name: str) -> set[str]:
-        raw = name.encode("utf-8", "replace")
-        at = bisect_left(self._by_name, raw, key=self._raw)
-        window = self._by_name[max(at - _SUGGEST_WINDOW, 0) : at + _SUGGEST_WINDOW]
-        found = {self._name(i) for i in window}
-        tail = raw[len(raw) // 2 :]  # a typo early in the name: names sharing its second half
-        hit = self._strtab.find(tail) if len(tail) >= 3 else -1
-        for _ in range(200):
-            if hit < 0:
-                break
-            start, end = self._strtab.rfind(b"\0", 0, hit) + 1, self._strtab.find(b"\0", hit)
-            candidate = self._strtab[start:end].decode("utf-8", "surrogateescape")
-            if candidate in self:  # strtab also holds file names and tails of other names
-                found.add(candidate)
-            hit = self._strtab.find(tail, end)
-        return found
-
     def _slides(self, i: int) -> bool:
-        return not (self._flags & ZERO_BASED_PERCPU and self._shndx[i] == self._percpu)
+        shndx = self._shndx[i]
+        return shndx != SHN_ABS and not (self._flags & ZERO_BASED_PERCPU and shndx == self._percpu)
 
     def _value(self, i: int) -> int:
         value = self._values[i]
@@ -281,39 +290,23 @@ class KernelSymbols:
 
     def _symbol(self, i: int) -> Symbol:
         info, shndx = self._info[i], self._shndx[i]
-        return Symbol(
-            name=self._name(i),
-            value=self._value(i),
-            size=self._sizes[i],
-            type="STT_" + TYPES.get(info & 0xF, str(info & 0xF)),
-            binding="STB_" + BINDINGS.get(info >> 4, str(info >> 4)),
-            shndx=shndx,
-            section=(self._sections[shndx] or None) if 0 < shndx < len(self._sections) else None,
-            percpu=shndx == self._percpu,
-        )
+        kind = "STT_" + TYPES.get(info & 0xF, str(info & 0xF))
+        binding = "STB_" + BINDINGS.get(info >> 4, str(info >> 4))
+        section = (self._sections[shndx] or None) if 0 < shndx < len(self._sections) else None
+        name, value, size = self._name(i), self._value(i), self._sizes[i]
+        return Symbol(name, value, size, kind, binding, shndx, section, shndx == self._percpu)
 
     def _lookup(self, addr: int, *, slid: bool) -> tuple[str, int] | None:
+        values, sizes, by_addr = self._values, self._sizes, self._by_addr
         try:
-            at = bisect_right(self._by_addr, addr, key=self._values.__getitem__) - 1
+            at = bisect_right(by_addr, addr, key=values.__getitem__) - 1
+            for j in range(at, max(at - _WALK_BACK, -1), -1):
+                i = by_addr[j]
+                if addr < values[i] + sizes[i] and (not self._offset or self._slides(i) == slid):
+                    return self._name(i), addr - values[i]
         except IndexError:
             raise self._damaged("an address index points past the table") from None
-        for j in range(at, max(at - _WALK_BACK, -1), -1):
-            i = self._by_addr[j]
-            name, start = self._raw(i), self._values[i]  # _raw checks i
-            if addr < start + self._sizes[i] and (not self._offset or self._slides(i) == slid):
-                return name.decode("utf-8", "surrogateescape"), addr - start
         return None
-
-
-class _Buffer(bytearray):
-    """Enough of BinaryIO for _pack: write() appends."""
-
-    def write(self, data: Any) -> int:
-        self.extend(data)
-        return len(data)
-
-    def getvalue(self) -> bytes:
-        return bytes(self)
 
 
 def _cast(part: memoryview, code: _Code) -> Sequence[int]:
@@ -326,29 +319,43 @@ def _cast(part: memoryview, code: _Code) -> Sequence[int]:
 
 
 def _build(path: Path, out: BinaryIO) -> None:
-    _pack(_read_symtab(path), out)
+    """The store's build: read the ELF's table, write the packed artifact."""
+    # Imported here: pyelftools costs ~20 ms to import, and warm loads never need it.
+    from elftools.common.exceptions import ELFError
+
+    errors: tuple[type[Exception], ...] = (ELFError, *_PARSE_ERRORS)
+    try:
+        f = open(path, "rb")  # noqa: SIM115 - closed below; only its own errors are read errors
+    except OSError as e:
+        raise read_error(path, e) from None
+    with f:
+        try:
+            table = _columns(f)
+        except KernelArtifactError as e:
+            raise KernelArtifactError(f"{path}: {e}") from None
+        except errors as e:  # OSError too: pyelftools seeking wild offsets
+            raise KernelArtifactError(f"{path}: damaged ELF or .symtab ({e})") from None
+    _pack(table, out, str(path))
 
 
-def _pack(t: _Table, out: BinaryIO | _Buffer) -> None:
+def _pack(t: _Table, out: BinaryIO, source: str) -> None:
     """Write the artifact: name and address orders sorted here, once, for every later load."""
     text, n = t.strtab.decode("latin-1"), len(t.values)  # latin-1: sorting str sorts bytes
-    offsets = t.name_off.tolist()
-    if max(itertools.compress(offsets, t.keep), default=-1) >= len(text):
-        raise ValueError("a symbol name lies past the end of the string table")
     find = text.find
-    names = [text[at : find("\0", at)] for at in offsets]
+    names = [text[at : find("\0", at)] for at in t.name_off.tolist()]
     by_name = array("I", sorted(itertools.compress(range(n), t.keep), key=names.__getitem__))
+    if by_name and not names[by_name[0]]:  # past the table, find() gave -1: "" sorts first
+        raise KernelArtifactError(f"{source}: a symbol name lies outside its string table")
     sized = (_nonzero(t.sizes) & int.from_bytes(t.keep, "little")).to_bytes(n, "little")
     by_addr = array("I", sorted(itertools.compress(range(n), sized), key=t.values.__getitem__))
     sections = "\0".join(t.sections).encode("utf-8", "surrogateescape")
     counts = (n, len(by_name), len(by_addr), len(t.strtab), len(sections))
-    out.write(_HEADER.pack(MAGIC, t.flags, t.percpu, *counts))
-    for column in (t.values, t.sizes, t.name_off, by_name, by_addr, t.shndx):
-        if not _LITTLE:
+    columns = (t.values, t.sizes, t.name_off, by_name, by_addr, t.shndx)
+    if not _LITTLE:
+        for column in columns:
             column.byteswap()
-        out.write(column)
-    for blob in (t.info, t.strtab, sections):
-        out.write(blob)
+    header = _HEADER.pack(MAGIC, t.flags, t.percpu, *counts)
+    out.write(b"".join((header, *columns, t.info, t.strtab, sections)))
 
 
 def _nonzero(column: array[int]) -> int:
@@ -363,20 +370,9 @@ def _nonzero(column: array[int]) -> int:
     return int.from_bytes(firsts.translate(_NONZERO), "little")
 
 
-def _read_symtab(path: Path) -> _Table:
-    # Imported here: pyelftools costs ~20 ms to import, and warm loads never need it.
-    from elftools.common.exceptions import ELFError
-
-    try:
-        with open(path, "rb") as f:
-            return _columns(f, path)
-    except OSError as e:
-        raise read_error(path, e) from None
-    except (ELFError, *_PARSE_ERRORS) as e:
-        raise KernelArtifactError(f"{path}: damaged ELF or .symtab ({e})") from None
-
-
-def _columns(f: BinaryIO, path: Path) -> _Table:
+def _columns(f: BinaryIO) -> _Table:
+    """The .symtab of an open ELF as columns; ValueError (and pyelftools' errors) say what is
+    damaged, KernelArtifactError that there is no table at all."""
     from elftools.elf.elffile import ELFFile
 
     size = os.fstat(f.fileno()).st_size
@@ -385,17 +381,16 @@ def _columns(f: BinaryIO, path: Path) -> _Table:
     count, shentsize = elf.num_sections(), elf["e_shentsize"]
     if count and (shentsize != (64 if wide else 40) or elf["e_shoff"] + count * shentsize > size):
         raise ValueError(f"{count} section headers of {shentsize} bytes do not fit the file")
-    headers, names = [], []
-    for i in range(count):
-        headers.append(elf._get_section_header(i))  # no Section objects: a link may be damaged
-        names.append(elf._get_section_name(headers[-1]))
+    # Headers and names only: pyelftools' Section objects would follow links that may be damaged.
+    headers = [elf._get_section_header(i) for i in range(count)]
+    names = [elf._get_section_name(h) for h in headers]
     symtab = next((h for h in headers if h.sh_type == "SHT_SYMTAB"), None)
     if symtab is None:
-        raise KernelArtifactError(f"{path}: has no .symtab; {NO_SYMTAB_HELP}")
+        raise KernelArtifactError(f"has no .symtab; {NO_SYMTAB_HELP}")
     entsize = 24 if wide else 16
     if symtab.sh_entsize != entsize or symtab.sh_size % entsize:
         raise ValueError(f"entry size {symtab.sh_entsize}, size {symtab.sh_size}, not {entsize}")
-    if not 0 < symtab.sh_link < len(headers) or headers[symtab.sh_link].sh_type != "SHT_STRTAB":
+    if not 0 < symtab.sh_link < count or headers[symtab.sh_link].sh_type != "SHT_STRTAB":
         raise ValueError(f"sh_link {symtab.sh_link} is no string table")
     strings = headers[symtab.sh_link]
     for h in (symtab, strings):
@@ -404,11 +399,11 @@ def _columns(f: BinaryIO, path: Path) -> _Table:
     n = symtab.sh_size // entsize
     if n >= 1 << 32:
         raise ValueError(f"{n} symbols")
-    mapping = mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ)  # freed with its last view
+    mapping = mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ)  # unmapped with its last view
     table = memoryview(mapping)[symtab.sh_offset : symtab.sh_offset + symtab.sh_size]
-    swap = elf.little_endian != _LITTLE
     fields = (8, 16, 0, 6) if wide else (4, 8, 0, 14)  # st_value, st_size, st_name, st_shndx
     codes: tuple[_Code, ...] = ("Q", "Q", "I", "H") if wide else ("I", "I", "I", "H")
+    swap = elf.little_endian != _LITTLE
     values, sizes, name_off, shndx = (
         _column(table, entsize, at, code, swap) for at, code in zip(fields, codes, strict=True)
     )
@@ -416,16 +411,15 @@ def _columns(f: BinaryIO, path: Path) -> _Table:
         values, sizes = array("Q", values), array("Q", sizes)
     info = table[4 if wide else 12 :: entsize].tobytes()
     strtab = mapping[strings.sh_offset : strings.sh_offset + strings.sh_size]
-    if strtab and strtab[-1]:
+    if strtab[-1:] not in (b"", b"\0"):
         raise ValueError("the string table is not NUL-terminated")
     keep = int.from_bytes(info.translate(_KEEP_INFO), "little")
     keep &= _nonzero(shndx) & _nonzero(name_off)  # defined and named
     percpu = names.index(PERCPU_SECTION) if PERCPU_SECTION in names else NO_SECTION
     zero_based = percpu != NO_SECTION and headers[percpu].sh_addr == 0
     return _Table(
-        values, sizes, name_off, shndx, info, strtab,
-        keep=keep.to_bytes(n, "little"),
-        sections=names, percpu=percpu, flags=ZERO_BASED_PERCPU if zero_based else 0,
+        values, sizes, name_off, shndx, info, strtab, keep.to_bytes(n, "little"), names,
+        percpu=percpu, flags=ZERO_BASED_PERCPU if zero_based else 0,
     )  # fmt: skip
 
 
@@ -455,27 +449,26 @@ def _parse_kallsyms(text: str, shown: str) -> _Table:
             raise KernelArtifactError(f"{shown}:{number}: not a kallsyms line: {line!r}") from None
         letters += letter[:1].encode("ascii", "replace")
         names.append(name.encode("utf-8", "surrogateescape"))
+    if not values:
+        raise KernelArtifactError(f"{shown}: no symbols")
     if not any(values):
         raise KernelArtifactError(
             f"{shown}: every address is 0: kernel.kptr_restrict hides them from this user; run as"
             " root (or with CAP_SYSLOG), or set `sysctl kernel.kptr_restrict=0`"
-            if values
-            else f"{shown}: no symbols"
         )
-    ends = sorted(set(values))
-    next_address = dict(itertools.pairwise(ends))
+    next_address = dict(itertools.pairwise(sorted(set(values))))
     sizes = [next_address.get(v, v) - v for v in values]
-    offsets = list(itertools.accumulate((len(n) + 1 for n in names), initial=1))[:-1]
-    info = bytes(_kallsyms_info(chr(c)) for c in letters)
-    shndx = array("H", bytes(2 * len(names)))
+    offsets = list(itertools.accumulate((len(name) + 1 for name in names), initial=1))[:-1]
+    shndx = array("H", bytes(2 * len(names)))  # unknown: no section, nothing per-CPU
+    strtab = b"\0" + b"\0".join(names) + b"\0"
     return _Table(
-        array("Q", values), array("Q", sizes), array("I", offsets), shndx, info,
-        b"\0" + b"\0".join(names) + b"\0", keep=b"\1" * len(names), sections=[""],
+        array("Q", values), array("Q", sizes), array("I", offsets), shndx,
+        bytes(map(_kallsyms_info, letters)), strtab, keep=b"\1" * len(names), sections=[""],
     )  # fmt: skip
 
 
-def _kallsyms_info(letter: str) -> int:
+def _kallsyms_info(letter: int) -> int:
     """st_info for an nm-style letter: T text is FUNC, data/bss/rodata OBJECT; case is binding."""
-    kind = 2 if letter in "Tt" else 1 if letter in "DdBbRrVvGgSs" else 0
-    binding = 2 if letter in "WwVv" else 1 if letter.isupper() else 0
-    return kind | binding << 4
+    c = chr(letter)
+    kind = 2 if c in "Tt" else 1 if c in "DdBbRrVvGgSs" else 0
+    return kind | (2 if c in "WwVv" else 1 if c.isupper() else 0) << 4

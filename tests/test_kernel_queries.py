@@ -118,3 +118,16 @@ def test_cli_verbs_on_the_tinyconfig_tree(tinyconfig_tree: Path) -> None:
     missing = _cli("offsetof", tree, "struct task_struct", "pidd")
     assert missing.returncode == 1
     assert "did you mean" in missing.stderr and "Traceback" not in missing.stderr
+
+
+@pytest.mark.real_kernel
+def test_cli_lists_every_symbol_like_nm(tinyconfig_tree: Path) -> None:
+    vmlinux = tinyconfig_tree / "vmlinux"
+    ours = _cli("symbols", str(tinyconfig_tree)).stdout.splitlines()
+    nm = subprocess.run(
+        ["nm", "--defined-only", str(vmlinux)], capture_output=True, text=True, check=True
+    ).stdout.splitlines()
+    # Duplicated static names included: the same multiset of (address, name) as nm's.
+    ours_pairs = sorted((int(a, 16), n) for a, n in (line.split() for line in ours))
+    nm_pairs = sorted((int(f[0], 16), f[2]) for f in (line.split() for line in nm))
+    assert ours_pairs == nm_pairs
