@@ -24,8 +24,7 @@ naming the input; a name that is not there is a KeyError with close matches.
 Pointer size: BTF does not record it. We take 8 bytes, or 4 when the BTF's ``long int`` (or
 ``long unsigned int``) is a 4-byte INT, as on 32-bit kernels.
 
-About 720 lines: queries (the BTF class) first, then the cold path (``read_btf_bytes``,
-``_index``, ``_walk``), which could move to a module of its own.
+The format's constants and the cold path (read, walk, index) live in btfformat.py.
 """
 
 from __future__ import annotations
@@ -34,51 +33,52 @@ import difflib
 import os
 import re
 import struct
-import sys
-from array import array
 from bisect import bisect_left
 from collections.abc import Iterable
 from dataclasses import dataclass, field
-from pathlib import Path
-from typing import BinaryIO, NamedTuple
+from typing import NamedTuple
 
-from elftools.common.exceptions import ELFError
-from elftools.elf.elffile import ELFFile
-
+from .btfformat import (
+    _ART,
+    _ART_MAGIC,
+    _COMPOSITE,
+    _IS_REF,
+    _RECORD,
+    _SIZED,
+    _TRANSPARENT,
+    ARRAY,
+    ARTIFACT_KIND,
+    ARTIFACT_VERSION,
+    CONST,
+    DATASEC,
+    DECL_TAG,
+    ENUM,
+    ENUM64,
+    FLOAT,
+    FUNC,
+    FUNC_PROTO,
+    FWD,
+    INT,
+    KIND_NAMES,
+    PTR,
+    RESTRICT,
+    STRUCT,
+    TYPE_TAG,
+    TYPEDEF,
+    UNION,
+    VAR,
+    VOLATILE,
+    _build,
+    _index,
+    _pad4,
+    _sections,
+    _u32,
+    _word,
+)
 from .errors import KernelArtifactError
 from .memstore import MemoryStore, Store
 
 __all__ = ["BTF", "BTFKeyError", "BTFType", "BitfieldError", "Member"]
-
-(INT, PTR, ARRAY, STRUCT, UNION, ENUM, FWD, TYPEDEF, VOLATILE, CONST, RESTRICT, FUNC) = range(1, 13)
-(FUNC_PROTO, VAR, DATASEC, FLOAT, DECL_TAG, TYPE_TAG, ENUM64) = range(13, 20)
-# fmt: off
-KIND_NAMES = (
-    "UNKN", "INT", "PTR", "ARRAY", "STRUCT", "UNION", "ENUM", "FWD", "TYPEDEF", "VOLATILE",
-    "CONST", "RESTRICT", "FUNC", "FUNC_PROTO", "VAR", "DATASEC", "FLOAT", "DECL_TAG", "TYPE_TAG",
-    "ENUM64",
-)
-# fmt: on
-
-BTF_MAGIC = 0xEB9F
-_HEADER_SIZE = 24
-_RECORD = 12
-# Bytes after a record: a fixed part, and a part per vlen item. -1 marks kinds we do not know.
-_FIXED_BYTES = {INT: 4, ARRAY: 12, VAR: 4, DECL_TAG: 4}
-_ITEM_BYTES = {STRUCT: 12, UNION: 12, ENUM: 8, FUNC_PROTO: 8, DATASEC: 12, ENUM64: 12}
-_FIXED = [_FIXED_BYTES.get(k, 0) if INT <= k <= ENUM64 else -1 for k in range(32)]
-_PER_ITEM = [_ITEM_BYTES.get(k, 0) for k in range(32)]
-# Kinds whose size_or_type is a type id; named kinds that type() finds by name; enums. As lists
-# indexed by kind for the walk's inner loop.
-_REFS = frozenset({PTR, TYPEDEF, VOLATILE, CONST, RESTRICT, FUNC, FUNC_PROTO, VAR, DECL_TAG})
-_REFS |= {TYPE_TAG}
-_INDEXED = frozenset({INT, STRUCT, UNION, ENUM, FWD, TYPEDEF, FUNC, VAR, DATASEC, FLOAT, ENUM64})
-_IS_REF = [k in _REFS for k in range(32)]
-_IS_INDEXED = [k in _INDEXED for k in range(32)]
-_IS_ENUM = [k in (ENUM, ENUM64) for k in range(32)]
-_SIZED = frozenset({INT, STRUCT, UNION, ENUM, ENUM64, FLOAT, DATASEC})
-_TRANSPARENT = frozenset({TYPEDEF, VOLATILE, CONST, RESTRICT, TYPE_TAG})
-_COMPOSITE = frozenset({STRUCT, UNION})
 
 # Words that may start a type() query, and the kinds each one finds.
 _KIND_WORDS: dict[str, frozenset[int]] = {
@@ -91,18 +91,8 @@ _KIND_WORDS: dict[str, frozenset[int]] = {
     "datasec": frozenset({DATASEC}),
 }
 
-# The artifact: header {magic, ntypes (void included), named types, enumerators, BTF length},
-# the BTF bytes padded to 4, then native-order u32 arrays: offsets[ntypes] (type i's offset in
-# the type section), names[n] (named type ids by (name, id)), enumerators[2n] ((enum id, index)
-# pairs by (name, id, index)). The store kind names the byte order, so a foreign one is a miss.
-ARTIFACT_KIND = f"btf-index-{sys.byteorder}"
-ARTIFACT_VERSION = 1
-_ART = struct.Struct("=8s4I")
-_ART_MAGIC = b"KTBTFIX\x00"
 _PATH_PART = re.compile(r"([A-Za-z_$][\w$]*)?((?:\[\d+\])*)")
 _INDEX = re.compile(r"\[(\d+)\]")
-if array("I").itemsize != 4:  # pragma: no cover - every Linux ABI has a 4-byte unsigned int
-    raise ImportError("btf.py needs a 4-byte array('I')")
 
 
 class BTFKeyError(KeyError):
@@ -545,174 +535,6 @@ class BTF:
             stack.extend(reversed(nested))
         self._flats[tid] = flat
         return flat
-
-
-# --- the cold path: reading, walking, indexing ----------------------------------------------------
-
-
-def read_btf_bytes(path: str | os.PathLike[str]) -> bytes:
-    """The BTF of ``path``: the whole file if it is raw BTF, its ``.BTF`` section if an ELF."""
-    try:
-        with open(path, "rb") as f:
-            head = f.read(4)
-            if head[:2] in (b"\x9f\xeb", b"\xeb\x9f"):
-                return head + f.read()
-            if head != b"\x7fELF":
-                raise KernelArtifactError(
-                    f"{path}: neither raw BTF (magic 0xEB9F) nor an ELF with a .BTF section"
-                )
-            size = os.fstat(f.fileno()).st_size
-            try:
-                section = ELFFile(f).get_section_by_name(".BTF")
-                if section is None:
-                    raise KernelArtifactError(
-                        f"{path}: ELF without a .BTF section; the kernel was built without"
-                        " CONFIG_DEBUG_INFO_BTF=y (needs pahole), or it was stripped"
-                    )
-                offset, length = section.header.sh_offset, section.header.sh_size
-            except (
-                ELFError,
-                struct.error,
-                ValueError,
-                IndexError,
-                KeyError,
-                TypeError,
-                OverflowError,
-                MemoryError,
-            ) as e:
-                raise KernelArtifactError(f"{path}: not a readable ELF ({e})") from None
-            if section.header.sh_type == "SHT_NOBITS" or offset + length > size:
-                raise KernelArtifactError(f"{path}: .BTF section runs past the end of the file")
-            f.seek(offset)
-            return f.read(length)
-    except OSError as e:
-        raise KernelArtifactError(f"{path}: cannot read: {e.strerror or e}") from None
-
-
-def _build(path: Path, out: BinaryIO) -> None:
-    for chunk in _index(memoryview(read_btf_bytes(path)), str(path)):
-        out.write(chunk)
-
-
-def _sections(data: memoryview, what: str) -> tuple[str, memoryview, memoryview]:
-    """Byte order ("<" or ">"), type section and string section of raw BTF."""
-    if len(data) < _HEADER_SIZE:
-        raise KernelArtifactError(f"{what}: BTF truncated: {len(data)} bytes, no full header")
-    order = {b"\x9f\xeb": "<", b"\xeb\x9f": ">"}.get(bytes(data[:2]))
-    if order is None:
-        raise KernelArtifactError(
-            f"{what}: not BTF: no magic 0xEB9F at the start (found {bytes(data[:2]).hex(' ')})"
-        )
-    fields = struct.unpack_from(order + "HBBIIIII", data)
-    version, hdr_len, type_off, type_len, str_off, str_len = fields[1], *fields[3:]
-    if version != 1:
-        raise KernelArtifactError(f"{what}: BTF version {version}; only version 1 is known")
-    if not _HEADER_SIZE <= hdr_len <= len(data):
-        raise KernelArtifactError(f"{what}: BTF header length {hdr_len} is impossible")
-    types_end, strs_end = hdr_len + type_off + type_len, hdr_len + str_off + str_len
-    if max(types_end, strs_end) > len(data):
-        raise KernelArtifactError(
-            f"{what}: BTF truncated: sections end at byte {max(types_end, strs_end)}, the data"
-            f" at {len(data)}"
-        )
-    strs = data[hdr_len + str_off : strs_end]
-    if strs and strs[-1] != 0:
-        raise KernelArtifactError(f"{what}: BTF string section does not end in NUL")
-    return order, data[hdr_len + type_off : types_end], strs
-
-
-def _index(data: memoryview, what: str) -> list[bytes]:
-    """The artifact payload for raw BTF ``data``, in chunks; checks what the load promises."""
-    order, types, strs_view = _sections(data, what)
-    strs = bytes(strs_view)
-    offsets, named_ids, named_offs, enums = _walk(types, order, what)
-    ntypes = len(offsets)
-
-    def string_error(offset: int, owner: str) -> KernelArtifactError:
-        split = " (split BTF of a module? give the base vmlinux BTF)" if offset > len(strs) else ""
-        return KernelArtifactError(
-            f"{what}: {owner} has name offset {offset}, past the"
-            f" {len(strs)}-byte string section{split}"
-        )
-
-    if named_offs and max(named_offs) >= len(strs):
-        bad = next(i for i, o in enumerate(named_offs) if o >= len(strs))
-        raise string_error(named_offs[bad], f"type [{named_ids[bad]}]")
-    keys = [strs[o : strs.index(0, o)] for o in named_offs]
-    names = array("I", [named_ids[i] for i in sorted(range(len(keys)), key=keys.__getitem__)])
-    enumerators: list[tuple[bytes, int, int]] = []
-    for tid in enums:
-        at = offsets[tid]
-        _, info, _ = struct.unpack_from(order + "III", types, at)
-        layout = "II" if info >> 24 & 0x1F == ENUM else "III"
-        body = types[at + _RECORD : at + _RECORD + 4 * len(layout) * (info & 0xFFFF)]
-        for index, (name_off, *_) in enumerate(struct.iter_unpack(order + layout, body)):
-            if name_off >= len(strs):
-                raise string_error(name_off, f"enumerator {index} of type [{tid}]")
-            if name_off:
-                enumerators.append((strs[name_off : strs.index(0, name_off)], tid, index))
-    enumerators.sort()
-    pairs = array("I", [v for _, tid, index in enumerators for v in (tid, index)])
-    head = _ART.pack(_ART_MAGIC, ntypes, len(names), len(enumerators), len(data))
-    padding = bytes(_pad4(len(data)) - len(data))
-    return [head, bytes(data), padding, offsets.tobytes(), names.tobytes(), pairs.tobytes()]
-
-
-def _walk(
-    types: memoryview, order: str, what: str
-) -> tuple[array[int], list[int], list[int], list[int]]:
-    """One pass over the records: each type's offset, the ids and name offsets of named types,
-    the ids of enums. Checks that each record fits and its kind is known."""
-    unpack = struct.Struct(order + "III").unpack_from
-    fixed, per_item, is_ref, is_indexed, is_enum = _FIXED, _PER_ITEM, _IS_REF, _IS_INDEXED, _IS_ENUM
-    offsets = array("I", [0])
-    named_ids: list[int] = []
-    named_offs: list[int] = []
-    enums: list[int] = []
-    end, at, tid, max_ref, max_ref_by = len(types), 0, 0, 0, 0
-    while at < end:
-        if end - at < _RECORD:
-            raise KernelArtifactError(f"{what}: BTF truncated: type [{tid + 1}] is cut short")
-        name_off, info, st = unpack(types, at)
-        kind = info >> 24 & 0x1F
-        tid += 1
-        extra = fixed[kind]
-        if extra < 0:
-            raise KernelArtifactError(
-                f"{what}: type [{tid}] has unknown BTF kind {kind} (known: 1-19); a newer"
-                " kernel's BTF needs a newer pytest-ktstr-vmlinux"
-            )
-        offsets.append(at)
-        if name_off and is_indexed[kind]:
-            named_ids.append(tid)
-            named_offs.append(name_off)
-        if is_enum[kind]:
-            enums.append(tid)
-        if is_ref[kind] and st > max_ref:
-            max_ref, max_ref_by = st, tid
-        at += _RECORD + extra + per_item[kind] * (info & 0xFFFF)
-    if at > end:
-        raise KernelArtifactError(
-            f"{what}: BTF truncated: type [{tid}] runs past the end of the type section"
-        )
-    if max_ref >= len(offsets):
-        raise KernelArtifactError(
-            f"{what}: type [{max_ref_by}] refers to type id {max_ref},"
-            f" out of range (ids are 1..{len(offsets) - 1})"
-        )
-    return offsets, named_ids, named_offs, enums
-
-
-def _u32(payload: memoryview, at: int, count: int) -> memoryview:
-    return payload[at : at + 4 * count].cast("I")
-
-
-def _pad4(n: int) -> int:
-    return (n + 3) & ~3
-
-
-def _word(kind: int) -> str:
-    return "enum" if kind == ENUM64 else KIND_NAMES[kind].lower()
 
 
 def _parse_path(path: str) -> list[tuple[str | None, list[int]]]:

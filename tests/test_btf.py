@@ -21,7 +21,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from pytest_ktstr_vmlinux import btf as btf_module
+from pytest_ktstr_vmlinux import btfformat
 from pytest_ktstr_vmlinux.btf import BTF, BitfieldError, BTFKeyError
 from pytest_ktstr_vmlinux.errors import KernelArtifactError
 from pytest_ktstr_vmlinux.memstore import MemoryStore
@@ -578,11 +578,11 @@ def test_btf_section_past_the_end_of_the_elf(tmp_path: Path) -> None:
 
 def test_unreadable_file(tmp_path: Path) -> None:
     with pytest.raises(KernelArtifactError, match="cannot read"):
-        btf_module.read_btf_bytes(tmp_path)  # a directory
+        btfformat.read_btf_bytes(tmp_path)  # a directory
 
 
 def test_a_damaged_artifact_payload_is_refused() -> None:
-    payload = b"".join(btf_module._index(memoryview(LE.blob), "x"))
+    payload = b"".join(btfformat._index(memoryview(LE.blob), "x"))
     with pytest.raises(KernelArtifactError, match="index artifact is damaged"):
         BTF(memoryview(payload[:-4]), what="x")
     with pytest.raises(KernelArtifactError, match="truncated"):
