@@ -32,15 +32,12 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
+from kernels import DEBIAN_SYSROOT, debian_release
+
 from pytest_ktstr_vmlinux.btf import BTF
 from pytest_ktstr_vmlinux.memstore import MemoryStore
 from pytest_ktstr_vmlinux.store import ArtifactStore
 
-KERNELS = Path(
-    os.environ.get("KTSTR_TEST_KERNELS")
-    or Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache")
-    / "pytest-ktstr-vmlinux-test-kernels"
-)
 CALLS = 1000
 
 
@@ -69,12 +66,11 @@ def _pairs(btf: BTF, count: int) -> list[tuple[int, str]]:
 
 def main() -> int:
     parser = argparse.ArgumentParser(description="BTF loads and queries vs bpftool")
-    parser.add_argument("--sysroot", type=Path, default=KERNELS / "debian-sysroot")
+    parser.add_argument("--sysroot", type=Path, default=DEBIAN_SYSROOT)
     parser.add_argument("--release", default=None)
     parser.add_argument("--repeat", type=int, default=7)
     args = parser.parse_args()
-    ready = args.sysroot / "ready"
-    release = args.release or (ready.read_text().strip() if ready.is_file() else None)
+    release = debian_release(args.sysroot, args.release)
     if release is None:
         print("no Debian sysroot: run `bash tests/kernels/fetch.sh`", file=sys.stderr)
         return 2

@@ -12,26 +12,17 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import statistics
 import subprocess
 import sys
 import time
 from pathlib import Path
 
-DEFAULT_KERNELS = Path(
-    os.environ.get("KTSTR_TEST_KERNELS")
-    or Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache")
-    / "pytest-ktstr-vmlinux-test-kernels"
-)
+from kernels import debian_vmlinux
 
 
 def _default_vmlinux() -> Path | None:
-    ready = DEFAULT_KERNELS / "debian-sysroot" / "ready"
-    if not ready.is_file():
-        return None
-    release = ready.read_text().strip()
-    return DEFAULT_KERNELS / "debian-sysroot" / "usr/lib/debug/boot" / f"vmlinux-{release}"
+    return debian_vmlinux()
 
 
 def _peak_rss_mib() -> float:

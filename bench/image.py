@@ -21,7 +21,6 @@ Default DIR: the sysroot tests/kernels/fetch.sh unpacks.
 from __future__ import annotations
 
 import argparse
-import os
 import statistics
 import sys
 import tempfile
@@ -29,16 +28,13 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
+from kernels import DEBIAN_SYSROOT, debian_release
+
 from pytest_ktstr_vmlinux.decompress import decompress, detect_compression
 from pytest_ktstr_vmlinux.identity import PAIRED_BUILD_ID
 from pytest_ktstr_vmlinux.kernel import Kernel, resolve_kernel
 from pytest_ktstr_vmlinux.store import ArtifactStore
 
-KERNELS = Path(
-    os.environ.get("KTSTR_TEST_KERNELS")
-    or Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache")
-    / "pytest-ktstr-vmlinux-test-kernels"
-)
 COLD_GOAL = 1.2  # cold / bare, medians
 WARM_GOAL_MS = 5.0
 
@@ -90,13 +86,12 @@ def cold_then_warm(
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else None)
-    parser.add_argument("--sysroot", type=Path, default=KERNELS / "debian-sysroot")
+    parser.add_argument("--sysroot", type=Path, default=DEBIAN_SYSROOT)
     parser.add_argument("--release", default=None)
     parser.add_argument("-r", "--repeats", type=int, default=15)
     parser.add_argument("--check", action="store_true", help="exit 1 when a goal is not met")
     args = parser.parse_args()
-    ready = args.sysroot / "ready"
-    release = args.release or (ready.read_text().strip() if ready.is_file() else None)
+    release = debian_release(args.sysroot, args.release)
     if release is None:
         print("no Debian sysroot: run `bash tests/kernels/fetch.sh`", file=sys.stderr)
         return 2

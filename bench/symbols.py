@@ -25,7 +25,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import random
 import shutil
 import statistics
@@ -38,15 +37,12 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from kernels import debian_vmlinux
+
 from pytest_ktstr_vmlinux.memstore import MemoryStore
 from pytest_ktstr_vmlinux.store import ArtifactStore
 from pytest_ktstr_vmlinux.symbols import KernelSymbols
 
-KERNELS = Path(
-    os.environ.get("KTSTR_TEST_KERNELS")
-    or Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache")
-    / "pytest-ktstr-vmlinux-test-kernels"
-)
 LOOKUPS = 100_000
 PYELFTOOLS_GOAL = 20.0  # pyelftools / cold, at least
 WARM_GOAL_MS = 20.0
@@ -67,11 +63,7 @@ print(json.dumps({"import_ms": (t1 - t0) * 1e3, "load_ms": (t2 - t1) * 1e3,
 
 
 def _default_vmlinux() -> Path | None:
-    ready = KERNELS / "debian-sysroot" / "ready"
-    if not ready.is_file():
-        return None
-    release = ready.read_text().strip()
-    return KERNELS / "debian-sysroot" / "usr/lib/debug/boot" / f"vmlinux-{release}"
+    return debian_vmlinux()
 
 
 def timed(fn: Callable[[], object]) -> float:

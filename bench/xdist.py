@@ -27,11 +27,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-KERNELS = Path(
-    os.environ.get("KTSTR_TEST_KERNELS")
-    or Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache")
-    / "pytest-ktstr-vmlinux-test-kernels"
-)
+from kernels import DEBIAN_SYSROOT, debian_release
 
 CONFTEST = """
 import pytest
@@ -122,12 +118,11 @@ def _store_bytes(store: Path) -> int:
 
 def main() -> int:
     parser = argparse.ArgumentParser(description="vmlinux_bytes under pytest -n N vs read_bytes")
-    parser.add_argument("--sysroot", type=Path, default=KERNELS / "debian-sysroot")
+    parser.add_argument("--sysroot", type=Path, default=DEBIAN_SYSROOT)
     parser.add_argument("--release", default=None)
     parser.add_argument("--workers", type=int, default=4)
     args = parser.parse_args()
-    ready = args.sysroot / "ready"
-    release = args.release or (ready.read_text().strip() if ready.is_file() else None)
+    release = debian_release(args.sysroot, args.release)
     if release is None:
         print("no Debian sysroot: run `bash tests/kernels/fetch.sh`", file=sys.stderr)
         return 2

@@ -1,0 +1,25 @@
+"""Where the benchmarks find the kernels tests/kernels/fetch.sh unpacked (shared by bench/*.py)."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+KERNELS = Path(
+    os.environ.get("KTSTR_TEST_KERNELS")
+    or Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache")
+    / "pytest-ktstr-vmlinux-test-kernels"
+)
+DEBIAN_SYSROOT = KERNELS / "debian-sysroot"
+MISSING = "no Debian sysroot: run `bash tests/kernels/fetch.sh`"
+
+
+def debian_release(sysroot: Path = DEBIAN_SYSROOT, release: str | None = None) -> str | None:
+    """``release`` if given, else the one fetch.sh recorded in the sysroot's ``ready`` file."""
+    ready = sysroot / "ready"
+    return release or (ready.read_text().strip() if ready.is_file() else None)
+
+
+def debian_vmlinux(sysroot: Path = DEBIAN_SYSROOT, release: str | None = None) -> Path | None:
+    found = debian_release(sysroot, release)
+    return sysroot / "usr/lib/debug/boot" / f"vmlinux-{found}" if found else None
