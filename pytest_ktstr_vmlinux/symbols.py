@@ -347,7 +347,9 @@ def _pack(t: _Table, out: BinaryIO, source: str) -> None:
     if by_name and not names[by_name[0]]:  # past the table, find() gave -1: "" sorts first
         raise KernelArtifactError(f"{source}: a symbol name lies outside its string table")
     sized = (_nonzero(t.sizes) & int.from_bytes(t.keep, "little")).to_bytes(n, "little")
-    by_addr = array("I", sorted(itertools.compress(range(n), sized), key=t.values.__getitem__))
+    # A list's __getitem__ is a faster sort key than an array's (no int boxing per call).
+    values = t.values.tolist()
+    by_addr = array("I", sorted(itertools.compress(range(n), sized), key=values.__getitem__))
     sections = "\0".join(t.sections).encode("utf-8", "surrogateescape")
     counts = (n, len(by_name), len(by_addr), len(t.strtab), len(sections))
     columns = (t.values, t.sizes, t.name_off, by_name, by_addr, t.shndx)
