@@ -341,8 +341,10 @@ def _build(path: Path, out: BinaryIO) -> None:
 def _pack(t: _Table, out: BinaryIO, source: str) -> None:
     """Write the artifact: name and address orders sorted here, once, for every later load."""
     text, n = t.strtab.decode("latin-1"), len(t.values)  # latin-1: sorting str sorts bytes
-    find = text.find
-    names = [text[at : find("\0", at)] for at in t.name_off.tolist()]
+    offsets = t.name_off.tolist()
+    # Each name runs from its offset to the next NUL; chained maps keep the loop in C.
+    ends = map(text.find, itertools.repeat("\0"), offsets)
+    names = list(map(text.__getitem__, map(slice, offsets, ends)))
     by_name = array("I", sorted(itertools.compress(range(n), t.keep), key=names.__getitem__))
     if by_name and not names[by_name[0]]:  # past the table, find() gave -1: "" sorts first
         raise KernelArtifactError(f"{source}: a symbol name lies outside its string table")
