@@ -24,6 +24,21 @@ def elf_header(e_machine: int = EM_X86_64, *, elfclass: int = 2, little: bool = 
 
 
 SHT_PROGBITS, SHT_SYMTAB, SHT_STRTAB, SHT_NOTE = 1, 2, 3, 7
+LZ4_MAGIC = b"\x02\x21\x4c\x18"
+LZ4_BLOCK = 8 << 20
+
+
+def lz4_legacy(data: bytes) -> bytes:
+    """What `lz4 -l -9` (the kernel's cmd_lz4) writes: magic, {u32 LE size, HC block} per 8 MiB."""
+    import lz4.block  # type: ignore[import-untyped]
+
+    out = bytearray(LZ4_MAGIC)
+    for i in range(0, len(data), LZ4_BLOCK):
+        block = lz4.block.compress(
+            data[i : i + LZ4_BLOCK], mode="high_compression", compression=9, store_size=False
+        )
+        out += struct.pack("<I", len(block)) + block
+    return bytes(out)
 
 
 def build_id_for(text: str) -> bytes:

@@ -43,6 +43,7 @@ from pytest_ktstr_vmlinux.decompress import (
     detect_compression,
 )
 from pytest_ktstr_vmlinux.errors import KernelArtifactError
+from tests.fakes import LZ4_BLOCK, LZ4_MAGIC, lz4_legacy
 
 if sys.version_info >= (3, 14):
     from compression import zstd
@@ -50,8 +51,6 @@ else:
     from backports import zstd
 
 WHAT = "/boot/vmlinuz-6.1.0-test payload"
-LZ4_MAGIC = b"\x02\x21\x4c\x18"
-LZ4_BLOCK = 8 << 20
 LZOP_MAGIC = b"\x89LZO\x00\r\n\x1a\n"
 F_ADLER32_D, F_ADLER32_C, F_H_EXTRA_FIELD = 0x1, 0x2, 0x40
 F_CRC32_D, F_CRC32_C, F_H_FILTER, F_H_CRC32 = 0x100, 0x200, 0x800, 0x1000
@@ -100,17 +99,6 @@ PAYLOAD = ELF[: 2 << 20] + _rng.randbytes(384 << 10) + bytes(256 << 10) + ELF[2 
 # Past 8 MiB, so `lz4 -l` writes several blocks.
 BIG = PAYLOAD + bytes(1 << 20) + PAYLOAD[::-1] + PAYLOAD[: 1 << 20]
 SMALL = ELF[:12288] + _rng.randbytes(1024) + bytes(3072)
-
-
-def lz4_legacy(data: bytes) -> bytes:
-    """What `lz4 -l -9` (the kernel's cmd_lz4) writes: magic, {u32 LE size, HC block} per 8 MiB."""
-    out = bytearray(LZ4_MAGIC)
-    for i in range(0, len(data), LZ4_BLOCK):
-        block = lz4.block.compress(
-            data[i : i + LZ4_BLOCK], mode="high_compression", compression=9, store_size=False
-        )
-        out += struct.pack("<I", len(block)) + block
-    return bytes(out)
 
 
 def lzop(

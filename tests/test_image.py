@@ -22,7 +22,6 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-import lz4.block  # type: ignore[import-untyped]
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
@@ -40,7 +39,14 @@ from pytest_ktstr_vmlinux.identity import (
 from pytest_ktstr_vmlinux.image import ImageInfo, identify_image, read_payload
 from pytest_ktstr_vmlinux.memstore import MemoryStore
 from tests.conftest import KERNELS_DIR, REQUIRE_REAL_KERNELS, DebianKernel, _unavailable
-from tests.fakes import banner_for, build_id_for, bzimage, kernel_elf
+from tests.fakes import (
+    LZ4_MAGIC,
+    banner_for,
+    build_id_for,
+    bzimage,
+    kernel_elf,
+    lz4_legacy,
+)
 
 if sys.version_info >= (3, 14):
     from compression import zstd
@@ -51,8 +57,6 @@ HEX40 = re.compile(r"[0-9a-f]{40}")
 SETUP_SECTS = 0x1F1
 PAYLOAD_OFFSET = 0x248
 PAYLOAD_LENGTH = 0x24C
-LZ4_MAGIC = b"\x02\x21\x4c\x18"
-LZ4_BLOCK = 8 << 20
 MIB = 1 << 20
 
 
@@ -90,17 +94,6 @@ def splice(image: bytes, blob: bytes) -> bytes:
 def size_append(data: bytes, packed: bytes) -> bytes:
     """The kernel's $(size_append): the uncompressed size as a trailing u32 LE."""
     return packed + struct.pack("<I", len(data) & 0xFFFFFFFF)
-
-
-def lz4_legacy(data: bytes) -> bytes:
-    """`lz4 -l -9` (the kernel's cmd_lz4): magic, then {u32 LE size, raw HC block} per 8 MiB."""
-    out = bytearray(LZ4_MAGIC)
-    for i in range(0, len(data), LZ4_BLOCK):
-        block = lz4.block.compress(
-            data[i : i + LZ4_BLOCK], mode="high_compression", compression=9, store_size=False
-        )
-        out += struct.pack("<I", len(block)) + block
-    return bytes(out)
 
 
 def tool(argv: list[str], package: str) -> Callable[[bytes], bytes]:
@@ -166,24 +159,14 @@ def zeros_bomb(compression: str, size: int) -> bytes:
 # --- real kernels ------------------------------------------------------------------------------
 
 
-@dataclass(frozen=True)
-class Arm64Kernel:
-    sysroot: Path
-    release: str
-
-    @property
-    def image(self) -> Path:
-        return self.sysroot / "boot" / f"vmlinuz-{self.release}"
-
-
 @pytest.fixture(scope="session")
-def debian_arm64() -> Arm64Kernel:
+def debian_arm64() -> DebianKernel:
     """Debian's 6.1 arm64 kernel image, unpacked as a sysroot by fetch-arm64.sh."""
     ready = KERNELS_DIR / "debian-arm64-sysroot" / "ready"
     if not ready.is_file():
         _unavailable("the Debian arm64 kernel image", "fetch-arm64.sh")
     sysroot = (KERNELS_DIR / "debian-arm64-sysroot").resolve()
-    return Arm64Kernel(sysroot, ready.read_text().strip())
+    return DebianKernel(sysroot, ready.read_text().strip())
 
 
 @dataclass(frozen=True)
@@ -273,7 +256,7 @@ def test_tinyconfig_raw_vmlinux(tiny: Tiny) -> None:
 
 
 @pytest.mark.real_kernel
-def test_debian_arm64_image(debian_arm64: Arm64Kernel) -> None:
+def test_debian_arm64_image(debian_arm64: DebianKernel) -> None:
     """Debian 12's arm64 vmlinuz is a flat arm64 Image (a signed EFI PE: "MZ", no "zimg")."""
     data = debian_arm64.image.read_bytes()
     assert data[:2] == b"MZ" and data[4:8] != b"zimg" and data[0x38:0x3C] == b"ARM\x64"
@@ -288,14 +271,14 @@ def test_debian_arm64_image(debian_arm64: Arm64Kernel) -> None:
 
 
 @pytest.fixture(scope="session")
-def arm64_identity(debian_arm64: Arm64Kernel) -> ImageInfo:
+def arm64_identity(debian_arm64: DebianKernel) -> ImageInfo:
     return identify_image(debian_arm64.image)
 
 
 @pytest.mark.real_kernel
 @pytest.mark.parametrize("wrapper", ["Image.gz", "EFI zboot"])
 def test_debian_arm64_wrapped(
-    debian_arm64: Arm64Kernel, arm64_identity: ImageInfo, work: Path, wrapper: str
+    debian_arm64: DebianKernel, arm64_identity: ImageInfo, work: Path, wrapper: str
 ) -> None:
     """The same Image gzip'd (arch/arm64/boot/Image.gz) or in an EFI zboot wrapper."""
     flat = debian_arm64.image.read_bytes()
