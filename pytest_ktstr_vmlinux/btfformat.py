@@ -14,6 +14,7 @@ from array import array
 from pathlib import Path
 from typing import BinaryIO
 
+from .elf import elftools_errors
 from .errors import KernelArtifactError
 
 (INT, PTR, ARRAY, STRUCT, UNION, ENUM, FWD, TYPEDEF, VOLATILE, CONST, RESTRICT, FUNC) = range(1, 13)
@@ -73,8 +74,7 @@ def read_btf_bytes(path: str | os.PathLike[str]) -> bytes:
                     f"{path}: neither raw BTF (magic 0xEB9F) nor an ELF with a .BTF section"
                 )
             size = os.fstat(f.fileno()).st_size
-            # Imported here: pyelftools costs ~20 ms to import, paid only when an ELF is read.
-            from elftools.common.exceptions import ELFError
+            errors = elftools_errors()  # imports pyelftools, only when an ELF is read
             from elftools.elf.elffile import ELFFile
 
             try:
@@ -85,16 +85,7 @@ def read_btf_bytes(path: str | os.PathLike[str]) -> bytes:
                         " CONFIG_DEBUG_INFO_BTF=y (needs pahole), or it was stripped"
                     )
                 offset, length = section.header.sh_offset, section.header.sh_size
-            except (
-                ELFError,
-                struct.error,
-                ValueError,
-                IndexError,
-                KeyError,
-                TypeError,
-                OverflowError,
-                MemoryError,
-            ) as e:
+            except errors as e:
                 raise KernelArtifactError(f"{path}: not a readable ELF ({e})") from None
             if section.header.sh_type == "SHT_NOBITS" or offset + length > size:
                 raise KernelArtifactError(f"{path}: .BTF section runs past the end of the file")

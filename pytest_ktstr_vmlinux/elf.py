@@ -237,29 +237,32 @@ def release_from_banner(banner: str | None) -> str | None:
     return token or None
 
 
+# What parsing a damaged ELF can raise besides pyelftools' own ELFError: wild offsets reach seek
+# and read (OSError, OverflowError, MemoryError), and its structs fail in many ways.
+PARSE_ERRORS: tuple[type[Exception], ...] = (OSError, struct.error, ValueError, LookupError)
+PARSE_ERRORS += (TypeError, ArithmeticError, MemoryError, RecursionError, AttributeError)
+
+
+def elftools_errors() -> tuple[type[Exception], ...]:
+    """Everything reading a damaged ELF with pyelftools may raise, to turn into one clear error.
+
+    pyelftools is imported here, when an ELF is first read: it costs ~20 ms to import, which a
+    suite that never reads one should not pay at startup.
+    """
+    from elftools.common.exceptions import ELFError
+
+    return (ELFError, *PARSE_ERRORS)
+
+
 def read_elf_identity(stream: BinaryIO, *, what: str) -> ElfIdentity:
     """Build-id (from SHT_NOTE sections, else PT_NOTE segments), banner (from ``.rodata``, else
     the whole file), arch and ``.symtab`` presence of a kernel ELF.
 
     Raises KernelArtifactError naming ``what`` for anything pyelftools cannot read.
     """
-    # Imported here: pyelftools costs ~20 ms to import, which a suite that never identifies a
-    # kernel should not pay at startup.
-    from elftools.common.exceptions import ELFError
-
     try:
         return _read_elf_identity(stream)
-    except (
-        ELFError,
-        struct.error,
-        ValueError,
-        OSError,
-        IndexError,
-        KeyError,
-        TypeError,
-        OverflowError,
-        MemoryError,
-    ) as e:
+    except elftools_errors() as e:
         raise KernelArtifactError(f"{what}: not a readable ELF ({e})") from None
 
 

@@ -34,6 +34,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import BinaryIO, Literal
 
+from .elf import elftools_errors
 from .errors import KernelArtifactError
 from .memstore import MemoryStore, Store
 from .signature import read_error
@@ -55,8 +56,6 @@ _Code = Literal["Q", "I", "H"]
 _FENCE = 64  # every 64th name, bisected in C before the mapped names are
 _SUGGEST_WINDOW = 32  # names either side of where a missing name would sort
 _WALK_BACK = 16  # sized symbols before an address tried for one containing it
-_PARSE_ERRORS: tuple[type[Exception], ...] = (OSError, struct.error, ValueError, LookupError)
-_PARSE_ERRORS += (TypeError, ArithmeticError, MemoryError, RecursionError, AttributeError)
 NO_SYMTAB_HELP = (
     "it is a stripped kernel ELF (like the one extracted from a bzImage). Symbols need the"
     " debug vmlinux of the same build: Debian/Ubuntu linux-image-<release>-dbg or"
@@ -320,10 +319,7 @@ def _cast(part: memoryview, code: _Code) -> Sequence[int]:
 
 def _build(path: Path, out: BinaryIO) -> None:
     """The store's build: read the ELF's table, write the packed artifact."""
-    # Imported here: pyelftools costs ~20 ms to import, and warm loads never need it.
-    from elftools.common.exceptions import ELFError
-
-    errors: tuple[type[Exception], ...] = (ELFError, *_PARSE_ERRORS)
+    errors = elftools_errors()  # imports pyelftools: only cold builds need it
     try:
         f = open(path, "rb")  # noqa: SIM115 - closed below; only its own errors are read errors
     except OSError as e:
