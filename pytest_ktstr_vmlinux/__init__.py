@@ -9,6 +9,7 @@ from .cache import VmlinuxBytesCache, cached_vmlinux_bytes, load_vmlinux_bytes
 from .errors import KernelArtifactError, KernelSpecError
 from .kernel import Kernel, resolve_kernel
 from .locate import Candidate, Probe, ProbeReport, find_vmlinux, probe_vmlinux
+from .markers import ktstr_test
 from .signature import StatSignature
 from .spec import KernelSpec, SpecKind, SpecSource, parse_kernel_spec
 
@@ -26,6 +27,7 @@ __all__ = [
     "VmlinuxBytesCache",
     "cached_vmlinux_bytes",
     "find_vmlinux",
+    "ktstr_test",
     "load_vmlinux_bytes",
     "parse_kernel_spec",
     "probe_vmlinux",

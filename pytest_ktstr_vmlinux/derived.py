@@ -10,15 +10,20 @@ vmlinux's ``.BTF``; else the ``.BTF`` of the ELF inside the image.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
+from typing import TypeVar, cast
 
 from .btf import BTF
 from .errors import KernelArtifactError
 from .identity import extracted_vmlinux
+from .kconfig import KernelConfig
 from .kernel import Kernel
 from .spec import SpecKind
 from .symbols import KernelSymbols
 from .sysroot import Sysroot
+
+T = TypeVar("T")
 
 RUNNING_BTF = "/sys/kernel/btf/vmlinux"
 KALLSYMS = "/proc/kallsyms"
@@ -71,3 +76,52 @@ def load_btf(kernel: Kernel) -> BTF:
     raise KernelArtifactError(
         f"no BTF for kernel {kernel.spec.raw!r} ({where}); build with CONFIG_DEBUG_INFO_BTF"
     )
+
+
+class KernelArtifacts:
+    """A Kernel's config, symbols and BTF, each loaded at most once: what the fixtures and the
+    ``ktstr`` requirements of every test share. A failure is kept too, as pytest keeps a session
+    fixture's error: the next test gets the same message without a second attempt."""
+
+    def __init__(self, kernel: Kernel) -> None:
+        self.kernel = kernel
+        self._loaded: dict[str, object] = {}
+        self._failed: dict[str, str] = {}
+
+    @property
+    def release(self) -> str | None:
+        return self.kernel.release
+
+    @property
+    def arch(self) -> str | None:
+        return self.kernel.arch
+
+    def config(self) -> KernelConfig:
+        return self._once("config", _load_config)
+
+    def symbols(self) -> KernelSymbols:
+        return self._once("symbols", load_symbols)
+
+    def btf(self) -> BTF:
+        return self._once("btf", load_btf)
+
+    def _once(self, what: str, load: Callable[[Kernel], T]) -> T:
+        if what in self._failed:
+            raise KernelArtifactError(self._failed[what])
+        if what not in self._loaded:
+            try:
+                self._loaded[what] = load(self.kernel)
+            except KernelArtifactError as e:
+                self._failed[what] = str(e)
+                raise
+        return cast(T, self._loaded[what])
+
+
+def _load_config(kernel: Kernel) -> KernelConfig:
+    config = kernel.config
+    if config is None:
+        raise KernelArtifactError(
+            f"no kernel config for {kernel.spec.raw!r}: no .config in a build tree, no"
+            f" /boot/config-{kernel.release}, no IKCONFIG in the image or vmlinux"
+        )
+    return config

@@ -42,6 +42,7 @@ _DECIMAL_RE = re.compile(r"-?[0-9]+", re.ASCII)
 _HEX_RE = re.compile(r"0[xX][0-9a-fA-F]+", re.ASCII)
 # Longer decimals exceed Python's int-from-str limit; no Kconfig int (64-bit) comes close.
 _MAX_DECIMAL_DIGITS = 4000
+PROC_CONFIG = Path("/proc/config.gz")
 
 
 class KernelConfig(Mapping[str, Value]):
@@ -232,6 +233,19 @@ def find_config(
         if found is not None:
             return found
     return None
+
+
+def read_proc_config(path: Path = PROC_CONFIG) -> KernelConfig | None:
+    """The running kernel's config from /proc/config.gz (CONFIG_IKCONFIG_PROC); None without."""
+    try:
+        with open(path, "rb") as f:
+            data = f.read(MAX_CONFIG_BYTES + 1)  # gzip never grows text: a bound on input too
+    except FileNotFoundError:
+        return None
+    except OSError as error:
+        raise KernelArtifactError(f"{path}: cannot read: {error.strerror or error}") from None
+    text = _gunzip(memoryview(data), 0, str(path))
+    return parse_config(text.decode("utf-8", errors="replace"), str(path))
 
 
 def _read_config_file(path: Path) -> KernelConfig | None:

@@ -23,7 +23,7 @@ from .identity import (
     vmlinux_identity,
 )
 from .image import ImageInfo
-from .kconfig import KernelConfig, config_from_ikconfig, find_config
+from .kconfig import KernelConfig, config_from_ikconfig, find_config, read_proc_config
 from .locate import (
     Candidate,
     Probe,
@@ -83,6 +83,8 @@ class Kernel:
     vmlinux_kind: str | None = None
     image_info: ImageInfo | None = None
     tree: Path | None = None
+    # What the run calls this kernel in test ids and reports (kernelset.py); "" until labelled.
+    label: str = ""
     store: Store = dataclasses.field(default_factory=MemoryStore, repr=False, compare=False)
 
     @property
@@ -92,9 +94,11 @@ class Kernel:
     @functools.cached_property
     def config(self) -> KernelConfig | None:
         """The kernel's configuration: ``<tree>/.config``, ``/boot/config-R`` (under the
-        sysroot), else IKCONFIG embedded in the image's payload or in the vmlinux. None if none
-        of them has it."""
+        sysroot), /proc/config.gz for the running kernel, else IKCONFIG embedded in the image's
+        payload or in the vmlinux. None if none of them has it."""
         found = find_config(tree=self.tree, release=self.release, sysroot=Sysroot(self.sysroot))
+        if found is None and self.spec.kind is SpecKind.RUNNING and self.sysroot is None:
+            found = read_proc_config()
         if found is None and self.image is not None:
             try:
                 payload = image_payload(self.image, self.store).map()

@@ -1,13 +1,14 @@
-"""pytest adapter: options, ini keys, environment, report header and the kernel fixtures.
+"""pytest adapter: options, ini keys, markers, report header, the kernel fixtures and hooks.
 
-Every setting follows one precedence rule: command-line option > environment > ini > default.
-Relative paths from the command line or the environment are taken from the invocation
-directory; relative paths from an ini file are taken from that file's directory.
+Settings are read in settings.py (option > environment > ini > default), requirements checked
+in requirements.py, per-kernel results kept in results.py: this module only wires them to pytest.
+With several kernels, every test that uses a kernel fixture (or a ``ktstr`` marker) is
+parametrized over them, ids carrying the labels, and session fixtures are built once per kernel.
 """
 
 from __future__ import annotations
 
-import os
+import inspect
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any, NoReturn, TypeVar
@@ -16,32 +17,38 @@ import pytest
 
 from .btf import BTF
 from .cache import VmlinuxBytesCache
-from .derived import load_btf, load_symbols
+from .derived import KernelArtifacts
 from .errors import KernelArtifactError, KernelSpecError
 from .kconfig import KernelConfig
-from .kernel import Kernel, resolve_kernel
-from .memstore import MemoryStore, Store
+from .kernel import Kernel
+from .markers import HELP_MARKER, MARKER
+from .memstore import Store
+from .requirements import Requirements, check
+from .results import KernelResults, case_properties
+from .settings import (
+    INI_CACHE_DIR,
+    INI_CACHE_MAX_SIZE,
+    INI_KERNEL,
+    INI_SYSROOT,
+    is_xdist_worker,
+    open_config_store,
+    resolve_kernels,
+)
 from .snapshot import SnapshotLoader
-from .spec import RUNNING, SpecSource, parse_kernel_spec, select_setting
-from .store import ArtifactStore, StoreStats, StoreWarning
-from .storeconfig import ENV_CACHE_DIR, ENV_CACHE_MAX_SIZE, open_store, store_location
-from .storedir import DEFAULT_MAX_SIZE, InsecureStoreError, parse_size
+from .store import ArtifactStore, StoreStats
+from .storeconfig import store_location
 from .symbols import KernelSymbols
 
 T = TypeVar("T")
 
-ENV_KERNEL = "KTSTR_KERNEL"
-ENV_SYSROOT = "KTSTR_KERNEL_SYSROOT"
-INI_KERNEL = "ktstr_kernel"
-INI_SYSROOT = "ktstr_kernel_sysroot"
-INI_CACHE_DIR = "ktstr_cache_dir"
-INI_CACHE_MAX_SIZE = "ktstr_cache_max_size"
+KERNEL_FIXTURE = "kernel"
 WORKER_STATS = "ktstr_store_stats"
 
 HELP_KERNEL = (
     "kernel to test: an image (bzImage, Image, vmlinuz-R), a vmlinux ELF, a build-tree directory,"
-    " a release (6.1.0-56-cloud-amd64) or 'running'. Precedence: --kernel > $KTSTR_KERNEL >"
-    " ini ktstr_kernel > running."
+    " a release (6.1.0-56-cloud-amd64) or 'running', optionally labelled (deb=SPEC). Repeat it"
+    " to run every kernel test once per kernel. Precedence: --kernel > $KTSTR_KERNEL_LIST >"
+    " $KTSTR_KERNEL > ini ktstr_kernel > running; the list and the ini separate kernels by ';'."
 )
 HELP_SYSROOT = (
     "directory standing in for / when probing distro paths (/boot, /usr/lib/debug, /lib/modules):"
@@ -69,7 +76,12 @@ HELP_CACHE_MAX_SIZE = (
 HELP_NO_CACHE = "no on-disk store: build every kernel artifact in this process, keep it in memory."
 HELP_CACHE_CLEAR = "empty the on-disk kernel artifact store before the run."
 
-KERNEL_KEY = pytest.StashKey[Kernel]()
+HELP_STRICT = (
+    "fail, instead of skipping, tests whose kernel lacks what their ktstr marker requires or"
+    " whose kernel artifacts are missing: for CI that must prove coverage."
+)
+KERNELS_KEY = pytest.StashKey[dict[str, Kernel]]()
+ARTIFACTS_KEY = pytest.StashKey[dict[str, KernelArtifacts]]()
 STORE_KEY = pytest.StashKey[Store]()
 BYTES_KEY = pytest.StashKey[VmlinuxBytesCache]()
 WORKER_TOTALS_KEY = pytest.StashKey[StoreStats]()
@@ -77,7 +89,9 @@ WORKER_TOTALS_KEY = pytest.StashKey[StoreStats]()
 
 def pytest_addoption(parser: pytest.Parser) -> None:
     group = parser.getgroup("ktstr-vmlinux", "kernel vmlinux fixtures (pytest-ktstr-vmlinux)")
-    group.addoption("--kernel", dest="ktstr_kernel", metavar="SPEC", help=HELP_KERNEL)
+    group.addoption(
+        "--kernel", dest="ktstr_kernel", action="append", metavar="[LABEL=]SPEC", help=HELP_KERNEL
+    )
     group.addoption("--vmlinux", dest="ktstr_vmlinux", metavar="PATH", help=HELP_VMLINUX)
     group.addoption(
         "--kernel-sysroot", dest="ktstr_kernel_sysroot", metavar="DIR", help=HELP_SYSROOT
@@ -91,6 +105,7 @@ def pytest_addoption(parser: pytest.Parser) -> None:
         action="store_true",
         help=HELP_ALLOW_EXTRACTED,
     )
+    group.addoption("--kernel-strict", dest="ktstr_strict", action="store_true", help=HELP_STRICT)
     group.addoption(
         "--kernel-cache-dir", dest="ktstr_cache_dir", metavar="DIR", help=HELP_CACHE_DIR
     )
@@ -107,19 +122,69 @@ def pytest_addoption(parser: pytest.Parser) -> None:
 
 
 def pytest_configure(config: pytest.Config) -> None:
+    config.addinivalue_line("markers", HELP_MARKER)
     if config.option.help or config.option.version:
         return
     try:
-        store = _open_store(config)
-        config.stash[KERNEL_KEY] = _resolve_from_config(config, store)
+        store = open_config_store(config)
+        kernels = resolve_kernels(config, store)
     except KernelSpecError as e:
         raise pytest.UsageError(f"ktstr: {e}") from None
+    config.stash[KERNELS_KEY] = {k.label: k for k in kernels}
+    config.stash[ARTIFACTS_KEY] = {k.label: KernelArtifacts(k) for k in kernels}
     config.stash[STORE_KEY] = store
     loader = SnapshotLoader(store) if isinstance(store, ArtifactStore) else None
     config.stash[BYTES_KEY] = VmlinuxBytesCache(loader=loader)
     config.stash[WORKER_TOTALS_KEY] = StoreStats()
     if config.pluginmanager.hasplugin("xdist"):
         config.pluginmanager.register(_XdistStoreStats(config), "ktstr-vmlinux-xdist")
+    if not is_xdist_worker(config):
+        config.pluginmanager.register(KernelResults(kernels), "ktstr-vmlinux-results")
+
+
+@pytest.hookimpl(tryfirst=True)
+def pytest_pycollect_makeitem(collector: pytest.Collector, name: str, obj: object) -> None:
+    """A ``ktstr`` test needs a kernel even when it names no kernel fixture: make it use
+    ``kernel``, before pytest computes its fixtures, so it runs once per kernel too."""
+    if not inspect.isfunction(obj):
+        return
+    marks = getattr(obj, "pytestmark", [])
+    marked = any(m.name == MARKER for m in marks) or next(collector.iter_markers(MARKER), None)
+    if marked and not any(m.name == "usefixtures" and KERNEL_FIXTURE in m.args for m in marks):
+        pytest.mark.usefixtures(KERNEL_FIXTURE)(obj)
+
+
+def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
+    for mark in metafunc.definition.iter_markers(MARKER):
+        _requirements(mark, metafunc.definition.nodeid)
+    kernels = metafunc.config.stash.get(KERNELS_KEY, None)
+    if kernels and len(kernels) > 1 and KERNEL_FIXTURE in metafunc.fixturenames:
+        labels = list(kernels)
+        metafunc.parametrize(KERNEL_FIXTURE, labels, indirect=True, ids=labels, scope="session")
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    for item in items:
+        kernel = _item_kernel(item)
+        if kernel is not None:
+            item.user_properties.extend(case_properties(kernel))
+
+
+@pytest.hookimpl(tryfirst=True)
+def pytest_runtest_setup(item: pytest.Item) -> None:
+    """Check the test's ``ktstr`` requirements before any fixture is built."""
+    marks = list(item.iter_markers(MARKER))
+    kernel = _item_kernel(item)
+    if not marks or kernel is None:
+        return
+    requirements = [_requirements(mark, item.nodeid) for mark in marks]
+    verdict = check(requirements, item.config.stash[ARTIFACTS_KEY][kernel.label])
+    if not verdict.ok:
+        message = f"ktstr: {verdict.reason(_kernel_name(kernel))}"
+        if not item.config.getoption("ktstr_strict"):
+            # Reported at the test, not here, as pytest's own skip markers are.
+            raise pytest.skip.Exception(message, _use_item_location=True)
+        _skip_or_fail(item.config, message)
 
 
 def pytest_sessionfinish(session: pytest.Session) -> None:
@@ -131,7 +196,7 @@ def pytest_sessionfinish(session: pytest.Session) -> None:
 
 def pytest_terminal_summary(terminalreporter: Any, config: pytest.Config) -> None:
     store = config.stash.get(STORE_KEY, None)
-    if store is None or _is_xdist_worker(config):
+    if store is None or is_xdist_worker(config):
         return
     workers = config.stash[WORKER_TOTALS_KEY]
     built = store.stats.built + workers.built
@@ -155,9 +220,12 @@ class _XdistStoreStats:
             totals.reused += int(stats.get("reused", 0))
 
 
-def pytest_report_header(config: pytest.Config) -> str | None:
-    kernel = config.stash.get(KERNEL_KEY, None)
-    return header_line(kernel) if kernel is not None else None
+def pytest_report_header(config: pytest.Config) -> list[str] | None:
+    kernels = config.stash.get(KERNELS_KEY, None)
+    if not kernels:
+        return None
+    several = len(kernels) > 1
+    return [header_line(k) + (f" label={k.label}" if several else "") for k in kernels.values()]
 
 
 def header_line(kernel: Kernel) -> str:
@@ -171,61 +239,50 @@ def header_line(kernel: Kernel) -> str:
 
 
 @pytest.fixture(scope="session")
-def kernel(pytestconfig: pytest.Config) -> Kernel:
-    """The kernel named by --kernel / $KTSTR_KERNEL / ini ktstr_kernel, else the running one."""
-    return pytestconfig.stash[KERNEL_KEY]
+def kernel(request: pytest.FixtureRequest) -> Kernel:
+    """The kernel under test: one of --kernel / $KTSTR_KERNEL_LIST / $KTSTR_KERNEL / ini
+    ktstr_kernel, else the running one; with several, each in turn."""
+    kernels = request.config.stash[KERNELS_KEY]
+    label = getattr(request, "param", None)
+    if label is not None:
+        return kernels[label]
+    if len(kernels) > 1:
+        pytest.fail(
+            f"ktstr: this run has {len(kernels)} kernels ({', '.join(kernels)}); request"
+            " `kernel` as a test or fixture argument (not request.getfixturevalue) so the test"
+            " runs once per kernel",
+            pytrace=False,
+        )
+    return next(iter(kernels.values()))
 
 
 @pytest.fixture(scope="session")
-def vmlinux_path(kernel: Kernel) -> Path:
+def vmlinux_path(kernel: Kernel, pytestconfig: pytest.Config) -> Path:
     """The vmlinux ELF of ``kernel``; errors (named kernel) or skips (default) when missing."""
     if kernel.vmlinux is None:
-        _missing_vmlinux(kernel)
+        _missing_vmlinux(pytestconfig, kernel)
     return kernel.vmlinux
 
 
 @pytest.fixture(scope="session")
-def kernel_config(kernel: Kernel) -> KernelConfig:
+def kernel_config(kernel: Kernel, pytestconfig: pytest.Config) -> KernelConfig:
     """The kernel's config (.config, /boot/config-R or IKCONFIG); errors or skips like
     ``vmlinux_path`` when there is none."""
-    try:
-        config = kernel.config
-    except KernelArtifactError as e:
-        message = str(e)
-    else:
-        if config is not None:
-            return config
-        message = (
-            f"no kernel config for {kernel.spec.raw!r}: no .config in a build tree, no"
-            f" /boot/config-{kernel.release}, no IKCONFIG in the image or vmlinux"
-        )
-    if not kernel.spec.named_by_user:
-        pytest.skip(f"ktstr: {message}")
-    pytest.fail(f"ktstr: {message}", pytrace=False)
+    return _derived(pytestconfig, kernel, KernelArtifacts.config)
 
 
 @pytest.fixture(scope="session")
-def kernel_symbols(kernel: Kernel) -> KernelSymbols:
+def kernel_symbols(kernel: Kernel, pytestconfig: pytest.Config) -> KernelSymbols:
     """The kernel's symbols (``ksyms["runqueues"]``), built once through the store; errors or
     skips like ``vmlinux_path`` when the kernel has none."""
-    return _derived(kernel, load_symbols)
+    return _derived(pytestconfig, kernel, KernelArtifacts.symbols)
 
 
 @pytest.fixture(scope="session")
-def kernel_btf(kernel: Kernel) -> BTF:
+def kernel_btf(kernel: Kernel, pytestconfig: pytest.Config) -> BTF:
     """The kernel's BTF (``btf.offsetof("struct rq", "nr_running")``), indexed once through the
     store; errors or skips like ``vmlinux_path`` when the kernel has none."""
-    return _derived(kernel, load_btf)
-
-
-def _derived(kernel: Kernel, load: Callable[[Kernel], T]) -> T:
-    try:
-        return load(kernel)
-    except KernelArtifactError as e:
-        message = str(e)
-    if not kernel.spec.named_by_user:
-        pytest.skip(f"ktstr: {message}")
-    pytest.fail(f"ktstr: {message}", pytrace=False)
+    return _derived(pytestconfig, kernel, KernelArtifacts.btf)
 
 
 @pytest.fixture(scope="session")
@@ -246,118 +303,54 @@ def vmlinux_bytes(vmlinux_path: Path, pytestconfig: pytest.Config) -> memoryview
     pytest.fail(f"ktstr: {message}", pytrace=False)
 
 
-def _missing_vmlinux(kernel: Kernel) -> NoReturn:
+def _derived(config: pytest.Config, kernel: Kernel, load: Callable[[KernelArtifacts], T]) -> T:
+    try:
+        return load(config.stash[ARTIFACTS_KEY][kernel.label])
+    except KernelArtifactError as e:
+        message = str(e)
+    if not kernel.spec.named_by_user:
+        _skip_or_fail(config, f"ktstr: {message}")
+    pytest.fail(f"ktstr: {message}", pytrace=False)
+
+
+def _missing_vmlinux(config: pytest.Config, kernel: Kernel) -> NoReturn:
     if not kernel.spec.named_by_user:
         # Nobody asked for this kernel: a host without debug symbols is not a failure.
-        pytest.skip(
+        _skip_or_fail(
+            config,
             f"ktstr: no vmlinux for the running kernel {kernel.release}:"
-            f" {kernel.report.summary()}; install its debug package or pass --kernel"
+            f" {kernel.report.summary()}; install its debug package or pass --kernel",
         )
     pytest.fail(f"ktstr: {kernel.missing_vmlinux_message()}", pytrace=False)
 
 
-def _resolve_from_config(config: pytest.Config, store: Store) -> Kernel:
-    invocation = config.invocation_params.dir
-    ini_base = _ini_base(config)
-    kernel_setting = select_setting(
-        [
-            (SpecSource.OPTION, config.getoption("ktstr_kernel")),
-            (SpecSource.ENV, os.environ.get(ENV_KERNEL)),
-            (SpecSource.INI, _ini(config, INI_KERNEL)),
-        ]
-    ) or (RUNNING, SpecSource.DEFAULT)
-    raw, source = kernel_setting
-    spec = parse_kernel_spec(
-        raw, source=source, base=ini_base if source is SpecSource.INI else invocation
-    )
-    sysroot = _sysroot(config, invocation, ini_base)
-    return resolve_kernel(
-        spec,
-        vmlinux=config.getoption("ktstr_vmlinux"),
-        sysroot=sysroot,
-        base=invocation,
-        store=store,
-        verify=not config.getoption("ktstr_no_verify"),
-        allow_extracted=config.getoption("ktstr_allow_extracted"),
-    )
+def _skip_or_fail(config: pytest.Config, message: str) -> NoReturn:
+    if config.getoption("ktstr_strict"):
+        pytest.fail(f"{message} (--kernel-strict)", pytrace=False)
+    pytest.skip(message)
 
 
-def _sysroot(config: pytest.Config, invocation: Path, ini_base: Path) -> Path | None:
-    setting = select_setting(
-        [
-            (SpecSource.OPTION, config.getoption("ktstr_kernel_sysroot")),
-            (SpecSource.ENV, os.environ.get(ENV_SYSROOT)),
-            (SpecSource.INI, _ini(config, INI_SYSROOT)),
-        ]
-    )
-    if setting is None:
-        return None
-    raw, source = setting
-    base = ini_base if source is SpecSource.INI else invocation
-    return _validate_sysroot(raw, source, base)
-
-
-def _validate_sysroot(raw: str, source: SpecSource, base: Path) -> Path:
-    path = base / os.path.expanduser(raw)
-    if not path.is_dir():
-        why = "does not exist" if not path.exists() else "is not a directory"
-        raise KernelSpecError(f"kernel sysroot {raw!r} (from {source.value}): {path} {why}")
-    return path
-
-
-def _open_store(config: pytest.Config) -> Store:
-    if config.getoption("ktstr_no_cache"):
-        return MemoryStore()
-    invocation = config.invocation_params.dir
-    setting = select_setting(
-        [
-            (SpecSource.OPTION, config.getoption("ktstr_cache_dir")),
-            (SpecSource.ENV, os.environ.get(ENV_CACHE_DIR)),
-            (SpecSource.INI, _ini(config, INI_CACHE_DIR)),
-        ]
-    )
-    directory = None
-    if setting is not None:
-        raw, source = setting
-        base = _ini_base(config) if source is SpecSource.INI else invocation
-        directory = base / os.path.expanduser(raw)
+def _requirements(mark: pytest.Mark, nodeid: str) -> Requirements:
     try:
-        store, problem = open_store(directory, max_size=_validate_max_size(config))
-    except InsecureStoreError as e:
-        raise KernelSpecError(str(e)) from None
-    worker = _is_xdist_worker(config)
-    if problem is not None and not worker:
-        # Workers fall back the same way; the controller says so once for the run.
-        config.issue_config_time_warning(StoreWarning(f"ktstr: {problem}"), stacklevel=2)
-    if config.getoption("ktstr_cache_clear") and not worker and isinstance(store, ArtifactStore):
-        store.clear()
-    return store
-
-
-def _validate_max_size(config: pytest.Config) -> int:
-    setting = select_setting(
-        [
-            (SpecSource.ENV, os.environ.get(ENV_CACHE_MAX_SIZE)),
-            (SpecSource.INI, _ini(config, INI_CACHE_MAX_SIZE)),
-        ]
-    )
-    if setting is None:
-        return DEFAULT_MAX_SIZE
-    raw, source = setting
-    try:
-        return parse_size(raw)
+        return Requirements.parse(mark.args, mark.kwargs)
     except ValueError as e:
-        raise KernelSpecError(f"kernel cache max size (from {source.value}): {e}") from None
+        pytest.fail(f"{nodeid}: {e}", pytrace=False)
 
 
-def _is_xdist_worker(config: pytest.Config) -> bool:
-    return hasattr(config, "workerinput")
+def _item_kernel(item: pytest.Item) -> Kernel | None:
+    """The kernel an item runs on, None for a test that uses no kernel."""
+    if KERNEL_FIXTURE not in getattr(item, "fixturenames", ()):
+        return None
+    kernels = item.config.stash.get(KERNELS_KEY, None)
+    if not kernels:
+        return None
+    callspec = getattr(item, "callspec", None)
+    label = callspec.params.get(KERNEL_FIXTURE) if callspec is not None else None
+    return kernels.get(label) if isinstance(label, str) else next(iter(kernels.values()))
 
 
-def _ini_base(config: pytest.Config) -> Path:
-    return config.inipath.parent if config.inipath else config.rootpath
-
-
-def _ini(config: pytest.Config, name: str) -> str | None:
-    value = config.getini(name)
-    return value if isinstance(value, str) else None
+def _kernel_name(kernel: Kernel) -> str:
+    """``6.1.0-56-cloud-amd64``, or ``deb (6.1.0-56-cloud-amd64)`` when labelled otherwise."""
+    if kernel.release and kernel.release != kernel.label:
+        return f"{kernel.label} ({kernel.release})"
+    return kernel.label

@@ -163,7 +163,7 @@ def test_help_strings_state_the_precedence(
     result = _run(pytester, "--help")
     assert result.ret == 0
     text = " ".join(result.stdout.str().split())
-    assert "--kernel > $KTSTR_KERNEL > ini ktstr_kernel > running" in text
+    assert "--kernel > $KTSTR_KERNEL_LIST > $KTSTR_KERNEL > ini ktstr_kernel > running" in text
     assert "--kernel-sysroot > $KTSTR_KERNEL_SYSROOT > ini ktstr_kernel_sysroot" in text
     assert "ktstr_kernel (string):" in text
 

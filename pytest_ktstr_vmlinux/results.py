@@ -1,0 +1,128 @@
+"""Results per kernel: what CI reads after a run over several kernels.
+
+Each test that runs on a kernel carries ``ktstr_kernel`` (label), ``ktstr_release`` and
+``ktstr_build_id`` in its user properties, which pytest's JUnit XML writes per test case and
+pytest-xdist carries from workers to the controller. There, reports are tallied per label for
+the terminal summary; the JUnit suite gets ``ktstr_kernels``, a JSON list of the kernels.
+"""
+
+from __future__ import annotations
+
+import json
+from collections import Counter
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import pytest
+
+from .kernel import Kernel
+
+PROP_KERNEL = "ktstr_kernel"
+PROP_RELEASE = "ktstr_release"
+PROP_BUILD_ID = "ktstr_build_id"
+PROP_SUITE = "ktstr_kernels"
+_SKIPPED_PREFIX = "Skipped: "
+
+
+def case_properties(kernel: Kernel) -> list[tuple[str, str]]:
+    """The per-test-case JUnit properties; "" for what is unknown."""
+    return [
+        (PROP_KERNEL, kernel.label),
+        (PROP_RELEASE, kernel.release or ""),
+        (PROP_BUILD_ID, kernel.build_id or ""),
+    ]
+
+
+def suite_property(kernels: Sequence[Kernel]) -> str:
+    """The JUnit suite property's value: every kernel, in the order given."""
+    return json.dumps(
+        [
+            {
+                "label": k.label,
+                "spec": k.spec.raw,
+                "release": k.release or "",
+                "build_id": k.build_id or "",
+                "image": str(k.image or ""),
+                "vmlinux": str(k.vmlinux or ""),
+            }
+            for k in kernels
+        ]
+    )
+
+
+@dataclass
+class KernelTally:
+    """Final outcomes of one kernel's tests, and why the skipped ones were skipped."""
+
+    outcomes: dict[str, str] = field(default_factory=dict)  # nodeid -> passed/failed/skipped
+    skip_reasons: dict[str, str] = field(default_factory=dict)
+
+    def add(self, report: pytest.TestReport) -> None:
+        """A test fails if any phase fails, else is skipped if a phase skipped, else passes."""
+        nodeid, before = report.nodeid, self.outcomes.get(report.nodeid)
+        if report.failed:
+            self.outcomes[nodeid] = "failed"
+        elif report.skipped and before != "failed":
+            self.outcomes[nodeid] = "skipped"
+            self.skip_reasons[nodeid] = _skip_reason(report)
+        elif report.when == "call" and before is None:
+            self.outcomes[nodeid] = "passed"
+
+    def lines(self, kernel: Kernel) -> list[str]:
+        counts = Counter(self.outcomes.values())
+        release = (
+            f" ({kernel.release})" if kernel.release and kernel.release != kernel.label else ""
+        )
+        head = (
+            f"ktstr: kernel {kernel.label}{release}: {counts['passed']} passed,"
+            f" {counts['failed']} failed, {counts['skipped']} skipped"
+        )
+        reasons = Counter(
+            self.skip_reasons[n] for n, outcome in self.outcomes.items() if outcome == "skipped"
+        )
+        return [head] + [f"  {n} skipped: {why}" for why, n in reasons.most_common()]
+
+
+class KernelResults:
+    """The controller's (or a run without xdist) per-kernel tally of test reports."""
+
+    def __init__(self, kernels: Sequence[Kernel]) -> None:
+        self.kernels = list(kernels)
+        self.tallies = {k.label: KernelTally() for k in kernels}
+
+    def pytest_runtest_logreport(self, report: pytest.TestReport) -> None:
+        label = dict(report.user_properties).get(PROP_KERNEL)
+        tally = self.tallies.get(label) if isinstance(label, str) else None
+        if tally is not None:
+            tally.add(report)
+
+    def pytest_sessionstart(self, session: pytest.Session) -> None:
+        xml = _junit_xml(session.config)
+        if xml is not None:
+            xml.add_global_property(PROP_SUITE, suite_property(self.kernels))
+
+    def pytest_terminal_summary(self, terminalreporter: Any) -> None:
+        for kernel in self.kernels:
+            tally = self.tallies[kernel.label]
+            if tally.outcomes:
+                for line in tally.lines(kernel):
+                    terminalreporter.write_line(line)
+
+
+def _skip_reason(report: pytest.TestReport) -> str:
+    longrepr = report.longrepr
+    if isinstance(longrepr, tuple) and len(longrepr) == 3:
+        reason = str(longrepr[2])
+        return reason.removeprefix(_SKIPPED_PREFIX)
+    return str(longrepr)
+
+
+def _junit_xml(config: pytest.Config) -> Any:
+    """pytest's JUnit XML writer, when --junitxml is on; its stash key is not public API, so a
+    pytest that moved it loses the suite property, not the run."""
+    try:
+        from _pytest.junitxml import xml_key
+    except ImportError:
+        return None
+    return config.stash.get(xml_key, None)

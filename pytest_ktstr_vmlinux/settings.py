@@ -1,0 +1,158 @@
+"""The plugin's settings read from a pytest config: kernels, sysroot and store.
+
+Every setting follows one precedence rule: command-line option > environment > ini > default.
+Relative paths from the command line or the environment are taken from the invocation
+directory; relative paths from an ini file are taken from that file's directory.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+from pathlib import Path
+
+import pytest
+
+from .errors import KernelSpecError
+from .kernel import Kernel, resolve_kernel
+from .kernelset import KernelItem, assign_labels, parse_kernel_item, split_kernel_list
+from .memstore import MemoryStore, Store
+from .spec import RUNNING, SpecSource, parse_kernel_spec, select_setting
+from .store import ArtifactStore, StoreWarning
+from .storeconfig import ENV_CACHE_DIR, ENV_CACHE_MAX_SIZE, open_store
+from .storedir import DEFAULT_MAX_SIZE, InsecureStoreError, parse_size
+
+ENV_KERNEL = "KTSTR_KERNEL"
+ENV_KERNEL_LIST = "KTSTR_KERNEL_LIST"
+ENV_SYSROOT = "KTSTR_KERNEL_SYSROOT"
+INI_KERNEL = "ktstr_kernel"
+INI_SYSROOT = "ktstr_kernel_sysroot"
+INI_CACHE_DIR = "ktstr_cache_dir"
+INI_CACHE_MAX_SIZE = "ktstr_cache_max_size"
+
+
+def resolve_kernels(config: pytest.Config, store: Store) -> list[Kernel]:
+    """Every kernel of the run, labelled, in the order given; KernelSpecError for bad input."""
+    items, source = _kernel_items(config)
+    invocation = config.invocation_params.dir
+    base = _ini_base(config) if source is SpecSource.INI else invocation
+    vmlinux = config.getoption("ktstr_vmlinux")
+    if vmlinux and len(items) > 1:
+        raise KernelSpecError(
+            f"--vmlinux {vmlinux} names one kernel's vmlinux, but {len(items)} kernels are"
+            " given; pass their images or build trees and let each find its own"
+        )
+    sysroot = _sysroot(config, invocation)
+    kernels = [
+        resolve_kernel(
+            parse_kernel_spec(item.spec, source=source, base=base),
+            vmlinux=vmlinux,
+            sysroot=sysroot,
+            base=invocation,
+            store=store,
+            verify=not config.getoption("ktstr_no_verify"),
+            allow_extracted=config.getoption("ktstr_allow_extracted"),
+        )
+        for item in items
+    ]
+    labels = assign_labels(items, kernels)
+    return [dataclasses.replace(k, label=label) for k, label in zip(kernels, labels, strict=True)]
+
+
+def _kernel_items(config: pytest.Config) -> tuple[list[KernelItem], SpecSource]:
+    """--kernel (repeatable) > $KTSTR_KERNEL_LIST > $KTSTR_KERNEL > ini ktstr_kernel > running."""
+    options = [v for v in config.getoption("ktstr_kernel") or () if v.strip()]
+    if options:
+        return [parse_kernel_item(v, "--kernel") for v in options], SpecSource.OPTION
+    listed = split_kernel_list(os.environ.get(ENV_KERNEL_LIST, ""))
+    if listed:
+        return [parse_kernel_item(v, f"${ENV_KERNEL_LIST}") for v in listed], SpecSource.ENV
+    single = os.environ.get(ENV_KERNEL, "").strip()
+    if single:
+        return [parse_kernel_item(single, f"${ENV_KERNEL}")], SpecSource.ENV
+    ini = split_kernel_list(_ini(config, INI_KERNEL) or "")
+    if ini:
+        return [parse_kernel_item(v, f"ini {INI_KERNEL}") for v in ini], SpecSource.INI
+    return [KernelItem(None, RUNNING)], SpecSource.DEFAULT
+
+
+def _sysroot(config: pytest.Config, invocation: Path) -> Path | None:
+    setting = select_setting(
+        [
+            (SpecSource.OPTION, config.getoption("ktstr_kernel_sysroot")),
+            (SpecSource.ENV, os.environ.get(ENV_SYSROOT)),
+            (SpecSource.INI, _ini(config, INI_SYSROOT)),
+        ]
+    )
+    if setting is None:
+        return None
+    raw, source = setting
+    base = _ini_base(config) if source is SpecSource.INI else invocation
+    return _validate_sysroot(raw, source, base)
+
+
+def _validate_sysroot(raw: str, source: SpecSource, base: Path) -> Path:
+    path = base / os.path.expanduser(raw)
+    if not path.is_dir():
+        why = "does not exist" if not path.exists() else "is not a directory"
+        raise KernelSpecError(f"kernel sysroot {raw!r} (from {source.value}): {path} {why}")
+    return path
+
+
+def open_config_store(config: pytest.Config) -> Store:
+    """The run's artifact store; cleared first with --kernel-cache-clear (by the controller)."""
+    if config.getoption("ktstr_no_cache"):
+        return MemoryStore()
+    invocation = config.invocation_params.dir
+    setting = select_setting(
+        [
+            (SpecSource.OPTION, config.getoption("ktstr_cache_dir")),
+            (SpecSource.ENV, os.environ.get(ENV_CACHE_DIR)),
+            (SpecSource.INI, _ini(config, INI_CACHE_DIR)),
+        ]
+    )
+    directory = None
+    if setting is not None:
+        raw, source = setting
+        base = _ini_base(config) if source is SpecSource.INI else invocation
+        directory = base / os.path.expanduser(raw)
+    try:
+        store, problem = open_store(directory, max_size=_validate_max_size(config))
+    except InsecureStoreError as e:
+        raise KernelSpecError(str(e)) from None
+    worker = is_xdist_worker(config)
+    if problem is not None and not worker:
+        # Workers fall back the same way; the controller says so once for the run.
+        config.issue_config_time_warning(StoreWarning(f"ktstr: {problem}"), stacklevel=2)
+    if config.getoption("ktstr_cache_clear") and not worker and isinstance(store, ArtifactStore):
+        store.clear()
+    return store
+
+
+def _validate_max_size(config: pytest.Config) -> int:
+    setting = select_setting(
+        [
+            (SpecSource.ENV, os.environ.get(ENV_CACHE_MAX_SIZE)),
+            (SpecSource.INI, _ini(config, INI_CACHE_MAX_SIZE)),
+        ]
+    )
+    if setting is None:
+        return DEFAULT_MAX_SIZE
+    raw, source = setting
+    try:
+        return parse_size(raw)
+    except ValueError as e:
+        raise KernelSpecError(f"kernel cache max size (from {source.value}): {e}") from None
+
+
+def is_xdist_worker(config: pytest.Config) -> bool:
+    return hasattr(config, "workerinput")
+
+
+def _ini_base(config: pytest.Config) -> Path:
+    return config.inipath.parent if config.inipath else config.rootpath
+
+
+def _ini(config: pytest.Config, name: str) -> str | None:
+    value = config.getini(name)
+    return value if isinstance(value, str) else None
