@@ -22,7 +22,8 @@ def test_rq_layout_for_reading_nr_running(kernel_symbols: KernelSymbols, kernel_
     nr_running = kernel_btf.offsetof("struct rq", "nr_running")
     clock = kernel_btf.member("struct rq", "clock")
     assert 0 <= nr_running < kernel_btf.sizeof("struct rq")
-    assert clock.offset % 8 == 0 and kernel_btf.sizeof(clock.type_id) == 8
+    assert clock.offset % 8 == 0
+    assert kernel_btf.sizeof(clock.type_id) == 8
     assert kernel_symbols["runqueues"] != 0
 
 
@@ -35,7 +36,8 @@ def test_per_cpu_runqueues(
     offsets = kernel_symbols.symbol("__per_cpu_offset")
     assert kernel_symbols.lookup(offsets.value) == ("__per_cpu_offset", 0)
     if offsets.section is not None:  # an ELF symbol table: sections and exact sizes are known
-        assert runqueues.percpu and not offsets.percpu
+        assert runqueues.percpu
+        assert not offsets.percpu
         assert runqueues.size == kernel_btf.sizeof("struct rq")
         assert offsets.size == 8 * int(str(kernel_config["NR_CPUS"]))
 
@@ -61,7 +63,8 @@ def test_eevdf_fields(kernel_btf: BTF) -> None:
 @ktstr_test(max_version="6.5", btf=["struct sched_entity"])
 def test_pre_eevdf_has_no_deadline(kernel_btf: BTF) -> None:
     fields = {m.name for m in kernel_btf.type("struct sched_entity").members}
-    assert "deadline" not in fields and "vruntime" in fields
+    assert "deadline" not in fields
+    assert "vruntime" in fields
 
 
 @ktstr_test(config=["!PREEMPT_RT"], arch="x86_64")

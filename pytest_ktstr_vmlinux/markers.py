@@ -6,7 +6,9 @@ Importable without pytest being imported: the library side of the package stays 
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import Any
+from typing import TypeVar, cast, overload
+
+F = TypeVar("F", bound=Callable[..., object])
 
 MARKER = "ktstr"
 HELP_MARKER = (
@@ -15,15 +17,23 @@ HELP_MARKER = (
 )
 
 
-def ktstr_test(*func: Callable[..., object], **requirements: object) -> Any:
+@overload
+def ktstr_test(func: F, /) -> F: ...
+
+
+@overload
+def ktstr_test(**requirements: object) -> Callable[[F], F]: ...
+
+
+def ktstr_test(func: F | None = None, /, **requirements: object) -> F | Callable[[F], F]:
     """``@ktstr_test(config=["SCHED_CLASS_EXT"])``: the ``ktstr`` marker as a decorator; it stacks
     with other markers, and a bare ``@ktstr_test`` marks a test with no requirements. Arguments
     are checked at collection, where a mistake is reported against the test."""
     import pytest
 
     mark = pytest.mark.ktstr(**requirements)
-    if len(func) == 1 and callable(func[0]) and not requirements:
-        return mark(func[0])
-    if func:
-        raise TypeError("ktstr_test takes keyword arguments only, like the ktstr marker")
-    return mark
+    if func is None:
+        return cast("Callable[[F], F]", mark)
+    if not callable(func) or requirements:
+        raise TypeError(f"ktstr_test takes keyword arguments only, like the marker; got {func!r}")
+    return cast(F, mark(func))
