@@ -9,6 +9,8 @@ Ours:
 
 - cold: ``KernelSymbols.from_vmlinux`` with a new MemoryStore (unpack, sort, pack), and with a
   new ArtifactStore in an empty directory (the same, plus writing and checksumming the file);
+  each with the C sorts of the optional ``_symsort`` extension and with the Python fallback
+  (``symsort.NATIVE`` switched off), whose artifacts must be byte-identical;
 - warm: a fresh interpreter opening the filled ArtifactStore and loading (store lookup, checksum,
   mapping); timed from after the imports, as a pytest-xdist worker would pay it. Imports are
   shown apart;
@@ -33,15 +35,18 @@ import sys
 import tempfile
 import time
 from bisect import bisect_right
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
-from typing import Any
+from typing import Any, BinaryIO
+from unittest import mock
 
 from kernels import debian_vmlinux
 
+from pytest_ktstr_vmlinux import symsort
 from pytest_ktstr_vmlinux.memstore import MemoryStore
 from pytest_ktstr_vmlinux.store import ArtifactStore
-from pytest_ktstr_vmlinux.symbols import KernelSymbols
+from pytest_ktstr_vmlinux.symbols import KIND, VERSION, KernelSymbols
 
 LOOKUPS = 100_000
 PYELFTOOLS_GOAL = 20.0  # pyelftools / cold, at least
@@ -86,6 +91,28 @@ def nm_process(path: Path) -> None:
     subprocess.run(["nm", str(path)], stdout=subprocess.DEVNULL, check=True)
 
 
+@contextmanager
+def python_sorts() -> Iterator[None]:
+    """Cold builds in this block sort in Python, as without a C compiler at install time."""
+    with mock.patch.object(symsort, "NATIVE", False):
+        yield
+
+
+def artifact(path: Path) -> bytes:
+    """The packed symbols a cold build writes."""
+    store = MemoryStore()
+    KernelSymbols.from_vmlinux(path, store)
+    return store.get_or_build(path, KIND, VERSION, _built_already).read_bytes()
+
+
+def _built_already(path: Path, out: BinaryIO) -> None:
+    raise AssertionError("built twice")
+
+
+def cold_memory_store(path: Path) -> KernelSymbols:
+    return KernelSymbols.from_vmlinux(path, MemoryStore())
+
+
 def cold_artifact_store(path: Path) -> KernelSymbols:
     directory = Path(tempfile.mkdtemp(prefix="bench-symbols-"))
     try:
@@ -125,8 +152,14 @@ def main() -> int:
         if ksyms[name] != baseline[name]:
             raise SystemExit(f"{name}: {ksyms[name]:#x} != pyelftools {baseline[name]:#x}")
     nm_process(path)
+    if symsort.NATIVE:
+        with python_sorts():
+            fallback = artifact(path)
+        if artifact(path) != fallback:
+            raise SystemExit("the C and the Python sorts packed different artifacts")
 
-    samples: dict[str, list[float]] = {k: [] for k in ("elftools", "nm", "mem", "disk", "warm")}
+    kinds = ("elftools", "nm", "mem", "disk", "mem_py", "disk_py", "warm")
+    samples: dict[str, list[float]] = {k: [] for k in kinds}
     imports: list[float] = []
     with tempfile.TemporaryDirectory(prefix="bench-symbols-warm-") as tmp:
         store_dir = Path(tmp) / "store"
@@ -135,8 +168,11 @@ def main() -> int:
             if round_ < 3:  # 2 s a run: three are enough for a 20x question
                 samples["elftools"].append(timed(lambda: pyelftools_dict(path)))
             samples["nm"].append(timed(lambda: nm_process(path)))
-            samples["mem"].append(timed(lambda: KernelSymbols.from_vmlinux(path, MemoryStore())))
+            samples["mem"].append(timed(lambda: cold_memory_store(path)))
             samples["disk"].append(timed(lambda: cold_artifact_store(path)))
+            with python_sorts():
+                samples["mem_py"].append(timed(lambda: cold_memory_store(path)))
+                samples["disk_py"].append(timed(lambda: cold_artifact_store(path)))
             child = warm_child(store_dir, path)
             samples["warm"].append(child["load_ms"])
             imports.append(child["import_ms"])
@@ -161,19 +197,28 @@ def main() -> int:
     print(f"vmlinux: {path} ({path.stat().st_size / 2**20:.0f} MiB, {len(ksyms)} symbols kept)")
     print(f"{args.rounds} interleaved rounds (pyelftools: 3), page cache warm, medians")
     print()
-    print("| measure | baseline (ms) | ours (ms) | ratio (baseline / ours) |")
-    print("|---|---:|---:|---:|")
-    rows = [
-        ("cold load vs pyelftools iter_symbols, MemoryStore", med["elftools"], med["mem"]),
-        ("cold load vs pyelftools iter_symbols, new ArtifactStore", med["elftools"], med["disk"]),
-        ("cold load vs `nm` process, MemoryStore", med["nm"], med["mem"]),
-        ("cold load vs `nm` process, new ArtifactStore", med["nm"], med["disk"]),
+    c_sorts = "C sorts" if symsort.NATIVE else "C sorts (not built: Python)"
+    print(f"ours with the {c_sorts} of _symsort and with the Python fallback; ratio = base / ours")
+    print()
+    print(f"| measure | baseline (ms) | {c_sorts} (ms) | ratio | Python sorts (ms) | ratio |")
+    print("|---|---:|---:|---:|---:|---:|")
+    cold = [
+        ("cold load vs pyelftools iter_symbols, MemoryStore", med["elftools"], "mem"),
+        ("cold load vs pyelftools iter_symbols, new ArtifactStore", med["elftools"], "disk"),
+        ("cold load vs `nm` process, MemoryStore", med["nm"], "mem"),
+        ("cold load vs `nm` process, new ArtifactStore", med["nm"], "disk"),
+    ]
+    for label, base, key in cold:
+        ours, python = med[key], med[f"{key}_py"]
+        print(f"| {label} | {base:.1f} | {ours:.1f} | {base / ours:.2f}x", end=" ")
+        print(f"| {python:.1f} | {base / python:.2f}x |")
+    rows = [  # no sorting in these: one column
         ("warm load, fresh process (after imports) vs cold, MemoryStore", med["mem"], med["warm"]),
         (f"{LOOKUPS:,} lookups by name vs dict", *by_name),
         (f"{LOOKUPS:,} lookups by address vs bare bisect", *by_address),
     ]
     for label, base, ours in rows:
-        print(f"| {label} | {base:.1f} | {ours:.1f} | {base / ours:.2f}x |")
+        print(f"| {label} | {base:.1f} | {ours:.1f} | {base / ours:.2f}x | - | - |")
     print()
     print(f"fresh-process imports (not in warm): {statistics.median(imports):.1f} ms")
     print(f"per lookup: by name {by_name[1] / LOOKUPS * 1e3:.2f} us,", end=" ")

@@ -13,8 +13,9 @@ vmlinux). The result is one store artifact, laid out to be used in place::
 ``n`` counts every .symtab entry. Kept, and so in ``by_name`` (by name bytes; a duplicated name
 in .symtab order): the ``k`` defined (st_shndx not SHN_UNDEF), named entries other than
 STT_SECTION and STT_FILE. ``by_addr`` orders the ``s`` kept ones with a size by address (locals
-first at one address, as in .symtab, so walking back meets a global first). A warm load maps the
-artifact and casts the columns: nothing per symbol, no dict; names are bisected in place.
+first at one address, as in .symtab, so walking back meets a global first). Both orders are
+sorted by :mod:`.symsort`, in C when it was built, to the same bytes either way. A warm load maps
+the artifact and casts the columns: nothing per symbol, no dict; names are bisected in place.
 """
 
 from __future__ import annotations
@@ -34,6 +35,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import BinaryIO, Literal
 
+from . import symsort
 from .elf import elftools_errors
 from .errors import KernelArtifactError
 from .memstore import MemoryStore, Store
@@ -56,6 +58,10 @@ _Code = Literal["Q", "I", "H"]
 _FENCE = 64  # every 64th name, bisected in C before the mapped names are
 _SUGGEST_WINDOW = 32  # names either side of where a missing name would sort
 _WALK_BACK = 16  # sized symbols before an address tried for one containing it
+FUNCTIONS_ONLY_HELP = (
+    "lists functions only (the kernel was built without CONFIG_KALLSYMS_ALL): data symbols"
+    " need the debug vmlinux"
+)
 NO_SYMTAB_HELP = (
     "it is a stripped kernel ELF (like the one extracted from a bzImage). Symbols need the"
     " debug vmlinux of the same build: Debian/Ubuntu linux-image-<release>-dbg or"
@@ -102,6 +108,8 @@ class KernelSymbols:
     def __init__(self, payload: bytes | memoryview, source: str = "<symbols>") -> None:
         """Wrap a packed payload (what the store holds) without copying its columns."""
         self.source = source
+        # kallsyms of a kernel built without CONFIG_KALLSYMS_ALL: a missing name may be data.
+        self.functions_only = False
         self._offset = 0
         self._memo: dict[bytes, tuple[int, ...]] = {}  # names looked up; shared by views
         self._fence: list[bytes] = []
@@ -137,6 +145,8 @@ class KernelSymbols:
 
         kallsyms has no sizes: each symbol is taken to reach the next address, as the kernel's
         own lookups do. It has no section indexes either, so nothing is known to be per-CPU.
+        Without CONFIG_KALLSYMS_ALL it lists functions only (``functions_only``): told by the
+        absence of ``jiffies_64``, data that every kernel defines.
         """
         try:
             text = Path(path).read_text("utf-8", "surrogateescape")
@@ -144,7 +154,9 @@ class KernelSymbols:
             raise read_error(path, e) from None
         out = io.BytesIO()
         _pack(_parse_kallsyms(text, os.fspath(path)), out, os.fspath(path))
-        return cls(out.getvalue(), os.fspath(path))
+        ksyms = cls(out.getvalue(), os.fspath(path))
+        ksyms.functions_only = "jiffies_64" not in ksyms
+        return ksyms
 
     def __getitem__(self, name: str) -> int:
         return self._value(self._pick(name))
@@ -277,6 +289,8 @@ class KernelSymbols:
             raise self._damaged("a name index points past the table") from None
         close = difflib.get_close_matches(name, likely, n=5)
         hint = f"; did you mean {', '.join(close)}?" if close else ""
+        if self.functions_only:
+            hint += f"; {self.source} {FUNCTIONS_ONLY_HELP}"
         return f"no symbol {name!r} in {self.source}{hint}"
 
     def _slides(self, i: int) -> bool:
@@ -336,18 +350,13 @@ def _build(path: Path, out: BinaryIO) -> None:
 
 def _pack(t: _Table, out: BinaryIO, source: str) -> None:
     """Write the artifact: name and address orders sorted here, once, for every later load."""
-    text, n = t.strtab.decode("latin-1"), len(t.values)  # latin-1: sorting str sorts bytes
-    offsets = t.name_off.tolist()
-    # Each name runs from its offset to the next NUL; chained maps keep the loop in C.
-    ends = map(text.find, itertools.repeat("\0"), offsets)
-    names = list(map(text.__getitem__, map(slice, offsets, ends)))
-    by_name = array("I", sorted(itertools.compress(range(n), t.keep), key=names.__getitem__))
-    if by_name and not names[by_name[0]]:  # past the table, find() gave -1: "" sorts first
-        raise KernelArtifactError(f"{source}: a symbol name lies outside its string table")
+    try:
+        by_name = symsort.by_name(t.strtab, t.name_off, t.keep)
+    except ValueError as e:
+        raise KernelArtifactError(f"{source}: {e}") from None
+    n = len(t.values)
     sized = (_nonzero(t.sizes) & int.from_bytes(t.keep, "little")).to_bytes(n, "little")
-    # A list's __getitem__ is a faster sort key than an array's (no int boxing per call).
-    values = t.values.tolist()
-    by_addr = array("I", sorted(itertools.compress(range(n), sized), key=values.__getitem__))
+    by_addr = symsort.by_addr(t.values, sized)
     sections = "\0".join(t.sections).encode("utf-8", "surrogateescape")
     counts = (n, len(by_name), len(by_addr), len(t.strtab), len(sections))
     columns = (t.values, t.sizes, t.name_off, by_name, by_addr, t.shndx)

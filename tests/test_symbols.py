@@ -550,6 +550,20 @@ def test_kallsyms_synthetic(tmp_path: Path) -> None:
     assert ksyms.relocated(0x1000)["jiffies_64"] == 0xFFFFFFFF82001000
 
 
+def test_kallsyms_without_kallsyms_all_is_functions_only(tmp_path: Path) -> None:
+    full = KernelSymbols.from_kallsyms(write(tmp_path, KALLSYMS.encode(), "full"))
+    assert not full.functions_only
+    text_only = "".join(line + "\n" for line in KALLSYMS.splitlines() if " T " in line)
+    ksyms = KernelSymbols.from_kallsyms(write(tmp_path, text_only.encode(), "text"))
+    assert ksyms.functions_only
+    with pytest.raises(KeyError, match="CONFIG_KALLSYMS_ALL") as info:
+        ksyms["runqueues"]
+    assert "debug vmlinux" in str(info.value)
+    with pytest.raises(KeyError) as info:
+        full["runqueues"]
+    assert "KALLSYMS_ALL" not in str(info.value)
+
+
 def test_kallsyms_hidden_addresses(tmp_path: Path) -> None:
     hidden = "".join(f"0000000000000000 {line[17:]}\n" for line in KALLSYMS.splitlines())
     path = write(tmp_path, hidden.encode(), "kallsyms")
@@ -586,6 +600,7 @@ def test_kallsyms_of_this_machine() -> None:
         return
     ksyms = KernelSymbols.from_kallsyms()
     assert len(ksyms) == len(core)
+    assert ksyms.functions_only == all(fields[2] != "jiffies_64" for fields in core)
     counts: dict[str, list[int]] = defaultdict(list)
     for address, _, name in core:
         counts[name].append(int(address, 16))
