@@ -18,7 +18,7 @@ from .btf import BTF
 from .elf import ARCH_FAMILY, arch_matches
 from .errors import KernelArtifactError
 from .kconfig import CONFIG_PREFIX, KernelConfig
-from .symbols import KernelSymbols
+from .symbols import FUNCTIONS_ONLY_HELP, KernelSymbols
 from .versions import KernelVersion, parse_version, release_version
 
 R = TypeVar("R")
@@ -31,6 +31,11 @@ _BTF_RE = re.compile(
     r"(?:(struct|union|enum|typedef)\s+)?([A-Za-z_][A-Za-z0-9_]*)(?:\.(\S+))?", re.ASCII
 )
 _SYMBOL_RE = re.compile(r"\S+")
+# A member path as BTF.member() takes it: names (each with optional [index]) joined by dots.
+_MEMBER_RE = re.compile(
+    r"[A-Za-z_$][\w$]*(?:\[\d+\])*(?:\.[A-Za-z_$][\w$]*(?:\[\d+\])*)*", re.ASCII
+)
+_BTF_KINDS = ("struct", "union", "enum", "typedef", "func", "var")
 
 
 @dataclass(frozen=True)
@@ -64,17 +69,29 @@ class BTFRequirement:
     member: str | None = None
 
     def unmet(self, btf: BTF) -> str | None:
-        try:
-            btf.type(self.type)
-        except KeyError:
+        spellings = [self.type]
+        if " " not in self.type:  # a bare name: BTF refuses one several kinds share (kstat)
+            spellings += [f"{word} {self.type}" for word in _BTF_KINDS]
+        found = [spelling for spelling in spellings if _has_type(btf, spelling)]
+        if not found:
             return f"lacks BTF type {self.type}"
         if self.member is None:
             return None
-        try:
-            btf.member(self.type, self.member)
-        except KeyError:
-            return f"lacks BTF member {self.type}.{self.member}"
-        return None
+        for spelling in found:
+            try:
+                btf.member(spelling, self.member)
+            except KeyError:
+                continue
+            return None
+        return f"lacks BTF member {self.type}.{self.member}"
+
+
+def _has_type(btf: BTF, spelling: str) -> bool:
+    try:
+        btf.type(spelling)
+    except KeyError:
+        return False
+    return True
 
 
 @dataclass(frozen=True)
@@ -106,8 +123,11 @@ class Requirements:
                 )
         low = _validate_version(kwargs.get("min_version"), "min_version")
         high = _validate_version(kwargs.get("max_version"), "max_version")
-        if low is not None and high is not None and low > high:
-            raise ValueError(f"ktstr min_version {low} is above max_version {high}: nothing runs")
+        if low is not None and high is not None and _above(low, high, kwargs["max_version"]):
+            raise ValueError(
+                f"ktstr min_version {kwargs['min_version']} is above max_version"
+                f" {kwargs['max_version']}: nothing runs"
+            )
         return cls(
             min_version=low,
             max_version=high,
@@ -184,20 +204,28 @@ def _check_items(
     try:
         artifact = load()
     except KernelArtifactError as e:
-        verdict.unchecked.append(f"{what}={[_spell(i) for i in items]}: {e}")
+        # A reason is one line: a missing vmlinux's probe report is in the header already.
+        why = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        verdict.unchecked.append(f"{what}={[_spell(i) for i in items]}: {why}")
         return
+    failed: dict[str, list[str]] = {}  # one line for every item that failed the same way
     for item in items:
         try:
             reason = unmet(item, artifact)
         except KernelArtifactError as e:  # damaged BTF, say: not a missing type
-            verdict.unchecked.append(f"{what}={_spell(item)!r}: {e}")
+            failed.setdefault(str(e), []).append(_spell(item))
             continue
         if reason is not None:
             verdict.unmet.append(reason)
+    verdict.unchecked += (f"{what}={spelled}: {why}" for why, spelled in failed.items())
 
 
 def _symbol_unmet(name: str, ksyms: KernelSymbols) -> str | None:
-    return None if name in ksyms else f"lacks symbol {name}"
+    if name in ksyms:
+        return None
+    if ksyms.functions_only:  # it may be data kallsyms does not list: unknown, not missing
+        raise KernelArtifactError(f"not in {ksyms.source}, which {FUNCTIONS_ONLY_HELP}")
+    return f"lacks symbol {name}"
 
 
 def _check_arch(req: Requirements, facts: KernelFacts, verdict: Verdict) -> None:
@@ -266,10 +294,10 @@ def _validate_items(value: object, name: str) -> tuple[str, ...]:
         raise ValueError(f"ktstr {name}={value!r} must be a list of strings: {name}=[{value!r}]")
     if not isinstance(value, list | tuple | set | frozenset):
         raise ValueError(f"ktstr {name}={value!r} must be a list of strings")
-    items = tuple(sorted(value) if isinstance(value, set | frozenset) else value)
-    for item in items:
+    for item in value:
         if not isinstance(item, str) or not item.strip():
             raise ValueError(f"ktstr {name}: {item!r} is not a non-empty string")
+    items = sorted(value) if isinstance(value, set | frozenset) else value
     return tuple(item.strip() for item in items)
 
 
@@ -296,6 +324,11 @@ def _parse_btf(item: str) -> BTFRequirement:
             f"ktstr btf: {item!r} is not a type ('struct scx_rq') or a member ('struct rq.scx')"
         )
     kind, name, member = found.groups()
+    if member is not None and not _MEMBER_RE.fullmatch(member):
+        raise ValueError(
+            f"ktstr btf: {item!r}: member path {member!r} is not names, dots and [index]"
+            " ('struct rq.scx.local_dsq', 'struct rq.cpu_load[0]')"
+        )
     return BTFRequirement(f"{kind} {name}" if kind else name, member)
 
 
