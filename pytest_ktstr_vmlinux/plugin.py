@@ -9,7 +9,7 @@ parametrized over them, ids carrying the labels, and session fixtures are built 
 from __future__ import annotations
 
 import inspect
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import Any, NoReturn, TypeVar
 
@@ -145,13 +145,22 @@ def pytest_configure(config: pytest.Config) -> None:
 @pytest.hookimpl(tryfirst=True)
 def pytest_pycollect_makeitem(collector: pytest.Collector, name: str, obj: object) -> None:
     """A ``ktstr`` test needs a kernel even when it names no kernel fixture: make it use
-    ``kernel``, before pytest computes its fixtures, so it runs once per kernel too."""
+    ``kernel``, before pytest computes its fixtures, so it runs once per kernel too. A class's
+    or module's marker goes on that node: a method is shared with every subclass."""
     if not inspect.isfunction(obj):
         return
     marks = getattr(obj, "pytestmark", [])
-    marked = any(m.name == MARKER for m in marks) or next(collector.iter_markers(MARKER), None)
-    if marked and not any(m.name == "usefixtures" and KERNEL_FIXTURE in m.args for m in marks):
-        pytest.mark.usefixtures(KERNEL_FIXTURE)(obj)
+    if any(m.name == MARKER for m in marks):
+        if not _uses_kernel(marks):
+            pytest.mark.usefixtures(KERNEL_FIXTURE)(obj)
+        return
+    inherited = next(collector.iter_markers(MARKER), None) is not None
+    if inherited and not _uses_kernel(collector.iter_markers("usefixtures")):
+        collector.add_marker(pytest.mark.usefixtures(KERNEL_FIXTURE))
+
+
+def _uses_kernel(marks: Iterable[pytest.Mark]) -> bool:
+    return any(m.name == "usefixtures" and KERNEL_FIXTURE in m.args for m in marks)
 
 
 def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
@@ -334,7 +343,9 @@ def _requirements(mark: pytest.Mark, nodeid: str) -> Requirements:
     try:
         return Requirements.parse(mark.args, mark.kwargs)
     except ValueError as e:
-        pytest.fail(f"{nodeid}: {e}", pytrace=False)
+        message = str(e)
+    # Outside the except block: the collection error is our message, not a chained traceback.
+    pytest.fail(f"{nodeid}: {message}", pytrace=False)
 
 
 def _item_kernel(item: pytest.Item) -> Kernel | None:

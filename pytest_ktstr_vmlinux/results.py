@@ -55,19 +55,24 @@ def suite_property(kernels: Sequence[Kernel]) -> str:
 class KernelTally:
     """Final outcomes of one kernel's tests, and why the skipped ones were skipped."""
 
-    outcomes: dict[str, str] = field(default_factory=dict)  # nodeid -> passed/failed/skipped
+    # nodeid -> passed/failed/skipped, or xfailed/xpassed for an expected failure
+    outcomes: dict[str, str] = field(default_factory=dict)
     skip_reasons: dict[str, str] = field(default_factory=dict)
 
     def add(self, report: pytest.TestReport) -> None:
-        """A test fails if any phase fails, else is skipped if a phase skipped, else passes."""
+        """A test fails if any phase fails, else is skipped if a phase skipped, else passes;
+        pytest's xfail marks a skipped or passed report as expected to fail (``wasxfail``)."""
         nodeid, before = report.nodeid, self.outcomes.get(report.nodeid)
+        expected_failure = hasattr(report, "wasxfail")
         if report.failed:
             self.outcomes[nodeid] = "failed"
+        elif report.skipped and expected_failure and before != "failed":
+            self.outcomes[nodeid] = "xfailed"
         elif report.skipped and before != "failed":
             self.outcomes[nodeid] = "skipped"
             self.skip_reasons[nodeid] = _skip_reason(report)
         elif report.when == "call" and before is None:
-            self.outcomes[nodeid] = "passed"
+            self.outcomes[nodeid] = "xpassed" if expected_failure else "passed"
 
     def lines(self, kernel: Kernel) -> list[str]:
         counts = Counter(self.outcomes.values())
@@ -78,10 +83,13 @@ class KernelTally:
             f"ktstr: kernel {kernel.label}{release}: {counts['passed']} passed,"
             f" {counts['failed']} failed, {counts['skipped']} skipped"
         )
+        head += "".join(f", {counts[x]} {x}" for x in ("xfailed", "xpassed") if counts[x])
         reasons = Counter(
             self.skip_reasons[n] for n, outcome in self.outcomes.items() if outcome == "skipped"
         )
-        return [head] + [f"  {n} skipped: {why}" for why, n in reasons.most_common()]
+        # Most frequent first, ties by reason: under xdist reports arrive in no fixed order.
+        ordered = sorted(reasons.items(), key=lambda item: (-item[1], item[0]))
+        return [head] + [f"  {n} skipped: {why}" for why, n in ordered]
 
 
 class KernelResults:

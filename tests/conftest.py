@@ -21,6 +21,17 @@ KERNELS_DIR = Path(
 REQUIRE_REAL_KERNELS = os.environ.get("KTSTR_REQUIRE_REAL_KERNELS") == "1"
 
 
+REAL_KERNEL_PROPERTY = "real_kernel"
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    # .ci/run finds the real-kernel tests in the JUnit XML by this property and fails if any
+    # of them skipped: a missing kernel must not pass CI quietly.
+    for item in items:
+        if item.get_closest_marker("real_kernel") is not None:
+            item.user_properties.append((REAL_KERNEL_PROPERTY, "1"))
+
+
 @dataclass(frozen=True)
 class DebianKernel:
     sysroot: Path
