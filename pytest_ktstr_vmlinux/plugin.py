@@ -159,6 +159,16 @@ def pytest_pycollect_makeitem(collector: pytest.Collector, name: str, obj: objec
         collector.add_marker(pytest.mark.usefixtures(KERNEL_FIXTURE))
 
 
+def _parametrized_by_user(metafunc: pytest.Metafunc) -> bool:
+    for mark in metafunc.definition.iter_markers("parametrize"):
+        names = mark.args[0] if mark.args else mark.kwargs.get("argnames", ())
+        if isinstance(names, str):
+            names = [n.strip() for n in names.split(",")]
+        if KERNEL_FIXTURE in names:
+            return True
+    return False
+
+
 def _uses_kernel(marks: Iterable[pytest.Mark]) -> bool:
     return any(m.name == "usefixtures" and KERNEL_FIXTURE in m.args for m in marks)
 
@@ -168,6 +178,8 @@ def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
         _requirements(mark, metafunc.definition.nodeid)
     kernels = metafunc.config.stash.get(KERNELS_KEY, None)
     if kernels and len(kernels) > 1 and KERNEL_FIXTURE in metafunc.fixturenames:
+        if _parametrized_by_user(metafunc):
+            return  # the test chose its own kernel values; two parametrizations would clash
         labels = list(kernels)
         metafunc.parametrize(KERNEL_FIXTURE, labels, indirect=True, ids=labels, scope="session")
 

@@ -552,3 +552,25 @@ def test_debian_and_tinyconfig_in_one_run(
             "vmlinux": str(tiny_vmlinux),
         },
     ]
+
+
+def test_a_test_that_parametrizes_kernel_itself_is_left_alone(
+    pytester: pytest.Pytester, trees: dict[str, Path]
+) -> None:
+    pytester.makepyfile(
+        test_m="""
+import pytest
+
+@pytest.mark.parametrize("kernel", ["mine"])
+def test_own(kernel):
+    assert kernel == "mine"
+
+def test_other(kernel):
+    pass
+"""
+    )
+    result = run(pytester, "-q", "--kernel=linux-a", "--kernel=linux-b")
+    result.assert_outcomes(passed=3)
+    assert collected_ids(
+        run(pytester, "--collect-only", "-q", "--kernel=linux-a", "--kernel=linux-b")
+    ) == ["test_m.py::test_own[mine]", *ids("test_m.py::test_other", ["6.1.0-a", "6.6.0-b"])]
