@@ -24,18 +24,17 @@ naming the input; a name that is not there is a KeyError with close matches.
 Pointer size: BTF does not record it. We take 8 bytes, or 4 when the BTF's ``long int`` (or
 ``long unsigned int``) is a 4-byte INT, as on 32-bit kernels.
 
-The format's constants and the cold path (read, walk, index) live in btfformat.py.
+The format's constants and the cold path (read, walk, index) live in btfformat.py; the values
+and errors queries return (BTFType, Member, BTFKeyError, BitfieldError) in btftypes.py.
 """
 
 from __future__ import annotations
 
-import difflib
 import os
 import re
 import struct
 from bisect import bisect_left
 from collections.abc import Iterable
-from dataclasses import dataclass, field
 from typing import NamedTuple
 
 from .btfformat import (
@@ -75,6 +74,7 @@ from .btfformat import (
     _u32,
     _word,
 )
+from .btftypes import BitfieldError, BTFKeyError, BTFType, Member, suggest
 from .errors import KernelArtifactError
 from .memstore import MemoryStore, Store
 
@@ -93,67 +93,6 @@ _KIND_WORDS: dict[str, frozenset[int]] = {
 
 _PATH_PART = re.compile(r"([A-Za-z_$][\w$]*)?((?:\[\d+\])*)")
 _INDEX = re.compile(r"\[(\d+)\]")
-
-
-class BTFKeyError(KeyError):
-    """A type, member or enumerator that is not in the BTF; the message suggests close names."""
-
-    def __str__(self) -> str:
-        return str(self.args[0]) if self.args else ""
-
-
-class BitfieldError(KernelArtifactError):
-    """offsetof() of a bitfield, which has no byte offset: use BTF.member()."""
-
-
-@dataclass(frozen=True)
-class Member:
-    """A struct/union member. From ``BTFType.members`` ``bit_offset`` counts from the start of
-    its struct; from ``BTF.member()`` ``name`` is the path and ``bit_offset`` counts from the
-    start of the outer type. ``bitfield_size`` is 0 for a member that is not a bitfield."""
-
-    name: str
-    type_id: int
-    type_name: str
-    bit_offset: int
-    bitfield_size: int
-
-    @property
-    def offset(self) -> int:
-        """Offset in bytes; BitfieldError for a bitfield (or a member not on a byte boundary)."""
-        if self.bitfield_size or self.bit_offset % 8:
-            raise BitfieldError(
-                f"{self.name} is a bitfield ({self.bitfield_size} bits at bit offset"
-                f" {self.bit_offset}): it has no byte offset; use member().bit_offset and"
-                " .bitfield_size"
-            )
-        return self.bit_offset // 8
-
-
-@dataclass(frozen=True)
-class BTFType:
-    """One BTF type. ``size`` is the size field of INT, STRUCT, UNION, ENUM, ENUM64, FLOAT and
-    DATASEC (None otherwise; BTF.sizeof() resolves the rest); ``target`` is the type referred
-    to (the pointee, typedef'd or qualified type, an array's element, a FUNC's prototype, a VAR's
-    type, a FUNC_PROTO's return type), None for kinds that refer to none."""
-
-    id: int
-    kind: str
-    name: str
-    size: int | None
-    vlen: int
-    target: int | None
-    btf: BTF = field(repr=False, compare=False)
-
-    @property
-    def members(self) -> tuple[Member, ...]:
-        """STRUCT/UNION members, decoded now; () for other kinds."""
-        return self.btf._members(self.id)
-
-    @property
-    def enumerators(self) -> tuple[tuple[str, int], ...]:
-        """ENUM/ENUM64 (name, value) pairs, decoded now; () for other kinds."""
-        return self.btf._enumerators(self.id)
 
 
 class _Rec(NamedTuple):
@@ -282,7 +221,7 @@ class BTF:
             return next(iter(values))
         if not values:
             every = (self._enumerator_name(i).decode("utf-8", "replace") for i in range(n))
-            raise BTFKeyError(f"{self.what}: no enumerator {name!r}" + _suggest(name, every))
+            raise BTFKeyError(f"{self.what}: no enumerator {name!r}" + suggest(name, every))
         owners = ", ".join(f"{self.type_name(t)} [{t}] = {v}" for v, t in values.items())
         raise BTFKeyError(f"{self.what}: enumerator {name!r} has different values: {owners}")
 
@@ -374,9 +313,7 @@ class BTF:
             raise BTFKeyError(
                 f"{self.what}: {name!r} names several kinds of type; ask for one of {which}"
             )
-        raise BTFKeyError(
-            f"{self.what}: no type {spec!r}" + _suggest(spec, self._spellings(wanted))
-        )
+        raise BTFKeyError(f"{self.what}: no type {spec!r}" + suggest(spec, self._spellings(wanted)))
 
     def _spellings(self, wanted: frozenset[int] | None) -> Iterable[str]:
         for tid in self._names:
@@ -494,7 +431,7 @@ class BTF:
                 if name not in members:
                     raise BTFKeyError(
                         f"{self.what}: {self.type_name(outer)} has no member {name!r}"
-                        + _suggest(name, members)
+                        + suggest(name, members)
                     )
                 offset, width, current = members[name]
                 bits += offset
@@ -547,8 +484,3 @@ def _parse_path(path: str) -> list[tuple[str | None, list[int]]]:
             raise ValueError(f"malformed member path {path!r}: use names, dots and [index]")
         parts.append((match[1], [int(n) for n in _INDEX.findall(match[2])]))
     return parts
-
-
-def _suggest(word: str, candidates: Iterable[str]) -> str:
-    close = difflib.get_close_matches(word, list(candidates), n=3, cutoff=0.6)
-    return f"; did you mean {', '.join(map(repr, close))}?" if close else ""
