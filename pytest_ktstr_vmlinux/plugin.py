@@ -203,8 +203,7 @@ def pytest_runtest_setup(item: pytest.Item) -> None:
     if not verdict.ok:
         message = f"ktstr: {verdict.reason(_kernel_name(kernel))}"
         if not item.config.getoption("ktstr_strict"):
-            # Reported at the test, not here, as pytest's own skip markers are.
-            raise pytest.skip.Exception(message, _use_item_location=True)
+            _skip_at_test(message)
         _skip_or_fail(item.config, message)
 
 
@@ -343,6 +342,16 @@ def _missing_vmlinux(config: pytest.Config, kernel: Kernel) -> NoReturn:
             f" {kernel.report.summary()}; install its debug package or pass --kernel",
         )
     pytest.fail(f"ktstr: {kernel.missing_vmlinux_message()}", pytrace=False)
+
+
+def _skip_at_test(message: str) -> NoReturn:
+    """Skip, reported at the test rather than here, as pytest's own skip markers are. The
+    keyword is pytest's private one: a pytest without it reports the skip here instead."""
+    try:
+        skipped = pytest.skip.Exception(message, _use_item_location=True)
+    except TypeError:
+        pytest.skip(message)
+    raise skipped
 
 
 def _skip_or_fail(config: pytest.Config, message: str) -> NoReturn:
