@@ -184,6 +184,14 @@ class BTF:
         name = self._text(rec.name_off)
         return BTFType(tid, KIND_NAMES[rec.kind], name, size, rec.vlen, target, self)
 
+    def __contains__(self, spec: object) -> bool:
+        """Whether some type answers ``spec``: an id, "struct rq", or a bare name that any kind
+        has (even one several kinds share, which type() refuses). Builds no error message: a
+        miss costs a lookup, not the close-match search type() would run for its KeyError."""
+        if isinstance(spec, int):
+            return 0 < spec <= len(self)
+        return isinstance(spec, str) and bool(self._types_named(spec)[2])
+
     def sizeof(self, spec: str | int) -> int:
         """Size in bytes: typedefs and qualifiers resolved, arrays = element size x count,
         pointers = ``pointer_size``, VARs = their type's size."""
@@ -296,6 +304,20 @@ class BTF:
         return tid
 
     def _find_type(self, spec: str) -> int:
+        name, wanted, by_word = self._types_named(spec)
+        if len(by_word) == 1:
+            return min(next(iter(by_word.values())))[1]
+        if by_word:
+            which = ", ".join(repr(f"{w} {name}") for w in sorted(by_word))
+            raise BTFKeyError(
+                f"{self.what}: {name!r} names several kinds of type; ask for one of {which}"
+            )
+        raise BTFKeyError(f"{self.what}: no type {spec!r}" + suggest(spec, self._spellings(wanted)))
+
+    def _types_named(
+        self, spec: str
+    ) -> tuple[str, frozenset[int] | None, dict[str, list[tuple[bool, int]]]]:
+        """(name, kinds asked for, kind word -> [(incomplete, id)]) of the types ``spec`` names."""
         word, _, rest = spec.strip().partition(" ")
         wanted = _KIND_WORDS.get(word) if rest.strip() else None
         name = rest.strip() if wanted is not None else spec.strip()
@@ -306,14 +328,7 @@ class BTF:
             if wanted is None or kinds in wanted:
                 incomplete = rec.kind == FWD or (rec.kind in (ENUM, ENUM64) and not rec.vlen)
                 by_word.setdefault(_word(kinds), []).append((incomplete, tid))
-        if len(by_word) == 1:
-            return min(next(iter(by_word.values())))[1]
-        if by_word:
-            which = ", ".join(repr(f"{w} {name}") for w in sorted(by_word))
-            raise BTFKeyError(
-                f"{self.what}: {name!r} names several kinds of type; ask for one of {which}"
-            )
-        raise BTFKeyError(f"{self.what}: no type {spec!r}" + suggest(spec, self._spellings(wanted)))
+        return name, wanted, by_word
 
     def _spellings(self, wanted: frozenset[int] | None) -> Iterable[str]:
         for tid in self._names:

@@ -69,29 +69,22 @@ class BTFRequirement:
     member: str | None = None
 
     def unmet(self, btf: BTF) -> str | None:
-        spellings = [self.type]
-        if " " not in self.type:  # a bare name: BTF refuses one several kinds share (kstat)
-            spellings += [f"{word} {self.type}" for word in _BTF_KINDS]
-        found = [spelling for spelling in spellings if _has_type(btf, spelling)]
-        if not found:
+        # `in`, not type(): a miss must not pay for the close-match search of a KeyError.
+        if self.type not in btf:
             return f"lacks BTF type {self.type}"
         if self.member is None:
             return None
-        for spelling in found:
+        # member() refuses a bare name several kinds share (kstat): ask each kind that has it.
+        spellings = [self.type] if " " in self.type else [f"{w} {self.type}" for w in _BTF_KINDS]
+        for spelling in spellings:
+            if spelling not in btf:
+                continue
             try:
                 btf.member(spelling, self.member)
             except KeyError:
                 continue
             return None
         return f"lacks BTF member {self.type}.{self.member}"
-
-
-def _has_type(btf: BTF, spelling: str) -> bool:
-    try:
-        btf.type(spelling)
-    except KeyError:
-        return False
-    return True
 
 
 @dataclass(frozen=True)

@@ -328,6 +328,17 @@ def test_missing_names_are_key_errors_with_suggestions() -> None:
     assert str(BTFKeyError("plain")) == "plain"
 
 
+def test_contains_answers_without_raising() -> None:
+    btf = parse(LE.blob, "blob.btf")
+    assert "struct outer" in btf
+    assert "outer" in btf  # a bare name
+    assert "dup" in btf  # one that several kinds share, which type() refuses
+    assert "struct dup" in btf and "func dup" in btf and "union dup" not in btf
+    assert "struct outr" not in btf and "nothing" not in btf
+    assert 1 in btf and len(btf) in btf
+    assert 0 not in btf and len(btf) + 1 not in btf and b"outer" not in btf
+
+
 def test_things_without_a_size() -> None:
     btf = parse(LE.blob, "blob.btf")
     with pytest.raises(KernelArtifactError, match=r"blob\.btf: .*struct opaque is only declared"):
