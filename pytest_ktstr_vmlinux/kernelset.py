@@ -61,6 +61,14 @@ def default_label(kernel: Kernel) -> str:
     return _UNSAFE.sub("_", name).strip("_") or "kernel"
 
 
+def kernel_name(kernel: Kernel) -> str:
+    """How reports name a kernel: ``6.1.0-56-cloud-amd64`` when the label is the release, else
+    ``deb (6.1.0-56-cloud-amd64)``."""
+    if kernel.release and kernel.release != kernel.label:
+        return f"{kernel.label} ({kernel.release})"
+    return kernel.label
+
+
 def assign_labels(items: Sequence[KernelItem], kernels: Sequence[Kernel]) -> list[str]:
     """Each kernel's label; KernelSpecError when two kernels would share one."""
     labels = [item.label or default_label(k) for item, k in zip(items, kernels, strict=True)]

@@ -21,6 +21,7 @@ from .derived import KernelArtifacts
 from .errors import KernelArtifactError, KernelSpecError
 from .kconfig import KernelConfig
 from .kernel import Kernel
+from .kernelset import kernel_name
 from .markers import HELP_MARKER, MARKER
 from .memstore import Store
 from .requirements import Requirements, check
@@ -201,10 +202,8 @@ def pytest_runtest_setup(item: pytest.Item) -> None:
     requirements = [_requirements(mark, item.nodeid) for mark in marks]
     verdict = check(requirements, item.config.stash[ARTIFACTS_KEY][kernel.label])
     if not verdict.ok:
-        message = f"ktstr: {verdict.reason(_kernel_name(kernel))}"
-        if not item.config.getoption("ktstr_strict"):
-            _skip_at_test(message)
-        _skip_or_fail(item.config, message)
+        message = f"ktstr: {verdict.reason(kernel_name(kernel))}"
+        _skip_or_fail(item.config, message, at_test=True)
 
 
 def pytest_sessionfinish(session: pytest.Session) -> None:
@@ -344,19 +343,19 @@ def _missing_vmlinux(config: pytest.Config, kernel: Kernel) -> NoReturn:
     pytest.fail(f"ktstr: {kernel.missing_vmlinux_message()}", pytrace=False)
 
 
-def _skip_at_test(message: str) -> NoReturn:
-    """Skip, reported at the test rather than here, as pytest's own skip markers are. The
-    keyword is pytest's private one: a pytest without it reports the skip here instead."""
-    try:
-        skipped = pytest.skip.Exception(message, _use_item_location=True)
-    except TypeError:
-        pytest.skip(message)
-    raise skipped
-
-
-def _skip_or_fail(config: pytest.Config, message: str) -> NoReturn:
+def _skip_or_fail(config: pytest.Config, message: str, *, at_test: bool = False) -> NoReturn:
+    """Skip, or fail under --kernel-strict. ``at_test``: report the skip at the test rather
+    than here, as pytest's own skip markers do, through pytest's private keyword; a pytest
+    without it reports the skip here instead."""
     if config.getoption("ktstr_strict"):
         pytest.fail(f"{message} (--kernel-strict)", pytrace=False)
+    if at_test:
+        try:
+            skipped = pytest.skip.Exception(message, _use_item_location=True)
+        except TypeError:
+            pass
+        else:
+            raise skipped
     pytest.skip(message)
 
 
@@ -379,10 +378,3 @@ def _item_kernel(item: pytest.Item) -> Kernel | None:
     callspec = getattr(item, "callspec", None)
     label = callspec.params.get(KERNEL_FIXTURE) if callspec is not None else None
     return kernels.get(label) if isinstance(label, str) else next(iter(kernels.values()))
-
-
-def _kernel_name(kernel: Kernel) -> str:
-    """``6.1.0-56-cloud-amd64``, or ``deb (6.1.0-56-cloud-amd64)`` when labelled otherwise."""
-    if kernel.release and kernel.release != kernel.label:
-        return f"{kernel.label} ({kernel.release})"
-    return kernel.label

@@ -17,6 +17,7 @@ from typing import Any
 import pytest
 
 from .kernel import Kernel
+from .kernelset import kernel_name
 
 PROP_KERNEL = "ktstr_kernel"
 PROP_RELEASE = "ktstr_release"
@@ -76,11 +77,8 @@ class KernelTally:
 
     def lines(self, kernel: Kernel) -> list[str]:
         counts = Counter(self.outcomes.values())
-        release = (
-            f" ({kernel.release})" if kernel.release and kernel.release != kernel.label else ""
-        )
         head = (
-            f"ktstr: kernel {kernel.label}{release}: {counts['passed']} passed,"
+            f"ktstr: kernel {kernel_name(kernel)}: {counts['passed']} passed,"
             f" {counts['failed']} failed, {counts['skipped']} skipped"
         )
         head += "".join(f", {counts[x]} {x}" for x in ("xfailed", "xpassed") if counts[x])
