@@ -237,18 +237,21 @@ def find_config(
 
 def read_proc_config(path: Path = PROC_CONFIG) -> KernelConfig | None:
     """The running kernel's config from /proc/config.gz (CONFIG_IKCONFIG_PROC); None without."""
-    try:
-        with open(path, "rb") as f:
-            data = f.read(MAX_CONFIG_BYTES + 1)  # gzip never grows text: a bound on input too
-    except FileNotFoundError:
+    data = _read_bounded(path)  # gzip never grows text: the text's bound holds for its input
+    if data is None:
         return None
-    except OSError as error:
-        raise KernelArtifactError(f"{path}: cannot read: {error.strerror or error}") from None
     text = _gunzip(memoryview(data), 0, str(path))
     return parse_config(text.decode("utf-8", errors="replace"), str(path))
 
 
 def _read_config_file(path: Path) -> KernelConfig | None:
+    data = _read_bounded(path)
+    return None if data is None else parse_config(data.decode("utf-8", errors="replace"), str(path))
+
+
+def _read_bounded(path: Path) -> bytes | None:
+    """A config file's bytes; None when it does not exist, KernelArtifactError when it cannot
+    be read, is not a regular file or is past MAX_CONFIG_BYTES."""
     # O_NONBLOCK: a FIFO planted where the config belongs must not hang the session on open.
     try:
         fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)
@@ -273,7 +276,7 @@ def _read_config_file(path: Path) -> KernelConfig | None:
         raise KernelArtifactError(
             f"{path}: larger than {MAX_CONFIG_BYTES >> 20} MiB; not a kernel config"
         )
-    return parse_config(data.decode("utf-8", errors="replace"), str(path))
+    return data
 
 
 def _byte_view(data: bytes | memoryview) -> memoryview:

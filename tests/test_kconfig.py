@@ -475,3 +475,38 @@ def test_fuzz_extract_ikconfig(blob: bytes, as_view: bool) -> None:
         config_from_ikconfig(data, what="fuzz")
     except KernelArtifactError as error:
         assert str(error).startswith("IKCONFIG in fuzz:")
+
+
+# --- /proc/config.gz ------------------------------------------------------------------------------
+
+
+def test_proc_config_gz(tmp_path: Path) -> None:
+    path = tmp_path / "config.gz"
+    assert kconfig.read_proc_config(path) is None  # a kernel without CONFIG_IKCONFIG_PROC
+    path.write_bytes(
+        gzip.compress(b"CONFIG_SMP=y\nCONFIG_HZ=250\n# CONFIG_PREEMPT_RT is not set\n")
+    )
+    config = kconfig.read_proc_config(path)
+    assert config is not None
+    assert (config.source, config["SMP"], config["HZ"], config["PREEMPT_RT"]) == (
+        str(path),
+        "y",
+        250,
+        None,
+    )
+
+
+def test_proc_config_gz_damaged(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    path = tmp_path / "config.gz"
+    path.write_bytes(gzip.compress(b"CONFIG_SMP=y\n" * 100)[:-12])
+    with pytest.raises(KernelArtifactError, match=rf"{re.escape(str(path))}: .*truncated"):
+        kconfig.read_proc_config(path)
+    path.write_bytes(b"\x1f\x8b\x08\x00" + b"\xff" * 64)
+    with pytest.raises(KernelArtifactError, match=rf"{re.escape(str(path))}: .*corrupt"):
+        kconfig.read_proc_config(path)
+    with pytest.raises(KernelArtifactError, match="not a regular file"):
+        kconfig.read_proc_config(tmp_path)
+    monkeypatch.setattr(kconfig, "MAX_CONFIG_BYTES", 64)
+    path.write_bytes(os.urandom(65))
+    with pytest.raises(KernelArtifactError, match=r"larger than .*not a kernel config"):
+        kconfig.read_proc_config(path)
