@@ -251,8 +251,8 @@ class ArtifactStore:
         *,
         under_lock: bool = False,
     ) -> StoredArtifact | None:
-        entry = index["sources"].get(key)
-        if entry is None or entry["signature"] != list(_fields(signature)):
+        entry = _current_entry(index, key, signature)
+        if entry is None:
             return None
         record = entry["artifacts"].get(_artifact_key(kind, version))
         if record is None:
@@ -292,8 +292,8 @@ class ArtifactStore:
             return False
         with self.locked():
             index = self._read_index()
-            current = index["sources"].get(key)
-            if current is not None and current["signature"] == list(_fields(signature)):
+            current = _current_entry(index, key, signature)
+            if current is not None:
                 current["recorded_ns"] = max(current["recorded_ns"], started_ns)
                 self._write_index(index)
         return True
@@ -309,10 +309,10 @@ class ArtifactStore:
     ) -> StoredArtifact | None:
         """Build, verify the source held still, publish, record. None: the source moved."""
         recorded_ns = time.time_ns()
-        entry = index["sources"].get(key)
-        if entry is None or entry["signature"] != list(_fields(signature)):
-            if entry is not None:
-                self._removeentry_files(entry)
+        entry = _current_entry(index, key, signature)
+        if entry is None:
+            if key in index["sources"]:  # built from an older version of the source
+                self._remove_entry_files(index["sources"][key])
             entry = {
                 "signature": list(_fields(signature)),
                 "recorded_ns": recorded_ns,
@@ -323,7 +323,7 @@ class ArtifactStore:
         digest_before = sha256_file(key) if racy else None
         if racy and entry["sha256"] not in (None, digest_before):
             # Same signature, other content: what was built from the old content is stale.
-            self._removeentry_files(entry)
+            self._remove_entry_files(entry)
             entry["artifacts"] = {}
         fd, tmp_name = tempfile.mkstemp(dir=self._tmp, prefix="build-", suffix=".tmp")
         tmp = Path(tmp_name)
@@ -375,7 +375,7 @@ class ArtifactStore:
             keep=keep,
         )
 
-    def _removeentry_files(self, entry: dict[str, Any]) -> None:
+    def _remove_entry_files(self, entry: dict[str, Any]) -> None:
         for name in entry_files(entry):
             with contextlib.suppress(FileNotFoundError):
                 (self._artifacts / name).unlink()
@@ -419,6 +419,16 @@ class ArtifactStore:
 
 def _artifact_key(kind: str, version: int) -> str:
     return f"{kind}:{version}"
+
+
+def _current_entry(
+    index: dict[str, Any], key: str, signature: StatSignature
+) -> dict[str, Any] | None:
+    """The index entry of ``key`` if it was recorded for this version of the source."""
+    entry: dict[str, Any] | None = index["sources"].get(key)
+    if entry is None or entry["signature"] != list(_fields(signature)):
+        return None
+    return entry
 
 
 def _fields(signature: StatSignature) -> tuple[int, int, int, int, int]:
