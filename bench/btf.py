@@ -32,7 +32,7 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
-from kernels import DEBIAN_SYSROOT, debian_release
+from kernels import DEBIAN_SYSROOT, MISSING, debian_release, vmlinux_of
 
 from pytest_ktstr_vmlinux.btf import BTF
 from pytest_ktstr_vmlinux.memstore import MemoryStore
@@ -72,13 +72,13 @@ def main() -> int:
     args = parser.parse_args()
     release = debian_release(args.sysroot, args.release)
     if release is None:
-        print("no Debian sysroot: run `bash tests/kernels/fetch.sh`", file=sys.stderr)
+        print(MISSING, file=sys.stderr)
         return 2
     bpftool = shutil.which("bpftool") or "/usr/sbin/bpftool"
     if not os.access(bpftool, os.X_OK):
         print("bpftool not found: `apt-get install bpftool`", file=sys.stderr)
         return 2
-    vmlinux = args.sysroot / "usr/lib/debug/boot" / f"vmlinux-{release}"
+    vmlinux = vmlinux_of(args.sysroot, release)
     vmlinux.read_bytes()  # the page cache warm for every row alike
 
     def run_bpftool() -> None:

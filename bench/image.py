@@ -28,7 +28,7 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
-from kernels import DEBIAN_SYSROOT, debian_release
+from kernels import DEBIAN_SYSROOT, MISSING, debian_release, vmlinux_of
 
 from pytest_ktstr_vmlinux.decompress import decompress, detect_compression
 from pytest_ktstr_vmlinux.identity import PAIRED_BUILD_ID
@@ -93,11 +93,11 @@ def main() -> int:
     args = parser.parse_args()
     release = debian_release(args.sysroot, args.release)
     if release is None:
-        print("no Debian sysroot: run `bash tests/kernels/fetch.sh`", file=sys.stderr)
+        print(MISSING, file=sys.stderr)
         return 2
     sysroot = args.sysroot.resolve()
     image = sysroot / "boot" / f"vmlinuz-{release}"
-    vmlinux = sysroot / "usr/lib/debug/boot" / f"vmlinux-{release}"
+    vmlinux = vmlinux_of(sysroot, release)
     data = image.read_bytes()
     blob = payload_blob(data)
     compression = detect_compression(blob)

@@ -20,6 +20,11 @@ def debian_release(sysroot: Path = DEBIAN_SYSROOT, release: str | None = None) -
     return release or (ready.read_text().strip() if ready.is_file() else None)
 
 
+def vmlinux_of(sysroot: Path, release: str) -> Path:
+    """Where Debian's -dbg package puts the vmlinux of ``release``."""
+    return sysroot / "usr/lib/debug/boot" / f"vmlinux-{release}"
+
+
 def debian_vmlinux(sysroot: Path = DEBIAN_SYSROOT, release: str | None = None) -> Path | None:
     found = debian_release(sysroot, release)
-    return sysroot / "usr/lib/debug/boot" / f"vmlinux-{found}" if found else None
+    return vmlinux_of(sysroot, found) if found else None

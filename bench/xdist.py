@@ -27,7 +27,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from kernels import DEBIAN_SYSROOT, debian_release
+from kernels import DEBIAN_SYSROOT, MISSING, debian_release, vmlinux_of
 
 CONFTEST = """
 import pytest
@@ -124,9 +124,9 @@ def main() -> int:
     args = parser.parse_args()
     release = debian_release(args.sysroot, args.release)
     if release is None:
-        print("no Debian sysroot: run `bash tests/kernels/fetch.sh`", file=sys.stderr)
+        print(MISSING, file=sys.stderr)
         return 2
-    vmlinux = args.sysroot / "usr/lib/debug/boot" / f"vmlinux-{release}"
+    vmlinux = vmlinux_of(args.sysroot, release)
     spec = [f"--kernel={release}", f"--kernel-sysroot={args.sysroot}"]
     vmlinux.read_bytes()  # warm the page cache for every run alike
     with tempfile.TemporaryDirectory() as d:
