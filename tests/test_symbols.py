@@ -31,6 +31,7 @@ from pytest_ktstr_vmlinux.store import ArtifactStore
 from pytest_ktstr_vmlinux.symbols import KIND, VERSION, KernelSymbols, Symbol
 from tests.conftest import DebianKernel
 from tests.fakes import banner_for, build_id_for, kernel_elf
+from tests.fuzz import mutations
 
 ROOT = Path(__file__).resolve().parent.parent
 FUZZ = settings(
@@ -752,34 +753,6 @@ SEED_ELFS = [
     build_elf(narrow(SAMPLE), elfclass=32),
     build_elf(narrow(SAMPLE), elfclass=32, little=False),
 ]
-
-
-@st.composite
-def mutations(draw: st.DrawFn, seed: bytes) -> bytes:
-    buf = bytearray(seed)
-    for _ in range(draw(st.integers(1, 6))):
-        if not buf:
-            break
-        at = draw(st.integers(0, len(buf) - 1))
-        op = draw(st.sampled_from(("flip", "set", "insert", "delete", "word")))
-        if op == "flip":
-            buf[at] ^= 1 << draw(st.integers(0, 7))
-        elif op == "set":
-            buf[at] = draw(st.sampled_from((0x00, 0xFF, 0x7F, 0x80, buf[at] + 1 & 0xFF)))
-        elif op == "insert":
-            buf[at:at] = draw(st.binary(min_size=1, max_size=8))
-        elif op == "delete":
-            del buf[at : at + draw(st.integers(1, 8))]
-        else:  # an aligned field overwritten with an extreme value
-            at -= at % 4
-            width = draw(st.sampled_from((2, 4, 8)))
-            value = draw(st.sampled_from((0, 1, 0x7FFFFFFF, (1 << 8 * width) - 1, 1 << 31)))
-            buf[at : at + width] = (value & ((1 << 8 * width) - 1)).to_bytes(
-                width, draw(st.sampled_from(("big", "little")))
-            )
-    if draw(st.booleans()):
-        del buf[draw(st.integers(0, len(buf))) :]
-    return bytes(buf)
 
 
 def _exercise(ksyms: KernelSymbols) -> None:
