@@ -24,23 +24,12 @@
 # KTSTR_TEST_DEBIAN_PACKAGE (the amd64 package whose N to follow, as in fetch.sh).
 set -euo pipefail
 
-cache=${KTSTR_TEST_KERNELS:-${XDG_CACHE_HOME:-$HOME/.cache}/pytest-ktstr-vmlinux-test-kernels}
-mkdir -p "$cache"
+script=fetch-arm64.sh
+# shellcheck source=tests/kernels/debian.sh
+. "$(dirname "$0")/debian.sh"
 
-for tool in apt-get apt-cache dpkg-deb; do
-    command -v "$tool" >/dev/null || { echo "fetch-arm64.sh: $tool not found: needs a Debian/Ubuntu machine" >&2; exit 2; }
-done
-
-# The ABI number N of the amd64 cloud kernel fetch.sh takes (same choice as there).
-amd64=${KTSTR_TEST_DEBIAN_PACKAGE:-}
-if [ -z "$amd64" ]; then
-    amd64=$(apt-cache depends linux-image-cloud-amd64 2>/dev/null |
-        awk '$1 == "Depends:" && $2 ~ /^linux-image-6\.1\.0-[0-9]+-cloud-amd64$/ { print $2; exit }')
-fi
-if [ -z "$amd64" ]; then
-    amd64=$(apt-cache search --names-only '^linux-image-6\.1\.0-[0-9]+-cloud-amd64$' |
-        awk '{ print $1 }' | sort -V | tail -n 1)
-fi
+# The ABI number N of the amd64 cloud kernel fetch.sh takes (the same choice).
+amd64=$(cloud_amd64_package)
 pkg=${KTSTR_TEST_DEBIAN_ARM64_PACKAGE:-}
 if [ -z "$pkg" ]; then
     if [ -z "$amd64" ]; then

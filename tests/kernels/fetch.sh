@@ -13,23 +13,11 @@
 # KTSTR_TEST_DEBIAN_PACKAGE (a linux-image-6.1.0-N-cloud-amd64 package name to pin).
 set -euo pipefail
 
-cache=${KTSTR_TEST_KERNELS:-${XDG_CACHE_HOME:-$HOME/.cache}/pytest-ktstr-vmlinux-test-kernels}
-mkdir -p "$cache"
+script=fetch.sh
+# shellcheck source=tests/kernels/debian.sh
+. "$(dirname "$0")/debian.sh"
 
-for tool in apt-get apt-cache dpkg-deb; do
-    command -v "$tool" >/dev/null || { echo "fetch.sh: $tool not found: needs a Debian/Ubuntu machine" >&2; exit 2; }
-done
-
-# The newest 6.1 cloud image apt offers: the metapackage's dependency, else the highest name.
-pkg=${KTSTR_TEST_DEBIAN_PACKAGE:-}
-if [ -z "$pkg" ]; then
-    pkg=$(apt-cache depends linux-image-cloud-amd64 2>/dev/null |
-        awk '$1 == "Depends:" && $2 ~ /^linux-image-6\.1\.0-[0-9]+-cloud-amd64$/ { print $2; exit }')
-fi
-if [ -z "$pkg" ]; then
-    pkg=$(apt-cache search --names-only '^linux-image-6\.1\.0-[0-9]+-cloud-amd64$' |
-        awk '{ print $1 }' | sort -V | tail -n 1)
-fi
+pkg=$(cloud_amd64_package)
 if [ -z "$pkg" ]; then
     echo "fetch.sh: apt knows no linux-image-6.1.0-*-cloud-amd64; run 'apt-get update' on a Debian 12 machine" >&2
     exit 2
