@@ -91,8 +91,9 @@ _KIND_WORDS: dict[str, frozenset[int]] = {
     "datasec": frozenset({DATASEC}),
 }
 
-_PATH_PART = re.compile(r"([A-Za-z_$][\w$]*)?((?:\[\d+\])*)")
-_INDEX = re.compile(r"\[(\d+)\]")
+# [0-9], not \d: int() would take any script's digits, and no C index is written in them.
+_PATH_PART = re.compile(r"([A-Za-z_$][\w$]*)?((?:\[[0-9]+\])*)")
+_INDEX = re.compile(r"\[([0-9]+)\]")
 
 
 class _Rec(NamedTuple):
@@ -217,7 +218,7 @@ class BTF:
     def enum_value(self, name: str) -> int:
         """The value of enumerator ``name`` (ENUM or ENUM64; signed when the enum's kind_flag
         is set). Duplicates must agree, else KeyError naming the enums."""
-        key = name.encode()
+        key = name.encode("utf-8", "surrogateescape")
         n = len(self._enums) // 2
         at = bisect_left(range(n), key, key=self._enumerator_name)
         values: dict[int, int] = {}
@@ -322,7 +323,8 @@ class BTF:
         wanted = _KIND_WORDS.get(word) if rest.strip() else None
         name = rest.strip() if wanted is not None else spec.strip()
         by_word: dict[str, list[tuple[bool, int]]] = {}
-        for tid in self._named(name.encode()):
+        # surrogateescape: a name from argv with bytes that are not UTF-8 looks up those bytes.
+        for tid in self._named(name.encode("utf-8", "surrogateescape")):
             rec = self._rec(tid)
             kinds = (STRUCT, UNION)[rec.kflag] if rec.kind == FWD else rec.kind
             if wanted is None or kinds in wanted:
@@ -434,7 +436,7 @@ class BTF:
 
     def _walk_path(self, spec: str | int, tid: int, path: str) -> tuple[int, int, int]:
         current, bits, width = tid, 0, 0
-        for name, indices in _parse_path(path):
+        for name, indices in parse_member_path(path):
             if name is not None:
                 outer = self._resolve(current)
                 if not outer or self._rec(outer).kind not in _COMPOSITE:
@@ -489,13 +491,17 @@ class BTF:
         return flat
 
 
-def _parse_path(path: str) -> list[tuple[str | None, list[int]]]:
+def parse_member_path(path: str) -> list[tuple[str | None, list[int]]]:
     """Split a member path: "a.b[2].c" -> [("a", []), ("b", [2]), ("c", [])]; "[1].x" starts
-    with an index (the outer type is an array). ValueError if malformed."""
+    with an index (the outer type is an array). ValueError saying which part is malformed."""
     parts = []
     for i, part in enumerate(path.split(".")):
         match = _PATH_PART.fullmatch(part.strip())
-        if match is None or not part or (match[1] is None and (i or not match[2])):
-            raise ValueError(f"malformed member path {path!r}: use names, dots and [index]")
+        if match is None or not part.strip() or (match[1] is None and i):
+            what = f"{part!r} is not a name or name[index]" if part.strip() else "an empty part"
+            raise ValueError(
+                f"malformed member path {path!r}: {what}; use names, dots and [index], as in"
+                " cfs.nr_running or arr[2].x"
+            )
         parts.append((match[1], [int(n) for n in _INDEX.findall(match[2])]))
     return parts

@@ -1,13 +1,16 @@
 """``python -m pytest_ktstr_vmlinux`` (also ``ktstr-vmlinux``): diagnostics without pytest.
 
-    info PATH|SPEC [--kernel-sysroot DIR] [--json]    what a kernel is: arch, release, banner,
-                                                      build-id, compression, config, vmlinux
+    info PATH|SPEC [--kernel-sysroot DIR] [--vmlinux PATH] [--json]  what a kernel is: arch,
+                                         release, banner, build-id, compression, config, vmlinux
     locate [SPEC] [--kernel-sysroot DIR] [--vmlinux PATH] [--json]   the probe report
+    symbols | addr | offsetof | btf SPEC ... [--kernel-sysroot DIR] [--vmlinux PATH]  (query.py)
     cache path | list [--json] | clear [--cache-dir DIR]             the on-disk artifact store
 
-Exit status: 0 on success (``locate``: a vmlinux was found), 1 for a bad file or no vmlinux
-(one clear line on stderr), 2 for bad command-line usage. The store directory follows the
-plugin's rule: --cache-dir > $KTSTR_CACHE_DIR > default.
+Exit status: 0 on success (``locate``: a vmlinux was found); 1 for a bad argument, a bad file or
+no vmlinux, with one clear line on stderr (no vmlinux: that line, then the probe report); 2 when
+argparse refuses the command line (an unknown verb or option, a missing argument); 141, as for a
+tool killed by SIGPIPE, when the reader of stdout goes away (``symbols running | head``). The
+store directory follows the plugin's rule: --cache-dir > $KTSTR_CACHE_DIR > default.
 """
 
 from __future__ import annotations
@@ -15,27 +18,49 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import signal
 import sys
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from .errors import KernelArtifactError
+from .errors import KernelArtifactError, VmlinuxNotFoundError
 from .identity import vmlinux_identity
 from .kernel import Kernel, resolve_kernel
-from .query import run_query
-from .spec import RUNNING, SpecSource, select_setting
+from .query import check_query_arguments, run_query
+from .spec import RUNNING, SpecSource, check_sysroot, select_setting
 from .store import ArtifactStore
 from .storeconfig import ENV_CACHE_DIR, open_store
 from .storedir import default_store_dir
 
 EXIT_OK = 0
 EXIT_BAD = 1
-EXIT_USAGE = 2
+# What the shell reports for nm killed by SIGPIPE under `nm | head`: a pipeline with pipefail, or a
+# script that excuses 141 there, treats the two tools alike.
+EXIT_SIGPIPE = 128 + signal.SIGPIPE
+PROG = "ktstr-vmlinux"
 
 
-def main(argv: Sequence[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m pytest_ktstr_vmlinux")
+def main(argv: Sequence[str] | None = None, *, prog: str = PROG) -> int:
+    """The command; ``prog`` is the name it was invoked by, for its usage line and --help (the
+    console script takes the default, ``python -m`` passes its own spelling)."""
+    try:
+        status = _run(argv, prog)
+        # Flushed here rather than by the interpreter at exit, so that a reader that has gone
+        # is met by the handler below and not reported as an exception ignored at shutdown.
+        sys.stdout.flush()
+    except BrokenPipeError:
+        # The reader has what it wanted (head, grep -q): stop quietly, as nm does. stdout goes
+        # to /dev/null so that the interpreter's last flush of what is buffered cannot fail.
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        os.close(devnull)
+        return EXIT_SIGPIPE
+    return status
+
+
+def _run(argv: Sequence[str] | None, prog: str) -> int:
+    parser = argparse.ArgumentParser(prog=prog)
     verbs = parser.add_subparsers(dest="verb", required=True)
     info = verbs.add_parser("info", help="identify a kernel image, vmlinux, tree or release")
     locate = verbs.add_parser("locate", help="resolve a kernel spec and show every probed path")
@@ -84,29 +109,26 @@ def main(argv: Sequence[str] | None = None) -> int:
         return _cache(args.action, args.cache_dir, as_json=args.json)
     if args.verb in queries:
         try:
-            kernel = resolve_kernel(
-                args.spec,
-                vmlinux=args.vmlinux,
-                sysroot=args.sysroot,
-                store=open_store(os.environ.get(ENV_CACHE_DIR))[0],
-            )
-            return run_query(args, kernel)
-        except (KernelArtifactError, KeyError) as e:
-            print(f"ktstr-vmlinux: {_one_line(e)}", file=sys.stderr)
-            return EXIT_BAD
-
-    raw, source = select_setting(
-        [(SpecSource.OPTION, args.spec), (SpecSource.ENV, os.environ.get("KTSTR_KERNEL"))]
-    ) or (RUNNING, SpecSource.DEFAULT)
+            check_query_arguments(args)
+        except ValueError as e:
+            return _fail(e)
+    raw, source = _kernel_setting(args.spec)
     try:
-        store, _ = open_store(os.environ.get(ENV_CACHE_DIR))
-        kernel = resolve_kernel(
-            raw, vmlinux=args.vmlinux, sysroot=args.sysroot, source=source, store=store
+        sysroot = (
+            check_sysroot(args.sysroot, SpecSource.OPTION, os.getcwd())
+            if args.sysroot is not None
+            else None
         )
+        store, _ = open_store(os.environ.get(ENV_CACHE_DIR) or None)
+        kernel = resolve_kernel(
+            raw, vmlinux=args.vmlinux, sysroot=sysroot, source=source, store=store
+        )
+        if args.verb in queries:
+            return run_query(args, kernel)
         report = kernel_to_json(kernel, with_config=args.verb == "info")
-    except KernelArtifactError as e:
-        print(f"ktstr-vmlinux: {_one_line(e)}", file=sys.stderr)
-        return EXIT_BAD
+    except (KernelArtifactError, KeyError) as e:
+        # KeyError: a symbol, type or member that is not there, with close matches.
+        return _fail(e)
     if args.json:
         print(json.dumps(report, indent=2))
     elif args.verb == "info":
@@ -151,12 +173,34 @@ def kernel_to_json(kernel: Kernel, *, with_config: bool = False) -> dict[str, An
     return report
 
 
+def _kernel_setting(spec: str | None) -> tuple[str, SpecSource]:
+    """The kernel named on the command line; for ``locate`` without one, $KTSTR_KERNEL, else
+    the running kernel. A SPEC given empty is passed on to be refused: a script whose variable
+    is unset must not be shown another kernel."""
+    if spec is not None:
+        return spec, SpecSource.ARGUMENT
+    env = [(SpecSource.ENV, os.environ.get("KTSTR_KERNEL"))]
+    return select_setting(env) or (RUNNING, SpecSource.DEFAULT)
+
+
+def _fail(error: Exception) -> int:
+    # A missing vmlinux comes with the probe report, a candidate a line, as locate prints it.
+    return _error(str(error) if isinstance(error, VmlinuxNotFoundError) else _one_line(error))
+
+
+def _error(message: str) -> int:
+    print(f"ktstr-vmlinux: {message}", file=sys.stderr)
+    return EXIT_BAD
+
+
 def _one_line(error: Exception) -> str:
     text = error.args[0] if isinstance(error, KeyError) and error.args else error
     return " ".join(str(text).split())
 
 
 def _cache(action: str, cache_dir: str | None, *, as_json: bool) -> int:
+    if cache_dir is not None and not cache_dir.strip():
+        return _error(f"--cache-dir {cache_dir!r} is empty; name a directory")
     directory = Path(cache_dir or os.environ.get(ENV_CACHE_DIR) or default_store_dir())
     if action == "path":
         print(directory)
@@ -164,8 +208,7 @@ def _cache(action: str, cache_dir: str | None, *, as_json: bool) -> int:
     try:
         store = ArtifactStore(directory)
     except KernelArtifactError as e:
-        print(f"ktstr-vmlinux: {e}", file=sys.stderr)
-        return EXIT_USAGE
+        return _fail(e)
     if action == "clear":
         print(f"removed {store.clear()} artifacts from {store.directory}")
         return 0

@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import TypeVar, cast
 
 from .btf import BTF
-from .errors import KernelArtifactError
+from .errors import KernelArtifactError, VmlinuxNotFoundError
 from .identity import extracted_vmlinux
 from .kconfig import KernelConfig
 from .kernel import Kernel
@@ -50,7 +50,7 @@ def load_symbols(kernel: Kernel) -> KernelSymbols:
             f"{kernel.vmlinux} is the ELF extracted from {kernel.image}: it has .BTF and .notes"
             f" but no .symtab; {DEBUG_PACKAGES}"
         )
-    raise KernelArtifactError(kernel.missing_vmlinux_message())
+    raise VmlinuxNotFoundError(kernel.missing_vmlinux_message())
 
 
 def load_btf(kernel: Kernel) -> BTF:

@@ -15,3 +15,8 @@ class KernelSpecError(KernelArtifactError):
 
     The pytest plugin turns this into a usage error at startup, before any test runs.
     """
+
+
+class VmlinuxNotFoundError(KernelArtifactError):
+    """No vmlinux was found for a kernel that needs one. The first line of the message says
+    which kernel; the lines after it are the probe report, one candidate a line."""

@@ -10,7 +10,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from .elf import arch_matches, read_elf_ident
-from .errors import KernelArtifactError, KernelSpecError
+from .errors import KernelArtifactError, KernelSpecError, VmlinuxNotFoundError
 from .identity import (
     PAIRED_BUILD_ID,
     UNVERIFIED,
@@ -116,9 +116,9 @@ class Kernel:
         return found
 
     def require_vmlinux(self) -> Path:
-        """The vmlinux path, or KernelArtifactError carrying the whole probe report."""
+        """The vmlinux path, or VmlinuxNotFoundError carrying the whole probe report."""
         if self.vmlinux is None:
-            raise KernelArtifactError(self.missing_vmlinux_message())
+            raise VmlinuxNotFoundError(self.missing_vmlinux_message())
         return self.vmlinux
 
     def missing_vmlinux_message(self) -> str:

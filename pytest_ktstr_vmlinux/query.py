@@ -5,12 +5,42 @@ from __future__ import annotations
 import argparse
 import json
 
-from .btf import BTF
+from .btf import BTF, parse_member_path
 from .derived import load_btf, load_symbols
 from .errors import KernelArtifactError
 from .kernel import Kernel
 
 EXIT_OK = 0
+# Addresses are unsigned and no kernel has more than 64 bits of them.
+ADDRESS_LIMIT = 1 << 64
+
+
+def check_query_arguments(args: argparse.Namespace) -> None:
+    """ValueError naming the first argument of a query verb that cannot be right, so that it is
+    refused before the kernel's symbols or BTF are loaded."""
+    if args.verb == "symbols":
+        for name in args.names:
+            _require_text("symbol name", name)
+    if args.verb == "addr":
+        parse_address(args.address)
+    if args.verb in ("offsetof", "btf"):
+        _require_text("type", args.type)
+    if args.verb == "offsetof":
+        parse_member_path(args.member)
+
+
+def parse_address(text: str) -> int:
+    """``addr``'s ADDRESS as Python spells integers (0x..., 0o..., 0b... or decimal), ASCII only,
+    0 to 2**64 - 1; ValueError naming the text and what is wrong with it."""
+    try:
+        value = int(text, 0) if text.isascii() else None
+    except ValueError:
+        value = None
+    if value is None:
+        raise ValueError(f"address {text!r} is not a number (e.g. 0xffffffff81000000)")
+    if not 0 <= value < ADDRESS_LIMIT:
+        raise ValueError(f"address {text!r} is outside 0..{ADDRESS_LIMIT - 1:#x}")
+    return value
 
 
 def run_query(args: argparse.Namespace, kernel: Kernel) -> int:
@@ -26,7 +56,7 @@ def run_query(args: argparse.Namespace, kernel: Kernel) -> int:
             for name, value in found:
                 print(f"{value:016x} {name}")
     elif args.verb == "addr":
-        address = _address(args.address)
+        address = parse_address(args.address)
         hit = load_symbols(kernel).lookup(address)
         if hit is None:
             raise KernelArtifactError(f"no sized symbol contains {address:#x}")
@@ -78,11 +108,9 @@ def _bitfield(bit_offset: int, bits: int = 0) -> str:
     return f"{bit_offset // 8}:{bit_offset % 8}{suffix}"
 
 
-def _address(text: str) -> int:
-    try:
-        return int(text, 0)
-    except ValueError:
-        raise KernelArtifactError(f"not an address: {text!r} (e.g. 0xffffffff81000000)") from None
+def _require_text(what: str, text: str) -> None:
+    if not text.strip():
+        raise ValueError(f"{what} {text!r} is empty")
 
 
 def _hex(found: list[tuple[str, int]]) -> list[tuple[str, str]]:

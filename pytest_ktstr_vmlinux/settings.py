@@ -17,7 +17,7 @@ from .errors import KernelSpecError
 from .kernel import Kernel, resolve_kernel
 from .kernelset import KernelItem, assign_labels, parse_kernel_item, split_kernel_list
 from .memstore import MemoryStore, Store
-from .spec import RUNNING, SpecSource, parse_kernel_spec, select_setting
+from .spec import RUNNING, SpecSource, check_sysroot, parse_kernel_spec, select_setting
 from .store import ArtifactStore, StoreWarning
 from .storeconfig import ENV_CACHE_DIR, ENV_CACHE_MAX_SIZE, open_store
 from .storedir import DEFAULT_MAX_SIZE, InsecureStoreError, parse_size
@@ -88,15 +88,7 @@ def _sysroot(config: pytest.Config, invocation: Path) -> Path | None:
         return None
     raw, source = setting
     base = _ini_base(config) if source is SpecSource.INI else invocation
-    return _validate_sysroot(raw, source, base)
-
-
-def _validate_sysroot(raw: str, source: SpecSource, base: Path) -> Path:
-    path = base / os.path.expanduser(raw)
-    if not path.is_dir():
-        why = "does not exist" if not path.exists() else "is not a directory"
-        raise KernelSpecError(f"kernel sysroot {raw!r} (from {source.value}): {path} {why}")
-    return path
+    return check_sysroot(raw, source, base)
 
 
 def open_config_store(config: pytest.Config) -> Store:

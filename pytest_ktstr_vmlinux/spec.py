@@ -37,6 +37,9 @@ class SpecKind(str, enum.Enum):
 class SpecSource(str, enum.Enum):
     """Where a setting came from, highest precedence first."""
 
+    # A positional argument of the command line tool (``ktstr-vmlinux info SPEC``), which takes
+    # no kernel option: "(from option)" would send the reader looking for one.
+    ARGUMENT = "argument"
     OPTION = "option"
     ENV = "env"
     INI = "ini"
@@ -100,6 +103,9 @@ def check_vmlinux_path(
     raw: str, *, origin: str, base: str | os.PathLike[str] | None
 ) -> tuple[Path, ElfIdent]:
     """The absolute path and ELF identification of an explicitly given vmlinux."""
+    if not raw.strip():
+        # Joined to ``base``, an empty name would be the directory itself: say what is wrong.
+        raise KernelSpecError(f"{origin}: empty; name a vmlinux ELF file")
     path = Path(base or os.getcwd(), os.path.expanduser(raw.strip()))
     _require_regular_file(path, origin)
     try:
@@ -109,6 +115,18 @@ def check_vmlinux_path(
     except OSError as e:
         raise KernelSpecError(f"{origin}: cannot read {path}: {e.strerror}") from None
     return Path(os.path.abspath(path)), ident
+
+
+def check_sysroot(raw: str, source: SpecSource, base: str | os.PathLike[str]) -> Path:
+    """The directory ``raw`` (relative to ``base``) names as a sysroot; KernelSpecError if none."""
+    origin = f"kernel sysroot {raw!r} (from {source.value})"
+    if not raw.strip():
+        raise KernelSpecError(f"{origin}: empty; name the directory standing in for /")
+    path = Path(base, os.path.expanduser(raw))
+    if not path.is_dir():
+        why = "does not exist" if not path.exists() else "is not a directory"
+        raise KernelSpecError(f"{origin}: {path} {why}")
+    return path
 
 
 def _looks_like_path(text: str) -> bool:

@@ -1,6 +1,9 @@
-"""Hypothesis strategies shared by the parsers' fuzz tests: damage that real files suffer."""
+"""Hypothesis strategies shared by the fuzz tests: damage that real files suffer, and the text
+that command-line arguments can hold."""
 
 from __future__ import annotations
+
+import os
 
 from hypothesis import strategies as st
 
@@ -38,3 +41,13 @@ def mutations(draw: st.DrawFn, seed: bytes, min_edits: int = 1) -> bytes:
     if draw(st.booleans()):
         del buf[draw(st.integers(0, len(buf))) :]
     return bytes(buf)
+
+
+# What a command-line argument can hold: any text, the surrogate-escaped bytes that are not UTF-8
+# (as Python decodes argv), and strings made of a member path's and an address's characters, which
+# reach the grammar's corners that random text seldom does.
+argv_text = st.one_of(
+    st.text(),
+    st.binary().map(os.fsdecode),
+    st.from_regex(r"[ a-z_$0-9x.\[\]+-]{0,16}", fullmatch=True),
+)

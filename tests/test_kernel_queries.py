@@ -8,9 +8,13 @@ import sys
 from pathlib import Path
 
 import pytest
+from hypothesis import HealthCheck, example, given, settings
 
+from pytest_ktstr_vmlinux.btf import BTF, BitfieldError
+from pytest_ktstr_vmlinux.memstore import MemoryStore
 from tests.conftest import DebianKernel
 from tests.fakes import make_build_tree
+from tests.fuzz import argv_text
 
 HARNESS = """
 import os, json
@@ -131,3 +135,26 @@ def test_cli_lists_every_symbol_like_nm(tinyconfig_tree: Path) -> None:
     ours_pairs = sorted((int(a, 16), n) for a, n in (line.split() for line in ours))
     nm_pairs = sorted((int(f[0], 16), f[2]) for f in (line.split() for line in nm))
     assert ours_pairs == nm_pairs
+
+
+@pytest.fixture(scope="module")
+def debian_btf(debian_kernel: DebianKernel) -> BTF:
+    return BTF.from_path(debian_kernel.vmlinux, MemoryStore())
+
+
+# Few examples: a name that is not there costs a close-match search over 95k types.
+@pytest.mark.real_kernel
+@settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(text=argv_text)
+@example(text="\udcff")  # the byte 0xff of an argv that is not UTF-8
+def test_btf_lookups_of_any_argument_raise_only_lookup_errors(debian_btf: BTF, text: str) -> None:
+    # What the CLI's offsetof and btf verbs hand the BTF, arguments with bytes that are not
+    # UTF-8 included: a miss is a KeyError, a bad path a ValueError, never anything else.
+    try:
+        debian_btf.type(text)
+    except KeyError as e:
+        assert "\n" not in str(e)
+    try:
+        debian_btf.offsetof("struct rq", text)
+    except (KeyError, ValueError, BitfieldError) as e:
+        assert "\n" not in str(e)
