@@ -13,10 +13,11 @@
 # Environment: KTSTR_TEST_KERNELS (cache folder, default ~/.cache/pytest-ktstr-vmlinux-test-kernels).
 set -euo pipefail
 
-cache=${KTSTR_TEST_KERNELS:-${XDG_CACHE_HOME:-$HOME/.cache}/pytest-ktstr-vmlinux-test-kernels}
-mkdir -p "$cache"
+script=build.sh
+# shellcheck source=tests/kernels/debian.sh
+. "$(dirname "$0")/debian.sh"
 
-for tool in apt-get apt-cache dpkg-deb make gcc flex bison bc pahole xz; do
+for tool in make gcc flex bison bc pahole xz; do
     command -v "$tool" >/dev/null || {
         echo "build.sh: $tool not found; on Debian/Ubuntu: apt-get install build-essential flex bison bc libelf-dev libssl-dev dwarves xz-utils" >&2
         exit 2
@@ -25,7 +26,7 @@ done
 
 # Options on top of tinyconfig. DEBUG_INFO_BTF needs BPF_SYSCALL; debug info needs DEBUG_KERNEL.
 options=(64BIT DEBUG_KERNEL DEBUG_INFO_DWARF5 BPF_SYSCALL DEBUG_INFO_BTF IKCONFIG)
-version=$(apt-cache show linux-source-6.1 | awk '/^Version:/ { print $2; exit }')
+version=$(candidate_version linux-source-6.1)
 [ -n "$version" ] || { echo "build.sh: apt knows no linux-source-6.1; run 'apt-get update' on Debian 12" >&2; exit 2; }
 key=$(printf '%s\n' "$version" "${options[@]}" | sha256sum | cut -c1-12)
 tree="$cache/tinyconfig-$version-$key"
@@ -33,7 +34,9 @@ tree="$cache/tinyconfig-$version-$key"
 if [ ! -f "$tree/ready" ]; then
     work=$(mktemp -d "$cache/.build.XXXXXX")
     trap 'rm -rf "$work"' EXIT
-    (cd "$work" && apt-get download -q "linux-source-6.1=$version" >&2)
+    echo "build.sh: downloading linux-source-6.1 $version (about 140 MB)" >&2
+    (cd "$work" && apt-get download "linux-source-6.1=$version" >&2)
+    echo "build.sh: unpacking the kernel source" >&2
     dpkg-deb --fsys-tarfile "$work"/linux-source-6.1_*.deb |
         tar -x -O ./usr/src/linux-source-6.1.tar.xz | tar -xJ -C "$work"
     src="$work/linux-source-6.1"
@@ -45,7 +48,25 @@ if [ ! -f "$tree/ready" ]; then
         for opt in "${options[@]}"; do
             grep -qx "CONFIG_$opt=y" .config || { echo "build.sh: CONFIG_$opt did not stick" >&2; exit 1; }
         done
-        make -s -j"$(nproc)" bzImage
+        # A line per object is too much for a terminal: the output goes to build.log in the
+        # tree, and a line every 15 s says how far the build got.
+        echo "build.sh: make bzImage (about two minutes on two cores)" >&2
+        start=$SECONDS
+        make -j"$(nproc)" bzImage >build.log 2>&1 &
+        make_pid=$!
+        while kill -0 "$make_pid" 2>/dev/null; do
+            sleep 1
+            if (((SECONDS - start) % 15 == 0)); then
+                echo "build.sh: ... $((SECONDS - start)) s, $(grep -c '^  CC ' build.log || true) files compiled" >&2
+            fi
+        done
+        if ! wait "$make_pid"; then
+            cp build.log "$cache/build-failed.log"
+            tail -n 50 build.log >&2
+            echo "build.sh: make bzImage failed; the whole log is $cache/build-failed.log" >&2
+            exit 1
+        fi
+        echo "build.sh: built in $((SECONDS - start)) s" >&2
     ) >&2
     rm -f "$work"/*.deb
     cat "$src/include/config/kernel.release" >"$src/ready"

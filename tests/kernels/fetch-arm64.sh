@@ -5,11 +5,12 @@
 #
 #   <cache>/debian-arm64-<R>-<version>/boot/vmlinuz-R
 #   <cache>/debian-arm64-<R>-<version>/boot/config-R
+#   <cache>/debian-arm64-<R>-<version>/usr/lib/debug/boot/vmlinux-R   (from the -dbg package)
 #
 # <cache>/debian-arm64-sysroot points at the newest complete sysroot, whose `ready` file holds R.
-# A sysroot that is already complete for the package version apt offers is reused. No -dbg
-# package: the tests only identify the image (Debian 12's arm64 vmlinuz is a flat, uncompressed
-# arm64 Image wrapped as a signed EFI PE; CONFIG_EFI_ZBOOT is off).
+# A sysroot that is already complete for the package version apt offers is reused. Debian 12's
+# arm64 vmlinuz is a flat, uncompressed arm64 Image wrapped as a signed EFI PE (CONFIG_EFI_ZBOOT
+# is off); the -dbg vmlinux is what it must pair with, by build-id.
 #
 # Package lists for arm64: an amd64 machine's apt knows no arm64 packages unless arm64 was added
 # with `dpkg --add-architecture arm64` (then `apt-get download -oAPT::Architecture=arm64 ...`
@@ -41,11 +42,11 @@ if [ -z "$pkg" ]; then
 fi
 amd64_version=""
 if [ -n "$amd64" ]; then
-    amd64_version=$({ apt-cache show "$amd64" 2>/dev/null || true; } | awk '/^Version:/ { print $2; exit }')
+    amd64_version=$(candidate_version "$amd64")
 fi
 
 # apt options for arm64: the system's lists when they carry arm64, else private ones.
-arm64_version() { { apt-cache "${apt[@]}" show "$pkg" 2>/dev/null || true; } | awk '/^Version:/ { print $2; exit }'; }
+arm64_version() { candidate_version "$pkg" "${apt[@]}"; }
 apt=(-oAPT::Architecture=arm64)
 version=$(arm64_version)
 if [ -z "$version" ]; then
@@ -72,10 +73,19 @@ sysroot="$cache/debian-arm64-$release-$version"
 if [ ! -f "$sysroot/ready" ]; then
     work=$(mktemp -d "$cache/.fetch-arm64.XXXXXX")
     trap 'rm -rf "$work"' EXIT
-    (cd "$work" && apt-get "${apt[@]}" download -q "$pkg=$version" >&2)
+    # The signed image and the unsigned -dbg come from two source packages; the -dbg's version
+    # is whatever apt offers for it.
+    dbg_version=$(candidate_version "$pkg-dbg" "${apt[@]}")
+    [ -n "$dbg_version" ] || { echo "fetch-arm64.sh: apt knows no $pkg-dbg for arm64" >&2; exit 2; }
+    echo "fetch-arm64.sh: downloading $pkg $version and $pkg-dbg $dbg_version (about 860 MB)" >&2
+    (cd "$work" && apt-get "${apt[@]}" download "$pkg=$version" "$pkg-dbg=$dbg_version" >&2)
     mkdir -p "$work/root"
     dpkg-deb --fsys-tarfile "$work/${pkg}_"*.deb |
         tar -x -C "$work/root" "./boot/vmlinuz-$release" "./boot/config-$release"
+    echo "fetch-arm64.sh: unpacking the -dbg vmlinux" >&2
+    dpkg-deb --fsys-tarfile "$work/${pkg}-dbg_"*.deb |
+        tar -x -C "$work/root" "./usr/lib/debug/boot/vmlinux-$release"
+    rm -f "$work"/*.deb
     printf '%s\n' "$release" >"$work/root/ready"
     rm -rf "$sysroot"
     mv "$work/root" "$sysroot"

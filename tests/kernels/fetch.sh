@@ -23,18 +23,21 @@ if [ -z "$pkg" ]; then
     exit 2
 fi
 release=${pkg#linux-image-}
-version=$(apt-cache show "$pkg" | awk '/^Version:/ { print $2; exit }')
+version=$(candidate_version "$pkg")
+[ -n "$version" ] || { echo "fetch.sh: apt offers no version of $pkg; run 'apt-get update'" >&2; exit 2; }
 sysroot="$cache/debian-$release-$version"
 
 if [ ! -f "$sysroot/ready" ]; then
     work=$(mktemp -d "$cache/.fetch.XXXXXX")
     trap 'rm -rf "$work"' EXIT
-    (cd "$work" && apt-get download -q "$pkg" "$pkg-dbg" >&2)
+    echo "fetch.sh: downloading $pkg and $pkg-dbg $version (about 310 MB)" >&2
+    (cd "$work" && apt-get download "$pkg=$version" "$pkg-dbg=$version" >&2)
     mkdir -p "$work/root"
     dpkg-deb --fsys-tarfile "$work/${pkg}_"*.deb |
         tar -x -C "$work/root" "./boot/vmlinuz-$release" "./boot/config-$release" "./boot/System.map-$release"
     dpkg-deb --fsys-tarfile "$work/${pkg}-dbg_"*.deb |
         tar -x -C "$work/root" "./usr/lib/debug/boot/vmlinux-$release"
+    rm -f "$work"/*.deb
     printf '%s\n' "$release" >"$work/root/ready"
     rm -rf "$sysroot"
     mv "$work/root" "$sysroot"
