@@ -53,23 +53,27 @@ def _junit_key(nodeid: str) -> tuple[str, str]:
 
     tests/test_x.py::TestY::test[a] is ("tests.test_x.TestY", "test[a]").
     """
-    path, *parts = nodeid.split("::")
+    # A parameter id may itself contain "::"; only the part before "[" is the path.
+    base, bracket, params = nodeid.partition("[")
+    path, *parts = base.split("::")
     module = path.removesuffix(".py").replace("/", ".")
-    return ".".join([module, *parts[:-1]]), parts[-1]
+    return ".".join([module, *parts[:-1]]), parts[-1] + bracket + params
 
 
 def allowed_skip_patterns(path: Path = ALLOWED_SKIPS) -> list[re.Pattern[str]]:
-    """The file's patterns; each must follow a comment that says why CI cannot run that test."""
+    """The file's patterns; each block of them must follow a comment that says why CI cannot run
+    those tests (a blank line ends a block)."""
     patterns: list[re.Pattern[str]] = []
     why = False
     for number, line in enumerate(path.read_text().splitlines(), 1):
-        if line.startswith("#"):
+        if not line.strip():
+            why = False
+        elif line.startswith("#"):
             why = why or bool(line.lstrip("# ").strip())
-        elif line.strip():
+        else:
             if not why:
                 sys.exit(f"{path}:{number}: a skip reason with no comment above it saying why")
             patterns.append(re.compile(line.strip()))
-            why = False
     return patterns
 
 
