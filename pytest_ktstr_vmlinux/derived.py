@@ -120,8 +120,14 @@ class KernelArtifacts:
 def _load_config(kernel: Kernel) -> KernelConfig:
     config = kernel.config
     if config is None:
+        files = kernel.config_files
+        looked = (
+            f"none of {', '.join(files)} exists"
+            if files
+            else "no build tree, image or release to look for a config file by"
+        )
         raise KernelArtifactError(
-            f"no kernel config for {kernel.spec.raw!r}: no .config in a build tree, no"
-            f" /boot/config-{kernel.release}, no IKCONFIG in the image or vmlinux"
+            f"no kernel config for {kernel.spec.raw!r}: {looked}; no IKCONFIG in the image or"
+            " vmlinux"
         )
     return config

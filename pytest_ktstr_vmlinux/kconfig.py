@@ -1,9 +1,10 @@
 """Kernel configuration (``.config``) from wherever a kernel keeps it, parsed into a mapping.
 
 Tests ask "was this kernel built with BTF?" of whatever they were given: a build tree has its
-``.config``, a distro install has ``/boot/config-R``, and a kernel built with ``CONFIG_IKCONFIG``
-carries a gzipped copy inside itself (between the ``IKCFG_ST`` and ``IKCFG_ED`` markers of
-kernel/configs.c), readable from a vmlinux or a decompressed image payload.
+``.config``, a distro install has ``/boot/config-R`` or, on Fedora and Debian's packages from
+2026 on (nothing in /boot), ``/usr/lib/modules/R/config``, and a kernel built with
+``CONFIG_IKCONFIG`` carries a gzipped copy inside itself (between the ``IKCFG_ST`` and
+``IKCFG_ED`` markers of kernel/configs.c), readable from a vmlinux or a decompressed image payload.
 """
 
 from __future__ import annotations
@@ -43,6 +44,13 @@ _HEX_RE = re.compile(r"0[xX][0-9a-fA-F]+", re.ASCII)
 # Longer decimals exceed Python's int-from-str limit; no Kconfig int (64-bit) comes close.
 _MAX_DECIMAL_DIGITS = 4000
 PROC_CONFIG = Path("/proc/config.gz")
+# Where distros install the config of release R, probed in this order (under the sysroot when one
+# is given). On a merged-/usr root /lib is a link to usr/lib and the last two are one file.
+DISTRO_CONFIG_LAYOUTS: tuple[str, ...] = (
+    "/boot/config-{R}",
+    "/lib/modules/{R}/config",
+    "/usr/lib/modules/{R}/config",
+)
 
 
 class KernelConfig(Mapping[str, Value]):
@@ -198,27 +206,49 @@ def config_from_ikconfig(data: bytes | memoryview, *, what: str) -> KernelConfig
     return None if text is None else parse_config(text, f"IKCONFIG in {what}")
 
 
+def config_file_candidates(
+    *,
+    tree: Path | None = None,
+    beside: Sequence[Path] = (),
+    release: str | None = None,
+    sysroot: Sysroot | None = None,
+) -> list[Path]:
+    """The config files ``find_config`` tries, in its order, as they are named in messages.
+
+    ``<tree>/.config``; then ``beside``, the files next to the image that may hold its config
+    (see locate.config_beside_image); then ``DISTRO_CONFIG_LAYOUTS`` for ``release``, each
+    under ``sysroot`` when one is given. A release that is not a single path component names
+    no file. Duplicates are dropped.
+    """
+    found: list[Path] = []
+    if tree is not None:
+        found.append(tree / ".config")
+    found += beside
+    if release and "/" not in release and "\x00" not in release and release not in (".", ".."):
+        root = sysroot or Sysroot(None)
+        found += [root.prefix(template.format(R=release)) for template in DISTRO_CONFIG_LAYOUTS]
+    return list(dict.fromkeys(found))
+
+
 def find_config(
     *,
     tree: Path | None = None,
+    beside: Sequence[Path] = (),
     release: str | None = None,
     sysroot: Sysroot | None = None,
     blobs: Sequence[tuple[str, bytes | memoryview]] = (),
 ) -> KernelConfig | None:
     """The kernel's config from the first place that has one, or None when none does.
 
-    Order: ``<tree>/.config``; ``/boot/config-<release>`` (under ``sysroot`` when given); the
-    IKCONFIG copy in each ``(what, data)`` of ``blobs``. A source that exists but is unreadable
-    or malformed raises KernelArtifactError rather than quietly yielding to the next one.
+    Order: the files of ``config_file_candidates`` (``<tree>/.config``, ``beside``,
+    ``/boot/config-R``, ``/lib/modules/R/config``, ``/usr/lib/modules/R/config``); then the
+    IKCONFIG copy in each ``(what, data)`` of ``blobs``. Symlinks of a file under ``sysroot``
+    are resolved inside it, as in a chroot: a guest's absolute link never reaches the host's
+    files. A source that exists but is unreadable or malformed raises KernelArtifactError rather
+    than quietly yielding to the next one.
     """
-    if tree is not None:
-        found = _read_config_file(tree / ".config")
-        if found is not None:
-            return found
-    # A release that is not a single path component cannot name a /boot/config-R file.
-    if release and "/" not in release and "\x00" not in release:
-        root = sysroot or Sysroot(None)
-        shown = root.prefix(f"/boot/config-{release}")
+    root = sysroot or Sysroot(None)
+    for shown in config_file_candidates(tree=tree, beside=beside, release=release, sysroot=root):
         try:
             path = root.resolve(shown)
         except OSError as error:

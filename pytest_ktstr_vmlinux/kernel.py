@@ -23,12 +23,20 @@ from .identity import (
     vmlinux_identity,
 )
 from .image import ImageInfo
-from .kconfig import KernelConfig, config_from_ikconfig, find_config, read_proc_config
+from .kconfig import (
+    PROC_CONFIG,
+    KernelConfig,
+    config_file_candidates,
+    config_from_ikconfig,
+    find_config,
+    read_proc_config,
+)
 from .locate import (
     Candidate,
     Probe,
     ProbeReport,
     build_tree_root,
+    config_beside_image,
     find_distro_image,
     find_tree_image,
     image_arch,
@@ -93,11 +101,16 @@ class Kernel:
 
     @functools.cached_property
     def config(self) -> KernelConfig | None:
-        """The kernel's configuration: ``<tree>/.config``, ``/boot/config-R`` (under the
-        sysroot), /proc/config.gz for the running kernel, else IKCONFIG embedded in the image's
-        payload or in the vmlinux. None if none of them has it."""
-        found = find_config(tree=self.tree, release=self.release, sysroot=Sysroot(self.sysroot))
-        if found is None and self.spec.kind is SpecKind.RUNNING and self.sysroot is None:
+        """The kernel's configuration, from the first of ``config_files`` that exists, else
+        IKCONFIG embedded in the image's payload or in the vmlinux. None if none of them has
+        it."""
+        found = find_config(
+            tree=self.tree,
+            beside=self._config_beside_image(),
+            release=self.release,
+            sysroot=Sysroot(self.sysroot),
+        )
+        if found is None and self._reads_proc_config():
             found = read_proc_config()
         if found is None and self.image is not None:
             try:
@@ -114,6 +127,27 @@ class Kernel:
             ):
                 found = config_from_ikconfig(view, what=str(self.vmlinux))
         return found
+
+    @property
+    def config_files(self) -> list[str]:
+        """Where ``config`` looks for a config file, in order: ``<tree>/.config``; beside the
+        image, ``config-X`` for ``vmlinuz-X``, ``config-R`` and, for ``.../modules/R/vmlinuz``,
+        ``config``; ``/boot/config-R``, ``/lib/modules/R/config``, ``/usr/lib/modules/R/config``
+        (under the sysroot); ``/proc/config.gz`` for the running kernel without a sysroot."""
+        files = config_file_candidates(
+            tree=self.tree,
+            beside=self._config_beside_image(),
+            release=self.release,
+            sysroot=Sysroot(self.sysroot),
+        )
+        proc = [str(PROC_CONFIG)] if self._reads_proc_config() else []
+        return [str(path) for path in files] + proc
+
+    def _config_beside_image(self) -> list[Path]:
+        return config_beside_image(self.image, self.release) if self.image is not None else []
+
+    def _reads_proc_config(self) -> bool:
+        return self.spec.kind is SpecKind.RUNNING and self.sysroot is None
 
     def require_vmlinux(self) -> Path:
         """The vmlinux path, or VmlinuxNotFoundError carrying the whole probe report."""

@@ -33,6 +33,8 @@ from .sysroot import Sysroot
 DISTRO_VMLINUX_LAYOUTS: tuple[tuple[str, str], ...] = (
     ("/usr/lib/debug/boot/vmlinux-{R}", "Debian/Ubuntu dbgsym"),
     ("/usr/lib/debug/lib/modules/{R}/vmlinux", "Fedora debuginfo"),
+    # Debian's packages from 2026 on make it a link to the one above; elsewhere it may be a file.
+    ("/usr/lib/debug/vmlinux-{R}", "debug dir, versioned"),
     ("/lib/modules/{R}/vmlinux", "SUSE"),
     ("/lib/modules/{R}/vmlinux.debug", "SUSE debug"),
     ("/boot/vmlinux-{R}", "/boot vmlinux"),
@@ -198,6 +200,24 @@ def find_tree_image(tree: Path) -> tuple[Path, str] | None:
         if candidate.is_file():
             return candidate, arch
     return None
+
+
+def config_beside_image(image: Path, release: str | None) -> list[Path]:
+    """Files next to ``image`` (and next to its target, when it is a symlink) that may hold its
+    kernel config, in order: ``config-X`` beside ``vmlinuz-X`` (also ``vmlinux-X``, ``Image-X``,
+    ``bzImage-X``), ``config-R`` for the kernel's release R, and ``config`` beside
+    ``.../modules/R/vmlinuz`` (the layout of Fedora and of Debian's packages from 2026 on)."""
+    found: list[Path] = []
+    for img in _image_and_target(image):
+        for prefix in _IMAGE_NAME_PREFIXES:
+            suffix = img.name[len(prefix) :]
+            if img.name.startswith(prefix) and _safe_release(suffix):
+                found.append(img.parent / f"config-{suffix}")
+        if release is not None and _safe_release(release):
+            found.append(img.parent / f"config-{release}")
+        if img.name == "vmlinuz" and img.parent.parent.name == "modules":
+            found.append(img.parent / "config")
+    return list(dict.fromkeys(found))
 
 
 def find_distro_image(release: str, sysroot: Sysroot) -> Path | None:

@@ -8,6 +8,7 @@ from __future__ import annotations
 import gzip
 import os
 import re
+import shutil
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -231,16 +232,25 @@ def test_both():
 def test_what_cannot_be_checked_is_never_called_missing(
     pytester: pytest.Pytester, debian_kernel: DebianKernel, strict: bool
 ) -> None:
-    # The Debian image seen through an empty sysroot: no /boot/config-R and no debug vmlinux
-    # to read the config or symbols from, but the image's own ELF has .BTF.
-    release, image = debian_kernel.release, debian_kernel.image
+    # The Debian image, away from its config-R, seen through an empty sysroot: no config file
+    # and no debug vmlinux to read the config or symbols from, but the image's own ELF has .BTF.
+    release = debian_kernel.release
+    image = pytester.mkdir("kernels") / f"vmlinuz-{release}"
+    try:
+        os.link(debian_kernel.image, image)
+    except OSError:  # another filesystem
+        shutil.copyfile(debian_kernel.image, image)
     empty = pytester.mkdir("empty-root")
     pytester.makepyfile(test_req=UNCHECKABLE)
     strictness = ["--kernel-strict"] if strict else []
     result = run(pytester, "-rs", f"--kernel-sysroot={empty}", f"--kernel={image}", *strictness)
+    probed = (
+        f"{image.parent}/config-{release}, {empty}/boot/config-{release},"
+        f" {empty}/lib/modules/{release}/config, {empty}/usr/lib/modules/{release}/config"
+    )
     no_config = (
-        f"config=['SMP']: no kernel config for '{image}': no .config in a build tree, no"
-        f" /boot/config-{release}, no IKCONFIG in the image or vmlinux"
+        f"config=['SMP']: no kernel config for '{image}': none of {probed} exists;"
+        " no IKCONFIG in the image or vmlinux"
     )
     expected = {
         "test_config": f"ktstr: cannot check on kernel {release}: {no_config}",
@@ -318,8 +328,13 @@ def test_running_kernel_config_from_proc_config_gz(pytester: pytest.Pytester) ->
     release = os.uname().release
     if not PROC_CONFIG.is_file():
         pytest.skip(f"{PROC_CONFIG} is missing: the running kernel has no CONFIG_IKCONFIG_PROC")
-    if Path(f"/boot/config-{release}").exists():
-        pytest.skip(f"/boot/config-{release} exists: the config would come from there")
+    for host_config in (
+        f"/boot/config-{release}",
+        f"/lib/modules/{release}/config",
+        f"/usr/lib/modules/{release}/config",
+    ):
+        if Path(host_config).exists():
+            pytest.skip(f"{host_config} exists: the config would come from there")
     # The oracle: the file as gzip and a regex read it, not the plugin's parser.
     text = gzip.decompress(PROC_CONFIG.read_bytes()).decode()
     hz = re.search(r"^CONFIG_HZ=(\d+)$", text, re.MULTILINE)
