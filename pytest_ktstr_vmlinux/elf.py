@@ -2,7 +2,8 @@
 
 ``e_ident`` and ``e_machine`` are read by hand: probing a dozen candidates must not parse section
 tables of 600 MB files. Build-ids and banners come from sections found with pyelftools; notes are
-walked by hand because the same walk serves /sys/kernel/notes, which is no ELF.
+walked by hand because the same walk serves /sys/kernel/notes, which is no ELF. A flat Image's
+build-id is found by notes.py, which tells the kernel's note from those of the ELF files inside it.
 """
 
 from __future__ import annotations
@@ -147,7 +148,6 @@ def is_elf(path: str | os.PathLike[str]) -> bool:
 # --- identity: GNU build-id and linux_banner -----------------------------------------------------
 
 NT_GNU_BUILD_ID = 3
-_GNU_BUILD_ID_NOTE = struct.pack("<III", 4, 20, NT_GNU_BUILD_ID) + b"GNU\x00"
 BANNER_PREFIX = b"Linux version "
 _BANNER_MAX = 512
 _BUILD_NUMBER = re.compile(r"\) #\d")
@@ -195,17 +195,6 @@ def gnu_build_id(blob: bytes, byteorder: Literal["little", "big"] = "little") ->
         if note.n_name == b"GNU" and note.n_type == NT_GNU_BUILD_ID and note.n_desc:
             return note.n_desc.hex()
     return None
-
-
-def scan_gnu_build_id(data: bytes | memoryview) -> str | None:
-    """Find a GNU build-id note anywhere in ``data`` (a flat Image keeps the note's bytes)."""
-    raw = data if isinstance(data, bytes) else bytes(data)
-    at = raw.find(_GNU_BUILD_ID_NOTE)
-    if at < 0:
-        return None
-    start = at + len(_GNU_BUILD_ID_NOTE)
-    desc = raw[start : start + 20]
-    return desc.hex() if len(desc) == 20 else None
 
 
 def find_banner(data: bytes | memoryview) -> str | None:

@@ -15,8 +15,9 @@ import stat
 from dataclasses import dataclass
 
 from .decompress import DEFAULT_MAX_OUTPUT, decompress, detect_compression
-from .elf import find_banner, read_elf_identity, release_from_banner, scan_gnu_build_id
+from .elf import find_banner, read_elf_identity, release_from_banner
 from .errors import KernelArtifactError
+from .notes import flat_build_id
 
 # x86 boot protocol (Documentation/arch/x86/boot.rst).
 BOOT_FLAG_OFFSET = 0x1FE
@@ -133,6 +134,9 @@ class ImageInfo:
     release: str | None
     banner: str | None
     build_id: str | None
+    # Why build_id is None: no note at all, or (in a flat Image) only the notes of the ELF files
+    # embedded in the kernel (vDSOs), or several loose notes that disagree. None when it is known.
+    build_id_problem: str | None = None
 
 
 def read_payload(
@@ -205,9 +209,12 @@ def identify_payload(what: str, fmt: str, compression: str, payload: bytes) -> I
     if payload[:4] == ELF_MAGIC:
         elf = read_elf_identity(io.BytesIO(payload), what=f"{what} payload")
         arch, build_id, banner = elf.arch, elf.build_id, elf.banner
+        problem = None if build_id else "the payload ELF has no GNU build-id note"
     else:
+        # A flat Image: the kernel's note is the one outside the ELF files embedded in it.
         arch = header.arch if header else None
-        build_id, banner = scan_gnu_build_id(payload), find_banner(payload)
+        found, banner = flat_build_id(payload), find_banner(payload)
+        build_id, problem = found.build_id, found.problem
     return ImageInfo(
         format=fmt,
         compression=compression,
@@ -215,6 +222,7 @@ def identify_payload(what: str, fmt: str, compression: str, payload: bytes) -> I
         release=release_from_banner(banner),
         banner=banner,
         build_id=build_id,
+        build_id_problem=problem,
     )
 
 

@@ -96,3 +96,14 @@ def tinyconfig_tree() -> Path:
     if not ready.is_file():
         _unavailable("the tinyconfig kernel tree", "build.sh")
     return (KERNELS_DIR / "tinyconfig-tree").resolve()
+
+
+@pytest.fixture(scope="session")
+def debian_arm64() -> DebianKernel:
+    """Debian's 6.1 arm64 kernel (a flat Image) and its -dbg vmlinux, unpacked as a sysroot by
+    fetch-arm64.sh."""
+    ready = KERNELS_DIR / "debian-arm64-sysroot" / "ready"
+    if not ready.is_file():
+        _unavailable("the Debian arm64 kernel sysroot", "fetch-arm64.sh")
+    sysroot = (KERNELS_DIR / "debian-arm64-sysroot").resolve()
+    return DebianKernel(sysroot, ready.read_text().strip())
