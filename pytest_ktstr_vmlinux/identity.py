@@ -24,7 +24,8 @@ from .sysroot import Sysroot
 T = TypeVar("T")
 
 IMAGE_IDENTITY_KIND = "image-identity"
-IMAGE_IDENTITY_VERSION = 1
+# 2: a flat image's build-id is the note outside its embedded ELF files (vDSOs), not the first.
+IMAGE_IDENTITY_VERSION = 2
 IMAGE_PAYLOAD_KIND = "image-payload"
 IMAGE_PAYLOAD_VERSION = 1
 VMLINUX_IDENTITY_KIND = "vmlinux-identity"

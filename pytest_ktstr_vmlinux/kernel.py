@@ -212,7 +212,7 @@ def resolve_kernel(
             verify=verify,
         )
     report = probe.report
-    if unverifiable and not report.unverifiable:
+    if unverifiable and not report.unverifiable and report.paired == UNVERIFIED:
         report = dataclasses.replace(report, unverifiable=unverifiable)
     build_id = expect.build_id if expect else None
     kind = "debug" if probe.path else None
@@ -278,7 +278,9 @@ def _expectation(
             return info, running, None
     if info is None:
         return None, None, None
-    return info, Expectation(info.build_id, info.banner, "image"), None
+    # A flat image whose build-id cannot be told apart says why; the banner may still pair.
+    why = f"image build-id unknown: {info.build_id_problem}" if info.build_id_problem else None
+    return info, Expectation(info.build_id, info.banner, "image"), why
 
 
 def _vmlinux_build_id(vmlinux: Path, store: Store) -> str | None:
