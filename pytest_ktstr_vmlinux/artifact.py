@@ -18,6 +18,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import BinaryIO
 
+from .signature import file_type
+
 MAGIC = b"KTSTRART"
 CONTAINER_VERSION = 1
 HEADER_SIZE = 4096  # a page: the payload starts mmap-aligned
@@ -124,10 +126,16 @@ def open_artifact(path: Path, kind: str, version: int) -> Artifact:
         raise
     except OSError as e:
         raise ArtifactCorrupt(f"cannot open: {e.strerror}") from None
-    with os.fdopen(fd, "rb") as f:
-        st = os.fstat(f.fileno())
+    # Checked on the raw descriptor: opening a directory as a file object raises
+    # IsADirectoryError, which is no ArtifactCorrupt.
+    try:
+        st = os.fstat(fd)
         if not stat.S_ISREG(st.st_mode):
-            raise ArtifactCorrupt("not a regular file")
+            raise ArtifactCorrupt(f"not a regular file ({file_type(st.st_mode)})")
+    except BaseException:
+        os.close(fd)
+        raise
+    with os.fdopen(fd, "rb") as f:
         if st.st_size < HEADER_SIZE:
             raise ArtifactCorrupt(f"truncated: {st.st_size} bytes, shorter than its header")
         fields = _HEADER.unpack(f.read(_HEADER.size))

@@ -11,6 +11,7 @@ from __future__ import annotations
 import hashlib
 import os
 import stat
+from collections.abc import Callable
 from dataclasses import dataclass
 
 from .errors import KernelArtifactError
@@ -66,6 +67,25 @@ def require_regular(shown: str | os.PathLike[str], st: os.stat_result) -> None:
     if not stat.S_ISREG(st.st_mode):
         kind = "a directory" if stat.S_ISDIR(st.st_mode) else "not a regular file"
         raise KernelArtifactError(f"{shown}: is {kind}; point at the vmlinux ELF file itself")
+
+
+def file_type(mode: int) -> str:
+    """What a file is, for messages: "a regular file", "a directory", "a FIFO", ..."""
+    for test, name in _FILE_TYPES:
+        if test(mode):
+            return name
+    return "an unknown kind of file"
+
+
+_FILE_TYPES: tuple[tuple[Callable[[int], bool], str], ...] = (
+    (stat.S_ISREG, "a regular file"),
+    (stat.S_ISDIR, "a directory"),
+    (stat.S_ISLNK, "a symlink"),
+    (stat.S_ISFIFO, "a FIFO"),
+    (stat.S_ISSOCK, "a socket"),
+    (stat.S_ISCHR, "a character device"),
+    (stat.S_ISBLK, "a block device"),
+)
 
 
 def read_error(shown: str | os.PathLike[str], error: OSError) -> KernelArtifactError:

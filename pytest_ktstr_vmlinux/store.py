@@ -54,7 +54,7 @@ from .stored import (
     json_build,
     unsettled_source,
 )
-from .storedir import DEFAULT_MAX_SIZE, InsecureStoreError, prepare_store_dir
+from .storedir import DEFAULT_MAX_SIZE, prepare_lock, prepare_store_dir, prepare_subdir
 
 __all__ = [
     "ArtifactStore",
@@ -91,15 +91,18 @@ class ArtifactStore:
         self.max_size = max_size
         self.racy_window_ns = racy_window_ns
         self.stats = StoreStats()
-        self._artifacts = self._subdir(ARTIFACTS_DIR)
-        self._tmp = self._subdir(TMP_DIR)
-        self._exports = self._subdir(EXPORTS_DIR)
+        self._warned: set[str] = set()
+        warned = len(self._warned)
+        self._artifacts = prepare_subdir(self.directory / ARTIFACTS_DIR, self._warn)
+        # A replaced artifacts/ lost every file the index names: that was the one warning.
+        self._artifacts_replaced = len(self._warned) > warned
+        self._tmp = prepare_subdir(self.directory / TMP_DIR, self._warn)
+        self._exports = prepare_subdir(self.directory / EXPORTS_DIR, self._warn)
         self._index_path = self.directory / INDEX_NAME
         self._lock_path = self.directory / LOCK_NAME
-        self._refuse_symlinked_lock()
+        prepare_lock(self._lock_path, self._warn)
         self._lock = FileLock(str(self._lock_path), timeout=lock_timeout, **_strict_lock_kwargs())
         self._thread_lock = threading.RLock()
-        self._warned: set[str] = set()
 
     def __repr__(self) -> str:
         return f"ArtifactStore({str(self.directory)!r})"
@@ -149,7 +152,7 @@ class ArtifactStore:
     def locked(self) -> Iterator[None]:
         """Hold the store lock (re-entrant within a process) with a clear error on timeout."""
         with self._thread_lock:
-            self._refuse_symlinked_lock()
+            prepare_lock(self._lock_path, self._warn)
             try:
                 self._lock.acquire()
             except Timeout:  # a TimeoutError, so an OSError: it must be caught first
@@ -177,8 +180,10 @@ class ArtifactStore:
             for key, record in sorted(entry["artifacts"].items()):
                 path = self._artifacts / record["file"]
                 try:
-                    st = os.stat(path)
+                    st = os.lstat(path)
                 except OSError:
+                    continue
+                if not stat.S_ISREG(st.st_mode):
                     continue
                 kind, _, version = key.rpartition(":")
                 artifacts.append(
@@ -197,7 +202,12 @@ class ArtifactStore:
         return listing
 
     def total_size(self) -> int:
-        return sum(p.stat().st_size for p in self._artifacts.iterdir() if p.is_file())
+        total = 0
+        for path in self._artifacts.iterdir():
+            with contextlib.suppress(FileNotFoundError):
+                st = os.lstat(path)
+                total += st.st_size if stat.S_ISREG(st.st_mode) else 0
+        return total
 
     def clear(self) -> int:
         """Remove every artifact and the index; returns the number of artifact files removed."""
@@ -217,29 +227,19 @@ class ArtifactStore:
         assert stored.file is not None
         path = self._exports / f"{stored.file.path.stem}{suffix}"
         try:
-            if path.stat().st_size == stored.size and not path.is_symlink():
-                return path
+            st = os.lstat(path)
         except FileNotFoundError:
-            pass
+            st = None
+        if st is not None and stat.S_ISREG(st.st_mode) and st.st_size == stored.size:
+            return path
         with self.locked():
+            if st is not None and stat.S_ISDIR(st.st_mode):
+                self._warn(f"kernel cache export {path} is a directory; replacing it")
+                remove_path(path)
             publish(path, stored.map(), tmp_dir=self._tmp, prefix="export-")
         return path
 
     # --- internals ------------------------------------------------------------------------------
-
-    def _refuse_symlinked_lock(self) -> None:
-        if self._lock_path.is_symlink():
-            raise InsecureStoreError(
-                f"kernel cache lock {self._lock_path} is a symlink; refusing to open it (it could"
-                f" point anywhere). Remove it: `rm {self._lock_path}`"
-            )
-
-    def _subdir(self, name: str) -> Path:
-        path = self.directory / name
-        if path.is_symlink():
-            raise InsecureStoreError(f"kernel cache {path} is a symlink; remove it: `rm {path}`")
-        path.mkdir(mode=0o700, exist_ok=True)
-        return path
 
     def _find(
         self,
@@ -267,7 +267,7 @@ class ArtifactStore:
         except FileNotFoundError:
             # Without the lock, another process may have evicted or replaced it a moment ago;
             # under the lock, an index naming a missing file is damage worth a word.
-            if under_lock:
+            if under_lock and not self._artifacts_replaced:
                 what = f"kernel cache artifact {path} ({kind} of {key})"
                 self._warn(f"{what} is unusable: missing; rebuilding")
             return None
@@ -344,6 +344,8 @@ class ArtifactStore:
                 json.dumps([key, _fields(signature), kind, version]).encode()
             ).hexdigest()
             final = self._artifacts / f"{name}.art"
+            if _is_directory(final):
+                remove_path(final)  # os.replace cannot put a file over a directory
             os.replace(tmp, final)
             storeindex.fsync_dir(self._artifacts)
         except BaseException:
@@ -407,7 +409,7 @@ class ArtifactStore:
             return storeindex.empty_index()
 
     def _write_index(self, index: dict[str, Any]) -> None:
-        if self._index_path.is_dir() and not self._index_path.is_symlink():
+        if _is_directory(self._index_path):
             remove_path(self._index_path)  # os.replace cannot put a file over a directory
         storeindex.write_index(self._index_path, index, tmp_dir=self._tmp)
 
@@ -415,6 +417,13 @@ class ArtifactStore:
         if message not in self._warned:
             self._warned.add(message)
             warnings.warn(message, StoreWarning, stacklevel=3)
+
+
+def _is_directory(path: Path) -> bool:
+    try:
+        return stat.S_ISDIR(os.lstat(path).st_mode)
+    except FileNotFoundError:
+        return False
 
 
 def _artifact_key(kind: str, version: int) -> str:

@@ -7,18 +7,23 @@ bytes of their choosing.
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import os
 import re
 import stat
+from collections.abc import Callable
 from pathlib import Path
 
 from .errors import KernelArtifactError
+from .evict import remove_path
+from .signature import file_type
 
 STORE_NAME = "pytest-ktstr-vmlinux"
 DEFAULT_MAX_SIZE = 8 << 30
 _SIZE_RE = re.compile(r"(\d+(?:\.\d+)?)\s*([KMGT]?)(i?B?)", re.IGNORECASE | re.ASCII)
 _UNITS = {"": 1, "K": 1 << 10, "M": 1 << 20, "G": 1 << 30, "T": 1 << 40}
+_ATTEMPTS = 5
 
 
 class InsecureStoreError(KernelArtifactError):
@@ -85,6 +90,53 @@ def check_store_dir(path: Path) -> None:
             f"kernel cache {path} has mode {stat.S_IMODE(st.st_mode):04o}: group or others can"
             f" write it; refusing to trust it. Fix with `chmod 700 {path}`"
         )
+
+
+def prepare_subdir(path: Path, warn: Callable[[str], None]) -> Path:
+    """The store's own subdirectory ``path``: created 0700 when missing, and when something
+    other than a directory has taken its place (a file, a FIFO), that is removed (one ``warn``)
+    and the directory made again. A symlink is refused: it could point anywhere."""
+    for _ in range(_ATTEMPTS):
+        try:
+            st = os.lstat(path)
+        except FileNotFoundError:
+            try:
+                os.mkdir(path, 0o700)
+            except FileExistsError:
+                pass  # another process made it (or something else) a moment ago: look again
+            except OSError as e:
+                raise StoreUnavailableError(
+                    f"kernel cache {path}: cannot create it: {e.strerror}"
+                ) from None
+            continue
+        if stat.S_ISLNK(st.st_mode):
+            raise InsecureStoreError(f"kernel cache {path} is a symlink; remove it: `rm {path}`")
+        if stat.S_ISDIR(st.st_mode):
+            return path
+        warn(
+            f"kernel cache {path} is not a directory ({file_type(st.st_mode)});"
+            " replacing it with an empty one"
+        )
+        with contextlib.suppress(FileNotFoundError, IsADirectoryError):
+            os.unlink(path)  # IsADirectoryError: another process already replaced it
+    raise StoreUnavailableError(f"kernel cache {path}: keeps changing under us; run again")
+
+
+def prepare_lock(path: Path, warn: Callable[[str], None]) -> None:
+    """Refuse a lock that is a symlink; remove one that is not a regular file (one ``warn``), so
+    filelock creates it afresh. The lock only saves duplicate work: replacing it is safe."""
+    try:
+        st = os.lstat(path)
+    except FileNotFoundError:
+        return
+    if stat.S_ISLNK(st.st_mode):
+        raise InsecureStoreError(
+            f"kernel cache lock {path} is a symlink; refusing to open it (it could point"
+            f" anywhere). Remove it: `rm {path}`"
+        )
+    if not stat.S_ISREG(st.st_mode):
+        warn(f"kernel cache lock {path} is {file_type(st.st_mode)}; replacing it")
+        remove_path(path)
 
 
 def _read_only_fs(path: Path) -> bool:

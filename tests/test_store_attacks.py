@@ -1,0 +1,204 @@
+"""The store against a hostile or careless filesystem: wrong file types where the store expects
+its own files and directories, artifacts forged by another user, and directories that are not a
+store at all. Real files, real chown/chmod, real pytest runs (pytester); no mocks.
+
+Every case ends the same way: one clear message (a StoreWarning and a rebuild for damage the
+store can repair, a refusal with a fix-it message for what it must not touch), never a traceback,
+never bytes the store did not build, never a user's file deleted.
+"""
+
+from __future__ import annotations
+
+import os
+import stat
+import warnings
+from pathlib import Path
+from typing import BinaryIO
+
+import pytest
+
+from pytest_ktstr_vmlinux import artifact
+from pytest_ktstr_vmlinux.store import ArtifactStore, StoreWarning
+from pytest_ktstr_vmlinux.storedir import InsecureStoreError
+from tests.fakes import make_build_tree
+
+KIND = "echo"
+SYMBOLS_KIND = "symbols"
+
+
+def _build(path: Path, out: BinaryIO) -> None:
+    out.write(b"built:" + path.read_bytes())
+
+
+def _source(tmp_path: Path, content: bytes = b"source-one") -> Path:
+    path = tmp_path / "src" / "vmlinux"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_bytes(content)
+    return path
+
+
+def _store_warnings(caught: list[warnings.WarningMessage]) -> list[str]:
+    return [str(w.message) for w in caught if issubclass(w.category, StoreWarning)]
+
+
+def _artifact_path(store_dir: Path, kind: str) -> Path:
+    for entry in ArtifactStore(store_dir).entries():
+        for item in entry["artifacts"]:
+            if item["kind"] == kind:
+                return Path(item["file"])
+    raise AssertionError(f"no {kind} artifact in {store_dir}")
+
+
+# --- pytest runs ----------------------------------------------------------------------------------
+
+SYMBOLS_TEST = """
+def test_symbols(kernel_symbols):
+    assert "runqueues" not in kernel_symbols
+"""
+
+
+@pytest.fixture
+def kernel_tree(pytester: pytest.Pytester) -> Path:
+    tree = make_build_tree(pytester.path / "linux")
+    pytester.makepyfile(test_symbols=SYMBOLS_TEST)
+    return tree
+
+
+def _store_dir() -> Path:
+    return Path(os.environ["KTSTR_CACHE_DIR"])
+
+
+def _assert_clean_run(result: pytest.RunResult, warning: str) -> None:
+    """Passed, with ``warning`` said exactly once, and no internal error or traceback."""
+    out = result.stdout.str() + result.stderr.str()
+    assert "INTERNALERROR" not in out and "Traceback" not in out, out
+    result.assert_outcomes(passed=1, warnings=1)
+    assert out.count(warning) == 1, out
+
+
+# --- 2. wrong file types --------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("subdir", ["tmp", "artifacts", "exports"])
+def test_store_subdirectory_replaced_by_a_file_is_rebuilt(tmp_path: Path, subdir: str) -> None:
+    src = _source(tmp_path)
+    directory = tmp_path / "store"
+    ArtifactStore(directory).get_or_build(src, KIND, 1, _build)
+    path = directory / subdir
+    for child in path.iterdir():
+        child.unlink()
+    path.rmdir()
+    path.write_text("not a directory")
+
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        store = ArtifactStore(directory)
+        found = store.get_or_build(src, KIND, 1, _build)
+    [message] = _store_warnings(caught)
+    assert str(path) in message and "not a directory" in message
+    assert found.read_bytes() == b"built:source-one"
+    assert path.is_dir() and not path.is_symlink()
+    assert stat.S_IMODE(path.stat().st_mode) == 0o700
+
+
+@pytest.mark.parametrize("subdir", ["tmp", "artifacts", "exports"])
+def test_plugin_run_with_a_file_for_a_store_subdirectory(
+    pytester: pytest.Pytester, kernel_tree: Path, subdir: str
+) -> None:
+    pytester.runpytest_subprocess(f"--kernel={kernel_tree}").assert_outcomes(passed=1)
+    path = _store_dir() / subdir
+    for child in path.iterdir():
+        child.unlink()
+    path.rmdir()
+    path.write_text("not a directory")
+    result = pytester.runpytest_subprocess(f"--kernel={kernel_tree}")
+    _assert_clean_run(result, f"{path} is not a directory")
+    assert path.is_dir()
+
+
+def test_artifact_replaced_by_a_directory_is_rebuilt(tmp_path: Path) -> None:
+    src = _source(tmp_path)
+    directory = tmp_path / "store"
+    ArtifactStore(directory).get_or_build(src, KIND, 1, _build)
+    target = _artifact_path(directory, KIND)
+    target.unlink()
+    target.mkdir()
+    (target / "inside").write_text("x")
+
+    for _ in range(2):  # once with the warning and a rebuild, then quietly reused
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            store = ArtifactStore(directory)
+            found = store.get_or_build(src, KIND, 1, _build)
+        assert found.read_bytes() == b"built:source-one"
+        assert target.is_file()
+        artifact.open_artifact(target, KIND, 1)
+        if _ == 0:
+            [message] = _store_warnings(caught)
+            assert str(target) in message and "not a regular file" in message
+            assert store.stats.built == 1
+        else:
+            assert _store_warnings(caught) == []
+            assert store.stats.reused == 1
+
+
+def test_plugin_run_with_a_directory_for_the_symbols_artifact(
+    pytester: pytest.Pytester, kernel_tree: Path
+) -> None:
+    pytester.runpytest_subprocess(f"--kernel={kernel_tree}").assert_outcomes(passed=1)
+    target = _artifact_path(_store_dir(), SYMBOLS_KIND)
+    target.unlink()
+    target.mkdir()
+    result = pytester.runpytest_subprocess(f"--kernel={kernel_tree}")
+    _assert_clean_run(result, f"{target}")
+    assert target.is_file()
+    again = pytester.runpytest_subprocess(f"--kernel={kernel_tree}")
+    again.assert_outcomes(passed=1)
+    assert "StoreWarning" not in again.stdout.str()
+
+
+@pytest.mark.parametrize("kind", ["fifo", "directory"])
+def test_lock_of_the_wrong_type_is_replaced(tmp_path: Path, kind: str) -> None:
+    src = _source(tmp_path)
+    directory = tmp_path / "store"
+    ArtifactStore(directory).get_or_build(src, KIND, 1, _build)
+    lock = directory / "lock"
+    lock.unlink()
+    if kind == "fifo":
+        os.mkfifo(lock, 0o600)
+    else:
+        lock.mkdir()
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        store = ArtifactStore(directory)
+        found = store.get_or_build(_source(tmp_path, b"other"), KIND, 1, _build)
+    [message] = _store_warnings(caught)
+    assert str(lock) in message
+    assert found.read_bytes() == b"built:other"
+    assert stat.S_ISREG(os.lstat(lock).st_mode)
+
+
+def test_export_replaced_by_a_directory_is_rebuilt(tmp_path: Path) -> None:
+    src = _source(tmp_path)
+    store = ArtifactStore(tmp_path / "store")
+    stored = store.get_or_build(src, KIND, 1, _build)
+    path = store.export(stored, ".bin")
+    path.unlink()
+    path.mkdir()
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        again = ArtifactStore(store.directory).export(stored, ".bin")
+    assert again == path
+    assert path.read_bytes() == b"built:source-one"
+    assert len(_store_warnings(caught)) == 1
+
+
+def test_subdirectory_symlink_is_still_refused(tmp_path: Path) -> None:
+    directory = tmp_path / "store"
+    ArtifactStore(directory)
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir(mode=0o700)
+    (directory / "exports").rmdir()
+    (directory / "exports").symlink_to(elsewhere)
+    with pytest.raises(InsecureStoreError, match="symlink"):
+        ArtifactStore(directory)
