@@ -18,7 +18,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import BinaryIO
 
-from .signature import file_type
+from .signature import file_type, not_ours_alone
 
 MAGIC = b"KTSTRART"
 CONTAINER_VERSION = 1
@@ -114,9 +114,11 @@ def finish(f: BinaryIO, kind: str, version: int) -> int:
     return size
 
 
-def open_artifact(path: Path, kind: str, version: int) -> Artifact:
+def open_artifact(path: Path, kind: str, version: int, *, owner: int | None = None) -> Artifact:
     """Verify ``path`` as an artifact of ``kind``/``version`` and map it.
 
+    With ``owner`` (the store's uid), a file someone else owns or may write is refused too,
+    checked on the descriptor that is then read: whoever wrote it could have sealed any bytes.
     ArtifactCorrupt says what is wrong; FileNotFoundError means it is simply gone (evicted or
     replaced by another process a moment ago), which is no corruption.
     """
@@ -132,6 +134,8 @@ def open_artifact(path: Path, kind: str, version: int) -> Artifact:
         st = os.fstat(fd)
         if not stat.S_ISREG(st.st_mode):
             raise ArtifactCorrupt(f"not a regular file ({file_type(st.st_mode)})")
+        if owner is not None and (problem := not_ours_alone(st, owner)) is not None:
+            raise ArtifactCorrupt(f"{problem}; never served")
     except BaseException:
         os.close(fd)
         raise

@@ -77,6 +77,16 @@ def file_type(mode: int) -> str:
     return "an unknown kind of file"
 
 
+def not_ours_alone(st: os.stat_result, owner: int) -> str | None:
+    """Why a file of the store cannot be trusted (another owner, writable by group or others),
+    or None when only ``owner`` can have written it."""
+    if st.st_uid != owner:
+        return f"owned by uid {st.st_uid}, not by the store's owner (uid {owner})"
+    if st.st_mode & (stat.S_IWGRP | stat.S_IWOTH):
+        return f"mode {stat.S_IMODE(st.st_mode):04o}: group or others can write it"
+    return None
+
+
 _FILE_TYPES: tuple[tuple[Callable[[int], bool], str], ...] = (
     (stat.S_ISREG, "a regular file"),
     (stat.S_ISDIR, "a directory"),

@@ -16,7 +16,6 @@ same artifact N times. A crash mid-build leaves debris in tmp/ and an unchanged 
 from __future__ import annotations
 
 import contextlib
-import errno
 import hashlib
 import inspect
 import json
@@ -42,6 +41,7 @@ from .signature import (
     StatSignature,
     canonical_key,
     is_racy,
+    not_ours_alone,
     sha256_file,
     stat_signature,
 )
@@ -72,8 +72,6 @@ ARTIFACTS_DIR = "artifacts"
 TMP_DIR = "tmp"
 EXPORTS_DIR = "exports"
 DEFAULT_LOCK_TIMEOUT = 1800.0
-_O_NOFOLLOW = getattr(os, "O_NOFOLLOW", 0)
-_O_NONBLOCK = getattr(os, "O_NONBLOCK", 0)
 
 
 class ArtifactStore:
@@ -92,6 +90,7 @@ class ArtifactStore:
         self.racy_window_ns = racy_window_ns
         self.stats = StoreStats()
         self._warned: set[str] = set()
+        self._owner = os.geteuid()  # prepare_store_dir refuses a directory anyone else owns
         warned = len(self._warned)
         self._artifacts = prepare_subdir(self.directory / ARTIFACTS_DIR, self._warn)
         # A replaced artifacts/ lost every file the index names: that was the one warning.
@@ -230,7 +229,12 @@ class ArtifactStore:
             st = os.lstat(path)
         except FileNotFoundError:
             st = None
-        if st is not None and stat.S_ISREG(st.st_mode) and st.st_size == stored.size:
+        if (
+            st is not None
+            and stat.S_ISREG(st.st_mode)
+            and st.st_size == stored.size
+            and not_ours_alone(st, self._owner) is None
+        ):
             return path
         with self.locked():
             if st is not None and stat.S_ISDIR(st.st_mode):
@@ -263,7 +267,7 @@ class ArtifactStore:
             return None
         path = self._artifacts / record["file"]
         try:
-            found = artifact.open_artifact(path, kind, version)
+            found = artifact.open_artifact(path, kind, version, owner=self._owner)
         except FileNotFoundError:
             # Without the lock, another process may have evicted or replaced it a moment ago;
             # under the lock, an index naming a missing file is damage worth a word.
@@ -385,22 +389,11 @@ class ArtifactStore:
     def _read_index(self) -> dict[str, Any]:
         """The index, or an empty one (with one warning) when it is missing or unusable."""
         try:
-            # O_NONBLOCK: a FIFO planted here must not hang the run; fstat refuses it below.
-            fd = os.open(self._index_path, os.O_RDONLY | _O_NOFOLLOW | _O_NONBLOCK | os.O_CLOEXEC)
-        except FileNotFoundError:
-            return storeindex.empty_index()
-        except OSError as e:
-            problem = f"cannot be opened ({e.strerror})"
-            self._warn(f"kernel cache index {self._index_path} {problem}; rebuilding it")
-            return storeindex.empty_index()
-        try:
-            with os.fdopen(fd, "rb") as f:
-                if not stat.S_ISREG(os.fstat(f.fileno()).st_mode):
-                    raise OSError(errno.EINVAL, "not a regular file")
-                raw = f.read()
-        except OSError as e:
-            problem = f"cannot be read ({e.strerror})"
-            self._warn(f"kernel cache index {self._index_path} {problem}; rebuilding it")
+            raw = storeindex.read_index_file(self._index_path, self._owner)
+            if raw is None:
+                return storeindex.empty_index()
+        except ValueError as e:
+            self._warn(f"kernel cache index {self._index_path} {e}; rebuilding it")
             return storeindex.empty_index()
         try:
             return storeindex.parse_index(raw)

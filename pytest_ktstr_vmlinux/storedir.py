@@ -17,7 +17,7 @@ from pathlib import Path
 
 from .errors import KernelArtifactError
 from .evict import remove_path
-from .signature import file_type
+from .signature import file_type, not_ours_alone
 
 STORE_NAME = "pytest-ktstr-vmlinux"
 DEFAULT_MAX_SIZE = 8 << 30
@@ -112,6 +112,7 @@ def prepare_subdir(path: Path, warn: Callable[[str], None]) -> Path:
         if stat.S_ISLNK(st.st_mode):
             raise InsecureStoreError(f"kernel cache {path} is a symlink; remove it: `rm {path}`")
         if stat.S_ISDIR(st.st_mode):
+            _check_subdir(path, st)
             return path
         warn(
             f"kernel cache {path} is not a directory ({file_type(st.st_mode)});"
@@ -122,9 +123,26 @@ def prepare_subdir(path: Path, warn: Callable[[str], None]) -> Path:
     raise StoreUnavailableError(f"kernel cache {path}: keeps changing under us; run again")
 
 
+def _check_subdir(path: Path, st: os.stat_result) -> None:
+    """Refuse a subdirectory someone else could have written: whoever could write it may have
+    planted files or swapped two artifacts' names, so its contents cannot be trusted."""
+    if st.st_uid != os.geteuid():
+        problem = f"is owned by uid {st.st_uid}, not by you (uid {os.geteuid()})"
+    elif st.st_mode & (stat.S_IWGRP | stat.S_IWOTH):
+        mode = stat.S_IMODE(st.st_mode)
+        problem = f"has mode {mode:04o}: group or others can write it"
+    else:
+        return
+    raise InsecureStoreError(
+        f"kernel cache {path} {problem}, so what is in it may have been planted; refusing to"
+        f" trust it. Remove it (`rm -rf {path}`): the store builds it again"
+    )
+
+
 def prepare_lock(path: Path, warn: Callable[[str], None]) -> None:
-    """Refuse a lock that is a symlink; remove one that is not a regular file (one ``warn``), so
-    filelock creates it afresh. The lock only saves duplicate work: replacing it is safe."""
+    """Refuse a lock that is a symlink; remove one that is not a regular file or not ours alone
+    (one ``warn``), so filelock creates it afresh. The lock only saves duplicate work: replacing
+    it is safe."""
     try:
         st = os.lstat(path)
     except FileNotFoundError:
@@ -136,6 +154,9 @@ def prepare_lock(path: Path, warn: Callable[[str], None]) -> None:
         )
     if not stat.S_ISREG(st.st_mode):
         warn(f"kernel cache lock {path} is {file_type(st.st_mode)}; replacing it")
+        remove_path(path)
+    elif (problem := not_ours_alone(st, os.geteuid())) is not None:
+        warn(f"kernel cache lock {path} is {problem}; replacing it")
         remove_path(path)
 
 

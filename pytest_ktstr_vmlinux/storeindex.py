@@ -8,22 +8,53 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 import re
+import stat
 from pathlib import Path
 from typing import Any
 
 from .publish import fsync_dir, publish
+from .signature import file_type, not_ours_alone
 
-__all__ = ["fsync_dir", "parse_index", "validate_index", "write_index"]
+__all__ = ["fsync_dir", "parse_index", "read_index_file", "validate_index", "write_index"]
 
 INDEX_MAGIC = "pytest-ktstr-vmlinux-index"
 # kind:version, as store._artifact_key writes them.
 _ARTIFACT_KEY = re.compile(r"[\x21-\x7e]{1,64}:\d{1,9}", re.ASCII)
 INDEX_VERSION = 1
+_O_NOFOLLOW = getattr(os, "O_NOFOLLOW", 0)
+_O_NONBLOCK = getattr(os, "O_NONBLOCK", 0)
 
 
 def empty_index() -> dict[str, Any]:
     return {"sources": {}, "builds": 0}
+
+
+def read_index_file(path: Path, owner: int) -> bytes | None:
+    """The raw index at ``path``, None when there is none. ValueError completes the sentence
+    "the index ..." with why it cannot be used: not a regular file (never followed through a
+    symlink, never blocked on by a FIFO), or not written by ``owner`` alone."""
+    try:
+        fd = os.open(path, os.O_RDONLY | _O_NOFOLLOW | _O_NONBLOCK | os.O_CLOEXEC)
+    except FileNotFoundError:
+        return None
+    except OSError as e:
+        raise ValueError(f"cannot be opened ({e.strerror})") from None
+    try:
+        st = os.fstat(fd)
+        if not stat.S_ISREG(st.st_mode):
+            raise ValueError(f"is {file_type(st.st_mode)}, not a regular file")
+        if (problem := not_ours_alone(st, owner)) is not None:
+            raise ValueError(f"is {problem}; not trusted")
+        with os.fdopen(fd, "rb") as f:
+            fd = -1  # the file object owns it now
+            return f.read()
+    except OSError as e:
+        raise ValueError(f"cannot be read ({e.strerror})") from None
+    finally:
+        if fd >= 0:
+            os.close(fd)
 
 
 def write_index(path: Path, index: dict[str, Any], *, tmp_dir: Path) -> None:

@@ -20,6 +20,7 @@ import pytest
 from pytest_ktstr_vmlinux import artifact
 from pytest_ktstr_vmlinux.store import ArtifactStore, StoreWarning
 from pytest_ktstr_vmlinux.storedir import InsecureStoreError
+from pytest_ktstr_vmlinux.symbols import KernelSymbols
 from tests.fakes import make_build_tree
 
 KIND = "echo"
@@ -202,3 +203,157 @@ def test_subdirectory_symlink_is_still_refused(tmp_path: Path) -> None:
     (directory / "exports").symlink_to(elsewhere)
     with pytest.raises(InsecureStoreError, match="symlink"):
         ArtifactStore(directory)
+
+
+# --- 3. forged artifacts --------------------------------------------------------------------------
+
+OTHER_UID = 65534  # nobody
+
+
+def _symbols_elf(runqueues: int) -> bytes:
+    from tests.test_symbols import PERCPU, STT_OBJECT, Sym, build_elf
+
+    return build_elf([Sym("runqueues", runqueues, 0x40, STT_OBJECT, shndx=PERCPU)])
+
+
+def _forge_symbols(tmp_path: Path, target: Path) -> None:
+    """What the attacker did: a whole, checksum-valid symbols artifact saying runqueues is at
+    0xdeadbeef, written under the name the store uses for the real vmlinux, and owned by him."""
+    forged_elf = tmp_path / "forged" / "vmlinux"
+    forged_elf.parent.mkdir()
+    forged_elf.write_bytes(_symbols_elf(0xDEADBEEF))
+    scratch = ArtifactStore(tmp_path / "attacker-store")
+    assert KernelSymbols.from_vmlinux(forged_elf, scratch)["runqueues"] == 0xDEADBEEF
+    forged = _artifact_path(scratch.directory, SYMBOLS_KIND)
+    target.unlink()
+    forged.rename(target)
+    os.chown(target, OTHER_UID, OTHER_UID)
+
+
+@pytest.mark.parametrize("subdir", ["artifacts", "tmp", "exports"])
+@pytest.mark.parametrize("how", ["mode-0777", "mode-0770", "mode-0702", "owner"])
+def test_every_store_directory_is_checked(tmp_path: Path, subdir: str, how: str) -> None:
+    src = _source(tmp_path)
+    directory = tmp_path / "store"
+    ArtifactStore(directory).get_or_build(src, KIND, 1, _build)
+    path = directory / subdir
+    inside = path / f"{'a' * 64}.art"
+    inside.write_bytes(b"whatever is in there")
+    if how == "owner":
+        os.chown(path, OTHER_UID, OTHER_UID)
+    else:
+        path.chmod(int(how.removeprefix("mode-"), 8))
+    with pytest.raises(InsecureStoreError) as excinfo:
+        ArtifactStore(directory)
+    message = str(excinfo.value)
+    assert str(path) in message
+    if how == "owner":
+        assert f"uid {OTHER_UID}" in message
+    else:
+        assert how.removeprefix("mode-") in message and "group or others can write" in message
+    assert f"`rm -rf {path}`" in message
+    assert inside.read_bytes() == b"whatever is in there"  # refused: nothing touched
+
+
+def test_forged_artifact_in_a_world_writable_store_is_never_served(tmp_path: Path) -> None:
+    vmlinux = tmp_path / "linux" / "vmlinux"
+    vmlinux.parent.mkdir()
+    vmlinux.write_bytes(_symbols_elf(0x1000))
+    directory = tmp_path / "store"
+    assert KernelSymbols.from_vmlinux(vmlinux, ArtifactStore(directory))["runqueues"] == 0x1000
+    artifacts = directory / "artifacts"
+    target = _artifact_path(directory, SYMBOLS_KIND)
+    artifacts.chmod(0o777)
+    _forge_symbols(tmp_path, target)
+
+    with pytest.raises(InsecureStoreError, match=r"artifacts has mode 0777"):
+        ArtifactStore(directory)
+    # The owner fixes the mode as told, not knowing what was planted: the file is still refused.
+    artifacts.chmod(0o700)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        store = ArtifactStore(directory)
+        ksyms = KernelSymbols.from_vmlinux(vmlinux, store)
+    assert ksyms["runqueues"] == 0x1000
+    [message] = _store_warnings(caught)
+    assert str(target) in message and f"uid {OTHER_UID}" in message
+    assert os.stat(target).st_uid == os.geteuid()
+    assert store.stats.built == 1
+
+
+@pytest.mark.parametrize("how", ["owner", "mode"])
+def test_artifact_not_ours_alone_is_rebuilt(tmp_path: Path, how: str) -> None:
+    src = _source(tmp_path)
+    directory = tmp_path / "store"
+    ArtifactStore(directory).get_or_build(src, KIND, 1, _build)
+    target = _artifact_path(directory, KIND)
+    if how == "owner":
+        os.chown(target, OTHER_UID, OTHER_UID)
+    else:
+        target.chmod(0o666)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        store = ArtifactStore(directory)
+        found = store.get_or_build(src, KIND, 1, _build)
+    assert found.read_bytes() == b"built:source-one"
+    [message] = _store_warnings(caught)
+    assert str(target) in message
+    assert store.stats.built == 1
+    st = os.stat(target)
+    assert st.st_uid == os.geteuid() and stat.S_IMODE(st.st_mode) == 0o600
+
+
+def test_index_owned_by_another_user_is_not_trusted(tmp_path: Path) -> None:
+    src = _source(tmp_path)
+    directory = tmp_path / "store"
+    ArtifactStore(directory).get_or_build(src, KIND, 1, _build)
+    index = directory / "index.json"
+    os.chown(index, OTHER_UID, OTHER_UID)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        store = ArtifactStore(directory)
+        found = store.get_or_build(src, KIND, 1, _build)
+    assert found.read_bytes() == b"built:source-one"
+    [message] = _store_warnings(caught)
+    assert str(index) in message and f"uid {OTHER_UID}" in message
+    assert store.stats.built == 1
+    assert os.stat(index).st_uid == os.geteuid()
+
+
+def test_export_owned_by_another_user_is_replaced(tmp_path: Path) -> None:
+    src = _source(tmp_path)
+    store = ArtifactStore(tmp_path / "store")
+    stored = store.get_or_build(src, KIND, 1, _build)
+    path = store.export(stored, ".bin")
+    path.write_bytes(b"FORGE:source-one")  # same size as the payload
+    os.chown(path, OTHER_UID, OTHER_UID)
+    assert ArtifactStore(store.directory).export(stored, ".bin") == path
+    assert path.read_bytes() == b"built:source-one"
+    assert os.stat(path).st_uid == os.geteuid()
+
+
+FORGED_TEST = """
+def test_runqueues(kernel_symbols):
+    assert kernel_symbols["runqueues"] == 0x1000
+"""
+
+
+def test_plugin_never_serves_a_forged_symbols_artifact(
+    pytester: pytest.Pytester, tmp_path: Path
+) -> None:
+    vmlinux = pytester.path / "vmlinux"
+    vmlinux.write_bytes(_symbols_elf(0x1000))
+    pytester.makepyfile(test_runqueues=FORGED_TEST)
+    pytester.runpytest_subprocess(f"--kernel={vmlinux}").assert_outcomes(passed=1)
+    artifacts = _store_dir() / "artifacts"
+    target = _artifact_path(_store_dir(), SYMBOLS_KIND)
+    artifacts.chmod(0o777)
+    _forge_symbols(tmp_path, target)
+
+    refused = pytester.runpytest_subprocess(f"--kernel={vmlinux}")
+    assert refused.ret == pytest.ExitCode.USAGE_ERROR
+    refused.stderr.fnmatch_lines([f"ERROR: ktstr: kernel cache {artifacts} has mode 0777*"])
+    artifacts.chmod(0o700)
+    result = pytester.runpytest_subprocess(f"--kernel={vmlinux}")
+    _assert_clean_run(result, f"{target}")
+    assert "0xdeadbeef" not in result.stdout.str().lower()
