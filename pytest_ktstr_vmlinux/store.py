@@ -2,6 +2,7 @@
 
 Layout of the store directory (0700, ours alone; see storedir.py)::
 
+    .ktstr-store        the marker: this directory is a store (storedir.claim_store_dir)
     index.json          canonical source path -> signature -> artifacts (header line + JSON)
     lock                filelock.FileLock: serializes builds and index writes
     artifacts/<sha>.art artifact files (artifact.py), named by a hash of their key
@@ -54,7 +55,17 @@ from .stored import (
     json_build,
     unsettled_source,
 )
-from .storedir import DEFAULT_MAX_SIZE, prepare_lock, prepare_store_dir, prepare_subdir
+from .storedir import (
+    ARTIFACTS_DIR,
+    DEFAULT_MAX_SIZE,
+    EXPORTS_DIR,
+    INDEX_NAME,
+    LOCK_NAME,
+    TMP_DIR,
+    prepare_lock,
+    prepare_store_dir,
+    prepare_subdir,
+)
 
 __all__ = [
     "ArtifactStore",
@@ -66,11 +77,6 @@ __all__ = [
     "unsettled_source",
 ]
 
-INDEX_NAME = "index.json"
-LOCK_NAME = "lock"
-ARTIFACTS_DIR = "artifacts"
-TMP_DIR = "tmp"
-EXPORTS_DIR = "exports"
 DEFAULT_LOCK_TIMEOUT = 1800.0
 
 

@@ -17,17 +17,41 @@ from pathlib import Path
 
 from .errors import KernelArtifactError
 from .evict import remove_path
+from .publish import fsync_dir
 from .signature import file_type, not_ours_alone
+from .storeindex import INDEX_MAGIC, read_index_file
 
 STORE_NAME = "pytest-ktstr-vmlinux"
 DEFAULT_MAX_SIZE = 8 << 30
 _SIZE_RE = re.compile(r"(\d+(?:\.\d+)?)\s*([KMGT]?)(i?B?)", re.IGNORECASE | re.ASCII)
 _UNITS = {"": 1, "K": 1 << 10, "M": 1 << 20, "G": 1 << 30, "T": 1 << 40}
 _ATTEMPTS = 5
+MARKER_NAME = ".ktstr-store"
+MARKER_TEXT = """\
+This directory is a pytest-ktstr-vmlinux artifact store. The store wrote this file when it
+created the directory (or found it empty) and works only in directories that have it. It
+empties tmp/, artifacts/ and exports/ and removes files it did not make: keep no files of your
+own here. Empty it with `python -m pytest_ktstr_vmlinux cache clear`, or delete it whole.
+"""
+INDEX_NAME = "index.json"
+LOCK_NAME = "lock"
+ARTIFACTS_DIR = "artifacts"
+TMP_DIR = "tmp"
+EXPORTS_DIR = "exports"
+# What each subdirectory of a store holds: hash-named artifacts and exports, temp files.
+_LAYOUT = {
+    ARTIFACTS_DIR: re.compile(r"[0-9a-f]{64}\.art", re.ASCII),
+    TMP_DIR: re.compile(r"(?:build|index|export)-[^/]*\.tmp", re.ASCII),
+    EXPORTS_DIR: re.compile(r"[0-9a-f]{64}(?:\.[^/]*)?", re.ASCII),
+}
 
 
 class InsecureStoreError(KernelArtifactError):
     """The store directory is owned by someone else or writable by others: refused, no fallback."""
+
+
+class NotAStoreError(InsecureStoreError):
+    """The directory holds files the store did not create: refused, no fallback, never emptied."""
 
 
 class StoreUnavailableError(KernelArtifactError):
@@ -66,7 +90,98 @@ def prepare_store_dir(path: Path) -> Path:
     check_store_dir(path)
     if not os.access(path, os.W_OK | os.X_OK) or _read_only_fs(path):
         raise StoreUnavailableError(f"kernel cache {path}: not writable")
+    claim_store_dir(path)
     return path
+
+
+def claim_store_dir(path: Path) -> None:
+    """Make sure ``path`` is a store before anything in it is emptied or removed.
+
+    A store is marked (MARKER_NAME, written first in a directory the store creates). An empty
+    directory is marked and used; so is a store from before the marker, recognized only when
+    everything in it is the store's own (its index, lock, and hash-named files in artifacts/,
+    tmp/ and exports/). Anything else is NotAStoreError: the directory is never touched.
+    """
+    marker = path / MARKER_NAME
+    for _ in range(_ATTEMPTS):
+        try:
+            st = os.lstat(marker)
+        except FileNotFoundError:
+            st = None
+        if st is not None and stat.S_ISREG(st.st_mode):
+            return
+        names = sorted(os.listdir(path))
+        if MARKER_NAME in names and st is None:
+            continue  # another process marked it between the two looks
+        foreign = names if st is not None else _foreign_entries(path, names)
+        if foreign:
+            raise NotAStoreError(_not_a_store(path, foreign))
+        _write_marker(marker)
+    raise StoreUnavailableError(f"kernel cache {path}: keeps changing under us; run again")
+
+
+def _not_a_store(path: Path, foreign: list[str]) -> str:
+    shown = ", ".join(foreign[:3]) + (f" and {len(foreign) - 3} more" if len(foreign) > 3 else "")
+    return (
+        f"kernel cache {path} is not empty and is not a store: it has no {MARKER_NAME} file"
+        f" (written in every directory the store creates) and holds {shown}. The store empties"
+        " its tmp/, artifacts/ and exports/ and removes files it did not make, so it never takes"
+        " over a directory it did not create. Point ktstr_cache_dir (or KTSTR_CACHE_DIR,"
+        f" --kernel-cache-dir) at an empty or new directory, such as {path / 'ktstr-cache'}"
+    )
+
+
+def _foreign_entries(path: Path, names: list[str]) -> list[str]:
+    """What in ``path`` is not the store's own, as a store without the marker would hold it
+    (its index is required); empty when there is nothing."""
+    if not names:
+        return []
+    foreign = [n for n in names if n not in (INDEX_NAME, LOCK_NAME, *_LAYOUT)]
+    if foreign:
+        return foreign
+    if INDEX_NAME not in names:
+        return [f"{', '.join(names)} but no {INDEX_NAME}"]
+    for name in names:
+        entry = path / name
+        st = os.lstat(entry)
+        if name == INDEX_NAME and not _is_store_index(entry):
+            return [f"{name} (not the store's index)"]
+        if name == LOCK_NAME and not (stat.S_ISREG(st.st_mode) and st.st_size == 0):
+            return [f"{name} (not an empty lock file)"]
+        if name in _LAYOUT:
+            if not stat.S_ISDIR(st.st_mode):
+                return [f"{name} ({file_type(st.st_mode)})"]
+            for child in sorted(os.listdir(entry)):
+                mode = os.lstat(entry / child).st_mode
+                if not stat.S_ISREG(mode) or not _LAYOUT[name].fullmatch(child):
+                    return [f"{name}/{child}"]
+    return []
+
+
+def _is_store_index(path: Path) -> bool:
+    try:
+        raw = read_index_file(path, os.geteuid())
+    except ValueError:
+        return False
+    return raw is not None and raw.startswith(f"{INDEX_MAGIC} ".encode())
+
+
+def _write_marker(marker: Path) -> None:
+    flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC | getattr(os, "O_NOFOLLOW", 0)
+    try:
+        fd = os.open(marker, flags, 0o600)
+    except FileExistsError:
+        return  # another process marked it first
+    except OSError as e:
+        raise StoreUnavailableError(
+            f"kernel cache {marker.parent}: cannot mark it as a store: {e.strerror}"
+        ) from None
+    try:
+        os.write(fd, MARKER_TEXT.encode())
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+    fsync_dir(marker.parent)
 
 
 def check_store_dir(path: Path) -> None:

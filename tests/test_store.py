@@ -954,6 +954,7 @@ def test_artifact_names_are_hashes_whatever_the_source_path(tmp_path: Path) -> N
     assert len(names) == 1
     assert all(ARTIFACT_NAME.fullmatch(name) for name in names)
     assert sorted(p.name for p in store.directory.iterdir()) == [
+        ".ktstr-store",
         "artifacts",
         "exports",
         "index.json",

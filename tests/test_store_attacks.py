@@ -11,6 +11,8 @@ from __future__ import annotations
 
 import os
 import stat
+import subprocess
+import sys
 import warnings
 from pathlib import Path
 from typing import BinaryIO
@@ -19,7 +21,7 @@ import pytest
 
 from pytest_ktstr_vmlinux import artifact
 from pytest_ktstr_vmlinux.store import ArtifactStore, StoreWarning
-from pytest_ktstr_vmlinux.storedir import InsecureStoreError
+from pytest_ktstr_vmlinux.storedir import InsecureStoreError, NotAStoreError
 from pytest_ktstr_vmlinux.symbols import KernelSymbols
 from tests.fakes import make_build_tree
 
@@ -357,3 +359,168 @@ def test_plugin_never_serves_a_forged_symbols_artifact(
     result = pytester.runpytest_subprocess(f"--kernel={vmlinux}")
     _assert_clean_run(result, f"{target}")
     assert "0xdeadbeef" not in result.stdout.str().lower()
+
+
+# --- 4. directories that are not a store ----------------------------------------------------------
+
+MARKER = ".ktstr-store"
+
+
+def _user_project(root: Path) -> dict[Path, bytes]:
+    """A project directory whose own tmp/, exports/ and artifacts/ hold the user's files."""
+    files = {
+        root / "pytest.ini": b"[pytest]\nktstr_cache_dir = .\n",
+        root / "tmp" / "scratch.txt": b"my scratch notes",
+        root / "exports" / "report.csv": b"a,b\n1,2\n",
+        root / "artifacts" / "build.log": b"my build log",
+        root / "artifacts" / f"{'c' * 64}.art": b"named like ours, but mine",
+        root / "index.json": b"my own index",
+    }
+    for path, data in files.items():
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_bytes(data)
+    return files
+
+
+def _assert_untouched(files: dict[Path, bytes]) -> None:
+    assert {p: p.read_bytes() for p in files if p.exists()} == files
+    assert not (next(iter(files)).parent / MARKER).exists()
+
+
+def test_a_directory_the_store_did_not_create_is_refused(tmp_path: Path) -> None:
+    project = tmp_path / "project"
+    files = _user_project(project)
+    os.chmod(project, 0o700)
+    with pytest.raises(NotAStoreError) as excinfo:
+        ArtifactStore(project)
+    message = str(excinfo.value)
+    assert str(project) in message and MARKER in message
+    assert "pytest.ini" in message  # what is in it that is not the store's
+    assert "empty or new directory" in message and "ktstr_cache_dir" in message
+    _assert_untouched(files)
+
+
+def test_plugin_run_with_the_project_as_cache_dir_deletes_nothing(
+    pytester: pytest.Pytester, kernel_tree: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.delenv("KTSTR_CACHE_DIR")
+    files = _user_project(pytester.path)
+    for path in files:
+        if path.name != "pytest.ini":
+            path.parent.chmod(0o700)
+    pytester.path.chmod(0o700)
+    for args in ([], ["--kernel-cache-clear"], ["-n", "2"]):
+        result = pytester.runpytest_subprocess(f"--kernel={kernel_tree}", *args)
+        assert result.ret == pytest.ExitCode.USAGE_ERROR, result.stdout.str()
+        result.stderr.fnmatch_lines([f"ERROR: ktstr: kernel cache {pytester.path} *"])
+        assert "empty or new directory" in result.stderr.str()
+        _assert_untouched(files)
+
+
+def test_cache_clear_refuses_a_directory_the_store_did_not_create(tmp_path: Path) -> None:
+    project = tmp_path / "project"
+    files = _user_project(project)
+    os.chmod(project, 0o700)
+    for verb in ("clear", "list"):
+        result = subprocess.run(
+            [sys.executable, "-m", "pytest_ktstr_vmlinux", "cache", verb, "--cache-dir", project],
+            capture_output=True,
+            text=True,
+            check=False,
+        )
+        assert result.returncode != 0
+        assert str(project) in result.stderr and "empty or new directory" in result.stderr
+        assert "Traceback" not in result.stderr
+        _assert_untouched(files)
+
+
+def test_a_new_store_is_marked_and_an_empty_directory_adopted(tmp_path: Path) -> None:
+    new = tmp_path / "new"
+    empty = tmp_path / "empty"
+    empty.mkdir(mode=0o700)
+    for directory in (new, empty):
+        ArtifactStore(directory).get_or_build(_source(tmp_path), KIND, 1, _build)
+        marker = directory / MARKER
+        assert stat.S_ISREG(os.lstat(marker).st_mode)
+        assert "pytest-ktstr-vmlinux" in marker.read_text()
+        assert ArtifactStore(directory).get_or_build(_source(tmp_path), KIND, 1, _build)
+
+
+def _legacy_store(tmp_path: Path) -> tuple[Path, Path]:
+    """A store as the versions before the marker left it: index, lock, the three directories,
+    debris in tmp/, an export; then the marker removed."""
+    src = _source(tmp_path)
+    directory = tmp_path / "legacy"
+    store = ArtifactStore(directory)
+    stored = store.get_or_build(src, KIND, 1, _build)
+    store.export(stored, ".vmlinux")
+    (directory / "tmp" / "build-abc123.tmp").write_bytes(b"debris of a crash")
+    (directory / MARKER).unlink()
+    return directory, src
+
+
+def test_a_store_from_before_the_marker_is_adopted(tmp_path: Path) -> None:
+    directory, src = _legacy_store(tmp_path)
+    store = ArtifactStore(directory)
+    assert store.get_or_build(src, KIND, 1, _build).read_bytes() == b"built:source-one"
+    assert store.stats.reused == 1 and store.stats.built == 0
+    assert (directory / MARKER).is_file()
+
+
+@pytest.mark.parametrize(
+    "extra",
+    ["notes.txt", "artifacts/notes.txt", "tmp/notes.txt", "exports/sub/", "artifacts/x.art/"],
+)
+def test_a_store_like_directory_with_anything_else_is_refused(tmp_path: Path, extra: str) -> None:
+    directory, _ = _legacy_store(tmp_path)
+    path = directory / extra.rstrip("/")
+    if extra.endswith("/"):
+        path.mkdir()
+    else:
+        path.write_text("the user's")
+    before = sorted(str(p.relative_to(directory)) for p in directory.rglob("*"))
+    with pytest.raises(NotAStoreError, match="empty or new directory"):
+        ArtifactStore(directory)
+    assert sorted(str(p.relative_to(directory)) for p in directory.rglob("*")) == before
+
+
+def test_a_directory_without_the_store_index_is_refused(tmp_path: Path) -> None:
+    directory, _ = _legacy_store(tmp_path)
+    (directory / "index.json").write_bytes(b"not the store's index")
+    with pytest.raises(NotAStoreError):
+        ArtifactStore(directory)
+    (directory / "index.json").unlink()
+    with pytest.raises(NotAStoreError):
+        ArtifactStore(directory)
+
+
+CREATE_AND_BUILD = """
+import sys
+from pathlib import Path
+from pytest_ktstr_vmlinux.store import ArtifactStore
+sys.stdin.readline()  # the barrier: every process is imported and waiting
+store = ArtifactStore(sys.argv[1])
+found = store.get_or_build(sys.argv[2], "echo", 1, lambda p, out: out.write(p.read_bytes()))
+print(found.read_bytes().decode())
+"""
+
+
+def test_processes_creating_one_store_at_once_all_accept_it(tmp_path: Path) -> None:
+    src = _source(tmp_path)
+    directory = tmp_path / "fresh"
+    argv = [sys.executable, "-c", CREATE_AND_BUILD, str(directory), str(src)]
+    children = [
+        subprocess.Popen(
+            argv, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE
+        )
+        for _ in range(8)
+    ]
+    for child in children:
+        assert child.stdin is not None
+        child.stdin.write(b"go\n")
+        child.stdin.flush()
+    for child in children:
+        out, err = child.communicate(timeout=120)
+        assert child.returncode == 0, err.decode()
+        assert out.decode().strip() == "source-one"
+    assert (directory / MARKER).is_file()
