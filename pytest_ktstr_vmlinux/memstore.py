@@ -32,6 +32,7 @@ from .stored import (
     Build,
     StoredArtifact,
     StoreStats,
+    check_key,
     json_build,
     unsettled_source,
 )
@@ -81,6 +82,7 @@ class MemoryStore:
     def get_or_build(
         self, source: str | os.PathLike[str], kind: str, version: int, build: Build
     ) -> StoredArtifact:
+        check_key(kind, version)
         key = canonical_key(source)
         with self._lock:
             for _ in range(MAX_BUILD_ATTEMPTS):

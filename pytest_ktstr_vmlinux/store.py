@@ -52,6 +52,7 @@ from .stored import (
     StoredArtifact,
     StoreStats,
     StoreWarning,
+    check_key,
     json_build,
     unsettled_source,
 )
@@ -121,8 +122,10 @@ class ArtifactStore:
 
         ``build(source, out)`` writes the payload to ``out``; it runs under the store lock, so
         every other process asking for the same key waits and then reads what it published.
-        Errors from ``build`` propagate and are never recorded.
+        Errors from ``build`` propagate and are never recorded. ValueError: a kind or version
+        the store cannot record (see stored.check_key).
         """
+        check_key(kind, version)
         key = canonical_key(source)
         for _ in range(MAX_BUILD_ATTEMPTS):
             signature = stat_signature(key, source)
@@ -393,7 +396,23 @@ class ArtifactStore:
                 (self._artifacts / name).unlink()
 
     def _read_index(self) -> dict[str, Any]:
-        """The index, or an empty one (with one warning) when it is missing or unusable."""
+        """The index, or an empty one (with one warning) when it is missing or unusable. A
+        malformed entry is dropped alone (one warning) and the index written back without it."""
+        dropped: list[str] = []
+        index = self._load_index(dropped)
+        if dropped:
+            shown = "; ".join(dropped[:3]) + (
+                f"; {len(dropped) - 3} more" if len(dropped) > 3 else ""
+            )
+            self._warn(
+                f"kernel cache index {self._index_path}: dropped {len(dropped)} malformed"
+                f" {'entry' if len(dropped) == 1 else 'entries'} ({shown}); rebuilding"
+                f" {'it' if len(dropped) == 1 else 'them'} when needed"
+            )
+            self._repair_index()
+        return index
+
+    def _load_index(self, dropped: list[str]) -> dict[str, Any]:
         try:
             raw = storeindex.read_index_file(self._index_path, self._owner)
             if raw is None:
@@ -402,10 +421,28 @@ class ArtifactStore:
             self._warn(f"kernel cache index {self._index_path} {e}; rebuilding it")
             return storeindex.empty_index()
         try:
-            return storeindex.parse_index(raw)
+            return storeindex.parse_index(raw, dropped)
         except ValueError as e:
             self._warn(f"kernel cache index {self._index_path} is unusable: {e}; rebuilding it")
             return storeindex.empty_index()
+
+    def _repair_index(self) -> None:
+        """Write the index back without its malformed entries, if the lock is free right now: a
+        holder writes the index soon anyway (and drops them too)."""
+        with self._thread_lock:
+            try:
+                self._lock.acquire(timeout=0)
+            except (Timeout, OSError):
+                return
+            try:
+                dropped: list[str] = []
+                index = self._load_index(dropped)
+                if dropped:
+                    self._write_index(index)
+            except (OSError, KernelArtifactError):
+                pass  # an optimization: the next write tries again
+            finally:
+                self._lock.release()
 
     def _write_index(self, index: dict[str, Any]) -> None:
         if _is_directory(self._index_path):

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -17,6 +18,8 @@ from .errors import KernelArtifactError
 from .signature import StatSignature
 
 MAX_BUILD_ATTEMPTS = 5
+MAX_VERSION = 0xFFFF  # the artifact header's u16
+_KIND = re.compile(r"[A-Za-z0-9._-]{1,64}", re.ASCII)
 
 # Writes the payload of an artifact built from the source at the given path.
 Build = Callable[[Path, BinaryIO], None]
@@ -61,6 +64,21 @@ class StoredArtifact:
 
     def json(self) -> Any:
         return json.loads(self.read_bytes())
+
+
+def check_key(kind: object, version: object) -> None:
+    """Refuse, where it is passed in, a kind or version the store could not record: the kind
+    names the artifact in the index (``kind:version``) and in its file's header."""
+    if not isinstance(kind, str) or _KIND.fullmatch(kind) is None:
+        raise ValueError(
+            f"artifact kind {kind!r}: a kind is 1-64 characters, each one of ASCII letters,"
+            " digits, '.', '_' or '-' (such as 'my-sections')"
+        )
+    if type(version) is not int or not 0 <= version <= MAX_VERSION:
+        raise ValueError(
+            f"artifact version {version!r} of kind {kind!r}: a version is an integer from 0 to"
+            f" {MAX_VERSION}"
+        )
 
 
 def json_build(compute: Callable[[Path], Any]) -> Build:

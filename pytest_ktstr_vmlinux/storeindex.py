@@ -9,19 +9,25 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-import re
 import stat
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 from .publish import fsync_dir, publish
 from .signature import file_type, not_ours_alone
+from .stored import check_key
 
-__all__ = ["fsync_dir", "parse_index", "read_index_file", "validate_index", "write_index"]
+__all__ = [
+    "fsync_dir",
+    "parse_index",
+    "prune_index",
+    "read_index_file",
+    "validate_index",
+    "write_index",
+]
 
 INDEX_MAGIC = "pytest-ktstr-vmlinux-index"
-# kind:version, as store._artifact_key writes them.
-_ARTIFACT_KEY = re.compile(r"[\x21-\x7e]{1,64}:\d{1,9}", re.ASCII)
 INDEX_VERSION = 1
 _O_NOFOLLOW = getattr(os, "O_NOFOLLOW", 0)
 _O_NONBLOCK = getattr(os, "O_NONBLOCK", 0)
@@ -64,7 +70,10 @@ def write_index(path: Path, index: dict[str, Any], *, tmp_dir: Path) -> None:
     publish(path, header + body, tmp_dir=tmp_dir, prefix="index-")
 
 
-def parse_index(raw: bytes) -> dict[str, Any]:
+def parse_index(raw: bytes, dropped: list[str] | None = None) -> dict[str, Any]:
+    """The index in ``raw``; ValueError when it cannot be used at all. With ``dropped``, each
+    malformed entry is removed alone and described there (prune_index); without, any is an
+    error."""
     header, newline, body = raw.partition(b"\n")
     if not newline:
         raise ValueError("truncated: no header line" if raw else "empty file")
@@ -79,43 +88,95 @@ def parse_index(raw: bytes) -> dict[str, Any]:
         index = json.loads(body)
     except RecursionError:
         raise ValueError("malformed: nested too deeply") from None
-    validate_index(index)
+    if dropped is None:
+        validate_index(index)
+    else:
+        dropped.extend(prune_index(index))
     assert isinstance(index, dict)
     return index
 
 
 def validate_index(index: Any) -> None:
-    def check(condition: bool, what: str) -> None:
-        if not condition:
-            raise ValueError(f"malformed: {what}")
+    """ValueError ("malformed: ...") for the first thing in ``index`` that is not well formed."""
+    _check_top(index)
+    for problem, _, _ in _problems(index):
+        raise ValueError(f"malformed: {problem}")
 
-    check(isinstance(index, dict) and isinstance(index.get("sources"), dict), "no sources")
-    check(isinstance(index.get("builds", 0), int), "builds")
+
+def prune_index(index: Any) -> list[str]:
+    """Drop each malformed entry of ``index`` alone: a source's whole entry when the entry itself
+    is bad, one artifact record when only that record is; returns what was dropped. ValueError
+    when there is nothing to keep (no ``sources`` mapping)."""
+    _check_top(index)
+    dropped = []
+    for problem, source, key in list(_problems(index)):
+        dropped.append(problem)
+        if source is None:
+            index["builds"] = 0
+        elif key is None:
+            del index["sources"][source]
+        else:
+            del index["sources"][source]["artifacts"][key]
+    return dropped
+
+
+def _check_top(index: Any) -> None:
+    if not (isinstance(index, dict) and isinstance(index.get("sources"), dict)):
+        raise ValueError("malformed: no sources")
+
+
+def _problems(index: dict[str, Any]) -> Iterator[tuple[str, str | None, str | None]]:
+    """(what is wrong, its source or None for the build counter, its artifact key or None)."""
+    if not isinstance(index.get("builds", 0), int):
+        yield "builds counter", None, None
     for source, entry in index["sources"].items():
-        check(source.startswith("/") and "\x00" not in source, f"source path {source!r}")
-        check(isinstance(entry, dict), f"entry for {source}")
-        signature = entry.get("signature")
-        check(
-            isinstance(signature, list)
-            and len(signature) == 5
-            and all(isinstance(x, int) for x in signature),
-            f"signature of {source}",
-        )
-        check(isinstance(entry.get("recorded_ns"), int), f"recorded_ns of {source}")
-        check(
-            entry.get("sha256") is None or isinstance(entry["sha256"], str), f"sha256 of {source}"
-        )
-        artifacts = entry.get("artifacts")
-        check(isinstance(artifacts, dict), f"artifacts of {source}")
-        for key, record in artifacts.items():
-            check(_ARTIFACT_KEY.fullmatch(key) is not None, f"artifact key {key!r} of {source}")
-            check(
+        problem = _entry_problem(source, entry)
+        if problem is not None:
+            yield problem, source, None
+            continue
+        for key, record in entry["artifacts"].items():
+            if not _is_artifact_key(key):
+                yield f"artifact key {key!r} of {source}", source, key
+            elif not (
                 isinstance(record, dict)
                 and isinstance(record.get("file"), str)
                 and is_artifact_name(record["file"])
-                and isinstance(record.get("builds"), int),
-                f"artifact {key} of {source}",
-            )
+                and isinstance(record.get("builds"), int)
+            ):
+                yield f"artifact {key} of {source}", source, key
+
+
+def _entry_problem(source: str, entry: Any) -> str | None:
+    if not source.startswith("/") or "\x00" in source:
+        return f"source path {source!r}"
+    if not isinstance(entry, dict):
+        return f"entry for {source}"
+    signature = entry.get("signature")
+    if not (
+        isinstance(signature, list)
+        and len(signature) == 5
+        and all(isinstance(x, int) for x in signature)
+    ):
+        return f"signature of {source}"
+    if not isinstance(entry.get("recorded_ns"), int):
+        return f"recorded_ns of {source}"
+    if entry.get("sha256") is not None and not isinstance(entry["sha256"], str):
+        return f"sha256 of {source}"
+    if not isinstance(entry.get("artifacts"), dict):
+        return f"artifacts of {source}"
+    return None
+
+
+def _is_artifact_key(key: str) -> bool:
+    """``kind:version`` as the store writes them: a kind and version check_key accepts."""
+    kind, colon, version = key.rpartition(":")
+    if not colon or not (version.isascii() and version.isdigit()) or len(version) > 5:
+        return False
+    try:
+        check_key(kind, int(version))
+    except ValueError:
+        return False
+    return True
 
 
 def is_artifact_name(name: str) -> bool:
