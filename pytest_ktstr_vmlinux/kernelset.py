@@ -11,9 +11,12 @@ from __future__ import annotations
 import re
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 from .errors import KernelSpecError
-from .kernel import Kernel
+
+if TYPE_CHECKING:
+    from .kernel import Kernel
 
 LABEL_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9._+-]*", re.ASCII)
 _UNSAFE = re.compile(r"[^A-Za-z0-9._+-]+", re.ASCII)

@@ -4,6 +4,11 @@ Settings are read in settings.py (option > environment > ini > default), require
 in requirements.py, per-kernel results kept in results.py: this module only wires them to pytest.
 With several kernels, every test that uses a kernel fixture (or a ``ktstr`` marker) is
 parametrized over them, ids carrying the labels, and session fixtures are built once per kernel.
+
+A suite whose tests use no kernel pays next to nothing: this module imports none of the library
+(kernels, stores, ELF, BTF, symbols, decompressors are imported when a kernel is first needed,
+see KernelRun), the collection hooks return at once for tests without a kernel, and the hooks
+that run per test are registered only when collection found tests that use a kernel.
 """
 
 from __future__ import annotations
@@ -11,39 +16,39 @@ from __future__ import annotations
 import inspect
 from collections.abc import Callable, Iterable
 from pathlib import Path
-from typing import Any, NoReturn, TypeVar
+from typing import TYPE_CHECKING, Any, NoReturn, TypeVar
 
 import pytest
 
-from .btf import BTF
-from .cache import VmlinuxBytesCache
-from .derived import KernelArtifacts
 from .errors import KernelArtifactError, KernelSpecError
-from .kconfig import KernelConfig
-from .kernel import Kernel
 from .kernelset import kernel_name
 from .markers import HELP_MARKER, MARKER
-from .memstore import Store
-from .requirements import Requirements, check
-from .results import KernelResults, case_properties
+from .results import KernelResults, add_suite_property, case_properties
 from .settings import (
     INI_CACHE_DIR,
     INI_CACHE_MAX_SIZE,
     INI_KERNEL,
     INI_SYSROOT,
     is_xdist_worker,
-    open_config_store,
-    resolve_kernels,
+    kernels_named,
 )
-from .snapshot import SnapshotLoader
-from .store import ArtifactStore, StoreStats
-from .storeconfig import store_location
-from .symbols import KernelSymbols
+
+if TYPE_CHECKING:
+    from .btf import BTF
+    from .cache import VmlinuxBytesCache
+    from .derived import KernelArtifacts
+    from .kconfig import KernelConfig
+    from .kernel import Kernel
+    from .memstore import Store
+    from .requirements import Requirements
+    from .symbols import KernelSymbols
 
 T = TypeVar("T")
 
 KERNEL_FIXTURE = "kernel"
 WORKER_STATS = "ktstr_store_stats"
+TESTS_PLUGIN = "ktstr-vmlinux-tests"
+RESULTS_PLUGIN = "ktstr-vmlinux-results"
 
 HELP_KERNEL = (
     "kernel to test: an image (bzImage, Image, vmlinuz-R), a vmlinux ELF, a build-tree directory,"
@@ -81,11 +86,6 @@ HELP_STRICT = (
     "fail, instead of skipping, tests whose kernel lacks what their ktstr marker requires or"
     " whose kernel artifacts are missing: for CI that must prove coverage."
 )
-KERNELS_KEY = pytest.StashKey[dict[str, Kernel]]()
-ARTIFACTS_KEY = pytest.StashKey[dict[str, KernelArtifacts]]()
-STORE_KEY = pytest.StashKey[Store]()
-BYTES_KEY = pytest.StashKey[VmlinuxBytesCache]()
-WORKER_TOTALS_KEY = pytest.StashKey[StoreStats]()
 
 
 def pytest_addoption(parser: pytest.Parser) -> None:
@@ -122,40 +122,149 @@ def pytest_addoption(parser: pytest.Parser) -> None:
     parser.addini(INI_CACHE_MAX_SIZE, help=HELP_CACHE_MAX_SIZE, default="")
 
 
+RUN_KEY = pytest.StashKey["KernelRun"]()
+_INHERITED_KEY = pytest.StashKey[bool]()
+
+
+class KernelRun:
+    """The run's store, kernels and per-kernel artifacts, each built on first use.
+
+    A run that names its kernel (``settings.kernels_named``), and the xdist controller, resolve
+    it when pytest is configured, so a bad spec is a usage error whatever the tests and before any
+    worker starts. A run that names nothing tests the running kernel, resolved only once
+    something needs it: a kernel test collected, a kernel fixture, the report header. Until then
+    none of the library is imported, and a suite without kernel tests never imports it.
+    """
+
+    def __init__(self, config: pytest.Config) -> None:
+        self.config = config
+        self.named = kernels_named(config)
+        self.worker = is_xdist_worker(config)
+        # What xdist workers' stores did, added up on the controller.
+        self.workers_built = 0
+        self.workers_reused = 0
+        self.workers_reported = False
+        self._store: Store | None = None
+        self._kernels: dict[str, Kernel] | None = None
+        self._artifacts: dict[str, KernelArtifacts] = {}
+        self._bytes: VmlinuxBytesCache | None = None
+        self._session_started = False
+
+    @property
+    def store_opened(self) -> bool:
+        return self._store is not None
+
+    def store(self) -> Store:
+        if self._store is None:
+            from .settings import open_config_store
+
+            try:
+                self._store = open_config_store(self.config)
+            except KernelSpecError as e:
+                raise pytest.UsageError(f"ktstr: {e}") from None
+        return self._store
+
+    def kernels(self) -> dict[str, Kernel]:
+        """Label -> kernel, in the order given; pytest.UsageError for bad settings."""
+        if self._kernels is None:
+            from .settings import resolve_kernels
+
+            store = self.store()
+            try:
+                kernels = resolve_kernels(self.config, store)
+            except KernelSpecError as e:
+                raise pytest.UsageError(f"ktstr: {e}") from None
+            self._kernels = {k.label: k for k in kernels}
+            if self._session_started:
+                self._add_suite_property()
+        return self._kernels
+
+    def kernel_list(self) -> list[Kernel]:
+        return list(self.kernels().values())
+
+    def several(self) -> list[str] | None:
+        """The labels when the run has more than one kernel, else None. A run that names no
+        kernel has one, the running kernel: that needs no resolving."""
+        if not self.named and self._kernels is None:
+            return None
+        labels = list(self.kernels())
+        return labels if len(labels) > 1 else None
+
+    def artifacts(self, kernel: Kernel) -> KernelArtifacts:
+        found = self._artifacts.get(kernel.label)
+        if found is None:
+            from .derived import KernelArtifacts
+
+            found = self._artifacts[kernel.label] = KernelArtifacts(kernel)
+        return found
+
+    def bytes_cache(self) -> VmlinuxBytesCache:
+        if self._bytes is None:
+            from .cache import VmlinuxBytesCache
+            from .snapshot import SnapshotLoader
+            from .store import ArtifactStore
+
+            store = self.store()
+            loader = SnapshotLoader(store) if isinstance(store, ArtifactStore) else None
+            self._bytes = VmlinuxBytesCache(loader=loader)
+        return self._bytes
+
+    def session_started(self) -> None:
+        self._session_started = True
+        if self._kernels is not None:
+            self._add_suite_property()
+
+    def _add_suite_property(self) -> None:
+        if not self.worker and self._kernels is not None:
+            add_suite_property(self.config, list(self._kernels.values()))
+
+
+def _run(config: pytest.Config) -> KernelRun:
+    return config.stash[RUN_KEY]
+
+
+def _distributes(config: pytest.Config) -> bool:
+    """Whether this process is an xdist controller that hands tests to workers: it collects no
+    tests itself, reports of kernel tests arrive from the workers."""
+    if is_xdist_worker(config) or not config.pluginmanager.hasplugin("xdist"):
+        return False
+    if config.getoption("collectonly"):
+        return False
+    return config.getoption("dist", "no") != "no" and bool(config.getoption("tx", None))
+
+
 def pytest_configure(config: pytest.Config) -> None:
     config.addinivalue_line("markers", HELP_MARKER)
     if config.option.help or config.option.version:
         return
-    try:
-        store = open_config_store(config)
-        kernels = resolve_kernels(config, store)
-    except KernelSpecError as e:
-        raise pytest.UsageError(f"ktstr: {e}") from None
-    config.stash[KERNELS_KEY] = {k.label: k for k in kernels}
-    config.stash[ARTIFACTS_KEY] = {k.label: KernelArtifacts(k) for k in kernels}
-    config.stash[STORE_KEY] = store
-    loader = SnapshotLoader(store) if isinstance(store, ArtifactStore) else None
-    config.stash[BYTES_KEY] = VmlinuxBytesCache(loader=loader)
-    config.stash[WORKER_TOTALS_KEY] = StoreStats()
-    if config.pluginmanager.hasplugin("xdist"):
-        config.pluginmanager.register(_XdistStoreStats(config), "ktstr-vmlinux-xdist")
-    if not is_xdist_worker(config):
-        config.pluginmanager.register(KernelResults(kernels), "ktstr-vmlinux-results")
+    run = KernelRun(config)
+    config.stash[RUN_KEY] = run
+    controller = _distributes(config)
+    if run.named or controller:
+        run.kernels()
+    if controller:
+        config.pluginmanager.register(_XdistStoreStats(run), "ktstr-vmlinux-xdist")
+        config.pluginmanager.register(KernelResults(run.kernel_list), RESULTS_PLUGIN)
 
 
 @pytest.hookimpl(tryfirst=True)
 def pytest_pycollect_makeitem(collector: pytest.Collector, name: str, obj: object) -> None:
     """A ``ktstr`` test needs a kernel even when it names no kernel fixture: make it use
     ``kernel``, before pytest computes its fixtures, so it runs once per kernel too. A class's
-    or module's marker goes on that node: a method is shared with every subclass."""
+    or module's marker goes on that node: a method is shared with every subclass. Called for
+    every name a module or class defines: whether the node inherits the marker is looked up once
+    per node."""
     if not inspect.isfunction(obj):
         return
-    marks = getattr(obj, "pytestmark", [])
-    if any(m.name == MARKER for m in marks):
+    marks = getattr(obj, "pytestmark", None)
+    if marks and any(m.name == MARKER for m in marks):
         if not _uses_kernel(marks):
             pytest.mark.usefixtures(KERNEL_FIXTURE)(obj)
         return
+    if _INHERITED_KEY in collector.stash:
+        return
     inherited = next(collector.iter_markers(MARKER), None) is not None
+    collector.stash[_INHERITED_KEY] = inherited
     if inherited and not _uses_kernel(collector.iter_markers("usefixtures")):
         collector.add_marker(pytest.mark.usefixtures(KERNEL_FIXTURE))
 
@@ -175,51 +284,90 @@ def _uses_kernel(marks: Iterable[pytest.Mark]) -> bool:
 
 
 def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
+    # Every kernel fixture requests ``kernel``, and every ``ktstr`` test was made to use it.
+    if KERNEL_FIXTURE not in metafunc.fixturenames:
+        return
     for mark in metafunc.definition.iter_markers(MARKER):
         _requirements(mark, metafunc.definition.nodeid)
-    kernels = metafunc.config.stash.get(KERNELS_KEY, None)
-    if kernels and len(kernels) > 1 and KERNEL_FIXTURE in metafunc.fixturenames:
-        if _parametrized_by_user(metafunc):
-            return  # the test chose its own kernel values; two parametrizations would clash
-        labels = list(kernels)
-        metafunc.parametrize(KERNEL_FIXTURE, labels, indirect=True, ids=labels, scope="session")
+    run = metafunc.config.stash.get(RUN_KEY, None)
+    labels = run.several() if run is not None else None
+    if labels is None or _parametrized_by_user(metafunc):
+        return  # one kernel; or the test chose its own kernel values, which would clash
+    metafunc.parametrize(KERNEL_FIXTURE, labels, indirect=True, ids=labels, scope="session")
 
 
-def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
-    for item in items:
-        kernel = _item_kernel(item)
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """Find the tests that use a kernel, once: only they get per-test work (JUnit properties,
+    requirement checks, the per-kernel tally), by hooks registered here when there are any."""
+    run = config.stash.get(RUN_KEY, None)
+    if run is None:
+        return
+    used = [item for item in items if KERNEL_FIXTURE in getattr(item, "fixturenames", ())]
+    if not used:
+        return
+    kernels = run.kernels()
+    tests: dict[pytest.Item, Kernel] = {}
+    for item in used:
+        kernel = _item_kernel(item, kernels)
         if kernel is not None:
             item.user_properties.extend(case_properties(kernel))
+            tests[item] = kernel
+    plugins = config.pluginmanager
+    if tests and not plugins.has_plugin(TESTS_PLUGIN):
+        plugins.register(_KernelTests(run, tests), TESTS_PLUGIN)
+    if tests and not run.worker and not plugins.has_plugin(RESULTS_PLUGIN):
+        plugins.register(KernelResults(run.kernel_list), RESULTS_PLUGIN)
 
 
-@pytest.hookimpl(tryfirst=True)
-def pytest_runtest_setup(item: pytest.Item) -> None:
-    """Check the test's ``ktstr`` requirements before any fixture is built."""
-    marks = list(item.iter_markers(MARKER))
-    kernel = _item_kernel(item)
-    if not marks or kernel is None:
-        return
-    requirements = [_requirements(mark, item.nodeid) for mark in marks]
-    verdict = check(requirements, item.config.stash[ARTIFACTS_KEY][kernel.label])
-    if not verdict.ok:
-        message = f"ktstr: {verdict.reason(kernel_name(kernel))}"
-        _skip_or_fail(item.config, message, at_test=True)
+class _KernelTests:
+    """Registered once collection found tests that run on a kernel: checks their ``ktstr``
+    requirements before any fixture is built. Other tests pass through a dict lookup."""
+
+    def __init__(self, run: KernelRun, tests: dict[pytest.Item, Kernel]) -> None:
+        self.run = run
+        self.tests = tests
+
+    @pytest.hookimpl(tryfirst=True)
+    def pytest_runtest_setup(self, item: pytest.Item) -> None:
+        kernel = self.tests.get(item)
+        if kernel is None:
+            return
+        marks = list(item.iter_markers(MARKER))
+        if not marks:
+            return
+        from .requirements import check
+
+        requirements = [_requirements(mark, item.nodeid) for mark in marks]
+        verdict = check(requirements, self.run.artifacts(kernel))
+        if not verdict.ok:
+            message = f"ktstr: {verdict.reason(kernel_name(kernel))}"
+            _skip_or_fail(item.config, message, at_test=True)
+
+
+def pytest_sessionstart(session: pytest.Session) -> None:
+    run = session.config.stash.get(RUN_KEY, None)
+    if run is not None:
+        run.session_started()
 
 
 def pytest_sessionfinish(session: pytest.Session) -> None:
-    store = session.config.stash.get(STORE_KEY, None)
+    run = session.config.stash.get(RUN_KEY, None)
     workeroutput = getattr(session.config, "workeroutput", None)
-    if store is not None and workeroutput is not None:
-        workeroutput[WORKER_STATS] = {"built": store.stats.built, "reused": store.stats.reused}
+    if run is not None and run.store_opened and workeroutput is not None:
+        stats = run.store().stats
+        workeroutput[WORKER_STATS] = {"built": stats.built, "reused": stats.reused}
 
 
 def pytest_terminal_summary(terminalreporter: Any, config: pytest.Config) -> None:
-    store = config.stash.get(STORE_KEY, None)
-    if store is None or is_xdist_worker(config):
+    """How much the store built and reused, once a kernel needed it (on a worker or here)."""
+    run = config.stash.get(RUN_KEY, None)
+    if run is None or run.worker or not (run.store_opened or run.workers_reported):
         return
-    workers = config.stash[WORKER_TOTALS_KEY]
-    built = store.stats.built + workers.built
-    reused = store.stats.reused + workers.reused
+    from .storeconfig import store_location
+
+    store = run.store()
+    built = store.stats.built + run.workers_built
+    reused = store.stats.reused + run.workers_reused
     terminalreporter.write_line(
         f"ktstr: artifacts built {built}, reused {reused} (store: {store_location(store)})"
     )
@@ -228,21 +376,22 @@ def pytest_terminal_summary(terminalreporter: Any, config: pytest.Config) -> Non
 class _XdistStoreStats:
     """On the xdist controller: add up what every worker's store did."""
 
-    def __init__(self, config: pytest.Config) -> None:
-        self.config = config
+    def __init__(self, run: KernelRun) -> None:
+        self.run = run
 
     def pytest_testnodedown(self, node: Any, error: object) -> None:
         stats = getattr(node, "workeroutput", {}).get(WORKER_STATS)
         if isinstance(stats, dict):
-            totals = self.config.stash[WORKER_TOTALS_KEY]
-            totals.built += int(stats.get("built", 0))
-            totals.reused += int(stats.get("reused", 0))
+            self.run.workers_reported = True
+            self.run.workers_built += int(stats.get("built", 0))
+            self.run.workers_reused += int(stats.get("reused", 0))
 
 
 def pytest_report_header(config: pytest.Config) -> list[str] | None:
-    kernels = config.stash.get(KERNELS_KEY, None)
-    if not kernels:
+    run = config.stash.get(RUN_KEY, None)
+    if run is None:
         return None
+    kernels = run.kernels()
     several = len(kernels) > 1
     return [header_line(k) + (f" label={k.label}" if several else "") for k in kernels.values()]
 
@@ -261,7 +410,7 @@ def header_line(kernel: Kernel) -> str:
 def kernel(request: pytest.FixtureRequest) -> Kernel:
     """The kernel under test: one of --kernel / $KTSTR_KERNEL_LIST / $KTSTR_KERNEL / ini
     ktstr_kernel, else the running one; with several, each in turn."""
-    kernels = request.config.stash[KERNELS_KEY]
+    kernels = _run(request.config).kernels()
     label = getattr(request, "param", None)
     if label is not None:
         return kernels[label]
@@ -287,27 +436,27 @@ def vmlinux_path(kernel: Kernel, pytestconfig: pytest.Config) -> Path:
 def kernel_config(kernel: Kernel, pytestconfig: pytest.Config) -> KernelConfig:
     """The kernel's config (.config, /boot/config-R or IKCONFIG); errors or skips like
     ``vmlinux_path`` when there is none."""
-    return _derived(pytestconfig, kernel, KernelArtifacts.config)
+    return _derived(pytestconfig, kernel, lambda a: a.config())
 
 
 @pytest.fixture(scope="session")
 def kernel_symbols(kernel: Kernel, pytestconfig: pytest.Config) -> KernelSymbols:
     """The kernel's symbols (``ksyms["runqueues"]``), built once through the store; errors or
     skips like ``vmlinux_path`` when the kernel has none."""
-    return _derived(pytestconfig, kernel, KernelArtifacts.symbols)
+    return _derived(pytestconfig, kernel, lambda a: a.symbols())
 
 
 @pytest.fixture(scope="session")
 def kernel_btf(kernel: Kernel, pytestconfig: pytest.Config) -> BTF:
     """The kernel's BTF (``btf.offsetof("struct rq", "nr_running")``), indexed once through the
     store; errors or skips like ``vmlinux_path`` when the kernel has none."""
-    return _derived(pytestconfig, kernel, KernelArtifacts.btf)
+    return _derived(pytestconfig, kernel, lambda a: a.btf())
 
 
 @pytest.fixture(scope="session")
 def kernel_store(pytestconfig: pytest.Config) -> Store:
     """Where kernel artifacts are built once and shared: on disk, or in memory without a cache."""
-    return pytestconfig.stash[STORE_KEY]
+    return _run(pytestconfig).store()
 
 
 @pytest.fixture(scope="session")
@@ -315,7 +464,7 @@ def vmlinux_bytes(vmlinux_path: Path, pytestconfig: pytest.Config) -> memoryview
     """The vmlinux contents, read-only: a mapping of the store's snapshot that every worker
     shares, or one private read per file version without an on-disk store."""
     try:
-        return pytestconfig.stash[BYTES_KEY].get(vmlinux_path)
+        return _run(pytestconfig).bytes_cache().get(vmlinux_path)
     except KernelArtifactError as e:
         message = str(e)
     # Failing outside the except block keeps the report to our message, not a chained traceback.
@@ -324,7 +473,7 @@ def vmlinux_bytes(vmlinux_path: Path, pytestconfig: pytest.Config) -> memoryview
 
 def _derived(config: pytest.Config, kernel: Kernel, load: Callable[[KernelArtifacts], T]) -> T:
     try:
-        return load(config.stash[ARTIFACTS_KEY][kernel.label])
+        return load(_run(config).artifacts(kernel))
     except KernelArtifactError as e:
         message = str(e)
     if not kernel.spec.named_by_user:
@@ -360,6 +509,8 @@ def _skip_or_fail(config: pytest.Config, message: str, *, at_test: bool = False)
 
 
 def _requirements(mark: pytest.Mark, nodeid: str) -> Requirements:
+    from .requirements import Requirements
+
     try:
         return Requirements.parse(mark.args, mark.kwargs)
     except ValueError as e:
@@ -368,13 +519,9 @@ def _requirements(mark: pytest.Mark, nodeid: str) -> Requirements:
     pytest.fail(f"{nodeid}: {message}", pytrace=False)
 
 
-def _item_kernel(item: pytest.Item) -> Kernel | None:
-    """The kernel an item runs on, None for a test that uses no kernel."""
-    if KERNEL_FIXTURE not in getattr(item, "fixturenames", ()):
-        return None
-    kernels = item.config.stash.get(KERNELS_KEY, None)
-    if not kernels:
-        return None
+def _item_kernel(item: pytest.Item, kernels: dict[str, Kernel]) -> Kernel | None:
+    """The kernel an item that uses ``kernel`` runs on; None when the test parametrizes
+    ``kernel`` with values of its own."""
     callspec = getattr(item, "callspec", None)
     label = callspec.params.get(KERNEL_FIXTURE) if callspec is not None else None
     return kernels.get(label) if isinstance(label, str) else next(iter(kernels.values()))

@@ -10,14 +10,16 @@ from __future__ import annotations
 
 import json
 from collections import Counter
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import pytest
 
-from .kernel import Kernel
 from .kernelset import kernel_name
+
+if TYPE_CHECKING:
+    from .kernel import Kernel
 
 PROP_KERNEL = "ktstr_kernel"
 PROP_RELEASE = "ktstr_release"
@@ -91,29 +93,43 @@ class KernelTally:
 
 
 class KernelResults:
-    """The controller's (or a run without xdist) per-kernel tally of test reports."""
+    """The controller's (or a run without xdist) per-kernel tally of test reports.
 
-    def __init__(self, kernels: Sequence[Kernel]) -> None:
-        self.kernels = list(kernels)
-        self.tallies = {k.label: KernelTally() for k in kernels}
+    The plugin registers it only on the xdist controller and in a run that collected kernel
+    tests, so a suite without any pays no hook per report. ``kernels`` gives the run's
+    kernels; it is called only once a report of a kernel test arrives or a tally exists."""
+
+    def __init__(self, kernels: Callable[[], Sequence[Kernel]]) -> None:
+        self._kernels = kernels
+        self._labels: frozenset[str] | None = None
+        self.tallies: dict[str, KernelTally] = {}
 
     def pytest_runtest_logreport(self, report: pytest.TestReport) -> None:
+        if not report.user_properties:
+            return
         label = dict(report.user_properties).get(PROP_KERNEL)
-        tally = self.tallies.get(label) if isinstance(label, str) else None
-        if tally is not None:
-            tally.add(report)
-
-    def pytest_sessionstart(self, session: pytest.Session) -> None:
-        xml = _junit_xml(session.config)
-        if xml is not None:
-            xml.add_global_property(PROP_SUITE, suite_property(self.kernels))
+        if not isinstance(label, str):
+            return
+        if self._labels is None:
+            self._labels = frozenset(k.label for k in self._kernels())
+        if label in self._labels:
+            self.tallies.setdefault(label, KernelTally()).add(report)
 
     def pytest_terminal_summary(self, terminalreporter: Any) -> None:
-        for kernel in self.kernels:
-            tally = self.tallies[kernel.label]
-            if tally.outcomes:
+        if not self.tallies:
+            return
+        for kernel in self._kernels():
+            tally = self.tallies.get(kernel.label)
+            if tally is not None and tally.outcomes:
                 for line in tally.lines(kernel):
                     terminalreporter.write_line(line)
+
+
+def add_suite_property(config: pytest.Config, kernels: Sequence[Kernel]) -> None:
+    """Give the JUnit XML report (when --junitxml is on) its ``ktstr_kernels`` suite property."""
+    xml = _junit_xml(config)
+    if xml is not None:
+        xml.add_global_property(PROP_SUITE, suite_property(kernels))
 
 
 def _skip_reason(report: pytest.TestReport) -> str:

@@ -3,6 +3,10 @@
 Every setting follows one precedence rule: command-line option > environment > ini > default.
 Relative paths from the command line or the environment are taken from the invocation
 directory; relative paths from an ini file are taken from that file's directory.
+
+Importing this module costs next to nothing: a run that uses no kernel must not pay for the
+library. The modules that resolve kernels and open stores are imported by the functions that
+need them (``resolve_kernels``, ``open_config_store``), when the plugin first needs a kernel.
 """
 
 from __future__ import annotations
@@ -10,17 +14,17 @@ from __future__ import annotations
 import dataclasses
 import os
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import pytest
 
 from .errors import KernelSpecError
-from .kernel import Kernel, resolve_kernel
-from .kernelset import KernelItem, assign_labels, parse_kernel_item, split_kernel_list
-from .memstore import MemoryStore, Store
-from .spec import RUNNING, SpecSource, check_sysroot, parse_kernel_spec, select_setting
-from .store import ArtifactStore, StoreWarning
-from .storeconfig import ENV_CACHE_DIR, ENV_CACHE_MAX_SIZE, open_store
-from .storedir import DEFAULT_MAX_SIZE, InsecureStoreError, parse_size
+
+if TYPE_CHECKING:
+    from .kernel import Kernel
+    from .kernelset import KernelItem
+    from .memstore import Store
+    from .spec import SpecSource
 
 ENV_KERNEL = "KTSTR_KERNEL"
 ENV_KERNEL_LIST = "KTSTR_KERNEL_LIST"
@@ -31,8 +35,28 @@ INI_CACHE_DIR = "ktstr_cache_dir"
 INI_CACHE_MAX_SIZE = "ktstr_cache_max_size"
 
 
+def kernels_named(config: pytest.Config) -> bool:
+    """Whether the run names its kernel (a kernel, a vmlinux or a sysroot, from the command
+    line, the environment or the ini file) or asks for the store to be cleared. Such a run is
+    resolved when it is configured, so a mistake is a usage error whatever the tests; a run that
+    names nothing tests the running kernel, resolved only when a test needs it."""
+    if config.getoption("ktstr_kernel_sysroot") or config.getoption("ktstr_vmlinux"):
+        return True
+    if config.getoption("ktstr_cache_clear"):
+        return True
+    if any(v.strip() for v in config.getoption("ktstr_kernel") or ()):
+        return True
+    if any(os.environ.get(name, "").strip() for name in (ENV_KERNEL_LIST, ENV_KERNEL, ENV_SYSROOT)):
+        return True
+    return any((_ini(config, name) or "").strip() for name in (INI_KERNEL, INI_SYSROOT))
+
+
 def resolve_kernels(config: pytest.Config, store: Store) -> list[Kernel]:
     """Every kernel of the run, labelled, in the order given; KernelSpecError for bad input."""
+    from .kernel import resolve_kernel
+    from .kernelset import assign_labels
+    from .spec import SpecSource, parse_kernel_spec
+
     items, source = _kernel_items(config)
     invocation = config.invocation_params.dir
     base = _ini_base(config) if source is SpecSource.INI else invocation
@@ -61,6 +85,9 @@ def resolve_kernels(config: pytest.Config, store: Store) -> list[Kernel]:
 
 def _kernel_items(config: pytest.Config) -> tuple[list[KernelItem], SpecSource]:
     """--kernel (repeatable) > $KTSTR_KERNEL_LIST > $KTSTR_KERNEL > ini ktstr_kernel > running."""
+    from .kernelset import KernelItem, parse_kernel_item, split_kernel_list
+    from .spec import RUNNING, SpecSource
+
     options = [v for v in config.getoption("ktstr_kernel") or () if v.strip()]
     if options:
         return [parse_kernel_item(v, "--kernel") for v in options], SpecSource.OPTION
@@ -77,6 +104,8 @@ def _kernel_items(config: pytest.Config) -> tuple[list[KernelItem], SpecSource]:
 
 
 def _sysroot(config: pytest.Config, invocation: Path) -> Path | None:
+    from .spec import SpecSource, check_sysroot, select_setting
+
     setting = select_setting(
         [
             (SpecSource.OPTION, config.getoption("ktstr_kernel_sysroot")),
@@ -93,6 +122,12 @@ def _sysroot(config: pytest.Config, invocation: Path) -> Path | None:
 
 def open_config_store(config: pytest.Config) -> Store:
     """The run's artifact store; cleared first with --kernel-cache-clear (by the controller)."""
+    from .memstore import MemoryStore
+    from .spec import SpecSource, select_setting
+    from .store import ArtifactStore, StoreWarning
+    from .storeconfig import ENV_CACHE_DIR, open_store
+    from .storedir import InsecureStoreError
+
     if config.getoption("ktstr_no_cache"):
         return MemoryStore()
     invocation = config.invocation_params.dir
@@ -122,6 +157,10 @@ def open_config_store(config: pytest.Config) -> Store:
 
 
 def _validate_max_size(config: pytest.Config) -> int:
+    from .spec import SpecSource, select_setting
+    from .storeconfig import ENV_CACHE_MAX_SIZE
+    from .storedir import DEFAULT_MAX_SIZE, parse_size
+
     setting = select_setting(
         [
             (SpecSource.ENV, os.environ.get(ENV_CACHE_MAX_SIZE)),
