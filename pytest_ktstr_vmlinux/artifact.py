@@ -9,15 +9,19 @@ truncated or zero-filled file is still caught. Nothing here can execute code: by
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import mmap
 import os
 import stat
 import struct
+import tempfile
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import BinaryIO
 
+from .publish import OutOfSpace, cause_out_of_space, is_full
 from .signature import file_type, not_ours_alone
 
 MAGIC = b"KTSTRART"
@@ -112,6 +116,39 @@ def finish(f: BinaryIO, kind: str, version: int) -> int:
     f.write(_HEADER.pack(MAGIC, CONTAINER_VERSION, version, scope, size, digest, _kind(kind)))
     f.flush()
     return size
+
+
+def build_file(
+    tmp_dir: Path, kind: str, version: int, write: Callable[[BinaryIO], None]
+) -> tuple[Path, int, memoryview]:
+    """A sealed artifact file in ``tmp_dir`` whose payload ``write`` wrote: (its path, payload
+    size, a mapping of the payload). On any error the file is removed; a full filesystem is
+    OutOfSpace with what the file needed (header and payload, when ``write`` said or finished)."""
+    tmp: Path | None = None
+    produced: int | None = None
+    try:
+        fd, tmp_name = tempfile.mkstemp(dir=tmp_dir, prefix="build-", suffix=".tmp")
+        tmp = Path(tmp_name)
+        with os.fdopen(fd, "w+b") as out:
+            begin(out)
+            write(out)
+            produced = out.tell()  # header and payload, written or still buffered
+            size = finish(out, kind, version)
+            os.fsync(out.fileno())
+            view = map_payload(out.fileno(), size)
+    except BaseException as e:
+        written = 0
+        if tmp is not None:
+            with contextlib.suppress(FileNotFoundError):
+                written = os.stat(tmp).st_size
+                tmp.unlink()
+        if not is_full(e):
+            raise
+        said = cause_out_of_space(e)
+        if said is not None:
+            raise OutOfSpace(e, HEADER_SIZE + said.needed, exact=said.exact) from None
+        raise OutOfSpace(e, produced or written, exact=produced is not None) from None
+    return tmp, size, view
 
 
 def open_artifact(path: Path, kind: str, version: int, *, owner: int | None = None) -> Artifact:

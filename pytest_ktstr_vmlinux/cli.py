@@ -119,7 +119,9 @@ def _run(argv: Sequence[str] | None, prog: str) -> int:
             if args.sysroot is not None
             else None
         )
-        store, _ = open_store(os.environ.get(ENV_CACHE_DIR) or None)
+        store, problem = open_store(os.environ.get(ENV_CACHE_DIR) or None)
+        if problem is not None:
+            print(f"ktstr-vmlinux: warning: {problem}", file=sys.stderr)
         kernel = resolve_kernel(
             raw, vmlinux=args.vmlinux, sysroot=sysroot, source=source, store=store
         )

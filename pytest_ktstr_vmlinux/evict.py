@@ -3,12 +3,13 @@
 At every write: entries whose source is gone or changed are dropped, debris of crashed builds and
 orphans of a lost index are removed, and then the least recently used artifacts (by the mtime
 that every reuse touches) go until the store fits. The artifact just built is always kept.
-Removal only unlinks: a worker that maps an evicted artifact keeps a valid mapping.
+The files of dropped entries are returned, to be unlinked once the index that no longer names
+them is written: if that write fails (a full disk), the old index still finds every file it
+names. Removal only unlinks: a worker that maps an evicted artifact keeps a valid mapping.
 """
 
 from __future__ import annotations
 
-import contextlib
 import shutil
 from pathlib import Path
 from typing import Any
@@ -25,7 +26,10 @@ def evict(
     exports: Path,
     max_size: int,
     keep: str,
-) -> None:
+) -> list[Path]:
+    """Drop from ``index`` what must go; returns the artifact files to unlink after it is
+    written (orphans and debris, which no index names, are removed at once)."""
+    doomed: list[Path] = []
     for source, entry in list(index["sources"].items()):
         try:
             sig = stat_signature(source, source)
@@ -33,11 +37,11 @@ def evict(
         except (KernelArtifactError, ValueError):
             current = None
         if current != entry["signature"] and keep not in entry_files(entry):
-            for name in entry_files(entry):
-                remove_path(artifacts / name)
+            doomed += [artifacts / name for name in entry_files(entry)]
             del index["sources"][source]
     for debris in tmp.iterdir():
         remove_path(debris)
+    dropped = {path.name for path in doomed}
     owners = {name: source for source, e in index["sources"].items() for name in entry_files(e)}
     live = {name.removesuffix(".art") for name in owners}
     for export in exports.iterdir():
@@ -46,7 +50,8 @@ def evict(
     sizes: dict[str, tuple[int, int]] = {}
     for path in artifacts.iterdir():
         if path.name not in owners or not path.is_file() or path.is_symlink():
-            remove_path(path)  # an orphan of a lost index or a crash, or not ours at all
+            if path.name not in dropped:
+                remove_path(path)  # an orphan of a lost index or a crash, or not ours at all
             continue
         st = path.stat()
         sizes[path.name] = (st.st_mtime_ns, st.st_size)
@@ -58,9 +63,9 @@ def evict(
             continue
         entry = index["sources"][owners[name]]
         entry["artifacts"] = {k: r for k, r in entry["artifacts"].items() if r["file"] != name}
-        with contextlib.suppress(FileNotFoundError):
-            (artifacts / name).unlink()
+        doomed.append(artifacts / name)
         total -= size
+    return doomed
 
 
 def remove_path(path: Path) -> bool:

@@ -11,7 +11,6 @@ kernel-side ``copy_file_range``, else a plain copy: one copy of the file on disk
 
 from __future__ import annotations
 
-import contextlib
 import errno
 import fcntl
 import io
@@ -23,6 +22,7 @@ from pathlib import Path
 from typing import BinaryIO
 
 from .memstore import Store
+from .publish import OutOfSpace, is_full
 from .signature import StatSignature
 
 SNAPSHOT_KIND = "vmlinux-snapshot"
@@ -42,7 +42,8 @@ _UNSUPPORTED = {
 
 
 def build_snapshot(source: Path, out: BinaryIO) -> None:
-    """Write ``source``'s bytes as the payload at ``out``'s position, sharing extents if we can."""
+    """Write ``source``'s bytes as the payload at ``out``'s position, sharing extents if we can.
+    A full filesystem is OutOfSpace, with the source's size as what was needed."""
     out.flush()
     with open(source, "rb") as src:
         size = os.fstat(src.fileno()).st_size
@@ -52,11 +53,17 @@ def build_snapshot(source: Path, out: BinaryIO) -> None:
             shutil.copyfileobj(src, out, 8 << 20)  # an in-memory store: no file to share with
             return
         offset = out.tell()
-        if not _clone_range(src.fileno(), dest, offset) and not _copy_file_range(
-            src.fileno(), dest, size, offset
-        ):
-            src.seek(0)
-            shutil.copyfileobj(src, out, 8 << 20)
+        try:
+            if not _clone_range(src.fileno(), dest, offset) and not _copy_file_range(
+                src.fileno(), dest, size, offset
+            ):
+                src.seek(0)
+                shutil.copyfileobj(src, out, 8 << 20)
+                out.flush()
+        except OSError as e:
+            if is_full(e):
+                raise OutOfSpace(e, size) from None
+            raise
         out.seek(0, os.SEEK_END)
 
 
@@ -96,13 +103,16 @@ def _copy_file_range(src: int, dest: int, size: int, dest_offset: int) -> bool:
     if copy is None:
         return False
     done = 0
-    with contextlib.suppress(OSError):
+    try:
         while done < size:
             n = copy(src, dest, size - done, done, dest_offset + done)
             if n == 0:
                 break
             done += n
         return done == size
+    except OSError as e:
+        if is_full(e):
+            raise  # a plain copy would not fit either
     if done:
         # A partial kernel copy failed midway: start over with a plain copy.
         os.ftruncate(dest, dest_offset)

@@ -15,6 +15,7 @@ from typing import Any, BinaryIO
 
 from .artifact import Artifact
 from .errors import KernelArtifactError
+from .publish import OutOfSpace, is_full
 from .signature import StatSignature
 
 MAX_BUILD_ATTEMPTS = 5
@@ -85,7 +86,13 @@ def json_build(compute: Callable[[Path], Any]) -> Build:
     """A Build that stores ``compute(source)`` as compact JSON."""
 
     def build(path: Path, out: BinaryIO) -> None:
-        out.write(json.dumps(compute(path), separators=(",", ":")).encode())
+        data = json.dumps(compute(path), separators=(",", ":")).encode()
+        try:
+            out.write(data)
+        except OSError as e:
+            if is_full(e):
+                raise OutOfSpace(e, len(data)) from None
+            raise
 
     return build
 

@@ -9,15 +9,20 @@ from __future__ import annotations
 
 import contextlib
 import errno
+import inspect
 import os
 import re
 import stat
-from collections.abc import Callable
+import threading
+from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Any
+
+from filelock import FileLock, Timeout
 
 from .errors import KernelArtifactError
 from .evict import remove_path
-from .publish import fsync_dir
+from .publish import fsync_dir, is_full
 from .signature import file_type, not_ours_alone
 from .storeindex import INDEX_MAGIC, read_index_file
 
@@ -58,6 +63,61 @@ class StoreUnavailableError(KernelArtifactError):
     """The store directory cannot be created or written (read-only home, ...): fall back."""
 
 
+class StoreFullError(StoreUnavailableError):
+    """The store's filesystem has no room (ENOSPC, EDQUOT) for what is being written. Nothing
+    partial is left behind and the store stays valid. ``needed``: the bytes the write needed
+    (more than that when not ``exact``); ``free``: the bytes free when it failed; ``summary``:
+    the message without the free space, the same in every process that meets it."""
+
+    def __init__(
+        self, summary: str, *, directory: Path, needed: int | None, exact: bool, free: int | None
+    ) -> None:
+        have = "" if free is None else f" ({format_size(free)} free)"
+        super().__init__(f"{summary}{have}. {_MAKE_ROOM}")
+        self.summary = summary
+        self.directory = directory
+        self.needed = needed
+        self.exact = exact
+        self.free = free
+
+
+_MAKE_ROOM = (
+    "Free space there, or point --kernel-cache-dir (KTSTR_CACHE_DIR) at a filesystem with room"
+)
+
+
+def cannot(path: Path, error: OSError, doing: str) -> StoreUnavailableError:
+    """StoreFullError when ``error`` says the disk is full, else StoreUnavailableError."""
+    if is_full(error):
+        return full_error(path, error, f"trying to {doing}", None)
+    return StoreUnavailableError(f"kernel cache {path}: cannot {doing}: {error.strerror}")
+
+
+def full_error(
+    directory: Path, error: OSError, what: str, needed: int | None, *, exact: bool = True
+) -> StoreFullError:
+    """The StoreFullError for ``error`` (ENOSPC, EDQUOT) met in the store at ``directory`` while
+    ``what`` ("writing the index"): ``needed`` bytes (more than that when not ``exact``)."""
+    reason = "disk quota exceeded" if error.errno == errno.EDQUOT else "no space left on device"
+    need = ""
+    if needed is not None:
+        need = f": it needs {'' if exact else 'more than '}{format_size(needed)}"
+    try:
+        st = os.statvfs(directory)
+        free: int | None = st.f_bavail * st.f_frsize
+    except OSError:
+        free = None
+    summary = f"kernel cache {directory} is full ({reason}) {what}{need}"
+    return StoreFullError(summary, directory=directory, needed=needed, exact=exact, free=free)
+
+
+def format_size(size: int) -> str:
+    """``4,198,400 bytes (4.0 MiB)``; small sizes in bytes alone."""
+    if size < 1 << 20:
+        return f"{size:,} bytes"
+    return f"{size:,} bytes ({size / (1 << 20):.1f} MiB)"
+
+
 def default_store_dir() -> Path:
     """``$XDG_CACHE_HOME/pytest-ktstr-vmlinux``, else ``~/.cache/pytest-ktstr-vmlinux``."""
     base = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
@@ -84,9 +144,7 @@ def prepare_store_dir(path: Path) -> Path:
         path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
         path.mkdir(mode=0o700, exist_ok=True)
     except OSError as e:
-        raise StoreUnavailableError(
-            f"kernel cache {path}: cannot create it: {e.strerror}"
-        ) from None
+        raise cannot(path, e, "create it") from None
     check_store_dir(path)
     if not os.access(path, os.W_OK | os.X_OK) or _read_only_fs(path):
         raise StoreUnavailableError(f"kernel cache {path}: not writable")
@@ -173,15 +231,16 @@ def _write_marker(marker: Path) -> None:
     except FileExistsError:
         return  # another process marked it first
     except OSError as e:
-        raise StoreUnavailableError(
-            f"kernel cache {marker.parent}: cannot mark it as a store: {e.strerror}"
-        ) from None
+        raise cannot(marker.parent, e, "mark it as a store") from None
+    # Its existence is what marks the store: if the disk is full, it stays, empty.
     try:
         os.write(fd, MARKER_TEXT.encode())
         os.fsync(fd)
+        fsync_dir(marker.parent)
+    except OSError as e:
+        raise cannot(marker.parent, e, "mark it as a store") from None
     finally:
         os.close(fd)
-    fsync_dir(marker.parent)
 
 
 def check_store_dir(path: Path) -> None:
@@ -220,9 +279,7 @@ def prepare_subdir(path: Path, warn: Callable[[str], None]) -> Path:
             except FileExistsError:
                 pass  # another process made it (or something else) a moment ago: look again
             except OSError as e:
-                raise StoreUnavailableError(
-                    f"kernel cache {path}: cannot create it: {e.strerror}"
-                ) from None
+                raise cannot(path, e, "create it") from None
             continue
         if stat.S_ISLNK(st.st_mode):
             raise InsecureStoreError(f"kernel cache {path} is a symlink; remove it: `rm {path}`")
@@ -273,6 +330,61 @@ def prepare_lock(path: Path, warn: Callable[[str], None]) -> None:
     elif (problem := not_ours_alone(st, os.geteuid())) is not None:
         warn(f"kernel cache lock {path} is {problem}; replacing it")
         remove_path(path)
+
+
+class StoreLock:
+    """The store's filelock: re-entrant within a process (threads included), never opened
+    through a symlink, with errors that say what to do (held too long, full disk, unopenable)."""
+
+    def __init__(self, path: Path, timeout: float, warn: Callable[[str], None]) -> None:
+        self.path = path
+        self._warn = warn
+        prepare_lock(path, warn)
+        self._lock = FileLock(str(path), timeout=timeout, **_strict_lock_kwargs())
+        self._thread_lock = threading.RLock()
+
+    @contextlib.contextmanager
+    def held(self) -> Iterator[None]:
+        with self._thread_lock:
+            prepare_lock(self.path, self._warn)
+            try:
+                self._lock.acquire()
+            except Timeout:  # a TimeoutError, so an OSError: it must be caught first
+                raise KernelArtifactError(
+                    f"kernel cache {self.path.parent}: lock {self.path} still held after"
+                    f" {self._lock.timeout:.0f} s; another run is building, or hung"
+                ) from None
+            except OSError as e:
+                if is_full(e):
+                    raise full_error(self.path.parent, e, "creating its lock", None) from None
+                raise KernelArtifactError(
+                    f"kernel cache lock {self.path}: {e.strerror or e}; remove it and run again"
+                ) from None
+            try:
+                yield
+            finally:
+                self._lock.release()
+
+    @contextlib.contextmanager
+    def held_if_free(self) -> Iterator[bool]:
+        """Hold the lock if that needs no wait: True inside when it is held."""
+        with self._thread_lock:
+            try:
+                self._lock.acquire(timeout=0)
+            except (Timeout, OSError):
+                yield False
+                return
+            try:
+                yield True
+            finally:
+                self._lock.release()
+
+
+def _strict_lock_kwargs() -> dict[str, Any]:
+    # filelock >= 4 can fall back to a soft (existence) lock where flock is missing; the store
+    # would rather fail loudly there than trust a weaker lock without saying so.
+    parameters = inspect.signature(FileLock.__init__).parameters
+    return {"fallback_to_soft": False} if "fallback_to_soft" in parameters else {}
 
 
 def _read_only_fs(path: Path) -> bool:

@@ -6,16 +6,18 @@ files the store will open, so an entry that is not a hash-named artifact is refu
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import os
 import stat
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
+from .evict import remove_path
 from .publish import fsync_dir, publish
-from .signature import file_type, not_ours_alone
+from .signature import StatSignature, file_type, not_ours_alone
 from .stored import check_key
 
 __all__ = [
@@ -35,6 +37,89 @@ _O_NONBLOCK = getattr(os, "O_NONBLOCK", 0)
 
 def empty_index() -> dict[str, Any]:
     return {"sources": {}, "builds": 0}
+
+
+def artifact_key(kind: str, version: int) -> str:
+    return f"{kind}:{version}"
+
+
+def signature_fields(signature: StatSignature) -> list[int]:
+    """The signature as the index records it."""
+    return [
+        signature.st_dev,
+        signature.st_ino,
+        signature.st_size,
+        signature.st_mtime_ns,
+        signature.st_ctime_ns,
+    ]
+
+
+def current_entry(
+    index: dict[str, Any], key: str, signature: StatSignature
+) -> dict[str, Any] | None:
+    """The index entry of ``key`` if it was recorded for this version of the source."""
+    entry: dict[str, Any] | None = index["sources"].get(key)
+    if entry is None or entry["signature"] != signature_fields(signature):
+        return None
+    return entry
+
+
+def list_entries(index: dict[str, Any], artifacts: Path) -> list[dict[str, Any]]:
+    """Every source and its artifacts as ``index`` records them, with the sizes and last use of
+    the artifact files in ``artifacts`` (those missing or not regular files are left out)."""
+    listing = []
+    for source, entry in sorted(index["sources"].items()):
+        found = []
+        for key, record in sorted(entry["artifacts"].items()):
+            path = artifacts / record["file"]
+            try:
+                st = os.lstat(path)
+            except OSError:
+                continue
+            if not stat.S_ISREG(st.st_mode):
+                continue
+            kind, _, version = key.rpartition(":")
+            found.append(
+                {
+                    "kind": kind,
+                    "version": int(version),
+                    "file": str(path),
+                    "size": st.st_size,
+                    "builds": record["builds"],
+                    "last_used_ns": st.st_mtime_ns,
+                }
+            )
+        listing.append({"source": source, "signature": entry["signature"], "artifacts": found})
+    return listing
+
+
+def load_index(
+    path: Path, owner: int, warn: Callable[[str], None], dropped: list[str]
+) -> dict[str, Any]:
+    """The index at ``path``, or an empty one (with one ``warn``) when it is missing or cannot
+    be used at all; malformed entries are dropped alone and described in ``dropped``."""
+    try:
+        raw = read_index_file(path, owner)
+    except ValueError as e:
+        warn(f"kernel cache index {path} {e}; rebuilding it")
+        return empty_index()
+    if raw is None:
+        return empty_index()
+    try:
+        return parse_index(raw, dropped)
+    except ValueError as e:
+        warn(f"kernel cache index {path} is unusable: {e}; rebuilding it")
+        return empty_index()
+
+
+def dropped_message(path: Path, dropped: list[str]) -> str:
+    one = len(dropped) == 1
+    shown = "; ".join(dropped[:3]) + (f"; {len(dropped) - 3} more" if len(dropped) > 3 else "")
+    return (
+        f"kernel cache index {path}: dropped {len(dropped)} malformed"
+        f" {'entry' if one else 'entries'} ({shown}); rebuilding {'it' if one else 'them'} when"
+        " needed"
+    )
 
 
 def read_index_file(path: Path, owner: int) -> bytes | None:
@@ -64,7 +149,11 @@ def read_index_file(path: Path, owner: int) -> bytes | None:
 
 
 def write_index(path: Path, index: dict[str, Any], *, tmp_dir: Path) -> None:
-    """Publish ``index`` at ``path`` atomically (see publish.py)."""
+    """Publish ``index`` at ``path`` atomically (see publish.py); OutOfSpace when the disk is
+    full. A directory in the way is removed: os.replace cannot put a file over one."""
+    with contextlib.suppress(FileNotFoundError):
+        if stat.S_ISDIR(os.lstat(path).st_mode):
+            remove_path(path)
     body = json.dumps(index, sort_keys=True, separators=(",", ":")).encode()
     header = f"{INDEX_MAGIC} {INDEX_VERSION} {hashlib.sha256(body).hexdigest()}\n".encode()
     publish(path, header + body, tmp_dir=tmp_dir, prefix="index-")
