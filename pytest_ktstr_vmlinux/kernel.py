@@ -52,6 +52,7 @@ from .spec import (
     check_vmlinux_path,
     parse_kernel_spec,
 )
+from .storelock import StoreLockTimeout
 from .sysroot import Sysroot
 
 # `uname -m` values mapped to the arch names elf.py uses.
@@ -115,6 +116,8 @@ class Kernel:
         if found is None and self.image is not None:
             try:
                 payload = image_payload(self.image, self.store).map()
+            except StoreLockTimeout:
+                raise  # not knowing is not having none
             except KernelArtifactError:
                 payload = None
             if payload is not None:
@@ -271,6 +274,8 @@ def _expectation(
         return None, running, None
     try:
         info = image_identity(image, store)
+    except StoreLockTimeout:
+        raise  # the store was busy: nothing is known about the image
     except KernelArtifactError as e:
         if running is not None:
             return None, running, None
@@ -289,6 +294,8 @@ def _expectation(
 def _vmlinux_build_id(vmlinux: Path, store: Store) -> str | None:
     try:
         return vmlinux_identity(vmlinux, store).build_id
+    except StoreLockTimeout:
+        raise
     except KernelArtifactError:
         return None
 
