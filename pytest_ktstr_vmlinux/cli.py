@@ -10,7 +10,8 @@ Exit status: 0 on success (``locate``: a vmlinux was found); 1 for a bad argumen
 no vmlinux, with one clear line on stderr (no vmlinux: that line, then the probe report); 2 when
 argparse refuses the command line (an unknown verb or option, a missing argument); 141, as for a
 tool killed by SIGPIPE, when the reader of stdout goes away (``symbols running | head``). The
-store directory follows the plugin's rule: --cache-dir > $KTSTR_CACHE_DIR > default.
+store directory follows the plugin's rule: --cache-dir > $KTSTR_CACHE_DIR > default; a wait for
+its lock ends after $KTSTR_LOCK_TIMEOUT seconds, as in the plugin.
 """
 
 from __future__ import annotations
@@ -29,9 +30,10 @@ from .identity import vmlinux_identity
 from .kernel import Kernel, resolve_kernel
 from .query import check_query_arguments, run_query
 from .spec import RUNNING, SpecSource, check_sysroot, select_setting
-from .store import ArtifactStore
-from .storeconfig import ENV_CACHE_DIR, open_store
+from .store import DEFAULT_LOCK_TIMEOUT, ArtifactStore
+from .storeconfig import ENV_CACHE_DIR, ENV_LOCK_TIMEOUT, open_store
 from .storedir import default_store_dir
+from .storelock import parse_lock_timeout
 
 EXIT_OK = 0
 EXIT_BAD = 1
@@ -114,12 +116,18 @@ def _run(argv: Sequence[str] | None, prog: str) -> int:
             return _fail(e)
     raw, source = _kernel_setting(args.spec)
     try:
+        timeout = lock_timeout()
+    except ValueError as e:
+        return _fail(e)
+    try:
         sysroot = (
             check_sysroot(args.sysroot, SpecSource.OPTION, os.getcwd())
             if args.sysroot is not None
             else None
         )
-        store, problem = open_store(os.environ.get(ENV_CACHE_DIR) or None)
+        store, problem = open_store(
+            os.environ.get(ENV_CACHE_DIR) or None, lock_timeout=timeout, on_lock_wait=_notice
+        )
         if problem is not None:
             print(f"ktstr-vmlinux: warning: {problem}", file=sys.stderr)
         kernel = resolve_kernel(
@@ -195,6 +203,21 @@ def _error(message: str) -> int:
     return EXIT_BAD
 
 
+def lock_timeout() -> float:
+    """$KTSTR_LOCK_TIMEOUT, as the plugin reads it; ValueError naming it when it is not one."""
+    raw = os.environ.get(ENV_LOCK_TIMEOUT, "")
+    if not raw.strip():
+        return DEFAULT_LOCK_TIMEOUT
+    try:
+        return parse_lock_timeout(raw)
+    except ValueError as e:
+        raise ValueError(f"${ENV_LOCK_TIMEOUT}: {e}") from None
+
+
+def _notice(message: str) -> None:
+    print(f"{PROG}: {message}", file=sys.stderr, flush=True)
+
+
 def _one_line(error: Exception) -> str:
     text = error.args[0] if isinstance(error, KeyError) and error.args else error
     return " ".join(str(text).split())
@@ -208,12 +231,12 @@ def _cache(action: str, cache_dir: str | None, *, as_json: bool) -> int:
         print(directory)
         return 0
     try:
-        store = ArtifactStore(directory)
-    except KernelArtifactError as e:
+        store = ArtifactStore(directory, lock_timeout=lock_timeout(), on_lock_wait=_notice)
+        if action == "clear":
+            print(f"removed {store.clear()} artifacts from {store.directory}")
+            return 0
+    except (KernelArtifactError, ValueError) as e:  # ValueError: a bad $KTSTR_LOCK_TIMEOUT
         return _fail(e)
-    if action == "clear":
-        print(f"removed {store.clear()} artifacts from {store.directory}")
-        return 0
     entries = store.entries()
     if as_json:
         listing = {"store": str(store.directory), "size": store.total_size(), "sources": entries}

@@ -20,6 +20,7 @@ from .identity import extracted_vmlinux
 from .kconfig import KernelConfig
 from .kernel import Kernel
 from .spec import SpecKind
+from .storelock import StoreLockTimeout
 from .symbols import KernelSymbols
 from .sysroot import Sysroot
 
@@ -65,11 +66,15 @@ def load_btf(kernel: Kernel) -> BTF:
     if kernel.vmlinux is not None:
         try:
             return BTF.from_path(kernel.vmlinux, kernel.store)
+        except StoreLockTimeout:
+            raise  # the store was busy: the next place would wait for it too
         except KernelArtifactError as e:
             looked.append(str(e))
     if kernel.image is not None:
         try:
             return BTF.from_path(extracted_vmlinux(kernel.image, kernel.store), kernel.store)
+        except StoreLockTimeout:
+            raise
         except KernelArtifactError as e:
             looked.append(str(e))
     where = "; ".join(looked) or "no vmlinux, image or /sys/kernel/btf/vmlinux"
@@ -86,7 +91,7 @@ class KernelArtifacts:
     def __init__(self, kernel: Kernel) -> None:
         self.kernel = kernel
         self._loaded: dict[str, object] = {}
-        self._failed: dict[str, str] = {}
+        self._failed: dict[str, KernelArtifactError] = {}
 
     @property
     def release(self) -> str | None:
@@ -107,12 +112,13 @@ class KernelArtifacts:
 
     def _once(self, what: str, load: Callable[[Kernel], T]) -> T:
         if what in self._failed:
-            raise KernelArtifactError(self._failed[what])
+            # Of the same type: a store lock held too long must stay one (never a skip).
+            raise self._failed[what].with_traceback(None)
         if what not in self._loaded:
             try:
                 self._loaded[what] = load(self.kernel)
             except KernelArtifactError as e:
-                self._failed[what] = str(e)
+                self._failed[what] = e
                 raise
         return cast(T, self._loaded[what])
 

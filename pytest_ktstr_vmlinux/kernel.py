@@ -52,6 +52,7 @@ from .spec import (
     check_vmlinux_path,
     parse_kernel_spec,
 )
+from .storelock import StoreLockTimeout
 from .sysroot import Sysroot
 
 # `uname -m` values mapped to the arch names elf.py uses.
@@ -115,6 +116,8 @@ class Kernel:
         if found is None and self.image is not None:
             try:
                 payload = image_payload(self.image, self.store).map()
+            except StoreLockTimeout:
+                raise  # not knowing is not having none
             except KernelArtifactError:
                 payload = None
             if payload is not None:
@@ -261,23 +264,28 @@ def _tree_of(spec: KernelSpec, image: Path | None, tree: Path | None) -> Path | 
 def _expectation(
     spec: KernelSpec, image: Path | None, root: Sysroot, store: Store
 ) -> tuple[ImageInfo | None, Expectation | None, str | None]:
-    """(image identity, what the vmlinux must match, why nothing can be matched)."""
-    info = None
-    if image is not None:
-        try:
-            info = image_identity(image, store)
-        except KernelArtifactError as e:
-            if spec.kind is SpecKind.IMAGE:
-                raise KernelSpecError(
-                    f"kernel {spec.raw!r} (from {spec.source.value}): {e}"
-                ) from None
-            return None, None, str(e)
-    if spec.kind is SpecKind.RUNNING:
-        running = running_expectation(root)
+    """(image identity, what the vmlinux must match, why the match may be by banner alone).
+
+    KernelSpecError when the kernel's image exists but cannot be read: without its identity any
+    vmlinux would pass, another build's among them. The running kernel is matched against
+    /sys/kernel/notes, and needs its image only without them."""
+    running = running_expectation(root) if spec.kind is SpecKind.RUNNING else None
+    if image is None:
+        return None, running, None
+    try:
+        info = image_identity(image, store)
+    except StoreLockTimeout:
+        raise  # the store was busy: nothing is known about the image
+    except KernelArtifactError as e:
         if running is not None:
-            return info, running, None
-    if info is None:
-        return None, None, None
+            return None, running, None
+        raise KernelSpecError(
+            f"kernel {spec.raw!r} (from {spec.source.value}): {e}. No vmlinux can be verified"
+            " against an image that cannot be read: fix or reinstall the image, or pass"
+            " --no-kernel-verify to use the vmlinux found for it unverified"
+        ) from None
+    if running is not None:
+        return info, running, None
     # A flat image whose build-id cannot be told apart says why; the banner may still pair.
     why = f"image build-id unknown: {info.build_id_problem}" if info.build_id_problem else None
     return info, Expectation(info.build_id, info.banner, "image"), why
@@ -286,6 +294,8 @@ def _expectation(
 def _vmlinux_build_id(vmlinux: Path, store: Store) -> str | None:
     try:
         return vmlinux_identity(vmlinux, store).build_id
+    except StoreLockTimeout:
+        raise
     except KernelArtifactError:
         return None
 

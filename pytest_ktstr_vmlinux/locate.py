@@ -27,6 +27,7 @@ from .errors import KernelArtifactError
 from .identity import UNVERIFIED, Expectation, image_identity, pair, vmlinux_identity
 from .image import is_release, read_image_header
 from .memstore import Store
+from .storelock import StoreLockTimeout
 from .sysroot import Sysroot
 
 # (path template, layout name). R is the kernel release.
@@ -299,6 +300,8 @@ def probe_vmlinux(
         try:
             info = image_identity(image_path, store)
             expect = Expectation(info.build_id, info.banner, "image")
+        except StoreLockTimeout:
+            raise  # the store was busy: nothing is known about the image
         except KernelArtifactError as e:
             unverifiable = str(e)
     probed: list[Candidate] = []
@@ -336,6 +339,8 @@ def _pairing(
         return UNVERIFIED, None
     try:
         identity = vmlinux_identity(vmlinux, store)
+    except StoreLockTimeout:
+        raise  # the store was busy: nothing is known about the candidate
     except KernelArtifactError as e:
         return UNVERIFIED, f"unreadable ELF: {e}"
     how, refused = pair(expect, identity)

@@ -14,6 +14,7 @@ MARKER = "ktstr"
 HELP_MARKER = (
     "ktstr(min_version=None, max_version=None, config=(), symbols=(), btf=(), arch=None): run"
     " only on kernels that meet these requirements; on others skip (fail with --kernel-strict)."
+    " One that cannot be checked on a kernel you named fails."
 )
 
 

@@ -13,14 +13,16 @@ that run per test are registered only when collection found tests that use a ker
 
 from __future__ import annotations
 
+import contextlib
 import inspect
+import sys
 from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, NoReturn, TypeVar
 
 import pytest
 
-from .errors import KernelArtifactError, KernelSpecError
+from .errors import KernelArtifactError
 from .kernelset import kernel_name
 from .markers import HELP_MARKER, MARKER
 from .results import KernelResults, add_suite_property, case_properties
@@ -28,6 +30,7 @@ from .settings import (
     INI_CACHE_DIR,
     INI_CACHE_MAX_SIZE,
     INI_KERNEL,
+    INI_LOCK_TIMEOUT,
     INI_SYSROOT,
     is_xdist_worker,
     kernels_named,
@@ -79,6 +82,11 @@ HELP_CACHE_MAX_SIZE = (
     "size cap of the on-disk store; least recently used artifacts are evicted past it (8GiB,"
     " 512M, bytes). Precedence: $KTSTR_CACHE_MAX_SIZE > ini ktstr_cache_max_size > 8GiB."
 )
+HELP_LOCK_TIMEOUT = (
+    "seconds to wait for the kernel artifact store's lock, held by another process building an"
+    " artifact, before failing (a wait past a few seconds says which pid holds it)."
+    " Precedence: --kernel-lock-timeout > $KTSTR_LOCK_TIMEOUT > ini ktstr_lock_timeout > 1800."
+)
 HELP_NO_CACHE = "no on-disk store: build every kernel artifact in this process, keep it in memory."
 HELP_CACHE_CLEAR = "empty the on-disk kernel artifact store before the run."
 
@@ -111,6 +119,12 @@ def pytest_addoption(parser: pytest.Parser) -> None:
         "--kernel-cache-dir", dest="ktstr_cache_dir", metavar="DIR", help=HELP_CACHE_DIR
     )
     group.addoption(
+        "--kernel-lock-timeout",
+        dest="ktstr_lock_timeout",
+        metavar="SECONDS",
+        help=HELP_LOCK_TIMEOUT,
+    )
+    group.addoption(
         "--no-kernel-cache", dest="ktstr_no_cache", action="store_true", help=HELP_NO_CACHE
     )
     group.addoption(
@@ -120,6 +134,7 @@ def pytest_addoption(parser: pytest.Parser) -> None:
     parser.addini(INI_SYSROOT, help=HELP_SYSROOT, default="")
     parser.addini(INI_CACHE_DIR, help=HELP_CACHE_DIR, default="")
     parser.addini(INI_CACHE_MAX_SIZE, help=HELP_CACHE_MAX_SIZE, default="")
+    parser.addini(INI_LOCK_TIMEOUT, help=HELP_LOCK_TIMEOUT, default="")
 
 
 RUN_KEY = pytest.StashKey["KernelRun"]()
@@ -159,8 +174,8 @@ class KernelRun:
             from .settings import open_config_store
 
             try:
-                self._store = open_config_store(self.config)
-            except KernelSpecError as e:
+                self._store = open_config_store(self.config, _live_notice(self.config))
+            except KernelArtifactError as e:  # a bad setting, an unusable store, a held lock
                 raise pytest.UsageError(f"ktstr: {e}") from None
         return self._store
 
@@ -172,7 +187,7 @@ class KernelRun:
             store = self.store()
             try:
                 kernels = resolve_kernels(self.config, store)
-            except KernelSpecError as e:
+            except KernelArtifactError as e:  # a bad spec, or the store's lock held too long
                 raise pytest.UsageError(f"ktstr: {e}") from None
             self._kernels = {k.label: k for k in kernels}
             if self._session_started:
@@ -336,11 +351,21 @@ class _KernelTests:
         if not marks:
             return
         from .requirements import check
+        from .storelock import StoreLockTimeout
 
         requirements = [_requirements(mark, item.nodeid) for mark in marks]
-        verdict = check(requirements, self.run.artifacts(kernel))
+        busy: str | None = None
+        try:
+            verdict = check(requirements, self.run.artifacts(kernel))
+        except StoreLockTimeout as e:  # says nothing about the kernel: not a requirement's
+            busy = str(e)
+        if busy is not None:
+            pytest.fail(f"ktstr: {busy}", pytrace=False)
         if not verdict.ok:
             message = f"ktstr: {verdict.reason(kernel_name(kernel))}"
+            if verdict.unchecked and not verdict.unmet and kernel.spec.named_by_user:
+                # As for the fixtures: a kernel the user named never turns green by skipping.
+                pytest.fail(f"{message}. {_unchecked_help(kernel)}", pytrace=False)
             _skip_or_fail(item.config, message, at_test=True)
 
 
@@ -472,13 +497,27 @@ def vmlinux_bytes(vmlinux_path: Path, pytestconfig: pytest.Config) -> memoryview
 
 
 def _derived(config: pytest.Config, kernel: Kernel, load: Callable[[KernelArtifacts], T]) -> T:
+    from .storelock import StoreLockTimeout
+
     try:
         return load(_run(config).artifacts(kernel))
     except KernelArtifactError as e:
-        message = str(e)
-    if not kernel.spec.named_by_user:
+        message, busy = str(e), isinstance(e, StoreLockTimeout)
+    # A lock held too long says nothing about the kernel: never a skip.
+    if not kernel.spec.named_by_user and not busy:
         _skip_or_fail(config, f"ktstr: {message}")
     pytest.fail(f"ktstr: {message}", pytrace=False)
+
+
+def _live_notice(config: pytest.Config) -> Callable[[str], None]:
+    """Print to the terminal now, past pytest's capture: a wait is news while it lasts."""
+
+    def notice(message: str) -> None:
+        capture = config.pluginmanager.getplugin("capturemanager")
+        with capture.global_and_fixture_disabled() if capture else contextlib.nullcontext():
+            print(f"ktstr: {message}", file=sys.stderr, flush=True)
+
+    return notice
 
 
 def _missing_vmlinux(config: pytest.Config, kernel: Kernel) -> NoReturn:
@@ -490,6 +529,15 @@ def _missing_vmlinux(config: pytest.Config, kernel: Kernel) -> NoReturn:
             f" {kernel.report.summary()}; install its debug package or pass --kernel",
         )
     pytest.fail(f"ktstr: {kernel.missing_vmlinux_message()}", pytrace=False)
+
+
+def _unchecked_help(kernel: Kernel) -> str:
+    return (
+        f"The kernel was named (from {kernel.source.value}), so a requirement that cannot be"
+        " checked fails rather than skips: make what it reads available (the kernel's debug"
+        " vmlinux: its debug package, the build tree's vmlinux or --vmlinux; its config; its"
+        " BTF), or drop the requirement"
+    )
 
 
 def _skip_or_fail(config: pytest.Config, message: str, *, at_test: bool = False) -> NoReturn:

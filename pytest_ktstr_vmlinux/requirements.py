@@ -18,6 +18,7 @@ from .btf import BTF
 from .elf import ARCH_FAMILY, arch_matches
 from .errors import KernelArtifactError
 from .kconfig import CONFIG_PREFIX, KernelConfig
+from .storelock import StoreLockTimeout
 from .symbols import FUNCTIONS_ONLY_HELP, KernelSymbols
 from .versions import KernelVersion, parse_version, release_version
 
@@ -196,6 +197,8 @@ def _check_items(
         return
     try:
         artifact = load()
+    except StoreLockTimeout:
+        raise  # the store was busy: that says nothing about the kernel, checked or not
     except KernelArtifactError as e:
         # A reason is one line: a missing vmlinux's probe report is in the header already.
         why = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import dataclasses
 import os
+from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -33,6 +34,7 @@ INI_KERNEL = "ktstr_kernel"
 INI_SYSROOT = "ktstr_kernel_sysroot"
 INI_CACHE_DIR = "ktstr_cache_dir"
 INI_CACHE_MAX_SIZE = "ktstr_cache_max_size"
+INI_LOCK_TIMEOUT = "ktstr_lock_timeout"
 
 
 def kernels_named(config: pytest.Config) -> bool:
@@ -120,8 +122,11 @@ def _sysroot(config: pytest.Config, invocation: Path) -> Path | None:
     return check_sysroot(raw, source, base)
 
 
-def open_config_store(config: pytest.Config) -> Store:
-    """The run's artifact store; cleared first with --kernel-cache-clear (by the controller)."""
+def open_config_store(
+    config: pytest.Config, on_lock_wait: Callable[[str], None] | None = None
+) -> Store:
+    """The run's artifact store; cleared first with --kernel-cache-clear (by the controller).
+    ``on_lock_wait`` is told, once, of a wait for the store's lock that lasts."""
     from .memstore import MemoryStore
     from .spec import SpecSource, select_setting
     from .store import ArtifactStore, StoreWarning
@@ -144,7 +149,12 @@ def open_config_store(config: pytest.Config) -> Store:
         base = _ini_base(config) if source is SpecSource.INI else invocation
         directory = base / os.path.expanduser(raw)
     try:
-        store, problem = open_store(directory, max_size=_validate_max_size(config))
+        store, problem = open_store(
+            directory,
+            max_size=_validate_max_size(config),
+            lock_timeout=_validate_lock_timeout(config),
+            on_lock_wait=on_lock_wait,
+        )
     except InsecureStoreError as e:
         raise KernelSpecError(str(e)) from None
     worker = is_xdist_worker(config)
@@ -174,6 +184,28 @@ def _validate_max_size(config: pytest.Config) -> int:
         return parse_size(raw)
     except ValueError as e:
         raise KernelSpecError(f"kernel cache max size (from {source.value}): {e}") from None
+
+
+def _validate_lock_timeout(config: pytest.Config) -> float:
+    from .spec import SpecSource, select_setting
+    from .store import DEFAULT_LOCK_TIMEOUT
+    from .storeconfig import ENV_LOCK_TIMEOUT
+    from .storelock import parse_lock_timeout
+
+    setting = select_setting(
+        [
+            (SpecSource.OPTION, config.getoption("ktstr_lock_timeout")),
+            (SpecSource.ENV, os.environ.get(ENV_LOCK_TIMEOUT)),
+            (SpecSource.INI, _ini(config, INI_LOCK_TIMEOUT)),
+        ]
+    )
+    if setting is None:
+        return DEFAULT_LOCK_TIMEOUT
+    raw, source = setting
+    try:
+        return parse_lock_timeout(raw)
+    except ValueError as e:
+        raise KernelSpecError(f"kernel cache lock timeout (from {source.value}): {e}") from None
 
 
 def is_xdist_worker(config: pytest.Config) -> bool:

@@ -5,6 +5,7 @@ Layout of the store directory (0700, ours alone; see storedir.py)::
     .ktstr-store        the marker: this directory is a store (storedir.claim_store_dir)
     index.json          canonical source path -> signature -> artifacts (header line + JSON)
     lock                filelock.FileLock: serializes builds and index writes
+    lock.owner          who holds the lock, while it is held (storelock.py)
     artifacts/<sha>.art artifact files (artifact.py), named by a hash of their key
     exports/<sha>.<ext> payloads as plain files, for tools that want a path
     tmp/                files being written; anything here while we hold the lock is debris
@@ -61,12 +62,12 @@ from .storedir import (
     LOCK_NAME,
     TMP_DIR,
     StoreFullError,
-    StoreLock,
     full_error,
     prepare_store_dir,
     prepare_subdir,
 )
 from .storeindex import artifact_key, current_entry, signature_fields
+from .storelock import StoreLock
 
 __all__ = [
     "ArtifactStore",
@@ -96,6 +97,7 @@ class ArtifactStore:
         max_size: int = DEFAULT_MAX_SIZE,
         lock_timeout: float = DEFAULT_LOCK_TIMEOUT,
         racy_window_ns: int = RACY_WINDOW_NS,
+        on_lock_wait: Callable[[str], None] | None = None,
     ) -> None:
         self.directory = prepare_store_dir(Path(directory))
         self.max_size = max_size
@@ -109,7 +111,7 @@ class ArtifactStore:
         self._tmp = prepare_subdir(self.directory / TMP_DIR, self._warn)
         self._exports = prepare_subdir(self.directory / EXPORTS_DIR, self._warn)
         self._index_path = self.directory / INDEX_NAME
-        self._lock = StoreLock(self.directory / LOCK_NAME, lock_timeout, self._warn)
+        self._lock = StoreLock(self.directory / LOCK_NAME, lock_timeout, self._warn, on_lock_wait)
 
     def __repr__(self) -> str:
         return f"ArtifactStore({str(self.directory)!r})"

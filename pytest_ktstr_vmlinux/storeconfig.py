@@ -7,20 +7,26 @@ from __future__ import annotations
 
 import os
 import warnings
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any, BinaryIO
 
 from .memstore import MemoryStore, Store
-from .store import ArtifactStore
+from .store import DEFAULT_LOCK_TIMEOUT, ArtifactStore
 from .stored import Build, StoredArtifact, StoreWarning
 from .storedir import DEFAULT_MAX_SIZE, StoreFullError, StoreUnavailableError, default_store_dir
 
 ENV_CACHE_DIR = "KTSTR_CACHE_DIR"
 ENV_CACHE_MAX_SIZE = "KTSTR_CACHE_MAX_SIZE"
+ENV_LOCK_TIMEOUT = "KTSTR_LOCK_TIMEOUT"
 
 
 def open_store(
-    directory: str | os.PathLike[str] | None, *, max_size: int = DEFAULT_MAX_SIZE
+    directory: str | os.PathLike[str] | None,
+    *,
+    max_size: int = DEFAULT_MAX_SIZE,
+    lock_timeout: float = DEFAULT_LOCK_TIMEOUT,
+    on_lock_wait: Callable[[str], None] | None = None,
 ) -> tuple[Store, str | None]:
     """The on-disk store at ``directory`` (default location when None; a SpilloverStore, so a
     disk that fills up later costs a warning, not the run) and what to warn about (damage
@@ -33,7 +39,9 @@ def open_store(
     try:
         with warnings.catch_warnings(record=True) as caught:
             warnings.simplefilter("always", StoreWarning)
-            store = SpilloverStore(path, max_size=max_size)
+            store = SpilloverStore(
+                path, max_size=max_size, lock_timeout=lock_timeout, on_lock_wait=on_lock_wait
+            )
     except StoreUnavailableError as e:
         return MemoryStore(), f"{e}; keeping kernel artifacts in-process for this run"
     repaired = [str(w.message) for w in caught if issubclass(w.category, StoreWarning)]

@@ -9,21 +9,15 @@ from __future__ import annotations
 
 import contextlib
 import errno
-import inspect
 import os
 import re
 import stat
-import threading
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any
-
-from filelock import FileLock, Timeout
 
 from .errors import KernelArtifactError
-from .evict import remove_path
 from .publish import fsync_dir, is_full
-from .signature import file_type, not_ours_alone
+from .signature import file_type
 from .storeindex import INDEX_MAGIC, read_index_file
 
 STORE_NAME = "pytest-ktstr-vmlinux"
@@ -309,82 +303,6 @@ def _check_subdir(path: Path, st: os.stat_result) -> None:
         f"kernel cache {path} {problem}, so what is in it may have been planted; refusing to"
         f" trust it. Remove it (`rm -rf {path}`): the store builds it again"
     )
-
-
-def prepare_lock(path: Path, warn: Callable[[str], None]) -> None:
-    """Refuse a lock that is a symlink; remove one that is not a regular file or not ours alone
-    (one ``warn``), so filelock creates it afresh. The lock only saves duplicate work: replacing
-    it is safe."""
-    try:
-        st = os.lstat(path)
-    except FileNotFoundError:
-        return
-    if stat.S_ISLNK(st.st_mode):
-        raise InsecureStoreError(
-            f"kernel cache lock {path} is a symlink; refusing to open it (it could point"
-            f" anywhere). Remove it: `rm {path}`"
-        )
-    if not stat.S_ISREG(st.st_mode):
-        warn(f"kernel cache lock {path} is {file_type(st.st_mode)}; replacing it")
-        remove_path(path)
-    elif (problem := not_ours_alone(st, os.geteuid())) is not None:
-        warn(f"kernel cache lock {path} is {problem}; replacing it")
-        remove_path(path)
-
-
-class StoreLock:
-    """The store's filelock: re-entrant within a process (threads included), never opened
-    through a symlink, with errors that say what to do (held too long, full disk, unopenable)."""
-
-    def __init__(self, path: Path, timeout: float, warn: Callable[[str], None]) -> None:
-        self.path = path
-        self._warn = warn
-        prepare_lock(path, warn)
-        self._lock = FileLock(str(path), timeout=timeout, **_strict_lock_kwargs())
-        self._thread_lock = threading.RLock()
-
-    @contextlib.contextmanager
-    def held(self) -> Iterator[None]:
-        with self._thread_lock:
-            prepare_lock(self.path, self._warn)
-            try:
-                self._lock.acquire()
-            except Timeout:  # a TimeoutError, so an OSError: it must be caught first
-                raise KernelArtifactError(
-                    f"kernel cache {self.path.parent}: lock {self.path} still held after"
-                    f" {self._lock.timeout:.0f} s; another run is building, or hung"
-                ) from None
-            except OSError as e:
-                if is_full(e):
-                    raise full_error(self.path.parent, e, "creating its lock", None) from None
-                raise KernelArtifactError(
-                    f"kernel cache lock {self.path}: {e.strerror or e}; remove it and run again"
-                ) from None
-            try:
-                yield
-            finally:
-                self._lock.release()
-
-    @contextlib.contextmanager
-    def held_if_free(self) -> Iterator[bool]:
-        """Hold the lock if that needs no wait: True inside when it is held."""
-        with self._thread_lock:
-            try:
-                self._lock.acquire(timeout=0)
-            except (Timeout, OSError):
-                yield False
-                return
-            try:
-                yield True
-            finally:
-                self._lock.release()
-
-
-def _strict_lock_kwargs() -> dict[str, Any]:
-    # filelock >= 4 can fall back to a soft (existence) lock where flock is missing; the store
-    # would rather fail loudly there than trust a weaker lock without saying so.
-    parameters = inspect.signature(FileLock.__init__).parameters
-    return {"fallback_to_soft": False} if "fallback_to_soft" in parameters else {}
 
 
 def _read_only_fs(path: Path) -> bool:

@@ -227,6 +227,14 @@ def test_both():
 """
 
 
+# What a named kernel's "cannot check" failure adds to its reason: why, and what to do.
+NAMED_HELP = (
+    "The kernel was named (from option), so a requirement that cannot be checked fails rather"
+    " than skips: make what it reads available (the kernel's debug vmlinux: its debug package,"
+    " the build tree's vmlinux or --vmlinux; its config; its BTF), or drop the requirement"
+)
+
+
 @pytest.mark.real_kernel
 @pytest.mark.parametrize("strict", [False, True])
 def test_what_cannot_be_checked_is_never_called_missing(
@@ -266,18 +274,94 @@ def test_what_cannot_be_checked_is_never_called_missing(
         case = report.cases[f"test_req.py::{name}"]
         if reason is None:
             assert case.outcome == "passed"
+        elif "lacks" not in reason:
+            # Only what cannot be checked, on a kernel the user named: an error, never a skip.
+            assert case.outcome == "error"
+            result.stdout.fnmatch_lines([literal(f"*{reason}. {NAMED_HELP}")])
         elif strict:
             assert case.outcome == "error"
             result.stdout.fnmatch_lines([literal(f"{reason} (--kernel-strict)")])
         else:
+            # What the kernel plainly lacks decides: the test could not run there anyway.
             assert (case.outcome, case.message) == ("skipped", reason)
     # Each reason is one line: the missing vmlinux's probe report (in the header) is not in it.
-    assert len(skip_lines(result)) == (0 if strict else 4)
+    assert len(skip_lines(result)) == (0 if strict else 2)
     assert not any(line.startswith("  refused ") for line in result.outlines[-12:])
     if strict:
         result.assert_outcomes(passed=1, errors=4)
     else:
-        result.assert_outcomes(passed=1, skipped=4)
+        result.assert_outcomes(passed=1, skipped=2, errors=2)
+
+
+SYMBOL_TESTS = """
+from pytest_ktstr_vmlinux import ktstr_test
+
+@ktstr_test(symbols=["runqueues"])
+def test_runqueues(kernel_symbols):
+    assert kernel_symbols["runqueues"]
+
+@ktstr_test(symbols=["schedule", "jiffies"])
+def test_two(kernel_symbols):
+    pass
+
+@ktstr_test(symbols=["init_task"], min_version="6.1")
+def test_versioned(kernel_symbols):
+    pass
+"""
+
+
+@pytest.mark.parametrize("source", ["option", "env", "ini"])
+def test_a_named_kernel_that_cannot_be_checked_errors(
+    pytester: pytest.Pytester, monkeypatch: pytest.MonkeyPatch, source: str
+) -> None:
+    # An image without its vmlinux: its symbols cannot be read, so no symbols= requirement can
+    # be checked. The user named it: every one of these tests errors, saying why and what to do.
+    make_build_tree(pytester.path / "linux", "6.1.0-fake", vmlinux=False)
+    image = "linux/arch/x86/boot/bzImage"
+    args: list[str] = []
+    if source == "option":
+        args.append(f"--kernel={image}")
+    elif source == "env":
+        monkeypatch.setenv("KTSTR_KERNEL", str(pytester.path / image))
+    else:
+        pytester.makeini(f"[pytest]\nktstr_kernel = {image}\n")
+    pytester.makepyfile(test_req=SYMBOL_TESTS)
+    result = run(pytester, "-rs", *args)
+    assert result.ret == pytest.ExitCode.TESTS_FAILED
+    result.assert_outcomes(errors=3)
+    spec = image if source != "env" else str(pytester.path / image)
+    no_vmlinux = f"no vmlinux for kernel '{spec}' (from {source})"
+    help_text = NAMED_HELP.replace("(from option)", f"(from {source})")
+    reasons = {
+        "test_runqueues": f"symbols=['runqueues']: {no_vmlinux}",
+        "test_two": f"symbols=['schedule', 'jiffies']: {no_vmlinux}",
+        "test_versioned": f"symbols=['init_task']: {no_vmlinux}",
+    }
+    report = junit(pytester)
+    for name, why in reasons.items():
+        case = report.cases[f"test_req.py::{name}"]
+        assert case.outcome == "error", (name, case)
+        assert case.message.startswith('failed on setup with "Failed: ktstr: cannot check')
+        assert f"ktstr: cannot check on kernel 6.1.0-fake: {why}. {help_text}" in result.outlines
+    assert skip_lines(result) == []
+
+
+def test_the_default_kernel_that_cannot_be_checked_skips(pytester: pytest.Pytester) -> None:
+    # Nobody named a kernel: the running one, seen through an empty sysroot, has no vmlinux to
+    # read symbols from. As the fixtures do for it, the tests skip and say why.
+    empty = pytester.mkdir("empty")
+    pytester.makepyfile(test_req=SYMBOL_TESTS)
+    result = run(pytester, "-rs", f"--kernel-sysroot={empty}")
+    assert result.ret == pytest.ExitCode.OK
+    result.assert_outcomes(skipped=3)
+    name = _running_name()
+    for case in junit(pytester).cases.values():
+        assert case.outcome == "skipped"
+        assert case.message.startswith(f"ktstr: cannot check on kernel {name}: symbols=[")
+        assert "no vmlinux for kernel 'running' (from default)" in case.message
+        assert "named" not in case.message
+    strict = run(pytester, "-rs", f"--kernel-sysroot={empty}", "--kernel-strict")
+    strict.assert_outcomes(errors=3)
 
 
 # --- the running kernel: its BTF and its config ------------------------------------------------

@@ -5,11 +5,22 @@ from __future__ import annotations
 import os
 import shutil
 import struct
+import subprocess
+import sys
+from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
 
-from pytest_ktstr_vmlinux import KernelArtifactError, resolve_kernel
+from pytest_ktstr_vmlinux import (
+    Candidate,
+    KernelArtifactError,
+    KernelSpecError,
+    ProbeReport,
+    resolve_kernel,
+)
+from pytest_ktstr_vmlinux.image import read_payload
+from pytest_ktstr_vmlinux.spec import SpecSource
 from tests.conftest import DebianKernel
 from tests.fakes import (
     banner_for,
@@ -191,3 +202,164 @@ def test_debug_file_named_by_build_id(tmp_path: Path) -> None:
     assert kernel.vmlinux == by_id
     assert kernel.paired == "build-id"
     assert kernel.report.candidates[-1].layout == "debug by build-id"
+
+
+# --- an image that exists but cannot be read: an error, never an unverified pairing ---------------
+
+
+def _truncated(image: Path) -> bytes:
+    data = image.read_bytes()
+    return data[: len(data) // 2]
+
+
+def _repacked_with_lzo(image: Path) -> bytes:
+    """The Debian bzImage with its payload recompressed by lzop (CONFIG_KERNEL_LZO's layout): a
+    real kernel that needs the [lzo] extra to be read."""
+    from tests.test_decompress import lzop
+
+    data = image.read_bytes()
+    start = (data[0x1F1] + 1) * 512
+    offset, length = struct.unpack_from("<II", data, 0x248)
+    packed = lzop(read_payload(image)[2])
+    head = bytearray(data[: start + offset])
+    struct.pack_into("<I", head, 0x24C, len(packed))
+    return bytes(head) + packed + data[start + offset + length :]
+
+
+@dataclass(frozen=True)
+class ForeignRoot:
+    """A sysroot whose boot/vmlinuz-R is Debian's image (damaged or repacked by the test) and
+    whose Debian dbg vmlinux is the tinyconfig tree's: another build, with other addresses."""
+
+    root: Path
+    release: str
+    image: Path
+    dbg: Path
+    debian_build_id: str
+    foreign_build_id: str
+
+
+@pytest.fixture
+def foreign_root(tmp_path: Path, debian_kernel: DebianKernel, tinyconfig_tree: Path) -> ForeignRoot:
+    release = debian_kernel.release
+    root = tmp_path / "guest"
+    image = root / "boot" / f"vmlinuz-{release}"
+    dbg = root / "usr/lib/debug/boot" / f"vmlinux-{release}"
+    image.parent.mkdir(parents=True)
+    dbg.parent.mkdir(parents=True)
+    shutil.copyfile(tinyconfig_tree / "vmlinux", dbg)
+    foreign = resolve_kernel(str(tinyconfig_tree)).build_id
+    assert foreign is not None and foreign != debian_kernel.build_id
+    return ForeignRoot(root, release, image, dbg, debian_kernel.build_id, foreign)
+
+
+@pytest.mark.real_kernel
+def test_an_unreadable_image_found_by_release_is_an_error(
+    foreign_root: ForeignRoot, debian_kernel: DebianKernel
+) -> None:
+    f = foreign_root
+    f.image.write_bytes(_truncated(debian_kernel.image))
+    with pytest.raises(KernelSpecError) as by_release:
+        resolve_kernel(f.release, sysroot=f.root)
+    message = str(by_release.value)
+    assert message.startswith(f"kernel '{f.release}' (from option): {f.image}: bzImage payload")
+    assert "the image is truncated or damaged" in message
+    assert "--no-kernel-verify" in message
+    # The same error as when the image is given directly.
+    with pytest.raises(KernelSpecError) as given:
+        resolve_kernel(str(f.image), sysroot=f.root)
+    assert str(given.value) == message.replace(f"'{f.release}'", f"'{f.image}'")
+    # Knowingly, with verification off, the vmlinux found is used.
+    unverified = resolve_kernel(f.release, sysroot=f.root, verify=False)
+    assert (unverified.vmlinux, unverified.paired) == (f.dbg, "unverified")
+
+
+@pytest.mark.real_kernel
+def test_an_lzo_image_pairs_with_the_extra(
+    foreign_root: ForeignRoot, debian_kernel: DebianKernel
+) -> None:
+    # The control for the runs below without the extra: the repacked image is still Debian's
+    # kernel, so its own build-id refuses the foreign vmlinux.
+    f = foreign_root
+    f.image.write_bytes(_repacked_with_lzo(debian_kernel.image))
+    kernel = resolve_kernel(f.release, sysroot=f.root)
+    assert kernel.image_info is not None
+    assert (kernel.image_info.compression, kernel.build_id) == ("lzo", f.debian_build_id)
+    assert kernel.vmlinux is None
+    assert _dbg_candidate(kernel.report).refused == (
+        f"build-id mismatch: image {f.debian_build_id} vmlinux {f.foreign_build_id}"
+    )
+
+
+def _dbg_candidate(report: ProbeReport) -> Candidate:
+    (found,) = [c for c in report.candidates if c.layout == "Debian/Ubuntu dbgsym"]
+    return found
+
+
+@pytest.mark.real_kernel
+@pytest.mark.parametrize("damage", ["truncated", "lzo without the extra"])
+def test_an_unreadable_image_stops_the_run_and_the_cli(
+    pytester: pytest.Pytester,
+    foreign_root: ForeignRoot,
+    debian_kernel: DebianKernel,
+    damage: str,
+) -> None:
+    f = foreign_root
+    if damage == "truncated":
+        f.image.write_bytes(_truncated(debian_kernel.image))
+        reason = "the image is truncated or damaged"
+        block = ""
+    else:
+        f.image.write_bytes(_repacked_with_lzo(debian_kernel.image))
+        reason = "pip install 'pytest-ktstr-vmlinux[lzo]'"
+        # Python without python-lzo: an import of it fails, as where the extra is not installed.
+        block = "import sys\nsys.modules['lzo'] = None\n"
+    pytester.makeconftest(block)
+    result = _run(pytester, f"--kernel-sysroot={f.root}", f"--kernel={f.release}")
+    assert result.ret == pytest.ExitCode.USAGE_ERROR
+    errors = [line for line in result.errlines if line.startswith("ERROR: ")]
+    assert len(errors) == 1, result.errlines
+    assert errors[0].startswith(f"ERROR: ktstr: kernel '{f.release}' (from option): {f.image}")
+    assert reason in errors[0]
+    assert "PAIRED" not in result.stdout.str() and "Traceback" not in result.stderr.str()
+
+    script = block + "from pytest_ktstr_vmlinux.cli import main\nraise SystemExit(main())\n"
+    for verb in ("locate", "info"):
+        cli = subprocess.run(
+            [sys.executable, "-c", script, verb, f.release, f"--kernel-sysroot={f.root}"],
+            capture_output=True,
+            text=True,
+            check=False,
+        )
+        assert cli.returncode == 1, cli
+        assert cli.stdout == ""
+        (line,) = cli.stderr.splitlines()
+        assert line.startswith(f"ktstr-vmlinux: kernel '{f.release}' (from argument): {f.image}")
+        assert reason in line
+
+
+@pytest.mark.real_kernel
+def test_the_running_kernel_pairs_by_its_notes_when_its_image_cannot_be_read(
+    tmp_path: Path, debian_kernel: DebianKernel, tinyconfig_tree: Path
+) -> None:
+    # /sys/kernel/notes vouches for the running kernel's vmlinux: its image is not needed.
+    release = os.uname().release
+    root = tmp_path / "guest"
+    image = root / "boot" / f"vmlinuz-{release}"
+    dbg = root / "usr/lib/debug/boot" / f"vmlinux-{release}"
+    for path in (image, dbg, root / "sys/kernel/notes"):
+        path.parent.mkdir(parents=True, exist_ok=True)
+    image.write_bytes(_truncated(debian_kernel.image))
+    shutil.copyfile(tinyconfig_tree / "vmlinux", dbg)
+    tiny = resolve_kernel(str(tinyconfig_tree)).build_id
+    assert tiny is not None
+    (root / "sys/kernel/notes").write_bytes(_notes(bytes.fromhex(tiny)))
+    kernel = resolve_kernel("running", sysroot=root, source=SpecSource.DEFAULT)
+    assert (kernel.vmlinux, kernel.paired, kernel.build_id) == (dbg, "build-id", tiny)
+    (root / "sys/kernel/notes").write_bytes(_notes(build_id_for("another boot")))
+    refused = resolve_kernel("running", sysroot=root, source=SpecSource.DEFAULT)
+    assert refused.vmlinux is None
+    assert _dbg_candidate(refused.report).refused == (
+        f"build-id mismatch: {root}/sys/kernel/notes {build_id_for('another boot').hex()}"
+        f" vmlinux {tiny}"
+    )
