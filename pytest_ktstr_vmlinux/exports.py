@@ -1,9 +1,11 @@
 """Exports: an artifact's payload as a plain file, for tools that want a path.
 
 ``exports/<artifact name><suffix>`` holds the payload of one artifact (the ELF extracted from an
-image is served as ``vmlinux_path``). What is there must be what was published: an export is
-served only once it is checked against its artifact's digest (in full when its stamp is not
-current, see stamps.py). Damage is one warning naming the file, which is replaced.
+image is served as ``vmlinux_path``). A test may open that path at any time in its session, so
+what is there must be what was published and must stay there: an export is served only once it
+is checked against its artifact's digest (in full when its stamp is not current, see stamps.py),
+and it is pinned (pins.py) in every process it is served to. Damage is one warning naming the
+file, which is replaced.
 """
 
 from __future__ import annotations
@@ -20,6 +22,7 @@ from . import stamps
 from .artifact import ArtifactCorrupt, full_digest
 from .evict import remove_path
 from .indexfile import IndexFile
+from .pins import Pins
 from .publish import publish
 from .signature import StatSignature, file_type, not_ours_alone
 from .stored import StoredArtifact
@@ -38,20 +41,25 @@ def serve(
     *,
     index: IndexFile,
     lock: StoreLock,
+    pins: Pins,
     owner: int,
     tmp_dir: Path,
     warn: Callable[[str], None],
 ) -> None:
-    """Make ``path`` hold ``stored``'s payload, checked: at once when its stamp is current; else
-    under the store lock, which checks it in full, or replaces it (OutOfSpace when there is no
-    room), and records its stamp."""
+    """Make ``path`` hold ``stored``'s payload, checked, and pin it: at once when this process
+    pinned it already or its stamp is current; else under the store lock, which checks it in
+    full, or replaces it (OutOfSpace when there is no room), and records its stamp."""
+    if pins.holds(path):
+        return
     recorded = _recorded(index.read(), stored, suffix)
-    if _is_checked(path, stored, recorded, owner=owner):
+    if _serve_if_checked(pins, path, stored, recorded, owner=owner):
         return
     with lock.held():
         current = index.read()
         recorded = _recorded(current, stored, suffix)
-        stamp = _serve_checking(path, stored, recorded, owner=owner, tmp_dir=tmp_dir, warn=warn)
+        stamp = _serve_checking(
+            pins, path, stored, recorded, owner=owner, tmp_dir=tmp_dir, warn=warn
+        )
         record = record_of(current, stored.source, stored.signature, stored.kind, stored.version)
         if record is not None and stamp != recorded:
             record.setdefault("exports", {})[suffix] = stamp
@@ -64,18 +72,23 @@ def _recorded(index: dict[str, Any], stored: StoredArtifact, suffix: str) -> obj
     return None if record is None else record.get("exports", {}).get(suffix)
 
 
-def _is_checked(path: Path, stored: StoredArtifact, recorded: object, *, owner: int) -> bool:
-    """True when ``path``'s stamp says it was checked in full on this boot: served without the
-    store lock. False: look again under the lock (_serve_checking)."""
+def _serve_if_checked(
+    pins: Pins, path: Path, stored: StoredArtifact, recorded: object, *, owner: int
+) -> bool:
+    """Pin and serve ``path`` without the store lock if its stamp says it was checked in full
+    on this boot; False: look again under the lock (_serve_checking)."""
     opened = _open(path, stored, owner)
     if not isinstance(opened, tuple):
         return False
     fd, signature = opened
-    os.close(fd)
-    return stamps.is_checked(recorded, signature)
+    if not stamps.is_checked(recorded, signature):
+        os.close(fd)
+        return False
+    return pins.pin(path, fd, signature)
 
 
 def _serve_checking(
+    pins: Pins,
     path: Path,
     stored: StoredArtifact,
     recorded: object,
@@ -85,7 +98,7 @@ def _serve_checking(
     warn: Callable[[str], None],
 ) -> stamps.Stamp:
     """Under the store lock: check ``path`` against ``stored`` (in full unless ``recorded`` is
-    current), replace it if it is missing or damaged (one ``warn``); its stamp.
+    current), replace it if it is missing or damaged (one ``warn``), pin it; its stamp.
     OutOfSpace when there is no room to write it."""
     assert stored.file is not None
     opened = _open(path, stored, owner)
@@ -108,6 +121,15 @@ def _serve_checking(
     if stamp is None:
         publish(path, stored.map(), tmp_dir=tmp_dir, prefix="export-")
         stamp = stamps.touch(path)
+    # No eviction runs under the lock, so this pin holds unless something outside the store
+    # replaced the file this instant: then the next call looks again.
+    reopened = _open(path, stored, owner)
+    if isinstance(reopened, tuple):
+        fd, signature = reopened
+        if stamps.is_checked(stamp, signature):
+            pins.pin(path, fd, signature)
+        else:
+            os.close(fd)
     return stamp
 
 

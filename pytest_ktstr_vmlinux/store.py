@@ -15,7 +15,7 @@ it (header, version, length, owner) before use, and every byte of it whenever th
 record of a full check of this very file version on this boot (stamps.py). The lock only keeps
 N processes from building (or fully checking) the same artifact N times. A crash mid-build
 leaves debris in tmp/ and an unchanged index; a full disk is a StoreFullError that leaves
-neither. Exports are checked the same way (exports.py).
+neither. Exports are checked the same way and pinned while served (exports.py, pins.py).
 """
 
 from __future__ import annotations
@@ -36,6 +36,7 @@ from . import artifact, exports, stamps, storeindex
 from .artifact import Artifact, ArtifactCorrupt, ArtifactOutdated
 from .evict import entry_files, evict, remove_path
 from .indexfile import IndexFile
+from .pins import Pins
 from .publish import OutOfSpace
 from .signature import (
     RACY_WINDOW_NS,
@@ -113,6 +114,7 @@ class ArtifactStore:
         self._index = IndexFile(
             self.directory, tmp_dir=self._tmp, owner=self._owner, lock=self._lock, warn=self._warn
         )
+        self._pins = Pins()  # exports served by this store object, kept while it lives
 
     def __repr__(self) -> str:
         return f"ArtifactStore({str(self.directory)!r})"
@@ -196,7 +198,7 @@ class ArtifactStore:
     def export(self, stored: StoredArtifact, suffix: str) -> Path:
         """The payload of ``stored`` as a plain file (for tools that want a path, not bytes):
         ``exports/<artifact name><suffix>``, published atomically, checked against the artifact
-        as artifacts are, removed with its artifact."""
+        as artifacts are, and pinned (pins.py) while this store object lives."""
         assert stored.file is not None
         path = self._exports / f"{stored.file.path.stem}{suffix}"
         try:
@@ -206,6 +208,7 @@ class ArtifactStore:
                 suffix,
                 index=self._index,
                 lock=self._lock,
+                pins=self._pins,
                 owner=self._owner,
                 tmp_dir=self._tmp,
                 warn=self._warn,
