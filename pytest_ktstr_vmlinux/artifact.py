@@ -1,10 +1,12 @@
 """The artifact file format: a 4 KiB header, then the payload, page-aligned so it can be mapped.
 
 Header (little-endian): magic ``KTSTRART``, container version, the artifact's own format version,
-digest scope, payload length, SHA-256 digest, kind name. Payloads up to ``FULL_DIGEST_LIMIT`` are
-digested whole and verified on every open; larger ones (vmlinux snapshots) carry a digest over
-evenly spaced 4 KiB samples plus the length, so an open stays a few page reads while a torn,
-truncated or zero-filled file is still caught. Nothing here can execute code: bytes in, bytes out.
+digest scope, payload length, SHA-256 digest, kind name, then (larger payloads) a second digest.
+Every artifact carries the SHA-256 of its length and whole payload: what a full check compares.
+Payloads over ``FULL_DIGEST_LIMIT`` (vmlinux snapshots) also carry a digest over the length and
+evenly spaced 4 KiB samples, so an open that skips the full check (see stamps.py) stays a few
+page reads while a torn, truncated or zero-filled file is still caught. Nothing here can execute
+code: bytes in, bytes out.
 """
 
 from __future__ import annotations
@@ -22,15 +24,21 @@ from pathlib import Path
 from typing import BinaryIO
 
 from .publish import OutOfSpace, cause_out_of_space, is_full
-from .signature import file_type, not_ours_alone
+from .signature import StatSignature, file_type, not_ours_alone
 
 MAGIC = b"KTSTRART"
 CONTAINER_VERSION = 1
 HEADER_SIZE = 4096  # a page: the payload starts mmap-aligned
 _HEADER = struct.Struct("<8sHHIQ32s64s")
+_FULL_DIGEST = struct.Struct("<32s")  # after _HEADER, in DIGEST_SAMPLED headers
+# The scope of the header's digest. DIGEST_FULL: the whole payload. DIGEST_SAMPLED: the samples,
+# with the whole payload's digest after the header. DIGEST_SAMPLES_ONLY, written by earlier
+# versions, has nothing a full check could compare with: such a file is rebuilt (ArtifactOutdated).
 DIGEST_FULL = 0
-DIGEST_SAMPLED = 1
+DIGEST_SAMPLES_ONLY = 1
+DIGEST_SAMPLED = 2
 FULL_DIGEST_LIMIT = 64 << 20
+READ_CHUNK = 1 << 20
 SAMPLE_COUNT = 64
 SAMPLE_SIZE = 4096
 _O_NOFOLLOW = getattr(os, "O_NOFOLLOW", 0)
@@ -40,6 +48,10 @@ _O_NONBLOCK = getattr(os, "O_NONBLOCK", 0)
 
 class ArtifactCorrupt(ValueError):
     """An artifact file is torn, truncated, foreign or garbage; the message says which."""
+
+
+class ArtifactOutdated(ArtifactCorrupt):
+    """A sound artifact in a format this version no longer serves: rebuilt without a warning."""
 
 
 @dataclass(frozen=True, eq=False)
@@ -56,6 +68,9 @@ class Artifact:
     version: int
     size: int
     view: memoryview
+    digest: bytes  # full_digest of the payload as it was published: what a full check compares
+    signature: StatSignature | None = None  # of the file when it was opened and checked
+    checked: bool = False  # whether every byte was compared with ``digest`` when it was opened
 
     def read_bytes(self) -> bytes:
         return bytes(self.view)
@@ -72,26 +87,32 @@ def map_payload(fd: int, size: int) -> memoryview:
     return memoryview(mapping)
 
 
-def digest_payload(f: BinaryIO, size: int) -> tuple[int, bytes]:
-    """(scope, SHA-256) of the ``size`` payload bytes that follow the header in ``f``."""
+def full_digest(f: BinaryIO, size: int, offset: int = HEADER_SIZE) -> bytes:
+    """The SHA-256 of the length and the ``size`` payload bytes at ``offset`` in ``f``: what
+    every artifact carries. Read, not mapped: a file truncated meanwhile is a short read, never
+    a SIGBUS. ArtifactCorrupt when the bytes end early."""
     h = hashlib.sha256(size.to_bytes(8, "little"))
-    if size <= FULL_DIGEST_LIMIT:
-        f.seek(HEADER_SIZE)
-        remaining = size
-        while remaining:
-            chunk = f.read(min(remaining, 1 << 20))
-            if not chunk:
-                raise ArtifactCorrupt(f"payload ends {remaining} bytes early")
-            h.update(chunk)
-            remaining -= len(chunk)
-        return DIGEST_FULL, h.digest()
+    f.seek(offset)
+    remaining = size
+    while remaining:
+        chunk = f.read(min(remaining, READ_CHUNK))
+        if not chunk:
+            raise ArtifactCorrupt(f"payload ends {remaining} bytes early")
+        h.update(chunk)
+        remaining -= len(chunk)
+    return h.digest()
+
+
+def sampled_digest(f: BinaryIO, size: int) -> bytes:
+    """The digest of the length and the evenly spaced samples of a large payload."""
+    h = hashlib.sha256(size.to_bytes(8, "little"))
     for offset in _sample_offsets(size):
         f.seek(HEADER_SIZE + offset)
         chunk = f.read(SAMPLE_SIZE)
         if len(chunk) != min(SAMPLE_SIZE, size - offset):
             raise ArtifactCorrupt(f"payload ends before sample at {offset}")
         h.update(chunk)
-    return DIGEST_SAMPLED, h.digest()
+    return h.digest()
 
 
 def _sample_offsets(size: int) -> list[int]:
@@ -105,25 +126,29 @@ def begin(f: BinaryIO) -> None:
     f.write(bytes(HEADER_SIZE))
 
 
-def finish(f: BinaryIO, kind: str, version: int) -> int:
-    """Seal a file whose payload follows the reserved header; returns the payload size."""
+def finish(f: BinaryIO, kind: str, version: int) -> tuple[int, bytes]:
+    """Seal a file whose payload follows the reserved header: (payload size, full digest)."""
     f.flush()
     size = os.fstat(f.fileno()).st_size - HEADER_SIZE
     if size < 0:
         raise ArtifactCorrupt("payload written before the header was reserved")
-    scope, digest = digest_payload(f, size)
+    full = full_digest(f, size)
+    sampled = size > FULL_DIGEST_LIMIT
+    scope, digest = (DIGEST_SAMPLED, sampled_digest(f, size)) if sampled else (DIGEST_FULL, full)
     f.seek(0)
     f.write(_HEADER.pack(MAGIC, CONTAINER_VERSION, version, scope, size, digest, _kind(kind)))
+    if sampled:
+        f.write(_FULL_DIGEST.pack(full))
     f.flush()
-    return size
+    return size, full
 
 
 def build_file(
     tmp_dir: Path, kind: str, version: int, write: Callable[[BinaryIO], None]
-) -> tuple[Path, int, memoryview]:
-    """A sealed artifact file in ``tmp_dir`` whose payload ``write`` wrote: (its path, payload
-    size, a mapping of the payload). On any error the file is removed; a full filesystem is
-    OutOfSpace with what the file needed (header and payload, when ``write`` said or finished)."""
+) -> Artifact:
+    """A sealed artifact file in ``tmp_dir`` whose payload ``write`` wrote, mapped. On any error
+    the file is removed; a full filesystem is OutOfSpace with what the file needed (header and
+    payload, when ``write`` said or finished)."""
     tmp: Path | None = None
     produced: int | None = None
     try:
@@ -133,7 +158,7 @@ def build_file(
             begin(out)
             write(out)
             produced = out.tell()  # header and payload, written or still buffered
-            size = finish(out, kind, version)
+            size, digest = finish(out, kind, version)
             os.fsync(out.fileno())
             view = map_payload(out.fileno(), size)
     except BaseException as e:
@@ -148,16 +173,26 @@ def build_file(
         if said is not None:
             raise OutOfSpace(e, HEADER_SIZE + said.needed, exact=said.exact) from None
         raise OutOfSpace(e, produced or written, exact=produced is not None) from None
-    return tmp, size, view
+    return Artifact(tmp, kind, version, size, view, digest, checked=True)
 
 
-def open_artifact(path: Path, kind: str, version: int, *, owner: int | None = None) -> Artifact:
+def open_artifact(
+    path: Path,
+    kind: str,
+    version: int,
+    *,
+    owner: int | None = None,
+    full: bool | Callable[[StatSignature], bool] = True,
+) -> Artifact:
     """Verify ``path`` as an artifact of ``kind``/``version`` and map it.
 
     With ``owner`` (the store's uid), a file someone else owns or may write is refused too,
     checked on the descriptor that is then read: whoever wrote it could have sealed any bytes.
-    ArtifactCorrupt says what is wrong; FileNotFoundError means it is simply gone (evicted or
-    replaced by another process a moment ago), which is no corruption.
+    ``full`` (or ``full(signature)`` of the opened file) compares every byte with the published
+    digest, a read of the whole file; without it, the header, the length and (large payloads)
+    the samples are checked. ArtifactCorrupt says what is wrong (ArtifactOutdated: sound but of
+    an earlier format); FileNotFoundError means it is simply gone (evicted or replaced by another
+    process a moment ago), which is no corruption.
     """
     try:
         fd = os.open(path, os.O_RDONLY | _O_NOFOLLOW | _O_NONBLOCK | os.O_CLOEXEC)
@@ -192,10 +227,22 @@ def open_artifact(path: Path, kind: str, version: int, *, owner: int | None = No
             raise ArtifactCorrupt(
                 f"torn: payload is {st.st_size - HEADER_SIZE} bytes, header says {size}"
             )
-        if scope not in (DIGEST_FULL, DIGEST_SAMPLED) or digest_payload(f, size) != (scope, digest):
+        if scope == DIGEST_SAMPLES_ONLY:
+            raise ArtifactOutdated("written by an earlier version, without a full digest")
+        if scope == DIGEST_SAMPLED:
+            (published,) = _FULL_DIGEST.unpack(f.read(_FULL_DIGEST.size))
+            if sampled_digest(f, size) != digest:
+                raise ArtifactCorrupt("checksum mismatch")
+        elif scope == DIGEST_FULL:
+            published = digest
+        else:
+            raise ArtifactCorrupt(f"checksum mismatch (unknown digest scope {scope})")
+        signature = StatSignature.from_stat(st)
+        check = full(signature) if callable(full) else full
+        if check and full_digest(f, size) != published:
             raise ArtifactCorrupt("checksum mismatch")
         view = map_payload(f.fileno(), size)
-    return Artifact(path=path, kind=kind, version=version, size=size, view=view)
+    return Artifact(path, kind, version, size, view, published, signature, checked=check)
 
 
 def _kind(kind: str) -> bytes:

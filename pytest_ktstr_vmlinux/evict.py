@@ -2,10 +2,11 @@
 
 At every write: entries whose source is gone or changed are dropped, debris of crashed builds and
 orphans of a lost index are removed, and then the least recently used artifacts (by the mtime
-that every reuse touches) go until the store fits. The artifact just built is always kept.
-The files of dropped entries are returned, to be unlinked once the index that no longer names
-them is written: if that write fails (a full disk), the old index still finds every file it
-names. Removal only unlinks: a worker that maps an evicted artifact keeps a valid mapping.
+that a use touches, see stamps.py) go until the store fits. The artifact just built is always
+kept, and so is one whose export some process has pinned (pins.py): a path handed to a test
+stays valid. The files of dropped entries are returned, to be unlinked once the index that no
+longer names them is written: if that write fails (a full disk), the old index still finds every
+file it names. Removal only unlinks: a worker that maps an evicted artifact keeps a valid mapping.
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ import shutil
 from pathlib import Path
 from typing import Any
 
+from . import pins
 from .errors import KernelArtifactError
 from .signature import stat_signature
 
@@ -43,10 +45,7 @@ def evict(
         remove_path(debris)
     dropped = {path.name for path in doomed}
     owners = {name: source for source, e in index["sources"].items() for name in entry_files(e)}
-    live = {name.removesuffix(".art") for name in owners}
-    for export in exports.iterdir():
-        if export.name.split(".", 1)[0] not in live:
-            remove_path(export)
+    pinned = {_artifact_of(export) for export in exports.iterdir() if pins.in_use(export)}
     sizes: dict[str, tuple[int, int]] = {}
     for path in artifacts.iterdir():
         if path.name not in owners or not path.is_file() or path.is_symlink():
@@ -59,13 +58,26 @@ def evict(
     for name, (_, size) in sorted(sizes.items(), key=lambda item: item[1][0]):
         if total <= max_size:
             break
-        if name == keep:
+        if name == keep or name in pinned:
             continue
         entry = index["sources"][owners[name]]
         entry["artifacts"] = {k: r for k, r in entry["artifacts"].items() if r["file"] != name}
         doomed.append(artifacts / name)
         total -= size
+    live = set(owners) - {path.name for path in doomed}
+    for export in exports.iterdir():
+        if _artifact_of(export) in live:
+            continue
+        if export.is_file() and not export.is_symlink():
+            pins.remove_unless_in_use(export)  # kept while pinned: an orphan until unpinned
+        else:
+            remove_path(export)
     return doomed
+
+
+def _artifact_of(export: Path) -> str:
+    """The artifact file an export was made from: ``<hash>.vmlinux`` -> ``<hash>.art``."""
+    return export.name.split(".", 1)[0] + ".art"
 
 
 def remove_path(path: Path) -> bool:

@@ -12,14 +12,17 @@ Layout of the store directory (0700, ours alone; see storedir.py)::
 
 Correctness never rests on the lock: the index and every artifact are published by write to
 tmp/, fsync, ``os.replace``, so a reader sees a whole old file or a whole new one, and verifies
-it (header, version, checksum, owner) before use. The lock only keeps N processes from building
-the same artifact N times. A crash mid-build leaves debris in tmp/ and an unchanged index; a
-full disk is a StoreFullError that leaves neither.
+it (header, version, length, owner) before use, and every byte of it whenever the index has no
+record of a full check of this very file version on this boot (stamps.py). The lock only keeps
+N processes from building (or fully checking) the same artifact N times. A crash mid-build
+leaves debris in tmp/ and an unchanged index; a full disk is a StoreFullError that leaves
+neither. Exports are checked the same way and pinned while served (exports.py, pins.py).
 """
 
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import hashlib
 import json
 import os
@@ -30,17 +33,17 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
-from . import artifact, storeindex
-from .artifact import Artifact, ArtifactCorrupt
-from .errors import KernelArtifactError
+from . import artifact, exports, stamps, storeindex
+from .artifact import Artifact, ArtifactCorrupt, ArtifactOutdated
 from .evict import entry_files, evict, remove_path
-from .publish import OutOfSpace, publish
+from .indexfile import IndexFile
+from .pins import Pins
+from .publish import OutOfSpace
 from .signature import (
     RACY_WINDOW_NS,
     StatSignature,
     canonical_key,
     is_racy,
-    not_ours_alone,
     sha256_file,
     stat_signature,
 )
@@ -58,7 +61,6 @@ from .storedir import (
     ARTIFACTS_DIR,
     DEFAULT_MAX_SIZE,
     EXPORTS_DIR,
-    INDEX_NAME,
     LOCK_NAME,
     TMP_DIR,
     StoreFullError,
@@ -110,8 +112,11 @@ class ArtifactStore:
         self._artifacts_replaced = bool(self._warned)
         self._tmp = prepare_subdir(self.directory / TMP_DIR, self._warn)
         self._exports = prepare_subdir(self.directory / EXPORTS_DIR, self._warn)
-        self._index_path = self.directory / INDEX_NAME
         self._lock = StoreLock(self.directory / LOCK_NAME, lock_timeout, self._warn, on_lock_wait)
+        self._index = IndexFile(
+            self.directory, tmp_dir=self._tmp, owner=self._owner, lock=self._lock, warn=self._warn
+        )
+        self._pins = Pins()  # exports served by this store object, kept while it lives
 
     def __repr__(self) -> str:
         return f"ArtifactStore({str(self.directory)!r})"
@@ -133,12 +138,12 @@ class ArtifactStore:
         key = canonical_key(source)
         for _ in range(MAX_BUILD_ATTEMPTS):
             signature = stat_signature(key, source)
-            found = self._find(self._read_index(), key, signature, kind, version)
+            found = self._find(self._index.read(), key, signature, kind, version)
             if found is not None:
                 self.stats.reused += 1
                 return found
             with self.locked():
-                index = self._read_index()
+                index = self._index.read()
                 signature = stat_signature(key, source)
                 found = self._find(index, key, signature, kind, version, under_lock=True)
                 if found is not None:
@@ -170,7 +175,7 @@ class ArtifactStore:
 
     def entries(self) -> list[dict[str, Any]]:
         """Every source and its artifacts, as the index records them, with file sizes and use."""
-        return storeindex.list_entries(self._read_index(), self._artifacts)
+        return storeindex.list_entries(self._index.read(), self._artifacts)
 
     def total_size(self) -> int:
         total = 0
@@ -188,35 +193,31 @@ class ArtifactStore:
                 for path in directory.iterdir():
                     removed += remove_path(path) and directory is self._artifacts
             with contextlib.suppress(FileNotFoundError):
-                self._index_path.unlink()
+                self._index.path.unlink()
             storeindex.fsync_dir(self.directory)
         return removed
 
     def export(self, stored: StoredArtifact, suffix: str) -> Path:
         """The payload of ``stored`` as a plain file (for tools that want a path, not bytes):
-        ``exports/<artifact name><suffix>``, published atomically, removed with its artifact."""
+        ``exports/<artifact name><suffix>``, published atomically, checked against the artifact
+        as artifacts are, and pinned (pins.py) while this store object lives."""
         assert stored.file is not None
         path = self._exports / f"{stored.file.path.stem}{suffix}"
         try:
-            st = os.lstat(path)
-        except FileNotFoundError:
-            st = None
-        if (
-            st is not None
-            and stat.S_ISREG(st.st_mode)
-            and st.st_size == stored.size
-            and not_ours_alone(st, self._owner) is None
-        ):
-            return path
-        with self.locked():
-            if st is not None and stat.S_ISDIR(st.st_mode):
-                self._warn(f"kernel cache export {path} is a directory; replacing it")
-                remove_path(path)
-            try:
-                publish(path, stored.map(), tmp_dir=self._tmp, prefix="export-")
-            except OutOfSpace as e:
-                what = f"writing an export of the {stored.kind} artifact of {stored.source}"
-                raise full_error(self.directory, e, what, e.needed) from None
+            exports.serve(
+                path,
+                stored,
+                suffix,
+                index=self._index,
+                lock=self._lock,
+                pins=self._pins,
+                owner=self._owner,
+                tmp_dir=self._tmp,
+                warn=self._warn,
+            )
+        except OutOfSpace as e:
+            what = f"writing an export of the {stored.kind} artifact of {stored.source}"
+            raise full_error(self.directory, e, what, e.needed) from None
         return path
 
     # --- internals ------------------------------------------------------------------------------
@@ -242,8 +243,12 @@ class ArtifactStore:
         ):
             return None
         path = self._artifacts / record["file"]
+        checked = record.get("checked")
+        # Without the lock only a file checked in full on this boot is served: the full check
+        # is made under the lock, so N processes wait for one check instead of making N.
+        full = (lambda sig: not stamps.is_checked(checked, sig)) if under_lock else False
         try:
-            found = artifact.open_artifact(path, kind, version, owner=self._owner)
+            found = artifact.open_artifact(path, kind, version, owner=self._owner, full=full)
         except FileNotFoundError:
             # Without the lock, another process may have evicted or replaced it a moment ago;
             # under the lock, an index naming a missing file is damage worth a word.
@@ -251,13 +256,18 @@ class ArtifactStore:
                 what = f"kernel cache artifact {path} ({kind} of {key})"
                 self._warn(f"{what} is unusable: missing; rebuilding")
             return None
+        except ArtifactOutdated:
+            return None  # built by an earlier version: rebuilt like any other format change
         except ArtifactCorrupt as e:
             self._warn(
                 f"kernel cache artifact {path} ({kind} of {key}) is unusable: {e}; rebuilding"
             )
             return None
-        with contextlib.suppress(OSError):
-            os.utime(path)  # last use, for LRU eviction
+        assert found.signature is not None
+        if not found.checked and not stamps.is_checked(checked, found.signature):
+            return None  # not checked in full on this boot: under the lock, it is
+        if found.checked or stamps.use_is_due(found.signature):
+            self._index.record_check(key, signature, kind, version, found)
         return StoredArtifact(key, signature, kind, version, file=found)
 
     def _reverify(self, key: str, signature: StatSignature, entry: dict[str, Any]) -> bool:
@@ -270,12 +280,7 @@ class ArtifactStore:
             return False
         if digest != entry.get("sha256"):
             return False
-        with contextlib.suppress(StoreFullError), self.locked():
-            index = self._read_index()
-            current = current_entry(index, key, signature)
-            if current is not None:
-                current["recorded_ns"] = max(current["recorded_ns"], started_ns)
-                self._write_index(index)
+        self._index.record_settled(key, signature, started_ns)
         return True
 
     def _build(
@@ -312,7 +317,8 @@ class ArtifactStore:
         made = self._write_artifact(key, signature, kind, version, build, digest_before)
         if made is None:
             return None
-        final, size, view = made
+        built, checked = made
+        final = built.path
         if racy:
             entry["sha256"] = digest_before
         previous = entry["artifacts"].get(artifact_key(kind, version), {})
@@ -320,6 +326,7 @@ class ArtifactStore:
             "file": final.name,
             "builds": previous.get("builds", 0) + 1,
             "built_ns": time.time_ns(),
+            "checked": checked,
         }
         index["sources"][key] = entry
         index["builds"] = index.get("builds", 0) + 1
@@ -332,7 +339,7 @@ class ArtifactStore:
             keep=final.name,
         )
         try:
-            self._write_index(index)
+            self._index.write(index)
         except StoreFullError:
             with contextlib.suppress(FileNotFoundError):
                 final.unlink()  # no index names it: an orphan that only costs space
@@ -341,7 +348,6 @@ class ArtifactStore:
             if path != final:  # a racy rebuild of the same key reuses its name
                 with contextlib.suppress(FileNotFoundError):
                     path.unlink()
-        built = Artifact(path=final, kind=kind, version=version, size=size, view=view)
         return StoredArtifact(key, signature, kind, version, file=built)
 
     def _write_artifact(
@@ -352,17 +358,17 @@ class ArtifactStore:
         version: int,
         build: Build,
         digest_before: str | None,
-    ) -> tuple[Path, int, memoryview] | None:
-        """Build in tmp/ and publish under the artifact's hashed name: (path, payload size,
-        mapping). None when the source moved meanwhile (re-hashed when ``digest_before`` is
-        given). Nothing stays in tmp/; a full disk is a StoreFullError naming the space needed."""
+    ) -> tuple[Artifact, stamps.Stamp] | None:
+        """Build in tmp/ and publish under the artifact's hashed name: the artifact, mapped, and
+        its stamp (checked in full: its digest was just computed from what was written). None
+        when the source moved meanwhile (re-hashed when ``digest_before`` is given). Nothing
+        stays in tmp/; a full disk is a StoreFullError naming the space needed."""
         try:
-            tmp, size, view = artifact.build_file(
-                self._tmp, kind, version, lambda out: build(Path(key), out)
-            )
+            made = artifact.build_file(self._tmp, kind, version, lambda out: build(Path(key), out))
         except OutOfSpace as e:
             what = f"writing the {kind} artifact of {key}"
             raise full_error(self.directory, e, what, e.needed, exact=e.exact) from None
+        tmp = made.path
         try:
             moved = stat_signature(key, key) != signature
             if not moved and digest_before is not None:
@@ -379,41 +385,19 @@ class ArtifactStore:
                     remove_path(final)  # os.replace cannot put a file over a directory
             os.replace(tmp, final)
             storeindex.fsync_dir(self._artifacts)
+            checked = stamps.touch(final)
         except BaseException:
             with contextlib.suppress(FileNotFoundError):
                 tmp.unlink()
             raise
-        return final, size, view
-
-    def _read_index(self) -> dict[str, Any]:
-        """The index, or an empty one (with one warning) when it is missing or unusable. A
-        malformed entry is dropped alone (one warning) and the index written back without it."""
-        dropped: list[str] = []
-        index = storeindex.load_index(self._index_path, self._owner, self._warn, dropped)
-        if dropped:
-            self._warn(storeindex.dropped_message(self._index_path, dropped))
-            self._repair_index()
-        return index
-
-    def _repair_index(self) -> None:
-        """Write the index back without its malformed entries, if the lock is free right now: a
-        holder writes the index soon anyway (and drops them too)."""
-        with self._lock.held_if_free() as held:
-            if not held:
-                return
-            dropped: list[str] = []
-            index = storeindex.load_index(self._index_path, self._owner, self._warn, dropped)
-            if dropped:
-                with contextlib.suppress(OSError, KernelArtifactError):
-                    self._write_index(index)  # an optimization: the next write tries again
-
-    def _write_index(self, index: dict[str, Any]) -> None:
-        try:
-            storeindex.write_index(self._index_path, index, tmp_dir=self._tmp)
-        except OutOfSpace as e:
-            raise full_error(self.directory, e, "writing the index", e.needed) from None
+        built = dataclasses.replace(made, path=final, signature=_signature_of(checked))
+        return built, checked
 
     def _warn(self, message: str) -> None:
         if message not in self._warned:
             self._warned.add(message)
             warnings.warn(message, StoreWarning, stacklevel=3)
+
+
+def _signature_of(stamp: stamps.Stamp) -> StatSignature:
+    return StatSignature(*stamp[1:])

@@ -18,6 +18,7 @@ from typing import Any
 from .evict import remove_path
 from .publish import fsync_dir, publish
 from .signature import StatSignature, file_type, not_ours_alone
+from .stamps import is_stamp
 from .stored import check_key
 
 __all__ = [
@@ -62,6 +63,14 @@ def current_entry(
     if entry is None or entry["signature"] != signature_fields(signature):
         return None
     return entry
+
+
+def record_of(
+    index: dict[str, Any], key: str, signature: StatSignature, kind: str, version: int
+) -> dict[str, Any] | None:
+    """The index's record of the ``kind``/``version`` artifact of this version of ``key``."""
+    entry = current_entry(index, key, signature)
+    return None if entry is None else entry["artifacts"].get(artifact_key(kind, version))
 
 
 def list_entries(index: dict[str, Any], artifacts: Path) -> list[dict[str, Any]]:
@@ -231,6 +240,7 @@ def _problems(index: dict[str, Any]) -> Iterator[tuple[str, str | None, str | No
                 and isinstance(record.get("file"), str)
                 and is_artifact_name(record["file"])
                 and isinstance(record.get("builds"), int)
+                and _stamps_are_sound(record)
             ):
                 yield f"artifact {key} of {source}", source, key
 
@@ -254,6 +264,16 @@ def _entry_problem(source: str, entry: Any) -> str | None:
     if not isinstance(entry.get("artifacts"), dict):
         return f"artifacts of {source}"
     return None
+
+
+def _stamps_are_sound(record: dict[str, Any]) -> bool:
+    """The record's full-check stamps (stamps.py), of its file and of its exports, when present."""
+    exports = record.get("exports", {})
+    return (
+        ("checked" not in record or is_stamp(record["checked"]))
+        and isinstance(exports, dict)
+        and all(isinstance(suffix, str) and is_stamp(v) for suffix, v in exports.items())
+    )
 
 
 def _is_artifact_key(key: str) -> bool:
