@@ -329,7 +329,9 @@ def test_export_owned_by_another_user_is_replaced(tmp_path: Path) -> None:
     path = store.export(stored, ".bin")
     path.write_bytes(b"FORGE:source-one")  # same size as the payload
     os.chown(path, OTHER_UID, OTHER_UID)
-    assert ArtifactStore(store.directory).export(stored, ".bin") == path
+    with pytest.warns(StoreWarning, match=r"owned by uid \d+, not by the store's owner") as caught:
+        assert ArtifactStore(store.directory).export(stored, ".bin") == path
+    assert len(caught) == 1 and str(path) in str(caught[0].message)
     assert path.read_bytes() == b"built:source-one"
     assert os.stat(path).st_uid == os.geteuid()
 
