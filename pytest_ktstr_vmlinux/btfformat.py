@@ -16,6 +16,7 @@ from typing import BinaryIO
 
 from .elf import elftools_errors
 from .errors import KernelArtifactError
+from .regularfile import stable_read
 
 (INT, PTR, ARRAY, STRUCT, UNION, ENUM, FWD, TYPEDEF, VOLATILE, CONST, RESTRICT, FUNC) = range(1, 13)
 (FUNC_PROTO, VAR, DATASEC, FLOAT, DECL_TAG, TYPE_TAG, ENUM64) = range(13, 20)
@@ -63,17 +64,20 @@ if array("I").itemsize != 4:  # pragma: no cover - every Linux ABI has a 4-byte 
 
 
 def read_btf_bytes(path: str | os.PathLike[str]) -> bytes:
-    """The BTF of ``path``: the whole file if it is raw BTF, its ``.BTF`` section if an ELF."""
+    """The BTF of ``path``: the whole file if it is raw BTF, its ``.BTF`` section if an ELF.
+    A read that fails because the file changed meanwhile is FileChanged; the store re-stats
+    the source after a build that succeeded."""
     try:
-        with open(path, "rb") as f:
+        with stable_read(path, check_at_end=False) as opened:
+            f = opened.file
             head = f.read(4)
             if head[:2] in (b"\x9f\xeb", b"\xeb\x9f"):
-                return head + f.read()
+                return opened.read_exact(0, opened.size)
             if head != b"\x7fELF":
                 raise KernelArtifactError(
                     f"{path}: neither raw BTF (magic 0xEB9F) nor an ELF with a .BTF section"
                 )
-            size = os.fstat(f.fileno()).st_size
+            size = opened.size
             errors = elftools_errors()  # imports pyelftools, only when an ELF is read
             from elftools.elf.elffile import ELFFile
 
@@ -89,8 +93,7 @@ def read_btf_bytes(path: str | os.PathLike[str]) -> bytes:
                 raise KernelArtifactError(f"{path}: not a readable ELF ({e})") from None
             if section.header.sh_type == "SHT_NOBITS" or offset + length > size:
                 raise KernelArtifactError(f"{path}: .BTF section runs past the end of the file")
-            f.seek(offset)
-            return f.read(length)
+            return opened.read_exact(offset, length)
     except OSError as e:
         raise KernelArtifactError(f"{path}: cannot read: {e.strerror or e}") from None
 

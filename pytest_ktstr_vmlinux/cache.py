@@ -19,13 +19,13 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from .errors import KernelArtifactError
+from .regularfile import NotRegularFile, open_regular
 from .signature import (
     RACY_WINDOW_NS,
     StatSignature,
     canonical_key,
     is_racy,
     read_error,
-    require_regular,
     stat_signature,
 )
 
@@ -125,10 +125,8 @@ def read_consistent(
     for _ in range(MAX_READ_ATTEMPTS):
         started_ns = time.time_ns()
         try:
-            with open(key, "rb", buffering=0) as f:
-                st = os.fstat(f.fileno())
-                require_regular(shown, st)
-                before = StatSignature.from_stat(st)
+            with open_regular(key, buffering=0) as f:
+                before = StatSignature.from_stat(os.fstat(f.fileno()))
                 # readall() sizes its buffer from fstat and reads to EOF: one allocation, no
                 # zero-fill, and a file that grew or shrank shows up as a length mismatch.
                 data = f.read()
@@ -137,6 +135,10 @@ def read_consistent(
             now = StatSignature.from_stat(os.stat(key))
         except OSError as e:
             raise read_error(shown, e) from None
+        except NotRegularFile as e:
+            raise KernelArtifactError(
+                f"{shown}: is {e.kind}; point at the vmlinux ELF file itself"
+            ) from None
         if not (len(data) == before.st_size and before == after == now):
             previous = None
             continue

@@ -159,7 +159,7 @@ def _run(argv: Sequence[str] | None, prog: str) -> int:
 
 def kernel_to_json(kernel: Kernel, *, with_config: bool = False) -> dict[str, Any]:
     """The documented JSON keys: arch, release, banner, build_id, compression, vmlinux, paired,
-    probes (and config, the config's source, for ``info``)."""
+    probes, image_probes (and config, the config's source, for ``info``)."""
     info = kernel.image_info
     banner = info.banner if info else None
     if banner is None and kernel.vmlinux is not None:
@@ -175,6 +175,10 @@ def kernel_to_json(kernel: Kernel, *, with_config: bool = False) -> dict[str, An
         "probes": [
             {"path": str(c.path), "layout": c.layout, "refused": c.refused}
             for c in kernel.report.candidates
+        ],
+        "image_probes": [
+            {"path": str(c.path), "layout": c.layout, "refused": c.refused}
+            for c in kernel.report.images
         ],
     }
     if with_config:

@@ -10,6 +10,8 @@ vmlinux's ``.BTF``; else the ``.BTF`` of the ELF inside the image.
 
 from __future__ import annotations
 
+import os
+import stat
 from collections.abc import Callable
 from pathlib import Path
 from typing import TypeVar, cast
@@ -19,6 +21,8 @@ from .errors import KernelArtifactError, VmlinuxNotFoundError
 from .identity import extracted_vmlinux
 from .kconfig import KernelConfig
 from .kernel import Kernel
+from .regularfile import file_type
+from .signature import read_error
 from .spec import SpecKind
 from .storelock import StoreLockTimeout
 from .symbols import KernelSymbols
@@ -59,10 +63,21 @@ def load_btf(kernel: Kernel) -> BTF:
     looked: list[str] = []
     if kernel.spec.kind is SpecKind.RUNNING:
         root = Sysroot(kernel.sysroot)
-        for path in (root.resolve(root.prefix(RUNNING_BTF)), Path(RUNNING_BTF)):
-            if path.is_file():
-                return BTF.from_path(path, kernel.store)
-            looked.append(f"{path}: missing")
+        for shown in dict.fromkeys((root.prefix(RUNNING_BTF), Path(RUNNING_BTF))):
+            # One that is there but no file (a FIFO, a symlink loop) is passed over, and said.
+            try:
+                path = root.resolve(shown)
+                mode = os.stat(path).st_mode
+            except (FileNotFoundError, NotADirectoryError):
+                looked.append(f"{shown}: missing")
+                continue
+            except OSError as e:
+                looked.append(str(read_error(shown, e)))
+                continue
+            if not stat.S_ISREG(mode):
+                looked.append(f"{shown}: is {file_type(mode)}, not a regular file")
+                continue
+            return BTF.from_path(path, kernel.store)
     if kernel.vmlinux is not None:
         try:
             return BTF.from_path(kernel.vmlinux, kernel.store)

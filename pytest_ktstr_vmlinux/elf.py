@@ -16,6 +16,7 @@ from dataclasses import dataclass
 from typing import BinaryIO, Literal
 
 from .errors import KernelArtifactError
+from .regularfile import NotRegularFile, open_regular
 
 ELFMAG = b"\x7fELF"
 EI_CLASS = 4
@@ -131,8 +132,9 @@ def parse_elf_ident(header: bytes) -> ElfIdent:
 
 
 def read_elf_ident(path: str | os.PathLike[str]) -> ElfIdent:
-    """Read the ELF identification of ``path``; OSError and NotElfError propagate."""
-    with open(path, "rb") as f:
+    """Read the ELF identification of ``path``; OSError and NotElfError propagate, and
+    NotRegularFile for anything but a regular file."""
+    with open_regular(path) as f:
         return parse_elf_ident(f.read(EHDR_IDENT_AND_MACHINE))
 
 
@@ -140,7 +142,7 @@ def is_elf(path: str | os.PathLike[str]) -> bool:
     """True when ``path`` is a readable file starting with a valid ELF identification."""
     try:
         read_elf_ident(path)
-    except (OSError, NotElfError):
+    except (OSError, NotElfError, NotRegularFile):
         return False
     return True
 

@@ -18,6 +18,8 @@ from .elf import ElfIdentity, gnu_build_id, read_elf_identity
 from .errors import KernelArtifactError
 from .image import ImageInfo, identify_image, read_payload
 from .memstore import MemoryStore, Store
+from .regularfile import is_symlink_loop, read_regular, stable_read
+from .signature import read_error
 from .store import StoredArtifact
 from .sysroot import Sysroot
 
@@ -31,6 +33,8 @@ IMAGE_PAYLOAD_VERSION = 1
 VMLINUX_IDENTITY_KIND = "vmlinux-identity"
 VMLINUX_IDENTITY_VERSION = 1
 RUNNING_NOTES = "/sys/kernel/notes"
+# The kernel's notes are a few hundred bytes; more is not a notes file.
+MAX_NOTES_BYTES = 1 << 20
 
 PAIRED_BUILD_ID = "build-id"
 PAIRED_BANNER = "banner"
@@ -61,8 +65,12 @@ def vmlinux_identity(vmlinux: str | os.PathLike[str], store: Store | None = None
     """The vmlinux's build-id, banner, arch and whether it has ``.symtab``."""
 
     def compute(path: Path) -> dict[str, Any]:
-        with open(path, "rb") as f:
-            return asdict(read_elf_identity(f, what=str(path)))
+        try:
+            # The store re-stats the source after the build: no check at the end here.
+            with stable_read(path, check_at_end=False) as f:
+                return asdict(read_elf_identity(f.file, what=str(path)))
+        except OSError as e:
+            raise read_error(path, e) from None
 
     data = (store or MemoryStore()).get_or_build_json(
         vmlinux, VMLINUX_IDENTITY_KIND, VMLINUX_IDENTITY_VERSION, compute
@@ -91,13 +99,21 @@ def extracted_vmlinux(image: str | os.PathLike[str], store: Store) -> Path:
 
 def running_expectation(sysroot: Sysroot) -> Expectation | None:
     """The running kernel's build-id from /sys/kernel/notes: the sysroot's copy when it has one,
-    else the host's. None when neither can be read."""
-    candidates = [sysroot.resolve(sysroot.prefix(RUNNING_NOTES))] if sysroot.root else []
-    candidates.append(Path(RUNNING_NOTES))
+    else the host's. None when neither can be read; NotRegularFile (or a KernelArtifactError for
+    a symlink loop) when one is there but is no file to read: a FIFO must not hang the run."""
+    candidates = [Path(RUNNING_NOTES)]
+    if sysroot.root:
+        shown = sysroot.prefix(RUNNING_NOTES)
+        try:
+            candidates.insert(0, sysroot.resolve(shown))
+        except OSError as e:
+            raise read_error(shown, e) from None
     for notes in candidates:
         try:
-            blob = notes.read_bytes()
-        except OSError:
+            blob = read_regular(notes, MAX_NOTES_BYTES)
+        except OSError as e:
+            if is_symlink_loop(e):
+                raise read_error(notes, e) from None
             continue
         build_id = gnu_build_id(blob)
         if build_id:

@@ -8,16 +8,15 @@ exactly which build the image is.
 from __future__ import annotations
 
 import io
-import mmap
 import os
 import re
-import stat
 from dataclasses import dataclass
 
 from .decompress import DEFAULT_MAX_OUTPUT, decompress, detect_compression
 from .elf import find_banner, read_elf_identity, release_from_banner
 from .errors import KernelArtifactError
 from .notes import flat_build_id
+from .regularfile import NotRegularFile, open_regular, stable_read
 
 # x86 boot protocol (Documentation/arch/x86/boot.rst).
 BOOT_FLAG_OFFSET = 0x1FE
@@ -76,8 +75,9 @@ def parse_image_header(data: bytes) -> ImageHeader:
 
 
 def read_image_header(path: str | os.PathLike[str]) -> ImageHeader:
-    """Read and identify the header of the image at ``path``; OSError propagates."""
-    with open(path, "rb") as f:
+    """Read and identify the header of the image at ``path``; OSError propagates, and
+    NotRegularFile for anything but a regular file."""
+    with open_regular(path) as f:
         return parse_image_header(f.read(X86_HEADER_WINDOW))
 
 
@@ -149,36 +149,38 @@ def read_payload(
     """
     what = str(path)
     try:
-        with open(path, "rb") as f:
-            st = os.fstat(f.fileno())
-            if not stat.S_ISREG(st.st_mode):
-                raise KernelArtifactError(f"{what}: not a regular file; not a kernel image")
-            if st.st_size == 0:
+        with stable_read(path) as f:
+            if f.size == 0:
                 raise KernelArtifactError(f"{what}: empty file; not a kernel image")
-            if st.st_size > max_output:
+            if f.size > max_output:
                 raise KernelArtifactError(
-                    f"{what}: {st.st_size} bytes, more than the {max_output}-byte cap; not a"
+                    f"{what}: {f.size} bytes, more than the {max_output}-byte cap; not a"
                     " kernel image"
                 )
-            # Mapped, not read: the compressed payload is decompressed straight from the page
-            # cache, with no copy of the image on the heap.
-            data = memoryview(mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ))
+            # Read, not mapped: a mapping of an image that an install truncates meanwhile
+            # would SIGBUS the reader. An image is megabytes, and bounded by the cap.
+            raw = f.pread(0, f.size)
     except OSError as e:
         raise KernelArtifactError(f"{what}: cannot read: {e.strerror}") from None
-    return _payload(data, what, max_output)
+    except NotRegularFile as e:
+        raise KernelArtifactError(
+            f"{what}: is {e.kind}, not a regular file; not a kernel image"
+        ) from None
+    return _payload(raw, what, max_output)
 
 
-def _payload(data: memoryview, what: str, max_output: int) -> tuple[str, str, bytes]:
-    head = bytes(data[:X86_HEADER_WINDOW])
+def _payload(raw: bytes, what: str, max_output: int) -> tuple[str, str, bytes]:
+    data = memoryview(raw)
+    head = raw[:X86_HEADER_WINDOW]
     if head[:4] == ELF_MAGIC:
-        return "vmlinux", "none", bytes(data)
+        return "vmlinux", "none", raw
     header = parse_image_header(head)
     if header.format == "bzImage":
         return _bzimage_payload(head, data, what, max_output)
     if head[:2] == b"MZ" and head[4:8] == ZBOOT_MAGIC:
         return _zboot_payload(head, data, what, max_output)
     if header.format in ("arm64 Image", "riscv Image"):
-        return header.format, "none", bytes(data)
+        return header.format, "none", raw
     compression = detect_compression(head)
     if compression is not None:
         inner = decompress(data, compression, max_output=max_output, what=f"{what} ({compression})")

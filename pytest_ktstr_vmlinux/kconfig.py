@@ -10,14 +10,14 @@ Tests ask "was this kernel built with BTF?" of whatever they were given: a build
 from __future__ import annotations
 
 import mmap
-import os
 import re
-import stat
 import zlib
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from pathlib import Path
 
 from .errors import KernelArtifactError
+from .regularfile import NotRegularFile, read_regular, stable_read
+from .signature import read_error
 from .sysroot import Sysroot
 
 CONFIG_PREFIX = "CONFIG_"
@@ -176,7 +176,47 @@ def extract_ikconfig(data: bytes | memoryview, *, what: str) -> str | None:
     ``IKCFG_ST`` elsewhere in the binary cannot hide the real copy.
     """
     view = _byte_view(data)
-    find = _finder(view)
+    return _extract(_finder(view), lambda start: _view_chunks(view, start), what)
+
+
+def ikconfig_in_file(path: Path) -> str | None:
+    """extract_ikconfig of the file at ``path``, read a chunk at a time: never mapped, as a
+    rebuild may truncate it meanwhile, and never whole (a vmlinux is 600 MB). FileChanged when
+    the file changed while it was read; other errors name the file, as extract_ikconfig does."""
+    try:
+        with stable_read(path) as f:
+
+            def chunks(start: int) -> Iterator[bytes]:
+                for pos in range(start, f.size, _CHUNK):
+                    chunk = f.pread(pos, _CHUNK)
+                    if not chunk:
+                        return
+                    yield chunk
+
+            def find(needle: bytes, start: int) -> int:
+                overlap = len(needle) - 1
+                for pos in range(start, f.size, _CHUNK):
+                    hit = f.pread(pos, _CHUNK + overlap).find(needle)
+                    if hit >= 0:
+                        return pos + hit
+                return -1
+
+            return _extract(find, chunks, str(path))
+    except OSError as e:
+        raise read_error(path, e) from None
+
+
+def config_from_ikconfig_file(path: Path) -> KernelConfig | None:
+    """The parsed ``CONFIG_IKCONFIG`` copy in the file at ``path`` (see ikconfig_in_file)."""
+    text = ikconfig_in_file(path)
+    return None if text is None else parse_config(text, f"IKCONFIG in {path}")
+
+
+def _extract(
+    find: Callable[[bytes, int], int],
+    chunks: Callable[[int], Iterator[bytes | memoryview]],
+    what: str,
+) -> str | None:
     pos = find(IKCONFIG_START, 0)
     if pos < 0:
         return None
@@ -185,9 +225,9 @@ def extract_ikconfig(data: bytes | memoryview, *, what: str) -> str | None:
         if pos < 0:
             break
         start = pos + len(IKCONFIG_START)
-        if view[start : start + len(GZIP_MAGIC)] == GZIP_MAGIC:
+        if bytes(next(chunks(start), b"")[: len(GZIP_MAGIC)]) == GZIP_MAGIC:
             try:
-                return _gunzip(view[start:], start, what).decode("utf-8", errors="replace")
+                return _gunzip(chunks(start), start, what).decode("utf-8", errors="replace")
             except KernelArtifactError as error:
                 first_error = first_error or error
         elif first_error is None:
@@ -270,7 +310,7 @@ def read_proc_config(path: Path = PROC_CONFIG) -> KernelConfig | None:
     data = _read_bounded(path)  # gzip never grows text: the text's bound holds for its input
     if data is None:
         return None
-    text = _gunzip(memoryview(data), 0, str(path))
+    text = _gunzip(_view_chunks(memoryview(data), 0), 0, str(path))
     return parse_config(text.decode("utf-8", errors="replace"), str(path))
 
 
@@ -281,27 +321,18 @@ def _read_config_file(path: Path) -> KernelConfig | None:
 
 def _read_bounded(path: Path) -> bytes | None:
     """A config file's bytes; None when it does not exist, KernelArtifactError when it cannot
-    be read, is not a regular file or is past MAX_CONFIG_BYTES."""
-    # O_NONBLOCK: a FIFO planted where the config belongs must not hang the session on open.
+    be read, is not a regular file (a FIFO there must not hang the session) or is past
+    MAX_CONFIG_BYTES."""
     try:
-        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)
+        data = read_regular(path, MAX_CONFIG_BYTES)
     except (FileNotFoundError, NotADirectoryError):
         return None
     except OSError as error:
         raise KernelArtifactError(f"{path}: cannot read: {error.strerror or error}") from None
-    try:
-        if not stat.S_ISREG(os.fstat(fd).st_mode):
-            raise KernelArtifactError(f"{path}: is not a regular file; a kernel config must be one")
-        chunks: list[bytes] = []
-        size = 0
-        while size <= MAX_CONFIG_BYTES and (chunk := os.read(fd, MAX_CONFIG_BYTES + 1 - size)):
-            chunks.append(chunk)
-            size += len(chunk)
-    except OSError as error:
-        raise KernelArtifactError(f"{path}: cannot read: {error.strerror or error}") from None
-    finally:
-        os.close(fd)
-    data = b"".join(chunks)
+    except NotRegularFile as error:
+        raise KernelArtifactError(
+            f"{path}: is {error.kind}, not a regular file; a kernel config must be one"
+        ) from None
     if len(data) > MAX_CONFIG_BYTES:
         raise KernelArtifactError(
             f"{path}: larger than {MAX_CONFIG_BYTES >> 20} MiB; not a kernel config"
@@ -317,9 +348,14 @@ def _byte_view(data: bytes | memoryview) -> memoryview:
     return view.cast("B") if view.c_contiguous else memoryview(view.tobytes())
 
 
+def _view_chunks(view: memoryview, start: int) -> Iterator[memoryview]:
+    return (view[pos : pos + _CHUNK] for pos in range(start, len(view), _CHUNK))
+
+
 def _finder(view: memoryview) -> Callable[[bytes, int], int]:
     obj = view.obj
-    # The whole of a bytes/mmap object searches in place: no copy of a 600 MB vmlinux.
+    # The whole of a bytes/mmap object (a store artifact's mapping: never a user's file, which
+    # a rebuild may truncate under it) searches in place, with no copy of a 600 MB payload.
     # A view of part of it would give offsets into the wrong range, so it takes the slow path.
     if isinstance(obj, (bytes, bytearray, mmap.mmap)) and view.nbytes == len(obj):
         return obj.find
@@ -335,14 +371,15 @@ def _finder(view: memoryview) -> Callable[[bytes, int], int]:
     return chunked
 
 
-def _gunzip(stream: memoryview, offset: int, what: str) -> bytes:
-    """Inflate the gzip member at the start of ``stream``, stopping at its end, bounded."""
+def _gunzip(stream: Iterator[bytes | memoryview], offset: int, what: str) -> bytes:
+    """Inflate the gzip member at the start of ``stream`` (its chunks), stopping at its end,
+    bounded."""
     inflater = zlib.decompressobj(wbits=16 + zlib.MAX_WBITS)
     out = bytearray()
-    for pos in range(0, len(stream), _CHUNK):
+    for chunk in stream:
         try:
             # max_length caps the output of hostile input; at least 1, as 0 means unlimited.
-            out += inflater.decompress(stream[pos : pos + _CHUNK], MAX_CONFIG_BYTES + 1 - len(out))
+            out += inflater.decompress(chunk, MAX_CONFIG_BYTES + 1 - len(out))
         except zlib.error as error:
             raise KernelArtifactError(
                 f"{what}: IKCONFIG gzip stream at offset {offset:#x} is corrupt ({error});"

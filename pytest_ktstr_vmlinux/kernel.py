@@ -4,12 +4,11 @@ from __future__ import annotations
 
 import dataclasses
 import functools
-import mmap
 import os
 from dataclasses import dataclass
 from pathlib import Path
 
-from .elf import arch_matches, read_elf_ident
+from .elf import NotElfError, arch_matches, read_elf_ident
 from .errors import KernelArtifactError, KernelSpecError, VmlinuxNotFoundError
 from .identity import (
     PAIRED_BUILD_ID,
@@ -28,6 +27,7 @@ from .kconfig import (
     KernelConfig,
     config_file_candidates,
     config_from_ikconfig,
+    config_from_ikconfig_file,
     find_config,
     read_proc_config,
 )
@@ -45,6 +45,7 @@ from .locate import (
     read_tree_release,
 )
 from .memstore import MemoryStore, Store
+from .regularfile import FileChanged
 from .spec import (
     KernelSpec,
     SpecKind,
@@ -123,12 +124,8 @@ class Kernel:
             if payload is not None:
                 found = config_from_ikconfig(payload, what=f"{self.image} payload")
         if found is None and self.vmlinux is not None:
-            with (
-                open(self.vmlinux, "rb") as f,
-                mmap.mmap(f.fileno(), 0, prot=mmap.PROT_READ) as m,
-                memoryview(m) as view,
-            ):
-                found = config_from_ikconfig(view, what=str(self.vmlinux))
+            # Read, not mapped: a rebuild truncating the vmlinux would SIGBUS a mapping.
+            found = config_from_ikconfig_file(self.vmlinux)
         return found
 
     @property
@@ -185,14 +182,35 @@ def resolve_kernel(
     ``vmlinux`` skips the search; ``sysroot`` prefixes every absolute distro path probed;
     ``store`` caches identities; ``verify`` (default) requires the vmlinux to pair with the image
     (build-id, else banner). Raises KernelSpecError when the spec or ``vmlinux`` names something
-    that cannot be used, or an explicit ``vmlinux`` does not pair; a vmlinux that is merely not
-    found is reported in ``Kernel.report``, not raised.
+    that cannot be used (a file of it that is a FIFO, or changed while it was read, included), or
+    an explicit ``vmlinux`` does not pair; a vmlinux that is merely not found, or a candidate that
+    is a symlink loop, is reported in ``Kernel.report``, not raised.
     """
     if isinstance(spec, str):
         spec = parse_kernel_spec(spec, source=source, base=base)
+    try:
+        return _resolve(spec, vmlinux, sysroot, base, store, verify, allow_extracted)
+    except KernelSpecError:
+        raise
+    except KernelArtifactError as e:
+        # A file of the kernel that is no file to read (a FIFO, a symlink loop) or that changed
+        # while it was read: the kernel named cannot be used as it stands.
+        raise KernelSpecError(f"kernel {spec.raw!r} (from {spec.source.value}): {e}") from None
+
+
+def _resolve(
+    spec: KernelSpec,
+    vmlinux: str | os.PathLike[str] | None,
+    sysroot: str | os.PathLike[str] | None,
+    base: str | os.PathLike[str] | None,
+    store: Store | None,
+    verify: bool,
+    allow_extracted: bool,
+) -> Kernel:
     store = store or MemoryStore()
     root = Sysroot(sysroot)
-    image, tree, release, arch = _identify(spec, root)
+    refused_images: list[Candidate] = []
+    image, tree, release, arch = _identify(spec, root, refused_images)
     info, expect, unverifiable = _expectation(spec, image, root, store) if verify else (None,) * 3
     if vmlinux is not None:
         probe = _explicit_vmlinux(vmlinux, arch=arch, base=base, expect=expect, store=store)
@@ -214,7 +232,7 @@ def resolve_kernel(
             store=store,
             verify=verify,
         )
-    report = probe.report
+    report = dataclasses.replace(probe.report, images=tuple(refused_images))
     if unverifiable and not report.unverifiable and report.paired == UNVERIFIED:
         report = dataclasses.replace(report, unverifiable=unverifiable)
     build_id = expect.build_id if expect else None
@@ -228,7 +246,7 @@ def resolve_kernel(
         )
         probe, kind = Probe(extracted, report), "extracted"
     if probe.path is not None:
-        arch = read_elf_ident(probe.path).arch or arch
+        arch = _chosen_arch(probe.path) or arch
         if build_id is None:
             build_id = _vmlinux_build_id(probe.path, store)
     return Kernel(
@@ -291,6 +309,17 @@ def _expectation(
     return info, Expectation(info.build_id, info.banner, "image"), why
 
 
+def _chosen_arch(vmlinux: Path) -> str | None:
+    """The arch of the vmlinux the probe chose; it was an ELF a moment ago, so anything else
+    now is a rewrite under way (a build), not a bad file."""
+    try:
+        return read_elf_ident(vmlinux).arch
+    except NotElfError as e:
+        raise FileChanged(vmlinux, f"no longer an ELF: {e}") from None
+    except OSError as e:
+        raise FileChanged(vmlinux, e.strerror or str(e)) from None
+
+
 def _vmlinux_build_id(vmlinux: Path, store: Store) -> str | None:
     try:
         return vmlinux_identity(vmlinux, store).build_id
@@ -301,9 +330,10 @@ def _vmlinux_build_id(vmlinux: Path, store: Store) -> str | None:
 
 
 def _identify(
-    spec: KernelSpec, root: Sysroot
+    spec: KernelSpec, root: Sysroot, refused_images: list[Candidate]
 ) -> tuple[Path | None, Path | None, str | None, str | None]:
-    """(image, build tree, release, arch) as far as the spec alone tells."""
+    """(image, build tree, release, arch) as far as the spec alone tells; distro images passed
+    over on the way go to ``refused_images``."""
     if spec.kind is SpecKind.TREE:
         assert spec.path is not None
         found = find_tree_image(spec.path)
@@ -318,11 +348,11 @@ def _identify(
         return None, None, read_tree_release(spec.path.parent), None
     if spec.kind is SpecKind.RUNNING:
         uname = os.uname()
-        distro_image = find_distro_image(uname.release, root)
+        distro_image = find_distro_image(uname.release, root, refused_images)
         arch = image_arch(distro_image) if distro_image else None
         return distro_image, None, uname.release, arch or arch_from_uname(uname.machine)
     assert spec.release is not None
-    distro_image = find_distro_image(spec.release, root)
+    distro_image = find_distro_image(spec.release, root, refused_images)
     return distro_image, None, spec.release, image_arch(distro_image) if distro_image else None
 
 

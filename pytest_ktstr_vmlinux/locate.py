@@ -27,6 +27,8 @@ from .errors import KernelArtifactError
 from .identity import UNVERIFIED, Expectation, image_identity, pair, vmlinux_identity
 from .image import is_release, read_image_header
 from .memstore import Store
+from .regularfile import NotRegularFile, file_type, is_symlink_loop, read_regular
+from .signature import read_error
 from .storelock import StoreLockTimeout
 from .sysroot import Sysroot
 
@@ -66,6 +68,8 @@ BUILD_TREE_IMAGES: tuple[tuple[str, str], ...] = (
 )
 
 KERNEL_RELEASE_FILE = "include/config/kernel.release"
+# A release is one short line; a longer file is not one.
+MAX_RELEASE_FILE_BYTES = 4096
 _IMAGE_NAME_PREFIXES = ("vmlinuz-", "vmlinux-", "Image-", "bzImage-")
 
 
@@ -99,6 +103,8 @@ class ProbeReport:
     paired: str = "unverified"
     # Why pairing could not be checked (an image whose payload cannot be read), if it could not.
     unverifiable: str | None = None
+    # Distro images passed over before the image was found (a symlink loop, a FIFO).
+    images: tuple[Candidate, ...] = ()
 
     def summary(self) -> str:
         """One line: the chosen path, or how many candidates were refused and for what."""
@@ -116,7 +122,7 @@ class ProbeReport:
             f"vmlinux probe for image={self.image or 'none'} release={self.release or 'unknown'}"
             f" arch={self.arch or 'any'}: {self.summary()}"
         )
-        lines = [head, *(c.describe() for c in self.candidates)]
+        lines = [head, *(c.describe() for c in (*self.images, *self.candidates))]
         if self.chosen is not None:
             lines.append(f"  paired   {self.paired}")
         if self.unverifiable:
@@ -164,11 +170,13 @@ def build_tree_arch(image: Path) -> str | None:
 
 
 def read_tree_release(tree: Path) -> str | None:
-    """The release a build tree recorded in ``include/config/kernel.release``, if sane."""
+    """The release a build tree recorded in ``include/config/kernel.release``, if sane;
+    NotRegularFile when something else (a FIFO) is there."""
     try:
-        text = (tree / KERNEL_RELEASE_FILE).read_text(encoding="ascii", errors="replace").strip()
+        raw = read_regular(tree / KERNEL_RELEASE_FILE, MAX_RELEASE_FILE_BYTES)
     except OSError:
         return None
+    text = raw.decode("ascii", errors="replace").strip()
     return text if is_release(text) else None
 
 
@@ -195,11 +203,19 @@ def image_arch(image: Path) -> str | None:
 
 
 def find_tree_image(tree: Path) -> tuple[Path, str] | None:
-    """The first ``arch/<arch>/boot/<image>`` a build tree has, with its arch."""
+    """The first ``arch/<arch>/boot/<image>`` a build tree has, with its arch. Something there
+    that is no file to read (a FIFO, a symlink loop) is a KernelArtifactError naming it."""
     for arch, name in BUILD_TREE_IMAGES:
         candidate = tree / "arch" / arch / "boot" / name
-        if candidate.is_file():
-            return candidate, arch
+        try:
+            mode = os.stat(candidate).st_mode
+        except (FileNotFoundError, NotADirectoryError):
+            continue
+        except OSError as e:
+            raise read_error(candidate, e) from None
+        if not stat.S_ISREG(mode):
+            raise NotRegularFile(candidate, mode)
+        return candidate, arch
     return None
 
 
@@ -221,12 +237,31 @@ def config_beside_image(image: Path, release: str | None) -> list[Path]:
     return list(dict.fromkeys(found))
 
 
-def find_distro_image(release: str, sysroot: Sysroot) -> Path | None:
-    """The first distro image for ``release`` (``/boot/vmlinuz-R``, ...) under the sysroot."""
+def find_distro_image(
+    release: str, sysroot: Sysroot, refused: list[Candidate] | None = None
+) -> Path | None:
+    """The first distro image for ``release`` (``/boot/vmlinuz-R``, ...) under the sysroot.
+
+    One that is there but cannot be an image (a symlink loop, a FIFO, a directory) is passed
+    over, and added to ``refused`` for the probe report; a missing one is the usual case and is
+    not.
+    """
     for template in DISTRO_IMAGE_LAYOUTS:
-        candidate = sysroot.resolve(sysroot.prefix(template.format(R=release)))
-        if candidate.is_file():
-            return candidate
+        shown = sysroot.prefix(template.format(R=release))
+        why = None
+        try:
+            candidate = sysroot.resolve(shown)
+            mode = os.stat(candidate).st_mode
+        except (FileNotFoundError, NotADirectoryError):
+            continue
+        except OSError as e:
+            why = _unusable(e)
+        else:
+            if stat.S_ISREG(mode):
+                return candidate
+            why = f"not a regular file: {file_type(mode)}"
+        if refused is not None:
+            refused.append(Candidate(shown, "distro image", why))
     return None
 
 
@@ -311,7 +346,11 @@ def probe_vmlinux(
     for path, layout in vmlinux_candidates(
         image_path, release=release, tree=tree_path, sysroot=root, build_id=build_id
     ):
-        resolved = root.resolve(path)
+        try:
+            resolved = root.resolve(path)
+        except OSError as e:
+            probed.append(Candidate(path, layout, _unusable(e)))
+            continue
         refused = check_vmlinux_candidate(resolved, arch)
         if refused is None and verify:
             how, refused = _pairing(resolved, expect, store)
@@ -358,25 +397,25 @@ def check_vmlinux_candidate(path: Path, arch: str | None) -> str | None:
     """Why ``path`` cannot be the vmlinux (missing, not regular, unreadable, not ELF, wrong
     machine), or None when it can."""
     try:
-        st = os.stat(path)
+        ident = read_elf_ident(path)
     except FileNotFoundError:
         return "dangling symlink" if os.path.islink(path) else "missing"
     except NotADirectoryError:
         return "missing"
     except OSError as e:
-        return f"unreadable: {e.strerror}"
-    if not stat.S_ISREG(st.st_mode):
-        kind = "a directory" if stat.S_ISDIR(st.st_mode) else "a special file"
-        return f"not a regular file: {kind}"
-    try:
-        ident = read_elf_ident(path)
-    except OSError as e:
-        return f"unreadable: {e.strerror}"
+        return _unusable(e)
+    except NotRegularFile as e:
+        return f"not a regular file: {e.kind}"
     except NotElfError as e:
         return f"not ELF: {e}"
     if arch is not None and (ident.arch is None or not arch_matches(ident.arch, arch)):
         return f"wrong machine: ELF for {ident.machine_name}, the image is {arch}"
     return None
+
+
+def _unusable(error: OSError) -> str:
+    """Why a candidate that could not be opened or resolved is refused."""
+    return "symlink loop" if is_symlink_loop(error) else f"unreadable: {error.strerror or error}"
 
 
 def _image_and_target(image: Path) -> Iterator[Path]:

@@ -8,13 +8,15 @@ its file's last change is "racy" (git's term) and must be re-verified by content
 
 from __future__ import annotations
 
+import errno
 import hashlib
 import os
 import stat
-from collections.abc import Callable
 from dataclasses import dataclass
 
 from .errors import KernelArtifactError
+from .regularfile import file_type as file_type  # re-exported: the store modules use it here
+from .regularfile import open_regular
 
 # Coarse enough for 2-second (FAT) and 1-second (ext3, HFS+) timestamps and for the kernel's
 # jiffy-granular file clock, which can trail time.time_ns().
@@ -69,14 +71,6 @@ def require_regular(shown: str | os.PathLike[str], st: os.stat_result) -> None:
         raise KernelArtifactError(f"{shown}: is {kind}; point at the vmlinux ELF file itself")
 
 
-def file_type(mode: int) -> str:
-    """What a file is, for messages: "a regular file", "a directory", "a FIFO", ..."""
-    for test, name in _FILE_TYPES:
-        if test(mode):
-            return name
-    return "an unknown kind of file"
-
-
 def not_ours_alone(st: os.stat_result, owner: int) -> str | None:
     """Why a file of the store cannot be trusted (another owner, writable by group or others),
     or None when only ``owner`` can have written it."""
@@ -85,17 +79,6 @@ def not_ours_alone(st: os.stat_result, owner: int) -> str | None:
     if st.st_mode & (stat.S_IWGRP | stat.S_IWOTH):
         return f"mode {stat.S_IMODE(st.st_mode):04o}: group or others can write it"
     return None
-
-
-_FILE_TYPES: tuple[tuple[Callable[[int], bool], str], ...] = (
-    (stat.S_ISREG, "a regular file"),
-    (stat.S_ISDIR, "a directory"),
-    (stat.S_ISLNK, "a symlink"),
-    (stat.S_ISFIFO, "a FIFO"),
-    (stat.S_ISSOCK, "a socket"),
-    (stat.S_ISCHR, "a character device"),
-    (stat.S_ISBLK, "a block device"),
-)
 
 
 def read_error(shown: str | os.PathLike[str], error: OSError) -> KernelArtifactError:
@@ -107,6 +90,8 @@ def read_error(shown: str | os.PathLike[str], error: OSError) -> KernelArtifactE
         return KernelArtifactError(
             f"{shown}: permission denied; make it readable (chmod a+r) or run as a user who can"
         )
+    if error.errno == errno.ELOOP:
+        return KernelArtifactError(f"{shown}: symlink loop; fix or remove the link")
     if isinstance(error, IsADirectoryError):
         return KernelArtifactError(f"{shown}: is a directory; point at the vmlinux ELF file")
     return KernelArtifactError(f"{shown}: cannot read: {error.strerror or error}")
@@ -115,7 +100,7 @@ def read_error(shown: str | os.PathLike[str], error: OSError) -> KernelArtifactE
 def sha256_file(path: str | os.PathLike[str]) -> str:
     """The content hash that settles a racy entry."""
     h = hashlib.sha256()
-    with open(path, "rb") as f:
+    with open_regular(path) as f:
         while chunk := f.read(1 << 20):
             h.update(chunk)
     return h.hexdigest()

@@ -23,6 +23,7 @@ from typing import BinaryIO
 
 from .memstore import Store
 from .publish import OutOfSpace, is_full
+from .regularfile import open_regular
 from .signature import StatSignature
 
 SNAPSHOT_KIND = "vmlinux-snapshot"
@@ -45,7 +46,7 @@ def build_snapshot(source: Path, out: BinaryIO) -> None:
     """Write ``source``'s bytes as the payload at ``out``'s position, sharing extents if we can.
     A full filesystem is OutOfSpace, with the source's size as what was needed."""
     out.flush()
-    with open(source, "rb") as src:
+    with open_regular(source) as src:
         size = os.fstat(src.fileno()).st_size
         try:
             dest = out.fileno()

@@ -22,6 +22,7 @@ from pathlib import Path
 from .elf import ElfIdent, NotElfError, read_elf_ident
 from .errors import KernelSpecError
 from .image import is_release
+from .regularfile import NotRegularFile, file_type, is_symlink_loop
 
 RUNNING = "running"
 
@@ -114,6 +115,8 @@ def check_vmlinux_path(
         raise KernelSpecError(f"{origin}: {path} is not an ELF file ({e})") from None
     except OSError as e:
         raise KernelSpecError(f"{origin}: cannot read {path}: {e.strerror}") from None
+    except NotRegularFile as e:  # replaced since it was checked
+        raise KernelSpecError(f"{origin}: {e}") from None
     return Path(os.path.abspath(path)), ident
 
 
@@ -144,6 +147,8 @@ def _classify_path(raw: str, path: Path, source: SpecSource, origin: str) -> Ker
         return KernelSpec(raw, SpecKind.IMAGE, source, path=absolute)
     except OSError as e:
         raise KernelSpecError(f"{origin}: cannot read {path}: {e.strerror}") from None
+    except NotRegularFile as e:  # replaced since it was checked
+        raise KernelSpecError(f"{origin}: {e}") from None
     return KernelSpec(raw, SpecKind.VMLINUX, source, path=absolute)
 
 
@@ -154,6 +159,10 @@ def _require_regular_file(path: Path, origin: str) -> None:
         why = "is a dangling symlink" if os.path.islink(path) else "does not exist"
         raise KernelSpecError(f"{origin}: {path} {why}") from None
     except OSError as e:
+        if is_symlink_loop(e):
+            raise KernelSpecError(
+                f"{origin}: {path} is a symlink loop; fix or remove the link"
+            ) from None
         raise KernelSpecError(f"{origin}: cannot stat {path}: {e.strerror}") from None
     if not stat.S_ISREG(st.st_mode):
-        raise KernelSpecError(f"{origin}: {path} is not a regular file")
+        raise KernelSpecError(f"{origin}: {path} is not a regular file ({file_type(st.st_mode)})")

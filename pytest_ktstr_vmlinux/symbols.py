@@ -24,7 +24,6 @@ import copy
 import difflib
 import io
 import itertools
-import mmap
 import os
 import struct
 import sys
@@ -39,6 +38,7 @@ from . import symsort
 from .elf import elftools_errors
 from .errors import KernelArtifactError
 from .memstore import MemoryStore, Store
+from .regularfile import FileProblem, RegularFile, read_regular, stable_read
 from .signature import read_error
 
 KIND = "symbols"
@@ -149,7 +149,7 @@ class KernelSymbols:
         absence of ``jiffies_64``, data that every kernel defines.
         """
         try:
-            text = Path(path).read_text("utf-8", "surrogateescape")
+            text = read_regular(path).decode("utf-8", "surrogateescape")
         except OSError as e:
             raise read_error(path, e) from None
         out = io.BytesIO()
@@ -335,16 +335,19 @@ def _build(path: Path, out: BinaryIO) -> None:
     """The store's build: read the ELF's table, write the packed artifact."""
     errors = elftools_errors()  # imports pyelftools: only cold builds need it
     try:
-        f = open(path, "rb")  # noqa: SIM115 - closed below; only its own errors are read errors
+        # A failure because the file changed under the read is FileChanged (stable_read); no
+        # check after a success: the store re-stats the source and builds again if it moved.
+        with stable_read(path, check_at_end=False) as f:
+            try:
+                table = _columns(f)
+            except FileProblem:
+                raise
+            except KernelArtifactError as e:
+                raise KernelArtifactError(f"{path}: {e}") from None
+            except errors as e:  # OSError too: pyelftools seeking wild offsets
+                raise KernelArtifactError(f"{path}: damaged ELF or .symtab ({e})") from None
     except OSError as e:
         raise read_error(path, e) from None
-    with f:
-        try:
-            table = _columns(f)
-        except KernelArtifactError as e:
-            raise KernelArtifactError(f"{path}: {e}") from None
-        except errors as e:  # OSError too: pyelftools seeking wild offsets
-            raise KernelArtifactError(f"{path}: damaged ELF or .symtab ({e})") from None
     _pack(table, out, str(path))
 
 
@@ -379,13 +382,13 @@ def _nonzero(column: array[int]) -> int:
     return int.from_bytes(firsts.translate(_NONZERO), "little")
 
 
-def _columns(f: BinaryIO) -> _Table:
+def _columns(f: RegularFile) -> _Table:
     """The .symtab of an open ELF as columns; ValueError (and pyelftools' errors) say what is
     damaged, KernelArtifactError that there is no table at all."""
     from elftools.elf.elffile import ELFFile
 
-    size = os.fstat(f.fileno()).st_size
-    elf = ELFFile(f)
+    size = f.size
+    elf = ELFFile(f.file)
     wide = elf.elfclass == 64
     count, shentsize = elf.num_sections(), elf["e_shentsize"]
     if count and (shentsize != (64 if wide else 40) or elf["e_shoff"] + count * shentsize > size):
@@ -408,8 +411,8 @@ def _columns(f: BinaryIO) -> _Table:
     n = symtab.sh_size // entsize
     if n >= 1 << 32:
         raise ValueError(f"{n} symbols")
-    mapping = mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ)  # unmapped with its last view
-    table = memoryview(mapping)[symtab.sh_offset : symtab.sh_offset + symtab.sh_size]
+    # Read, not mapped: a rebuild truncating the vmlinux under a mapping would SIGBUS us.
+    table = memoryview(f.read_exact(symtab.sh_offset, symtab.sh_size))
     fields = (8, 16, 0, 6) if wide else (4, 8, 0, 14)  # st_value, st_size, st_name, st_shndx
     codes: tuple[_Code, ...] = ("Q", "Q", "I", "H") if wide else ("I", "I", "I", "H")
     swap = elf.little_endian != _LITTLE
@@ -419,7 +422,7 @@ def _columns(f: BinaryIO) -> _Table:
     if not wide:
         values, sizes = array("Q", values), array("Q", sizes)
     info = table[4 if wide else 12 :: entsize].tobytes()
-    strtab = mapping[strings.sh_offset : strings.sh_offset + strings.sh_size]
+    strtab = f.read_exact(strings.sh_offset, strings.sh_size)
     if strtab[-1:] not in (b"", b"\0"):
         raise ValueError("the string table is not NUL-terminated")
     keep = int.from_bytes(info.translate(_KEEP_INFO), "little")

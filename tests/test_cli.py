@@ -51,6 +51,7 @@ def test_locate_json_in_a_sysroot(tmp_path: Path) -> None:
         "vmlinux",
         "paired",
         "probes",
+        "image_probes",
     }
     assert data["vmlinux"] == str(root / f"usr/lib/debug/boot/vmlinux-{R}")
     assert (data["release"], data["arch"], data["compression"]) == (R, "x86_64", "gzip")

@@ -42,6 +42,7 @@ from pytest_ktstr_vmlinux.image import (
     parse_image_header,
     read_image_header,
 )
+from pytest_ktstr_vmlinux.regularfile import NotRegularFile
 from pytest_ktstr_vmlinux.sysroot import MAX_SYMLINK_HOPS, Sysroot
 
 # --------------------------------------------------------------------------------------------
@@ -206,7 +207,7 @@ def test_is_elf_false_for_non_elf(tmp_path: Path) -> None:
 def test_read_elf_ident_propagates_errors(tmp_path: Path) -> None:
     with pytest.raises(FileNotFoundError):
         read_elf_ident(tmp_path / "missing")
-    with pytest.raises(IsADirectoryError):
+    with pytest.raises(NotRegularFile, match="is a directory, not a regular file"):
         read_elf_ident(tmp_path)
     text = tmp_path / "text"
     text.write_text("not an elf at all\n")
@@ -466,7 +467,7 @@ def test_read_image_header_other_formats(tmp_path: Path) -> None:
     assert read_image_header(image).arch == "arm64"
     with pytest.raises(FileNotFoundError):
         read_image_header(tmp_path / "missing")
-    with pytest.raises(IsADirectoryError):
+    with pytest.raises(NotRegularFile, match="is a directory, not a regular file"):
         read_image_header(tmp_path)
 
 
