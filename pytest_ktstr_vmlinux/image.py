@@ -7,7 +7,6 @@ exactly which build the image is.
 
 from __future__ import annotations
 
-import io
 import mmap
 import os
 import re
@@ -207,7 +206,7 @@ def identify_image(
 def identify_payload(what: str, fmt: str, compression: str, payload: bytes) -> ImageInfo:
     header = parse_image_header(payload[:X86_HEADER_WINDOW]) if fmt != "bzImage" else None
     if payload[:4] == ELF_MAGIC:
-        elf = read_elf_identity(io.BytesIO(payload), what=f"{what} payload")
+        elf = read_elf_identity(payload, what=f"{what} payload")  # read in place
         arch, build_id, banner = elf.arch, elf.build_id, elf.banner
         problem = None if build_id else "the payload ELF has no GNU build-id note"
     else:
