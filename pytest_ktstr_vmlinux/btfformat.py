@@ -14,7 +14,7 @@ from array import array
 from pathlib import Path
 from typing import BinaryIO
 
-from .elf import elftools_errors
+from .elftables import SHT_NOBITS, ElfLayoutError, ElfTables
 from .errors import KernelArtifactError
 from .regularfile import stable_read
 
@@ -77,23 +77,19 @@ def read_btf_bytes(path: str | os.PathLike[str]) -> bytes:
                 raise KernelArtifactError(
                     f"{path}: neither raw BTF (magic 0xEB9F) nor an ELF with a .BTF section"
                 )
-            size = opened.size
-            errors = elftools_errors()  # imports pyelftools, only when an ELF is read
-            from elftools.elf.elffile import ELFFile
-
             try:
-                section = ELFFile(f).get_section_by_name(".BTF")
-                if section is None:
-                    raise KernelArtifactError(
-                        f"{path}: ELF without a .BTF section; the kernel was built without"
-                        " CONFIG_DEBUG_INFO_BTF=y (needs pahole), or it was stripped"
-                    )
-                offset, length = section.header.sh_offset, section.header.sh_size
-            except errors as e:
+                elf = ElfTables(f)
+                section = next((s for s in elf.sections() if elf.is_named(s, b".BTF")), None)
+            except ElfLayoutError as e:
                 raise KernelArtifactError(f"{path}: not a readable ELF ({e})") from None
-            if section.header.sh_type == "SHT_NOBITS" or offset + length > size:
+            if section is None:
+                raise KernelArtifactError(
+                    f"{path}: ELF without a .BTF section; the kernel was built without"
+                    " CONFIG_DEBUG_INFO_BTF=y (needs pahole), or it was stripped"
+                )
+            if section.sh_type == SHT_NOBITS or section.sh_offset + section.sh_size > elf.size:
                 raise KernelArtifactError(f"{path}: .BTF section runs past the end of the file")
-            return opened.read_exact(offset, length)
+            return opened.read_exact(section.sh_offset, section.sh_size)
     except OSError as e:
         raise KernelArtifactError(f"{path}: cannot read: {e.strerror or e}") from None
 

@@ -1,10 +1,17 @@
 """Bounded decompressors for Linux kernel payloads (bzImage payloads, Image.gz, EFI zboot).
 
 Every decoder stops at the end of the first stream, because kernel payloads carry trailing bytes
-(an appended u32 size, padding); never produces more than ``max_output`` bytes, so a bomb costs
-at most the cap; and lets only DecompressError subclasses escape, whose message names the input,
-the format, what went wrong and what to do. The input may be a memoryview of a mapped image:
-decoders read it in slices and do not copy it whole.
+(an appended u32 size, padding); never produces more than ``max_output`` bytes; and lets only
+DecompressError subclasses escape, whose message names the input, the format, what went wrong and
+what to do. The input may be a memoryview of a mapped image: decoders read it in slices and do not
+copy it whole.
+
+Memory stays within the cap plus a constant, for a bomb and for an output of exactly the cap: the
+output grows in one bytearray (which is what is returned: turning it into bytes would copy it),
+and no library call is asked for more than _OUT_CHUNK, because each call builds its output in
+blocks and then copies them into one bytes object. The constant is the decoder's own window,
+which the format bounds: xz/lzma dictionaries up to _LZMA_DICT_MAX, a zstd window up to 128 MiB
+(libzstd's default limit), an lz4 block twice (decoded, then copied), a few MiB for the rest.
 """
 
 from __future__ import annotations
@@ -16,6 +23,7 @@ import sys
 import zlib
 from typing import Protocol, cast
 
+from . import lzop
 from .errors import KernelArtifactError
 
 DEFAULT_MAX_OUTPUT = 1 << 30
@@ -28,27 +36,22 @@ _MAGICS = {
     "xz": b"\xfd7zXZ\x00",
     "lz4": b"\x02\x21\x4c\x18",
     "zstd": b"\x28\xb5\x2f\xfd",
-    "lzo": b"\x89LZO\x00\r\n\x1a\n",
+    "lzo": lzop.MAGIC,
 }
 # Library decoders get the input in slices this big: when the output cap stops a call early,
 # the library copies the unconsumed rest of its input, so that rest must stay small.
 _IN_CHUNK = 1 << 20
-# liblzma allocates the dictionary the header asks for; kernels use 32-64 MiB, a forged header
-# may ask for 4 GiB.
-_LZMA_MEMLIMIT = 512 << 20
+# The most output asked of one library call, which holds it twice (blocks, then one bytes).
+_OUT_CHUNK = 1 << 20
+# liblzma allocates the dictionary the header asks for, and fills it as it decodes: it costs as
+# much as the output up to its size. The kernel's xz_wrap.sh asks for 128 MiB (32 MiB in older
+# kernels), `lzma -9` for 64 MiB; a forged header may ask for 4 GiB. The decoder's own state is
+# under 1 MiB on top of the dictionary.
+_LZMA_DICT_MAX = 128 << 20
+_LZMA_MEMLIMIT = _LZMA_DICT_MAX + (1 << 20)
 # `lz4 -l` (legacy frame) cuts its input into 8 MiB blocks; LZ4_compressBound bounds their size.
 _LZ4_BLOCK = 8 << 20
 _LZ4_BOUND = _LZ4_BLOCK + _LZ4_BLOCK // 255 + 16
-# lzop flags (lzop conf.h) and its largest block.
-_F_ADLER32_D = 0x1
-_F_ADLER32_C = 0x2
-_F_H_EXTRA_FIELD = 0x40
-_F_CRC32_D = 0x100
-_F_CRC32_C = 0x200
-_F_H_FILTER = 0x800
-_F_H_CRC32 = 0x1000
-_LZO_METHODS = (1, 2, 3)  # LZO1X_1, LZO1X_1_15, LZO1X_999: all decoded by lzo1x_decompress
-_LZO_BLOCK_MAX = 64 << 20
 
 
 class DecompressError(KernelArtifactError):
@@ -86,14 +89,6 @@ class _Lz4Block(Protocol):
     def decompress(self, source: memoryview, uncompressed_size: int = -1) -> bytes: ...
 
 
-class _Lzo(Protocol):
-    """The part of python-lzo (untyped) used here."""
-
-    error: type[Exception]
-
-    def decompress(self, data: bytes, header: bool, buflen: int, /) -> bytes: ...
-
-
 class _Streaming(Protocol):
     """What the lzma, bz2 and zstd decompressor objects share."""
 
@@ -121,7 +116,7 @@ def decompress(
     *,
     max_output: int = DEFAULT_MAX_OUTPUT,
     what: str = "payload",
-) -> bytes:
+) -> bytearray:
     """Decode the first ``compression`` stream of ``data``; ``what`` names the input in errors."""
     if compression not in COMPRESSIONS:
         raise DecompressError(
@@ -164,26 +159,27 @@ class _Job:
         self.what = what
         self.fmt = fmt
         self.cap = cap
-        self.size = 0
-        self.chunks: list[bytes] = []
+        self.out = bytearray()
+
+    @property
+    def size(self) -> int:
+        return len(self.out)
 
     def room(self) -> int:
         """How much the next call may produce: one byte past the cap tells "at" from "over"."""
-        return self.cap - self.size + 1
+        return min(self.cap - len(self.out) + 1, _OUT_CHUNK)
 
     def reserve(self, n: int) -> None:
         """Refuse before decoding a block whose declared size would pass the cap."""
-        if self.size + n > self.cap:
+        if len(self.out) + n > self.cap:
             raise self.too_large()
 
     def add(self, chunk: bytes) -> None:
         self.reserve(len(chunk))
-        self.size += len(chunk)
-        self.chunks.append(chunk)
+        self.out += chunk  # realloc: past glibc's mmap threshold (<= 32 MiB) a remap, no copy
 
-    def result(self) -> bytes:
-        out = b"".join(self.chunks)
-        self.chunks = []
+    def result(self) -> bytearray:
+        out, self.out = self.out, bytearray()
         return out
 
     def check_magic(self, view: memoryview) -> None:
@@ -219,7 +215,7 @@ class _Job:
         )
 
 
-def _gzip(job: _Job, view: memoryview) -> bytes:
+def _gzip(job: _Job, view: memoryview) -> bytearray:
     # wbits=31: gzip header and trailer only; unused_data (the trailing size, padding) is ignored.
     d = zlib.decompressobj(wbits=31)
     pos = 0
@@ -241,7 +237,7 @@ def _gzip(job: _Job, view: memoryview) -> bytes:
 
 def _stream(
     job: _Job, view: memoryview, d: _Streaming, errors: tuple[type[Exception], ...]
-) -> bytes:
+) -> bytearray:
     """Drive a decompressor object to the end of its first stream, never past the cap."""
     pos = 0
     try:
@@ -257,7 +253,13 @@ def _stream(
                 raise job.corrupt(f"within its first {pos} bytes", "decoder made no progress")
             job.add(out)
     except errors as exc:
-        raise job.corrupt(f"within its first {pos} bytes", str(exc) or type(exc).__name__) from None
+        detail = str(exc) or type(exc).__name__
+        if detail == "Memory usage limit exceeded":  # liblzma's LZMA_MEMLIMIT_ERROR
+            detail = (
+                f"its dictionary needs more than {_LZMA_MEMLIMIT} bytes; kernels are compressed"
+                f" with at most {_LZMA_DICT_MAX >> 20} MiB"
+            )
+        raise job.corrupt(f"within its first {pos} bytes", detail) from None
     return job.result()
 
 
@@ -286,7 +288,7 @@ def _import(job: _Job, module: str, fix: str) -> object:
         ) from None
 
 
-def _lz4(job: _Job, view: memoryview) -> bytes:
+def _lz4(job: _Job, view: memoryview) -> bytearray:
     """The legacy frame of `lz4 -l`: magic, then {u32 LE size, raw block}... with no end mark."""
     block = cast(_Lz4Block, _import(job, "lz4.block", "pip install 'lz4>=4.3'"))
     magic = int.from_bytes(_MAGICS["lz4"], "little")
@@ -316,90 +318,6 @@ def _lz4(job: _Job, view: memoryview) -> bytes:
         pos += 4 + size
 
 
-class _Reader:
-    """Big-endian fields of the lzop container; running out of input is truncation."""
-
-    def __init__(self, job: _Job, view: memoryview, pos: int) -> None:
-        self.job = job
-        self.view = view
-        self.pos = pos
-
-    def take(self, n: int) -> memoryview:
-        if self.pos + n > len(self.view):
-            raise self.job.truncated(len(self.view))
-        self.pos += n
-        return self.view[self.pos - n : self.pos]
-
-    def u8(self) -> int:
-        return self.take(1)[0]
-
-    def u16(self) -> int:
-        return int.from_bytes(self.take(2), "big")
-
-    def u32(self) -> int:
-        return int.from_bytes(self.take(4), "big")
-
-
-def _lzo(job: _Job, view: memoryview) -> bytes:
-    """The lzop container the kernel's `lzop -9` writes (layout as lzop's p_header/x_decompress)."""
+def _lzo(job: _Job, view: memoryview) -> bytearray:
     fix = "pip install 'pytest-ktstr-vmlinux[lzo]' (python-lzo builds against liblzo2-dev)"
-    lzo = cast(_Lzo, _import(job, "lzo", fix))
-    r = _Reader(job, view, len(_MAGICS["lzo"]))
-    version = r.u16()
-    r.u16()  # LZO library version
-    if version >= 0x0940:
-        r.u16()  # version needed to extract
-    method = r.u8()
-    if version >= 0x0940:
-        r.u8()  # level
-    flags = r.u32()
-    if flags & _F_H_FILTER and (f := r.u32()):
-        raise job.corrupt("in its header", f"lzop filter {f}: kernel payloads use none")
-    r.u32()  # mode
-    r.u32()  # mtime
-    if version >= 0x0940:
-        r.u32()  # mtime, high half
-    r.take(r.u8())  # original file name
-    covered = r.view[len(_MAGICS["lzo"]) : r.pos]
-    expected = zlib.crc32(covered) if flags & _F_H_CRC32 else zlib.adler32(covered)
-    if r.u32() != expected:
-        raise job.corrupt("in its header", "header checksum mismatch")
-    if flags & _F_H_EXTRA_FIELD:
-        r.take(r.u32())
-        r.u32()  # its checksum
-    if method not in _LZO_METHODS:
-        raise job.corrupt("in its header", f"method {method} is not LZO1X")
-    while True:
-        at = r.pos
-        dst_len = r.u32()
-        if dst_len == 0:  # end of stream; anything after it is not ours
-            return job.result()
-        src_len = r.u32()
-        if dst_len > _LZO_BLOCK_MAX or not 0 < src_len <= dst_len:
-            raise job.corrupt(f"at byte {at}", f"block sizes {src_len} -> {dst_len}")
-        d_sums = [r.u32() if flags & f else None for f in (_F_ADLER32_D, _F_CRC32_D)]
-        stored = src_len == dst_len  # stored blocks carry no checksum of their compressed form
-        c_sums = [None if stored or not flags & f else r.u32() for f in (_F_ADLER32_C, _F_CRC32_C)]
-        job.reserve(dst_len)
-        data = bytes(r.take(src_len))  # python-lzo takes bytes only; one block, <= 64 MiB
-        if not _sums_match(data, c_sums):
-            raise job.corrupt(f"in the block at byte {at}", "checksum of compressed data")
-        if stored:
-            out = data
-        else:
-            try:
-                out = lzo.decompress(data, False, dst_len)
-            except (lzo.error, ValueError) as exc:
-                raise job.corrupt(f"in the block at byte {at}", str(exc)) from None
-            if len(out) != dst_len:
-                raise job.corrupt(f"in the block at byte {at}", f"{len(out)} bytes, not {dst_len}")
-        if not _sums_match(out, d_sums):
-            raise job.corrupt(f"in the block at byte {at}", "checksum of decompressed data")
-        job.add(out)
-
-
-def _sums_match(data: bytes, sums: list[int | None]) -> bool:
-    adler, crc = sums
-    return (adler is None or zlib.adler32(data) == adler) and (
-        crc is None or zlib.crc32(data) == crc
-    )
+    return lzop.decode(job, view, cast(lzop.Lzo, _import(job, "lzo", fix)))

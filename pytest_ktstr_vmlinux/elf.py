@@ -1,22 +1,26 @@
 """ELF facts about kernels: the identification the locator checks, and the identity pairing uses.
 
 ``e_ident`` and ``e_machine`` are read by hand: probing a dozen candidates must not parse section
-tables of 600 MB files. Build-ids and banners come from sections found with pyelftools; notes are
-walked by hand because the same walk serves /sys/kernel/notes, which is no ELF. A flat Image's
-build-id is found by notes.py, which tells the kernel's note from those of the ELF files inside it.
+tables of 600 MB files. Build-ids and banners come from sections found by elftables.py, which
+checks every header count against the file before it reads a table; notes are walked by hand
+because the same walk serves /sys/kernel/notes, which is no ELF. A flat Image's build-id is found
+by notes.py, which tells the kernel's note from those of the ELF files inside it.
 """
 
 from __future__ import annotations
 
+import itertools
 import os
 import re
-import struct
 from collections.abc import Iterator
 from dataclasses import dataclass
-from typing import BinaryIO, Literal
+from typing import TYPE_CHECKING, BinaryIO, Literal
 
 from .errors import KernelArtifactError
 from .regularfile import NotRegularFile, open_regular
+
+if TYPE_CHECKING:
+    from .elftables import ElfTables
 
 ELFMAG = b"\x7fELF"
 EI_CLASS = 4
@@ -150,8 +154,14 @@ def is_elf(path: str | os.PathLike[str]) -> bool:
 # --- identity: GNU build-id and linux_banner -----------------------------------------------------
 
 NT_GNU_BUILD_ID = 3
+PT_NOTE = 4
 BANNER_PREFIX = b"Linux version "
 _BANNER_MAX = 512
+# The prefix, a digit, then the rest of the line up to NUL, newline or the end of the data, all
+# within _BANNER_MAX bytes. The lookahead lets the next search start right after the prefix.
+_BANNER = re.compile(
+    rb"(?=(%s\d[^\n\x00]{0,%d})(?:[\n\x00]|\Z))" % (BANNER_PREFIX, _BANNER_MAX - 15)
+)
 _BUILD_NUMBER = re.compile(r"\) #\d")
 
 
@@ -167,7 +177,9 @@ class ElfIdentity:
     has_symtab: bool
 
 
-def parse_notes(blob: bytes, byteorder: Literal["little", "big"] = "little") -> Iterator[Note]:
+def parse_notes(
+    blob: bytes | memoryview, byteorder: Literal["little", "big"] = "little"
+) -> Iterator[Note]:
     """Walk an ELF notes blob (SHT_NOTE/PT_NOTE contents, /sys/kernel/notes); stop at damage."""
     offset = 0
     while offset + 12 <= len(blob):
@@ -191,7 +203,9 @@ class Note:
     n_desc: bytes
 
 
-def gnu_build_id(blob: bytes, byteorder: Literal["little", "big"] = "little") -> str | None:
+def gnu_build_id(
+    blob: bytes | memoryview, byteorder: Literal["little", "big"] = "little"
+) -> str | None:
     """The NT_GNU_BUILD_ID of a notes blob, as hex."""
     for note in parse_notes(blob, byteorder):
         if note.n_name == b"GNU" and note.n_type == NT_GNU_BUILD_ID and note.n_desc:
@@ -199,23 +213,17 @@ def gnu_build_id(blob: bytes, byteorder: Literal["little", "big"] = "little") ->
     return None
 
 
-def find_banner(data: bytes | memoryview) -> str | None:
+def find_banner(data: bytes | bytearray | memoryview) -> str | None:
     """The ``linux_banner`` string ("Linux version 6.1.0-... #1 SMP ...") in ``data``.
 
     Since 6.1 a kernel carries two: a weak placeholder ("... # SMP") in init/version.o and the
     real one, with the build number, from init/version-timestamp.o. The real one is preferred.
+    The search runs in place (a regex scans any buffer): a payload is never copied for it.
     """
-    raw = data if isinstance(data, bytes) else bytes(data)
-    found: list[str] = []
-    at = raw.find(BANNER_PREFIX)
-    while at >= 0 and len(found) < 8:
-        after = at + len(BANNER_PREFIX)
-        if raw[after : after + 1].isdigit():
-            ends = [i for i in (raw.find(b"\n", after), raw.find(b"\x00", after)) if i >= 0]
-            end = min(ends, default=len(raw))
-            if end - at <= _BANNER_MAX:
-                found.append(raw[at:end].decode("ascii", errors="replace"))
-        at = raw.find(BANNER_PREFIX, after)
+    found = [
+        m.group(1).decode("ascii", errors="replace")
+        for m in itertools.islice(_BANNER.finditer(data), 8)
+    ]
     numbered = [b for b in found if _BUILD_NUMBER.search(b)]
     best = numbered or found
     return best[0] if best else None
@@ -228,75 +236,48 @@ def release_from_banner(banner: str | None) -> str | None:
     return token or None
 
 
-# What parsing a damaged ELF can raise besides pyelftools' own ELFError: wild offsets reach seek
-# and read (OSError, OverflowError, MemoryError), and its structs fail in many ways.
-PARSE_ERRORS: tuple[type[Exception], ...] = (OSError, struct.error, ValueError, LookupError)
-PARSE_ERRORS += (TypeError, ArithmeticError, MemoryError, RecursionError, AttributeError)
-
-
-def elftools_errors() -> tuple[type[Exception], ...]:
-    """Everything reading a damaged ELF with pyelftools may raise, to turn into one clear error.
-
-    pyelftools is imported here, when an ELF is first read: it costs ~20 ms to import, which a
-    suite that never reads one should not pay at startup.
-    """
-    from elftools.common.exceptions import ELFError
-
-    return (ELFError, *PARSE_ERRORS)
-
-
-def read_elf_identity(stream: BinaryIO, *, what: str) -> ElfIdentity:
+def read_elf_identity(
+    source: BinaryIO | bytes | bytearray | memoryview, *, what: str
+) -> ElfIdentity:
     """Build-id (from SHT_NOTE sections, else PT_NOTE segments), banner (from ``.rodata``, else
-    the whole file), arch and ``.symtab`` presence of a kernel ELF.
+    the whole file), arch and ``.symtab`` presence of a kernel ELF: an open file, or in memory.
 
-    Raises KernelArtifactError naming ``what`` for anything pyelftools cannot read.
+    Raises KernelArtifactError naming ``what`` for a header that points outside the file.
     """
+    from .elftables import ElfLayoutError, ElfTables  # elftables builds on this module
+
     try:
-        return _read_elf_identity(stream)
-    except elftools_errors() as e:
+        return _read_elf_identity(ElfTables(source))
+    except (ElfLayoutError, OSError) as e:
         raise KernelArtifactError(f"{what}: not a readable ELF ({e})") from None
 
 
-def _read_elf_identity(stream: BinaryIO) -> ElfIdentity:
-    from elftools.elf.elffile import ELFFile
+def _read_elf_identity(elf: ElfTables) -> ElfIdentity:
+    from .elftables import SHT_NOTE, SHT_SYMTAB
 
-    size = stream.seek(0, os.SEEK_END)
-    stream.seek(0)
-    elf = ELFFile(stream)
     byteorder: Literal["little", "big"] = "little" if elf.little_endian else "big"
-    ident = parse_elf_ident(_header_bytes(stream))
     build_id = None
     has_symtab = False
     rodata = None
-    for section in elf.iter_sections():
-        header = section.header
-        # A damaged header must not make pyelftools seek or allocate past the file.
-        if header.sh_type != "SHT_NOBITS" and header.sh_offset + header.sh_size > size:
-            raise ValueError(f"section {section.name!r} runs past the end of the file")
-        if section.header.sh_type == "SHT_NOTE" and build_id is None:
-            build_id = gnu_build_id(section.data(), byteorder)
-        elif section.header.sh_type == "SHT_SYMTAB":
+    for section in elf.sections():
+        elf.check_section(section)  # no section may point past the file, used or not
+        if section.sh_type == SHT_NOTE and build_id is None:
+            build_id = gnu_build_id(elf.section_data(section), byteorder)
+        elif section.sh_type == SHT_SYMTAB:
             has_symtab = True
-        elif section.name == ".rodata":
+        elif elf.is_named(section, b".rodata"):
             rodata = section
     if build_id is None:
-        for segment in elf.iter_segments():
-            if segment.header.p_offset + segment.header.p_filesz > size:
-                raise ValueError("a segment runs past the end of the file")
-            if segment.header.p_type == "PT_NOTE":
-                build_id = gnu_build_id(segment.data(), byteorder)
+        for segment in elf.segments():
+            elf.check_segment(segment)
+            if segment.p_type == PT_NOTE:
+                build_id = gnu_build_id(elf.segment_data(segment), byteorder)
                 if build_id:
                     break
-    banner = find_banner(rodata.data()) if rodata is not None else None
+    banner = find_banner(elf.section_data(rodata)) if rodata is not None else None
     if banner is None and rodata is None:
-        stream.seek(0)
-        banner = find_banner(stream.read())
-    return ElfIdentity(build_id, banner, release_from_banner(banner), ident.arch, has_symtab)
-
-
-def _header_bytes(stream: BinaryIO) -> bytes:
-    stream.seek(0)
-    return stream.read(EHDR_IDENT_AND_MACHINE)
+        banner = find_banner(elf.contents())
+    return ElfIdentity(build_id, banner, release_from_banner(banner), elf.ident.arch, has_symtab)
 
 
 def _align4(n: int) -> int:

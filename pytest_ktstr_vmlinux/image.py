@@ -7,7 +7,6 @@ exactly which build the image is.
 
 from __future__ import annotations
 
-import io
 import os
 import re
 from dataclasses import dataclass
@@ -60,7 +59,7 @@ def is_release(text: str) -> bool:
     return _RELEASE_RE.fullmatch(text) is not None
 
 
-def parse_image_header(data: bytes) -> ImageHeader:
+def parse_image_header(data: bytes | bytearray) -> ImageHeader:
     """Identify an image from its first bytes (at least X86_HEADER_WINDOW for a full x86 answer)."""
     if _at(data, BOOT_FLAG_OFFSET, BOOT_FLAG) and _at(data, HDRS_OFFSET, HDRS_MAGIC):
         return _parse_bzimage(data)
@@ -81,11 +80,11 @@ def read_image_header(path: str | os.PathLike[str]) -> ImageHeader:
         return parse_image_header(f.read(X86_HEADER_WINDOW))
 
 
-def _at(data: bytes, offset: int, magic: bytes) -> bool:
+def _at(data: bytes | bytearray, offset: int, magic: bytes) -> bool:
     return data[offset : offset + len(magic)] == magic
 
 
-def _parse_bzimage(data: bytes) -> ImageHeader:
+def _parse_bzimage(data: bytes | bytearray) -> ImageHeader:
     protocol = _u16(data, VERSION_OFFSET)
     # xloadflags (protocol 2.12+) says whether the kernel is 64-bit; older ones leave it open.
     arch = "x86"
@@ -105,7 +104,7 @@ def _parse_bzimage(data: bytes) -> ImageHeader:
     return ImageHeader(format="bzImage", arch=arch, release=release, version=version)
 
 
-def _u16(data: bytes, offset: int) -> int:
+def _u16(data: bytes | bytearray, offset: int) -> int:
     return int.from_bytes(data[offset : offset + 2], "little")
 
 
@@ -141,7 +140,7 @@ class ImageInfo:
 
 def read_payload(
     path: str | os.PathLike[str], *, max_output: int = DEFAULT_MAX_OUTPUT
-) -> tuple[str, str, bytes]:
+) -> tuple[str, str, bytes | bytearray]:
     """(format, compression, decompressed payload) of a kernel image or (compressed) vmlinux.
 
     The payload is an ELF for bzImage, EFI zboot of an ELF and compressed vmlinux files, and the
@@ -169,7 +168,7 @@ def read_payload(
     return _payload(raw, what, max_output)
 
 
-def _payload(raw: bytes, what: str, max_output: int) -> tuple[str, str, bytes]:
+def _payload(raw: bytes, what: str, max_output: int) -> tuple[str, str, bytes | bytearray]:
     data = memoryview(raw)
     head = raw[:X86_HEADER_WINDOW]
     if head[:4] == ELF_MAGIC:
@@ -206,10 +205,12 @@ def identify_image(
     return identify_payload(str(path), fmt, compression, payload)
 
 
-def identify_payload(what: str, fmt: str, compression: str, payload: bytes) -> ImageInfo:
+def identify_payload(
+    what: str, fmt: str, compression: str, payload: bytes | bytearray
+) -> ImageInfo:
     header = parse_image_header(payload[:X86_HEADER_WINDOW]) if fmt != "bzImage" else None
     if payload[:4] == ELF_MAGIC:
-        elf = read_elf_identity(io.BytesIO(payload), what=f"{what} payload")
+        elf = read_elf_identity(payload, what=f"{what} payload")  # read in place
         arch, build_id, banner = elf.arch, elf.build_id, elf.banner
         problem = None if build_id else "the payload ELF has no GNU build-id note"
     else:
@@ -230,7 +231,7 @@ def identify_payload(what: str, fmt: str, compression: str, payload: bytes) -> I
 
 def _bzimage_payload(
     head: bytes, data: memoryview, what: str, max_output: int
-) -> tuple[str, str, bytes]:
+) -> tuple[str, str, bytes | bytearray]:
     if len(head) < PAYLOAD_LENGTH_OFFSET + 4:
         raise KernelArtifactError(f"{what}: bzImage header truncated at {len(head)} bytes")
     protocol = _u16(head, VERSION_OFFSET)
@@ -262,7 +263,7 @@ def _bzimage_payload(
 
 def _zboot_payload(
     head: bytes, data: memoryview, what: str, max_output: int
-) -> tuple[str, str, bytes]:
+) -> tuple[str, str, bytes | bytearray]:
     if len(head) < ZBOOT_NAME_OFFSET + 32:
         raise KernelArtifactError(f"{what}: EFI zboot header truncated")
     offset = int.from_bytes(head[8:12], "little")

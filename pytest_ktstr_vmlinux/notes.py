@@ -83,14 +83,14 @@ class ScanLimitError(ValueError):
     above): the scan stops rather than let hostile input set its cost."""
 
 
-def scan_gnu_build_id(data: bytes | memoryview) -> str | None:
+def scan_gnu_build_id(data: bytes | bytearray | memoryview) -> str | None:
     """The kernel's GNU build-id in a flat image: the one note in no embedded ELF, else None."""
     return flat_build_id(data).build_id
 
 
-def flat_build_id(data: bytes | memoryview) -> FlatBuildId:
+def flat_build_id(data: bytes | bytearray | memoryview) -> FlatBuildId:
     """Every GNU build-id note in ``data``, which embedded ELF holds each, and the kernel's."""
-    raw = data if isinstance(data, bytes) else bytes(data)
+    raw = data if isinstance(data, (bytes, bytearray)) else bytes(data)  # searched in place
     try:
         spans = embedded_elf_spans(raw)
         found = _build_id_notes(raw)
@@ -120,7 +120,7 @@ def flat_build_id(data: bytes | memoryview) -> FlatBuildId:
     )
 
 
-def embedded_elf_spans(data: bytes) -> list[tuple[int, int]]:
+def embedded_elf_spans(data: bytes | bytearray) -> list[tuple[int, int]]:
     """[start, end) of every plausible ELF file embedded in ``data`` after its first byte.
 
     The data itself is what is being identified, so an ELF header at offset 0 is not embedded.
@@ -141,7 +141,7 @@ def embedded_elf_spans(data: bytes) -> list[tuple[int, int]]:
     return spans
 
 
-def _elf_span_end(data: bytes, at: int, budget: list[int]) -> int | None:
+def _elf_span_end(data: bytes | bytearray, at: int, budget: list[int]) -> int | None:
     """Where the ELF whose header starts at ``at`` ends, or None if the header is not plausible."""
     ident = data[at : at + EI_NIDENT]
     if len(ident) < EI_NIDENT or ident[EI_CLASS] not in _CLASS or ident[EI_VERSION] != EV_CURRENT:
@@ -202,7 +202,7 @@ def _elf_span_end(data: bytes, at: int, budget: list[int]) -> int | None:
     return at + end if end <= available else None
 
 
-def _build_id_notes(data: bytes) -> list[tuple[int, str]]:
+def _build_id_notes(data: bytes | bytearray) -> list[tuple[int, str]]:
     """(offset, hex) of every well-formed GNU build-id note in ``data``, in offset order."""
     found: list[tuple[int, str]] = []
     byteorder: Literal["little", "big"]

@@ -1,8 +1,9 @@
 """Kernel symbols: a vmlinux's whole ``.symtab`` (or /proc/kallsyms), packed once, looked up fast.
 
-pyelftools reads the ELF and section headers; the table is unpacked in bulk, a column at a time,
-from strided views of a mapping of the file (``iter_symbols`` would take ~2 s for a distro
-vmlinux). The result is one store artifact, laid out to be used in place::
+elftables.py reads the ELF and section headers, checked against the file; the table is unpacked
+in bulk, a column at a time, from strided views of a mapping of the file (pyelftools'
+``iter_symbols`` would take ~2 s for a distro vmlinux). The result is one store artifact, laid
+out to be used in place::
 
     header   magic, flags, per-CPU section index, counts (struct _HEADER, little-endian)
     u64[n]   st_value     u64[n]  st_size
@@ -35,7 +36,7 @@ from pathlib import Path
 from typing import BinaryIO, Literal
 
 from . import symsort
-from .elf import elftools_errors
+from .elftables import SHN_LORESERVE, SHT_STRTAB, SHT_SYMTAB, ElfTables
 from .errors import KernelArtifactError
 from .memstore import MemoryStore, Store
 from .regularfile import FileProblem, RegularFile, read_regular, stable_read
@@ -333,7 +334,6 @@ def _cast(part: memoryview, code: _Code) -> Sequence[int]:
 
 def _build(path: Path, out: BinaryIO) -> None:
     """The store's build: read the ELF's table, write the packed artifact."""
-    errors = elftools_errors()  # imports pyelftools: only cold builds need it
     try:
         # A failure because the file changed under the read is FileChanged (stable_read); no
         # check after a success: the store re-stats the source and builds again if it moved.
@@ -344,7 +344,7 @@ def _build(path: Path, out: BinaryIO) -> None:
                 raise
             except KernelArtifactError as e:
                 raise KernelArtifactError(f"{path}: {e}") from None
-            except errors as e:  # OSError too: pyelftools seeking wild offsets
+            except (ValueError, OSError) as e:  # ElfLayoutError is a ValueError
                 raise KernelArtifactError(f"{path}: damaged ELF or .symtab ({e})") from None
     except OSError as e:
         raise read_error(path, e) from None
@@ -383,31 +383,31 @@ def _nonzero(column: array[int]) -> int:
 
 
 def _columns(f: RegularFile) -> _Table:
-    """The .symtab of an open ELF as columns; ValueError (and pyelftools' errors) say what is
-    damaged, KernelArtifactError that there is no table at all."""
-    from elftools.elf.elffile import ELFFile
-
-    size = f.size
-    elf = ELFFile(f.file)
-    wide = elf.elfclass == 64
-    count, shentsize = elf.num_sections(), elf["e_shentsize"]
-    if count and (shentsize != (64 if wide else 40) or elf["e_shoff"] + count * shentsize > size):
-        raise ValueError(f"{count} section headers of {shentsize} bytes do not fit the file")
-    # Headers and names only: pyelftools' Section objects would follow links that may be damaged.
-    headers = [elf._get_section_header(i) for i in range(count)]
-    names = [elf._get_section_name(h) for h in headers]
-    symtab = next((h for h in headers if h.sh_type == "SHT_SYMTAB"), None)
+    """The .symtab of an open ELF as columns; ValueError says what is damaged (ElfLayoutError:
+    a header field), KernelArtifactError that there is no table at all."""
+    elf = ElfTables(f.file)
+    wide = elf.wide
+    # One pass over the headers, keeping what the artifact needs: symbols name sections below
+    # SHN_LORESERVE only (indexes from there on are SHN_ABS and the like), so only those names.
+    names, symtab = [], None
+    for section in elf.sections():
+        if section.number < SHN_LORESERVE:
+            names.append(elf.name(section))
+        if section.sh_type == SHT_SYMTAB and symtab is None:
+            symtab = section
     if symtab is None:
         raise KernelArtifactError(f"has no .symtab; {NO_SYMTAB_HELP}")
     entsize = 24 if wide else 16
     if symtab.sh_entsize != entsize or symtab.sh_size % entsize:
-        raise ValueError(f"entry size {symtab.sh_entsize}, size {symtab.sh_size}, not {entsize}")
-    if not 0 < symtab.sh_link < count or headers[symtab.sh_link].sh_type != "SHT_STRTAB":
-        raise ValueError(f"sh_link {symtab.sh_link} is no string table")
-    strings = headers[symtab.sh_link]
+        raise ValueError(
+            f".symtab sh_entsize {symtab.sh_entsize}, sh_size {symtab.sh_size}: not whole"
+            f" {entsize}-byte entries"
+        )
+    if not 0 < symtab.sh_link < elf.shnum or elf.section(symtab.sh_link).sh_type != SHT_STRTAB:
+        raise ValueError(f".symtab sh_link {symtab.sh_link} is no string table")
+    strings = elf.section(symtab.sh_link)
     for h in (symtab, strings):
-        if h.sh_offset + h.sh_size > size:
-            raise ValueError(f"a table ({h.sh_offset:#x} + {h.sh_size:#x}) runs past EOF {size}")
+        elf.check_section(h)
     n = symtab.sh_size // entsize
     if n >= 1 << 32:
         raise ValueError(f"{n} symbols")
@@ -428,7 +428,7 @@ def _columns(f: RegularFile) -> _Table:
     keep = int.from_bytes(info.translate(_KEEP_INFO), "little")
     keep &= _nonzero(shndx) & _nonzero(name_off)  # defined and named
     percpu = names.index(PERCPU_SECTION) if PERCPU_SECTION in names else NO_SECTION
-    zero_based = percpu != NO_SECTION and headers[percpu].sh_addr == 0
+    zero_based = percpu != NO_SECTION and elf.section(percpu).sh_addr == 0
     return _Table(
         values, sizes, name_off, shndx, info, strtab, keep.to_bytes(n, "little"), names,
         percpu=percpu, flags=ZERO_BASED_PERCPU if zero_based else 0,

@@ -387,7 +387,7 @@ LZOP_VARIANTS: dict[str, dict[str, Any]] = {
     "extra-field": {"extra": b"some extra header field"},
     "pre-0940": {"version": 0x0930},
     "stored": {"compress": False},
-    "big-blocks": {"block_size": 4 << 20},
+    "small-blocks": {"block_size": 64 << 10},
 }
 
 
@@ -419,6 +419,17 @@ def test_lzop_default_level_from_the_tool() -> None:
     _lzo()
     data = _run_cli(["lzop", "-c"], PAYLOAD)
     assert decompress(data + bytes(16), "lzo") == PAYLOAD
+
+
+def test_lzop_blocks_bigger_than_the_kernel_decodes_are_refused() -> None:
+    """The kernel's unlzo refuses blocks over 256 KiB (LZO_BLOCK_SIZE), and so does the decoder:
+    a bigger block would cost that much memory twice (compressed, then decoded)."""
+    _lzo()
+    data = PAYLOAD[: 1 << 20]
+    assert decompress(lzop(data, block_size=256 << 10), "lzo") == data
+    with pytest.raises(CorruptStream, match=r"a block of 262145 bytes; .* 262144 at most") as info:
+        decompress(lzop(data, block_size=(256 << 10) + 1), "lzo", what=WHAT)
+    assert str(info.value).startswith(WHAT)
 
 
 def test_lzop_filters_are_refused() -> None:
@@ -588,16 +599,17 @@ def test_bombs_stop_at_the_cap(fmt: str) -> None:
 
 def test_lzo_block_declaring_more_than_the_cap_is_refused_before_decoding() -> None:
     _lzo()
-    container = lzop(bytes(BOMB), block_size=BOMB)
+    block = 256 << 10
+    container = lzop(bytes(block), block_size=block)
     tracemalloc.start()
     try:
         with pytest.raises(OutputTooLarge) as info:
-            decompress(container, "lzo", max_output=CAP)
+            decompress(container, "lzo", max_output=block // 2)
         _, peak = tracemalloc.get_traced_memory()
     finally:
         tracemalloc.stop()
     assert info.value.produced == 0
-    assert peak < 2 * CAP
+    assert peak < block // 2
 
 
 def test_default_cap() -> None:

@@ -180,7 +180,7 @@ def tiny(tinyconfig_tree: Path) -> Tiny:
         tinyconfig_tree,
         image,
         image.read_bytes(),
-        payload,
+        bytes(payload),
         readelf_build_id(tinyconfig_tree / "vmlinux"),
         banner,
     )

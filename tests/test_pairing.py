@@ -220,7 +220,7 @@ def _repacked_with_lzo(image: Path) -> bytes:
     data = image.read_bytes()
     start = (data[0x1F1] + 1) * 512
     offset, length = struct.unpack_from("<II", data, 0x248)
-    packed = lzop(read_payload(image)[2])
+    packed = lzop(bytes(read_payload(image)[2]))
     head = bytearray(data[: start + offset])
     struct.pack_into("<I", head, 0x24C, len(packed))
     return bytes(head) + packed + data[start + offset + length :]
