@@ -1,4 +1,4 @@
-"""The optional C argsorts of pytest_ktstr_vmlinux/symsort.py; all metadata is in pyproject.toml.
+"""The optional C argsorts of pytest_ktstr_vmlinux/formats/symsort.py; metadata: pyproject.toml.
 
 ``optional=True``: without a C compiler the install still succeeds and symsort.py sorts in
 Python (the same artifact, a slower cold build).
@@ -9,8 +9,8 @@ from setuptools import Extension, setup
 setup(
     ext_modules=[
         Extension(
-            "pytest_ktstr_vmlinux._symsort",
-            ["pytest_ktstr_vmlinux/_symsort.c"],
+            "pytest_ktstr_vmlinux.formats._symsort",
+            ["pytest_ktstr_vmlinux/formats/_symsort.c"],
             optional=True,
         )
     ]

@@ -34,9 +34,9 @@ from pathlib import Path
 
 from kernels import DEBIAN_SYSROOT, MISSING, debian_release, vmlinux_of
 
-from pytest_ktstr_vmlinux.btf import BTF
-from pytest_ktstr_vmlinux.memstore import MemoryStore
-from pytest_ktstr_vmlinux.store import ArtifactStore
+from pytest_ktstr_vmlinux.formats.btf.queries import BTF
+from pytest_ktstr_vmlinux.store.disk import ArtifactStore
+from pytest_ktstr_vmlinux.store.memory import MemoryStore
 
 CALLS = 1000
 

@@ -3,7 +3,7 @@
 On Debian's amd64 cloud bzImage (an LZ4 legacy payload), in one run:
 
 - bare: the compressed payload sliced from the file by hand and decoded with
-  ``pytest_ktstr_vmlinux.decompress.decompress(blob, "lz4")`` (the baseline: the least any
+  ``pytest_ktstr_vmlinux.formats.decompress.decompress(blob, "lz4")`` (the baseline: the least any
   identification must do);
 - cold: ``resolve_kernel(image, sysroot=..., store=...)`` with a new ArtifactStore in an empty
   directory: decompress and identify the image, find and identify the -dbg vmlinux, pair them;
@@ -30,10 +30,10 @@ from pathlib import Path
 
 from kernels import DEBIAN_SYSROOT, MISSING, debian_release, vmlinux_of
 
-from pytest_ktstr_vmlinux.decompress import decompress, detect_compression
-from pytest_ktstr_vmlinux.identity import PAIRED_BUILD_ID
-from pytest_ktstr_vmlinux.kernel import Kernel, resolve_kernel
-from pytest_ktstr_vmlinux.store import ArtifactStore
+from pytest_ktstr_vmlinux.formats.decompress import decompress, detect_compression
+from pytest_ktstr_vmlinux.kernel.identity import PAIRED_BUILD_ID
+from pytest_ktstr_vmlinux.kernel.resolve import Kernel, resolve_kernel
+from pytest_ktstr_vmlinux.store.disk import ArtifactStore
 
 COLD_GOAL = 1.2  # cold / bare, medians
 WARM_GOAL_MS = 5.0

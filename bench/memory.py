@@ -64,7 +64,7 @@ def measured(fn):
 
 DECODE = """
 import importlib
-from pytest_ktstr_vmlinux.decompress import OutputTooLarge, decompress
+from pytest_ktstr_vmlinux.formats.decompress import OutputTooLarge, decompress
 fmt, path, cap = sys.argv[1], sys.argv[2], int(sys.argv[3])
 for module in ("lz4.block", "backports.zstd", "lzo"):
     try:
@@ -86,7 +86,7 @@ print(json.dumps({"length": length, "growth": growth, "seconds": seconds}))
 """
 
 PAYLOAD = """
-from pytest_ktstr_vmlinux.image import read_payload
+from pytest_ktstr_vmlinux.formats.image import read_payload
 import lz4.block, backports.zstd
 path = sys.argv[1]
 payload, growth, seconds = measured(lambda: read_payload(path)[2])
@@ -94,10 +94,10 @@ print(json.dumps({"length": len(payload), "growth": growth, "seconds": seconds})
 """
 
 ELF = """
-from pytest_ktstr_vmlinux.btfformat import read_btf_bytes
-from pytest_ktstr_vmlinux.elf import read_elf_identity
+from pytest_ktstr_vmlinux.formats.btf.format import read_btf_bytes
+from pytest_ktstr_vmlinux.formats.elf import read_elf_identity
 from pytest_ktstr_vmlinux.errors import KernelArtifactError
-from pytest_ktstr_vmlinux.symbols import KernelSymbols
+from pytest_ktstr_vmlinux.formats.symbols import KernelSymbols
 path, reader = sys.argv[1], sys.argv[2]
 
 

@@ -49,9 +49,9 @@ def child(
     store_dir: Path, vmlinux: Path, image: Path, repeats: int, cold: bool
 ) -> dict[str, float]:
     """In a fresh interpreter of one variant: time each operation ``repeats`` times (ms)."""
-    from pytest_ktstr_vmlinux import identity
-    from pytest_ktstr_vmlinux.snapshot import SNAPSHOT_KIND, SNAPSHOT_VERSION, build_snapshot
-    from pytest_ktstr_vmlinux.store import ArtifactStore
+    from pytest_ktstr_vmlinux.kernel import identity
+    from pytest_ktstr_vmlinux.store.disk import ArtifactStore
+    from pytest_ktstr_vmlinux.store.snapshot import SNAPSHOT_KIND, SNAPSHOT_VERSION, build_snapshot
 
     def timed(run: object) -> float:
         assert callable(run)

@@ -43,10 +43,10 @@ from unittest import mock
 
 from kernels import debian_vmlinux
 
-from pytest_ktstr_vmlinux import symsort
-from pytest_ktstr_vmlinux.memstore import MemoryStore
-from pytest_ktstr_vmlinux.store import ArtifactStore
-from pytest_ktstr_vmlinux.symbols import KIND, VERSION, KernelSymbols
+from pytest_ktstr_vmlinux.formats import symsort
+from pytest_ktstr_vmlinux.formats.symbols import KIND, VERSION, KernelSymbols
+from pytest_ktstr_vmlinux.store.disk import ArtifactStore
+from pytest_ktstr_vmlinux.store.memory import MemoryStore
 
 LOOKUPS = 100_000
 PYELFTOOLS_GOAL = 20.0  # pyelftools / cold, at least
@@ -55,8 +55,8 @@ WARM_GOAL_MS = 20.0
 CHILD = """
 import json, sys, time
 t0 = time.perf_counter()
-from pytest_ktstr_vmlinux.store import ArtifactStore
-from pytest_ktstr_vmlinux.symbols import KernelSymbols
+from pytest_ktstr_vmlinux.store.disk import ArtifactStore
+from pytest_ktstr_vmlinux.formats.symbols import KernelSymbols
 t1 = time.perf_counter()
 store = ArtifactStore(sys.argv[1])
 ksyms = KernelSymbols.from_vmlinux(sys.argv[2], store)

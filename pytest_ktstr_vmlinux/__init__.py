@@ -12,34 +12,34 @@ import importlib
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
-    from .cache import VmlinuxBytesCache, cached_vmlinux_bytes, load_vmlinux_bytes
     from .errors import KernelArtifactError, KernelSpecError
-    from .kernel import Kernel, resolve_kernel
-    from .locate import Candidate, Probe, ProbeReport, find_vmlinux, probe_vmlinux
-    from .markers import ktstr_test
-    from .signature import StatSignature
-    from .spec import KernelSpec, SpecKind, SpecSource, parse_kernel_spec
+    from .kernel.locate import Candidate, Probe, ProbeReport, find_vmlinux, probe_vmlinux
+    from .kernel.resolve import Kernel, resolve_kernel
+    from .kernel.spec import KernelSpec, SpecKind, SpecSource, parse_kernel_spec
+    from .plugin.markers import ktstr_test
+    from .store.bytescache import VmlinuxBytesCache, cached_vmlinux_bytes, load_vmlinux_bytes
+    from .store.signature import StatSignature
 
 # Public name -> the module that defines it; __all__ lists the same names (a test checks).
 _EXPORTS = {
-    "Candidate": "locate",
-    "Kernel": "kernel",
+    "Candidate": "kernel.locate",
+    "Kernel": "kernel.resolve",
     "KernelArtifactError": "errors",
-    "KernelSpec": "spec",
+    "KernelSpec": "kernel.spec",
     "KernelSpecError": "errors",
-    "Probe": "locate",
-    "ProbeReport": "locate",
-    "SpecKind": "spec",
-    "SpecSource": "spec",
-    "StatSignature": "signature",
-    "VmlinuxBytesCache": "cache",
-    "cached_vmlinux_bytes": "cache",
-    "find_vmlinux": "locate",
-    "ktstr_test": "markers",
-    "load_vmlinux_bytes": "cache",
-    "parse_kernel_spec": "spec",
-    "probe_vmlinux": "locate",
-    "resolve_kernel": "kernel",
+    "Probe": "kernel.locate",
+    "ProbeReport": "kernel.locate",
+    "SpecKind": "kernel.spec",
+    "SpecSource": "kernel.spec",
+    "StatSignature": "store.signature",
+    "VmlinuxBytesCache": "store.bytescache",
+    "cached_vmlinux_bytes": "store.bytescache",
+    "find_vmlinux": "kernel.locate",
+    "ktstr_test": "plugin.markers",
+    "load_vmlinux_bytes": "store.bytescache",
+    "parse_kernel_spec": "kernel.spec",
+    "probe_vmlinux": "kernel.locate",
+    "resolve_kernel": "kernel.resolve",
 }
 
 __all__ = [

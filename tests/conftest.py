@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from pytest_ktstr_vmlinux.cache import default_cache
+from pytest_ktstr_vmlinux.store.bytescache import default_cache
 
 KERNELS_DIR = Path(
     os.environ.get("KTSTR_TEST_KERNELS")

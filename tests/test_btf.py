@@ -21,11 +21,11 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from pytest_ktstr_vmlinux import btfformat
-from pytest_ktstr_vmlinux.btf import BTF, BitfieldError, BTFKeyError
 from pytest_ktstr_vmlinux.errors import KernelArtifactError
-from pytest_ktstr_vmlinux.memstore import MemoryStore
-from pytest_ktstr_vmlinux.store import ArtifactStore
+from pytest_ktstr_vmlinux.formats.btf import format as btfformat
+from pytest_ktstr_vmlinux.formats.btf.queries import BTF, BitfieldError, BTFKeyError
+from pytest_ktstr_vmlinux.store.disk import ArtifactStore
+from pytest_ktstr_vmlinux.store.memory import MemoryStore
 from tests.conftest import REQUIRE_REAL_KERNELS, DebianKernel
 
 # BTF kinds (Documentation/bpf/btf.rst), spelled out here rather than imported.
@@ -508,8 +508,8 @@ def test_a_fresh_process_builds_nothing(tmp_path: Path, blob_file: Path) -> None
     expected = answers(BTF.from_path(blob_file, store))
     script = (
         "import json, sys\n"
-        "from pytest_ktstr_vmlinux.btf import BTF\n"
-        "from pytest_ktstr_vmlinux.store import ArtifactStore\n"
+        "from pytest_ktstr_vmlinux.formats.btf.queries import BTF\n"
+        "from pytest_ktstr_vmlinux.store.disk import ArtifactStore\n"
         "from tests.test_btf import answers\n"
         "store = ArtifactStore(sys.argv[1])\n"
         "got = answers(BTF.from_path(sys.argv[2], store))\n"

@@ -11,12 +11,12 @@ from pathlib import Path
 import pytest
 
 from pytest_ktstr_vmlinux import KernelArtifactError, cached_vmlinux_bytes, load_vmlinux_bytes
-from pytest_ktstr_vmlinux.cache import (
+from pytest_ktstr_vmlinux.store.bytescache import (
     MAX_READ_ATTEMPTS,
     VmlinuxBytesCache,
     default_cache,
 )
-from pytest_ktstr_vmlinux.signature import StatSignature
+from pytest_ktstr_vmlinux.store.signature import StatSignature
 from tests.fakes import run_without_dac_override
 
 LONG_AGO_NS = 86_400 * 1_000_000_000
@@ -191,7 +191,7 @@ def test_eacces_is_not_cached(tmp_path: Path) -> None:
     code = (
         "import sys, os\n"
         "from pytest_ktstr_vmlinux import cached_vmlinux_bytes, KernelArtifactError\n"
-        "from pytest_ktstr_vmlinux.cache import default_cache, load_vmlinux_bytes\n"
+        "from pytest_ktstr_vmlinux.store.bytescache import default_cache, load_vmlinux_bytes\n"
         "p = sys.argv[1]\n"
         "assert cached_vmlinux_bytes(p) is None and len(default_cache()) == 0\n"
         "try:\n"

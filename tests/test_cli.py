@@ -15,11 +15,11 @@ from pathlib import Path
 import pytest
 from hypothesis import given, settings
 
-from pytest_ktstr_vmlinux.btf import parse_member_path
-from pytest_ktstr_vmlinux.cli import main
-from pytest_ktstr_vmlinux.query import check_query_arguments, parse_address
-from pytest_ktstr_vmlinux.snapshot import snapshot
-from pytest_ktstr_vmlinux.store import ArtifactStore
+from pytest_ktstr_vmlinux.cli.main import main
+from pytest_ktstr_vmlinux.cli.query import check_query_arguments, parse_address
+from pytest_ktstr_vmlinux.formats.btf.queries import parse_member_path
+from pytest_ktstr_vmlinux.store.disk import ArtifactStore
+from pytest_ktstr_vmlinux.store.snapshot import snapshot
 from tests.conftest import DebianKernel
 from tests.fakes import banner_for, build_id_for, make_build_tree, make_sysroot, write_vmlinux
 from tests.fuzz import argv_text

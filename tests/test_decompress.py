@@ -31,7 +31,8 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from pytest_ktstr_vmlinux.decompress import (
+from pytest_ktstr_vmlinux.errors import KernelArtifactError
+from pytest_ktstr_vmlinux.formats.decompress import (
     COMPRESSIONS,
     DEFAULT_MAX_OUTPUT,
     CorruptStream,
@@ -42,7 +43,6 @@ from pytest_ktstr_vmlinux.decompress import (
     decompress,
     detect_compression,
 )
-from pytest_ktstr_vmlinux.errors import KernelArtifactError
 from tests.fakes import LZ4_BLOCK, LZ4_MAGIC, lz4_legacy
 from tests.fuzz import mutations
 
@@ -636,7 +636,7 @@ def test_missing_decoder_names_the_package(fmt: str, module: str, fix: str, tmp_
         f"""
         import sys
         sys.modules[{module!r}] = None
-        from pytest_ktstr_vmlinux.decompress import MissingDecompressor, decompress
+        from pytest_ktstr_vmlinux.formats.decompress import MissingDecompressor, decompress
         try:
             decompress(open({str(path)!r}, "rb").read(), {fmt!r}, what="the image")
         except MissingDecompressor as exc:

@@ -30,7 +30,7 @@ from typing import Protocol
 import lz4.block  # type: ignore[import-untyped]
 import pytest
 
-from pytest_ktstr_vmlinux.decompress import COMPRESSIONS, CorruptStream, decompress
+from pytest_ktstr_vmlinux.formats.decompress import COMPRESSIONS, CorruptStream, decompress
 from tests.fakes import LZ4_BLOCK, LZ4_MAGIC
 from tests.rss import MIB, run_measured
 from tests.test_decompress import WHAT, lzop
@@ -92,7 +92,7 @@ def bombs(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
 
 CHILD = """
 import importlib, sys
-from pytest_ktstr_vmlinux.decompress import OutputTooLarge, decompress
+from pytest_ktstr_vmlinux.formats.decompress import OutputTooLarge, decompress
 fmt, path, cap = sys.argv[1], sys.argv[2], int(sys.argv[3])
 for module in ("lz4.block", "backports.zstd", "lzo"):  # imported before the measure starts
     try:

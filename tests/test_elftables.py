@@ -16,11 +16,11 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from pytest_ktstr_vmlinux.btfformat import read_btf_bytes
-from pytest_ktstr_vmlinux.elf import read_elf_identity
-from pytest_ktstr_vmlinux.elftables import ElfLayoutError, ElfTables
 from pytest_ktstr_vmlinux.errors import KernelArtifactError
-from pytest_ktstr_vmlinux.symbols import KernelSymbols
+from pytest_ktstr_vmlinux.formats.btf.format import read_btf_bytes
+from pytest_ktstr_vmlinux.formats.elf import read_elf_identity
+from pytest_ktstr_vmlinux.formats.elftables import ElfLayoutError, ElfTables
+from pytest_ktstr_vmlinux.formats.symbols import KernelSymbols
 from tests.fakes import banner_for, build_id_for, kernel_elf
 from tests.fuzz import mutations
 from tests.rss import MIB, run_measured
@@ -159,10 +159,10 @@ def test_a_section_past_the_end_is_named() -> None:
 
 CHILD = """
 import sys
-from pytest_ktstr_vmlinux.btfformat import read_btf_bytes
-from pytest_ktstr_vmlinux.elf import read_elf_identity
+from pytest_ktstr_vmlinux.formats.btf.format import read_btf_bytes
+from pytest_ktstr_vmlinux.formats.elf import read_elf_identity
 from pytest_ktstr_vmlinux.errors import KernelArtifactError
-from pytest_ktstr_vmlinux.symbols import KernelSymbols
+from pytest_ktstr_vmlinux.formats.symbols import KernelSymbols
 
 path, reader = sys.argv[1], sys.argv[2]
 

@@ -21,9 +21,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from pytest_ktstr_vmlinux.errors import KernelArtifactError
-from pytest_ktstr_vmlinux.image import identify_image
-from pytest_ktstr_vmlinux.kernel import resolve_kernel
-from pytest_ktstr_vmlinux.notes import (
+from pytest_ktstr_vmlinux.formats.image import identify_image
+from pytest_ktstr_vmlinux.formats.notes import (
     MAX_ELF_MAGICS,
     MAX_NOTES,
     FlatBuildId,
@@ -31,6 +30,7 @@ from pytest_ktstr_vmlinux.notes import (
     flat_build_id,
     scan_gnu_build_id,
 )
+from pytest_ktstr_vmlinux.kernel.resolve import resolve_kernel
 from tests.conftest import DebianKernel
 from tests.fuzz import mutations
 

@@ -18,7 +18,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from pytest_ktstr_vmlinux.elf import (
+from pytest_ktstr_vmlinux.formats.elf import (
     EHDR_IDENT_AND_MACHINE,
     ELFCLASS32,
     ELFCLASS64,
@@ -35,15 +35,15 @@ from pytest_ktstr_vmlinux.elf import (
     parse_elf_ident,
     read_elf_ident,
 )
-from pytest_ktstr_vmlinux.image import (
+from pytest_ktstr_vmlinux.formats.image import (
     X86_HEADER_WINDOW,
     ImageHeader,
     is_release,
     parse_image_header,
     read_image_header,
 )
+from pytest_ktstr_vmlinux.kernel.sysroot import MAX_SYMLINK_HOPS, Sysroot
 from pytest_ktstr_vmlinux.regularfile import NotRegularFile
-from pytest_ktstr_vmlinux.sysroot import MAX_SYMLINK_HOPS, Sysroot
 
 # --------------------------------------------------------------------------------------------
 # ELF identification

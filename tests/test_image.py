@@ -26,18 +26,18 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from pytest_ktstr_vmlinux.decompress import DecompressError, OutputTooLarge
-from pytest_ktstr_vmlinux.elf import read_elf_identity
 from pytest_ktstr_vmlinux.errors import KernelArtifactError
-from pytest_ktstr_vmlinux.identity import (
+from pytest_ktstr_vmlinux.formats.decompress import DecompressError, OutputTooLarge
+from pytest_ktstr_vmlinux.formats.elf import read_elf_identity
+from pytest_ktstr_vmlinux.formats.image import ImageInfo, identify_image, read_payload
+from pytest_ktstr_vmlinux.kernel.identity import (
     PAIRED_BUILD_ID,
     Expectation,
     image_identity,
     pair,
     vmlinux_identity,
 )
-from pytest_ktstr_vmlinux.image import ImageInfo, identify_image, read_payload
-from pytest_ktstr_vmlinux.memstore import MemoryStore
+from pytest_ktstr_vmlinux.store.memory import MemoryStore
 from tests.conftest import REQUIRE_REAL_KERNELS, DebianKernel
 from tests.fakes import (
     LZ4_MAGIC,

@@ -13,9 +13,9 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from pytest_ktstr_vmlinux import kconfig
 from pytest_ktstr_vmlinux.errors import KernelArtifactError
-from pytest_ktstr_vmlinux.kconfig import (
+from pytest_ktstr_vmlinux.formats import kconfig
+from pytest_ktstr_vmlinux.formats.kconfig import (
     IKCONFIG_END,
     IKCONFIG_START,
     KernelConfig,
@@ -24,7 +24,7 @@ from pytest_ktstr_vmlinux.kconfig import (
     find_config,
     parse_config,
 )
-from pytest_ktstr_vmlinux.sysroot import Sysroot
+from pytest_ktstr_vmlinux.kernel.sysroot import Sysroot
 from tests.conftest import DebianKernel
 
 R = "6.1.0-99-cloud-amd64"

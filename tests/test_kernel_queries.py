@@ -10,8 +10,8 @@ from pathlib import Path
 import pytest
 from hypothesis import HealthCheck, example, given, settings
 
-from pytest_ktstr_vmlinux.btf import BTF, BitfieldError
-from pytest_ktstr_vmlinux.memstore import MemoryStore
+from pytest_ktstr_vmlinux.formats.btf.queries import BTF, BitfieldError
+from pytest_ktstr_vmlinux.store.memory import MemoryStore
 from tests.conftest import DebianKernel
 from tests.fakes import make_build_tree
 from tests.fuzz import argv_text

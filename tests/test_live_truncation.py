@@ -50,11 +50,11 @@ open(done, "w").close()
 READER = r"""
 import collections, contextlib, io, json, os, sys
 from pathlib import Path
-from pytest_ktstr_vmlinux import cli
+from pytest_ktstr_vmlinux.cli import main as cli
 from pytest_ktstr_vmlinux.errors import KernelArtifactError
-from pytest_ktstr_vmlinux.image import identify_image
-from pytest_ktstr_vmlinux.kernel import resolve_kernel
-from pytest_ktstr_vmlinux.symbols import KernelSymbols
+from pytest_ktstr_vmlinux.formats.image import identify_image
+from pytest_ktstr_vmlinux.kernel.resolve import resolve_kernel
+from pytest_ktstr_vmlinux.formats.symbols import KernelSymbols
 
 what, path, done, least = sys.argv[1], sys.argv[2], Path(sys.argv[3]), int(sys.argv[4])
 

@@ -8,12 +8,12 @@ from pathlib import Path
 import pytest
 
 from pytest_ktstr_vmlinux import find_vmlinux, probe_vmlinux
-from pytest_ktstr_vmlinux.locate import (
+from pytest_ktstr_vmlinux.kernel.locate import (
     DISTRO_VMLINUX_LAYOUTS,
     release_from_image_path,
     vmlinux_candidates,
 )
-from pytest_ktstr_vmlinux.sysroot import Sysroot
+from pytest_ktstr_vmlinux.kernel.sysroot import Sysroot
 from tests.fakes import (
     EM_AARCH64,
     make_sysroot,

@@ -19,8 +19,8 @@ from pytest_ktstr_vmlinux import (
     ProbeReport,
     resolve_kernel,
 )
-from pytest_ktstr_vmlinux.image import read_payload
-from pytest_ktstr_vmlinux.spec import SpecSource
+from pytest_ktstr_vmlinux.formats.image import read_payload
+from pytest_ktstr_vmlinux.kernel.spec import SpecSource
 from tests.conftest import DebianKernel
 from tests.fakes import (
     banner_for,
@@ -323,7 +323,7 @@ def test_an_unreadable_image_stops_the_run_and_the_cli(
     assert reason in errors[0]
     assert "PAIRED" not in result.stdout.str() and "Traceback" not in result.stderr.str()
 
-    script = block + "from pytest_ktstr_vmlinux.cli import main\nraise SystemExit(main())\n"
+    script = block + "from pytest_ktstr_vmlinux.cli.main import main\nraise SystemExit(main())\n"
     for verb in ("locate", "info"):
         cli = subprocess.run(
             [sys.executable, "-c", script, verb, f.release, f"--kernel-sysroot={f.root}"],

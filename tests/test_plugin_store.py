@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from pytest_ktstr_vmlinux.store import ArtifactStore
+from pytest_ktstr_vmlinux.store.disk import ArtifactStore
 from tests.fakes import banner_for, build_id_for, make_build_tree, write_vmlinux
 
 ALL_ONCE = {"vmlinux-snapshot": 1, "test-digest": 1, "image-identity": 1, "vmlinux-identity": 1}

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from pytest_ktstr_vmlinux.store import ArtifactStore
+from pytest_ktstr_vmlinux.store.disk import ArtifactStore
 from tests.conftest import DebianKernel
 
 pytestmark = pytest.mark.real_kernel

@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 
 from pytest_ktstr_vmlinux.errors import KernelArtifactError
-from pytest_ktstr_vmlinux.kconfig import _CHUNK, extract_ikconfig, ikconfig_in_file
+from pytest_ktstr_vmlinux.formats.kconfig import _CHUNK, extract_ikconfig, ikconfig_in_file
 from pytest_ktstr_vmlinux.regularfile import (
     FileChanged,
     FileTooShort,

@@ -12,10 +12,11 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from pytest_ktstr_vmlinux.btf import BTF
 from pytest_ktstr_vmlinux.errors import KernelArtifactError
-from pytest_ktstr_vmlinux.kconfig import KernelConfig, Value, parse_config
-from pytest_ktstr_vmlinux.requirements import (
+from pytest_ktstr_vmlinux.formats.btf.queries import BTF
+from pytest_ktstr_vmlinux.formats.kconfig import KernelConfig, Value, parse_config
+from pytest_ktstr_vmlinux.formats.symbols import KernelSymbols
+from pytest_ktstr_vmlinux.kernel.requirements import (
     ARGUMENTS,
     BTFRequirement,
     ConfigRequirement,
@@ -23,8 +24,7 @@ from pytest_ktstr_vmlinux.requirements import (
     Verdict,
     check,
 )
-from pytest_ktstr_vmlinux.symbols import KernelSymbols
-from pytest_ktstr_vmlinux.versions import KernelVersion
+from pytest_ktstr_vmlinux.kernel.versions import KernelVersion
 from tests.test_btf import STRUCT, TYPEDEF, VAR, Builder
 
 

@@ -11,8 +11,8 @@ from typing import Literal
 
 import pytest
 
-from pytest_ktstr_vmlinux.kernel import Kernel, resolve_kernel
-from pytest_ktstr_vmlinux.results import KernelTally, case_properties, suite_property
+from pytest_ktstr_vmlinux.kernel.resolve import Kernel, resolve_kernel
+from pytest_ktstr_vmlinux.plugin.results import KernelTally, case_properties, suite_property
 from tests.fakes import build_id_for, make_build_tree
 
 

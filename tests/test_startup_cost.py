@@ -24,11 +24,13 @@ from tests.runs import junit, kernel_summary, run
 LIGHT = {
     "pytest_ktstr_vmlinux",
     "pytest_ktstr_vmlinux.errors",
-    "pytest_ktstr_vmlinux.kernelset",
-    "pytest_ktstr_vmlinux.markers",
+    "pytest_ktstr_vmlinux.kernel",  # the subpackages' __init__ hold docstrings only
+    "pytest_ktstr_vmlinux.kernel.kernelset",
     "pytest_ktstr_vmlinux.plugin",
-    "pytest_ktstr_vmlinux.results",
-    "pytest_ktstr_vmlinux.settings",
+    "pytest_ktstr_vmlinux.plugin.markers",
+    "pytest_ktstr_vmlinux.plugin.hooks",
+    "pytest_ktstr_vmlinux.plugin.results",
+    "pytest_ktstr_vmlinux.plugin.settings",
 }
 
 RECORDER = """
@@ -164,7 +166,7 @@ def test_a_mixed_suite_gets_the_kernel_behaviour_on_its_kernel_tests(
     result = run(pytester, "-q", "-rs")
     result.assert_outcomes(passed=3, skipped=1)
     state = _state(pytester, "collected")
-    assert "pytest_ktstr_vmlinux.kernel" in state["modules"]
+    assert "pytest_ktstr_vmlinux.kernel.resolve" in state["modules"]
     assert state["hooks"]["pytest_runtest_setup"] == ["ktstr-vmlinux-tests"]
     assert state["hooks"]["pytest_runtest_logreport"] == ["ktstr-vmlinux-results"]
     properties = state["properties"]
@@ -227,6 +229,6 @@ def test_the_package_imports_its_public_names_on_first_use() -> None:
         "    pass\n"
         "else:\n"
         "    raise AssertionError('no AttributeError')\n"
-        "from pytest_ktstr_vmlinux import storeindex  # submodules still import\n"
+        "from pytest_ktstr_vmlinux.store import index  # submodules still import\n"
     )
     subprocess.run([sys.executable, "-c", script], check=True, cwd=Path(__file__).parent.parent)

@@ -25,18 +25,24 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from pytest_ktstr_vmlinux import artifact, storeindex
-from pytest_ktstr_vmlinux.artifact import ArtifactCorrupt
 from pytest_ktstr_vmlinux.errors import KernelArtifactError
-from pytest_ktstr_vmlinux.memstore import MemoryStore
-from pytest_ktstr_vmlinux.signature import RACY_WINDOW_NS, StatSignature, is_racy, stat_signature
-from pytest_ktstr_vmlinux.store import ArtifactStore, StoredArtifact, StoreWarning
-from pytest_ktstr_vmlinux.storedir import (
+from pytest_ktstr_vmlinux.store import artifact
+from pytest_ktstr_vmlinux.store import index as storeindex
+from pytest_ktstr_vmlinux.store.artifact import ArtifactCorrupt
+from pytest_ktstr_vmlinux.store.directory import (
     InsecureStoreError,
     StoreUnavailableError,
     check_store_dir,
     parse_size,
     prepare_store_dir,
+)
+from pytest_ktstr_vmlinux.store.disk import ArtifactStore, StoredArtifact, StoreWarning
+from pytest_ktstr_vmlinux.store.memory import MemoryStore
+from pytest_ktstr_vmlinux.store.signature import (
+    RACY_WINDOW_NS,
+    StatSignature,
+    is_racy,
+    stat_signature,
 )
 from tests.fakes import run_without_dac_override
 
@@ -986,8 +992,8 @@ def test_relative_store_path_is_made_absolute(
 _READ_ONLY_PROBE = """
 import json, sys
 from pathlib import Path
-from pytest_ktstr_vmlinux.storedir import StoreUnavailableError, prepare_store_dir
-from pytest_ktstr_vmlinux.storeconfig import open_store
+from pytest_ktstr_vmlinux.store.directory import StoreUnavailableError, prepare_store_dir
+from pytest_ktstr_vmlinux.store.choose import open_store
 results = {}
 for name in sys.argv[1:]:
     try:
@@ -1037,7 +1043,7 @@ def test_store_under_a_regular_file_is_unavailable(tmp_path: Path) -> None:
 
 
 def test_open_store_returns_the_disk_store_where_it_can(tmp_path: Path) -> None:
-    from pytest_ktstr_vmlinux.storeconfig import open_store, store_location
+    from pytest_ktstr_vmlinux.store.choose import open_store, store_location
 
     store, message = open_store(tmp_path / "fine", max_size=12345)
     assert message is None

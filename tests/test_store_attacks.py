@@ -19,10 +19,10 @@ from typing import BinaryIO
 
 import pytest
 
-from pytest_ktstr_vmlinux import artifact
-from pytest_ktstr_vmlinux.store import ArtifactStore, StoreWarning
-from pytest_ktstr_vmlinux.storedir import InsecureStoreError, NotAStoreError
-from pytest_ktstr_vmlinux.symbols import KernelSymbols
+from pytest_ktstr_vmlinux.formats.symbols import KernelSymbols
+from pytest_ktstr_vmlinux.store import artifact
+from pytest_ktstr_vmlinux.store.directory import InsecureStoreError, NotAStoreError
+from pytest_ktstr_vmlinux.store.disk import ArtifactStore, StoreWarning
 from tests.fakes import make_build_tree
 
 KIND = "echo"
@@ -499,7 +499,7 @@ def test_a_directory_without_the_store_index_is_refused(tmp_path: Path) -> None:
 CREATE_AND_BUILD = """
 import sys
 from pathlib import Path
-from pytest_ktstr_vmlinux.store import ArtifactStore
+from pytest_ktstr_vmlinux.store.disk import ArtifactStore
 sys.stdin.readline()  # the barrier: every process is imported and waiting
 store = ArtifactStore(sys.argv[1])
 found = store.get_or_build(sys.argv[2], "echo", 1, lambda p, out: out.write(p.read_bytes()))

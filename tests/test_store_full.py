@@ -21,14 +21,15 @@ from typing import BinaryIO
 
 import pytest
 
-from pytest_ktstr_vmlinux import artifact, storeindex
 from pytest_ktstr_vmlinux.errors import KernelArtifactError
-from pytest_ktstr_vmlinux.memstore import MemoryStore
-from pytest_ktstr_vmlinux.signature import stat_signature
-from pytest_ktstr_vmlinux.snapshot import snapshot
-from pytest_ktstr_vmlinux.store import ArtifactStore, StoreWarning
-from pytest_ktstr_vmlinux.storeconfig import open_store
-from pytest_ktstr_vmlinux.storedir import StoreFullError, StoreUnavailableError
+from pytest_ktstr_vmlinux.store import artifact
+from pytest_ktstr_vmlinux.store import index as storeindex
+from pytest_ktstr_vmlinux.store.choose import open_store
+from pytest_ktstr_vmlinux.store.directory import StoreFullError, StoreUnavailableError
+from pytest_ktstr_vmlinux.store.disk import ArtifactStore, StoreWarning
+from pytest_ktstr_vmlinux.store.memory import MemoryStore
+from pytest_ktstr_vmlinux.store.signature import stat_signature
+from pytest_ktstr_vmlinux.store.snapshot import snapshot
 from tests.fakes import make_build_tree
 
 FS_SIZE = 2 << 20

@@ -13,9 +13,9 @@ from typing import Any, BinaryIO
 
 import pytest
 
-from pytest_ktstr_vmlinux import storeindex
-from pytest_ktstr_vmlinux.memstore import MemoryStore, Store
-from pytest_ktstr_vmlinux.store import ArtifactStore, StoreWarning
+from pytest_ktstr_vmlinux.store import index as storeindex
+from pytest_ktstr_vmlinux.store.disk import ArtifactStore, StoreWarning
+from pytest_ktstr_vmlinux.store.memory import MemoryStore, Store
 from tests.fakes import make_build_tree
 
 

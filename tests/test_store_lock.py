@@ -19,15 +19,15 @@ from pathlib import Path
 import pytest
 
 from pytest_ktstr_vmlinux.errors import KernelArtifactError
-from pytest_ktstr_vmlinux.store import ArtifactStore
-from pytest_ktstr_vmlinux.storelock import StoreLockTimeout, parse_lock_timeout
+from pytest_ktstr_vmlinux.store.disk import ArtifactStore
+from pytest_ktstr_vmlinux.store.lock import StoreLockTimeout, parse_lock_timeout
 from tests.fakes import make_build_tree
 from tests.runs import junit, run
 
 ROOT = Path(__file__).resolve().parent.parent
 HOLDER = r"""
 import sys
-from pytest_ktstr_vmlinux.store import ArtifactStore
+from pytest_ktstr_vmlinux.store.disk import ArtifactStore
 
 with ArtifactStore(sys.argv[1]).locked():
     print("held", flush=True)

@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from pytest_ktstr_vmlinux.store import ArtifactStore
+from pytest_ktstr_vmlinux.store.disk import ArtifactStore
 from tests.conftest import DebianKernel
 from tests.fakes import make_build_tree
 from tests.test_store_processes import Spawn, spawn  # noqa: F401 (a fixture, used by name)
@@ -100,8 +100,8 @@ def test_btf_then_another_artifact(vmlinux_path, kernel_btf, kernel_store, tmp_p
 # --- two processes --------------------------------------------------------------------------------
 
 HOLDER = """
-from pytest_ktstr_vmlinux.kernel import resolve_kernel
-from pytest_ktstr_vmlinux.storeconfig import open_store
+from pytest_ktstr_vmlinux.kernel.resolve import resolve_kernel
+from pytest_ktstr_vmlinux.store.choose import open_store
 
 store, _ = open_store(P["store"], max_size=P["max_size"])
 kernel = resolve_kernel(P["tree"], store=store, allow_extracted=True)
@@ -151,7 +151,7 @@ def test_an_export_served_to_one_process_survives_evictions_in_another(
 
 
 EVICTOR = """
-from pytest_ktstr_vmlinux.store import ArtifactStore
+from pytest_ktstr_vmlinux.store.disk import ArtifactStore
 
 store = ArtifactStore(P["store"], max_size=P["max_size"])
 for i in range(4):

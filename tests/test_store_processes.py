@@ -25,12 +25,13 @@ from typing import Any, BinaryIO
 
 import pytest
 
-from pytest_ktstr_vmlinux import artifact, storeindex
-from pytest_ktstr_vmlinux.cache import VmlinuxBytesCache
 from pytest_ktstr_vmlinux.errors import KernelArtifactError
-from pytest_ktstr_vmlinux.signature import RACY_WINDOW_NS
-from pytest_ktstr_vmlinux.snapshot import SNAPSHOT_KIND, SnapshotLoader, snapshot
-from pytest_ktstr_vmlinux.store import ArtifactStore
+from pytest_ktstr_vmlinux.store import artifact
+from pytest_ktstr_vmlinux.store import index as storeindex
+from pytest_ktstr_vmlinux.store.bytescache import VmlinuxBytesCache
+from pytest_ktstr_vmlinux.store.disk import ArtifactStore
+from pytest_ktstr_vmlinux.store.signature import RACY_WINDOW_NS
+from pytest_ktstr_vmlinux.store.snapshot import SNAPSHOT_KIND, SnapshotLoader, snapshot
 
 ROOT = Path(__file__).resolve().parent.parent
 CHILD_TIMEOUT = 60.0
@@ -42,9 +43,9 @@ PAYLOAD_KIND = "test-payload"
 PRELUDE = r"""
 import hashlib, json, os, sys, time
 from pathlib import Path
-from pytest_ktstr_vmlinux.cache import VmlinuxBytesCache
-from pytest_ktstr_vmlinux.snapshot import SnapshotLoader, snapshot
-from pytest_ktstr_vmlinux.store import ArtifactStore
+from pytest_ktstr_vmlinux.store.bytescache import VmlinuxBytesCache
+from pytest_ktstr_vmlinux.store.snapshot import SnapshotLoader, snapshot
+from pytest_ktstr_vmlinux.store.disk import ArtifactStore
 
 P = json.loads(sys.argv[1])
 
@@ -706,7 +707,7 @@ def test_readers_during_rebuilds_see_only_whole_versions(
 # --- once library bugs, now regressions ----------------------------------------------------------
 
 STORED_THEN_MAPPED = """
-from pytest_ktstr_vmlinux.snapshot import SNAPSHOT_KIND, SNAPSHOT_VERSION, build_snapshot
+from pytest_ktstr_vmlinux.store.snapshot import SNAPSHOT_KIND, SNAPSHOT_VERSION, build_snapshot
 store = ArtifactStore(P["store"])
 # Exactly what snapshot() does, split at the point where another process can run in between.
 stored = store.get_or_build(P["source"], SNAPSHOT_KIND, SNAPSHOT_VERSION, build_snapshot)

@@ -21,8 +21,9 @@ from typing import Any, BinaryIO
 import pytest
 from elftools.elf.elffile import ELFFile
 
-from pytest_ktstr_vmlinux import artifact, storeindex
-from pytest_ktstr_vmlinux.store import ArtifactStore, StoreWarning
+from pytest_ktstr_vmlinux.store import artifact
+from pytest_ktstr_vmlinux.store import index as storeindex
+from pytest_ktstr_vmlinux.store.disk import ArtifactStore, StoreWarning
 from tests.conftest import DebianKernel
 from tests.test_kernel_queries import _bpftool_member_bits
 

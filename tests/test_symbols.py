@@ -26,9 +26,9 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from pytest_ktstr_vmlinux.errors import KernelArtifactError
-from pytest_ktstr_vmlinux.memstore import MemoryStore
-from pytest_ktstr_vmlinux.store import ArtifactStore
-from pytest_ktstr_vmlinux.symbols import KIND, VERSION, KernelSymbols, Symbol
+from pytest_ktstr_vmlinux.formats.symbols import KIND, VERSION, KernelSymbols, Symbol
+from pytest_ktstr_vmlinux.store.disk import ArtifactStore
+from pytest_ktstr_vmlinux.store.memory import MemoryStore
 from tests.conftest import DebianKernel
 from tests.fakes import banner_for, build_id_for, kernel_elf
 from tests.fuzz import mutations
@@ -478,8 +478,8 @@ def test_memory_store_reuses() -> None:
 
 CHILD = """
 import json, sys
-from pytest_ktstr_vmlinux import symbols
-from pytest_ktstr_vmlinux.store import ArtifactStore
+from pytest_ktstr_vmlinux.formats import symbols
+from pytest_ktstr_vmlinux.store.disk import ArtifactStore
 
 def no_parse(*args):
     raise SystemExit("the warm load parsed the ELF")

@@ -15,17 +15,17 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from pytest_ktstr_vmlinux import symsort
 from pytest_ktstr_vmlinux.errors import KernelArtifactError
-from pytest_ktstr_vmlinux.memstore import MemoryStore
-from pytest_ktstr_vmlinux.symbols import KIND, VERSION, KernelSymbols
+from pytest_ktstr_vmlinux.formats import symsort
+from pytest_ktstr_vmlinux.formats.symbols import KIND, VERSION, KernelSymbols
+from pytest_ktstr_vmlinux.store.memory import MemoryStore
 from tests.conftest import DebianKernel
 from tests.test_symbols import SAMPLE, SYMTAB, build_elf, narrow, section_header_at, write
 
 # .ci/run installs build-essential: there the extension must have been built, not skipped.
 IN_CI = os.environ.get("CI") == "true"
 needs_native = pytest.mark.skipif(
-    not symsort.NATIVE, reason="pytest_ktstr_vmlinux._symsort is not built (no C compiler?)"
+    not symsort.NATIVE, reason="pytest_ktstr_vmlinux.formats._symsort is not built (no C compiler?)"
 )
 MANY = settings(max_examples=400, deadline=None)
 
@@ -41,7 +41,7 @@ def test_built_in_ci() -> None:
     and time the slow path."""
     if not IN_CI:
         pytest.skip("CI=true is not set")
-    assert symsort.NATIVE, "setup.py did not build pytest_ktstr_vmlinux._symsort"
+    assert symsort.NATIVE, "setup.py did not build pytest_ktstr_vmlinux.formats._symsort"
 
 
 @st.composite
@@ -152,7 +152,7 @@ def test_by_addr_agrees(data: st.DataObject) -> None:
 
 @needs_native
 def test_native_checks_its_arguments() -> None:
-    from pytest_ktstr_vmlinux import _symsort
+    from pytest_ktstr_vmlinux.formats import _symsort
 
     strtab, st_name, keep = b"\0a\0b\0", array("I", [3, 1]), b"\1\1"
     assert array("I", _symsort.by_name(strtab, st_name, keep)).tolist() == [1, 0]

@@ -11,7 +11,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from pytest_ktstr_vmlinux.versions import KernelVersion, parse_version, release_version
+from pytest_ktstr_vmlinux.kernel.versions import KernelVersion, parse_version, release_version
 
 # --- parse_version: a requirement's spelling ----------------------------------------------------
 

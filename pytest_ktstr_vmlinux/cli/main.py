@@ -1,0 +1,257 @@
+"""``python -m pytest_ktstr_vmlinux`` (also ``ktstr-vmlinux``): diagnostics without pytest.
+
+    info PATH|SPEC [--kernel-sysroot DIR] [--vmlinux PATH] [--json]  what a kernel is: arch,
+                                         release, banner, build-id, compression, config, vmlinux
+    locate [SPEC] [--kernel-sysroot DIR] [--vmlinux PATH] [--json]   the probe report
+    symbols | addr | offsetof | btf SPEC ... [--kernel-sysroot DIR] [--vmlinux PATH]  (query.py)
+    cache path | list [--json] | clear [--cache-dir DIR]             the on-disk artifact store
+
+Exit status: 0 on success (``locate``: a vmlinux was found); 1 for a bad argument, a bad file or
+no vmlinux, with one clear line on stderr (no vmlinux: that line, then the probe report); 2 when
+argparse refuses the command line (an unknown verb or option, a missing argument); 141, as for a
+tool killed by SIGPIPE, when the reader of stdout goes away (``symbols running | head``). The
+store directory follows the plugin's rule: --cache-dir > $KTSTR_CACHE_DIR > default; a wait for
+its lock ends after $KTSTR_LOCK_TIMEOUT seconds, as in the plugin.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import signal
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from ..errors import KernelArtifactError, VmlinuxNotFoundError
+from ..kernel.identity import vmlinux_identity
+from ..kernel.resolve import Kernel, resolve_kernel
+from ..kernel.spec import RUNNING, SpecSource, check_sysroot, select_setting
+from ..store.choose import ENV_CACHE_DIR, ENV_LOCK_TIMEOUT, open_store
+from ..store.directory import default_store_dir
+from ..store.disk import DEFAULT_LOCK_TIMEOUT, ArtifactStore
+from ..store.lock import parse_lock_timeout
+from .query import check_query_arguments, run_query
+
+EXIT_OK = 0
+EXIT_BAD = 1
+# What the shell reports for nm killed by SIGPIPE under `nm | head`: a pipeline with pipefail, or a
+# script that excuses 141 there, treats the two tools alike.
+EXIT_SIGPIPE = 128 + signal.SIGPIPE
+PROG = "ktstr-vmlinux"
+
+
+def main(argv: Sequence[str] | None = None, *, prog: str = PROG) -> int:
+    """The command; ``prog`` is the name it was invoked by, for its usage line and --help (the
+    console script takes the default, ``python -m`` passes its own spelling)."""
+    try:
+        status = _run(argv, prog)
+        # Flushed here rather than by the interpreter at exit, so that a reader that has gone
+        # is met by the handler below and not reported as an exception ignored at shutdown.
+        sys.stdout.flush()
+    except BrokenPipeError:
+        # The reader has what it wanted (head, grep -q): stop quietly, as nm does. stdout goes
+        # to /dev/null so that the interpreter's last flush of what is buffered cannot fail.
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        os.close(devnull)
+        return EXIT_SIGPIPE
+    return status
+
+
+def _run(argv: Sequence[str] | None, prog: str) -> int:
+    parser = argparse.ArgumentParser(prog=prog)
+    verbs = parser.add_subparsers(dest="verb", required=True)
+    info = verbs.add_parser("info", help="identify a kernel image, vmlinux, tree or release")
+    locate = verbs.add_parser("locate", help="resolve a kernel spec and show every probed path")
+    for verb in (info, locate):
+        verb.add_argument(
+            "spec",
+            nargs="?" if verb is locate else None,
+            help="image, vmlinux, build tree, release or 'running'"
+            + (" (default: $KTSTR_KERNEL, else running)" if verb is locate else ""),
+        )
+        verb.add_argument(
+            "--kernel-sysroot", "--sysroot", dest="sysroot", help="directory standing in for /"
+        )
+        verb.add_argument("--vmlinux", help="explicit vmlinux; skips the search")
+        verb.add_argument("--json", action="store_true", help="machine-readable output")
+    queries = {
+        "symbols": verbs.add_parser("symbols", help="symbol addresses (all names if none given)"),
+        "addr": verbs.add_parser("addr", help="the symbol (+offset) at an address"),
+        "offsetof": verbs.add_parser("offsetof", help="a member's offset from BTF"),
+        "btf": verbs.add_parser("btf", help="a type's layout from BTF, pahole-like"),
+    }
+    for name, verb in queries.items():
+        verb.add_argument("spec", help="image, vmlinux, build tree, release or 'running'")
+        verb.add_argument(
+            "--kernel-sysroot", "--sysroot", dest="sysroot", help="directory standing in for /"
+        )
+        verb.add_argument("--vmlinux", help="explicit vmlinux; skips the search")
+        if name != "btf":
+            verb.add_argument("--json", action="store_true", help="machine-readable output")
+    queries["symbols"].add_argument("names", nargs="*", metavar="NAME")
+    queries["addr"].add_argument("address", help="e.g. 0xffffffff81000000")
+    queries["offsetof"].add_argument("type", help="e.g. 'struct rq'")
+    queries["offsetof"].add_argument("member", help="e.g. nr_running, or scx.nr_running")
+    queries["btf"].add_argument("type", help="e.g. 'struct rq'")
+    cache = verbs.add_parser("cache", help="the on-disk kernel artifact store")
+    cache.add_argument("action", choices=["path", "list", "clear"])
+    cache.add_argument("--cache-dir", help="store directory (default: $KTSTR_CACHE_DIR, else XDG)")
+    cache.add_argument("--json", action="store_true", help="machine-readable list")
+    # NAMEs may follow options (`symbols SPEC --kernel-sysroot DIR runqueues`).
+    args, extra = parser.parse_known_args(argv)
+    if extra and (args.verb != "symbols" or any(a.startswith("-") for a in extra)):
+        parser.error(f"unrecognized arguments: {' '.join(extra)}")
+    if args.verb == "symbols":
+        args.names += extra
+    if args.verb == "cache":
+        return _cache(args.action, args.cache_dir, as_json=args.json)
+    if args.verb in queries:
+        try:
+            check_query_arguments(args)
+        except ValueError as e:
+            return _fail(e)
+    raw, source = _kernel_setting(args.spec)
+    try:
+        timeout = lock_timeout()
+    except ValueError as e:
+        return _fail(e)
+    try:
+        sysroot = (
+            check_sysroot(args.sysroot, SpecSource.OPTION, os.getcwd())
+            if args.sysroot is not None
+            else None
+        )
+        store, problem = open_store(
+            os.environ.get(ENV_CACHE_DIR) or None, lock_timeout=timeout, on_lock_wait=_notice
+        )
+        if problem is not None:
+            print(f"ktstr-vmlinux: warning: {problem}", file=sys.stderr)
+        kernel = resolve_kernel(
+            raw, vmlinux=args.vmlinux, sysroot=sysroot, source=source, store=store
+        )
+        if args.verb in queries:
+            return run_query(args, kernel)
+        report = kernel_to_json(kernel, with_config=args.verb == "info")
+    except (KernelArtifactError, KeyError) as e:
+        # KeyError: a symbol, type or member that is not there, with close matches.
+        return _fail(e)
+    if args.json:
+        print(json.dumps(report, indent=2))
+    elif args.verb == "info":
+        for key in ("arch", "release", "banner", "build_id", "compression", "config"):
+            print(f"{key:<12} {report[key] if report[key] is not None else 'unknown'}")
+        print(f"{'vmlinux':<12} {report['vmlinux'] or 'none'} (paired: {report['paired']})")
+    else:
+        print(f"kernel   {kernel.spec.raw} ({kernel.spec.kind.value}, from {source.value})")
+        print(f"image    {kernel.image or 'none'}")
+        print(f"release  {kernel.release or 'unknown'}")
+        print(f"arch     {kernel.arch or 'unknown'}")
+        print(f"vmlinux  {kernel.vmlinux or 'none'}")
+        print(kernel.report.format())
+    if args.verb == "locate" and kernel.vmlinux is None:
+        return EXIT_BAD
+    return EXIT_OK
+
+
+def kernel_to_json(kernel: Kernel, *, with_config: bool = False) -> dict[str, Any]:
+    """The documented JSON keys: arch, release, banner, build_id, compression, vmlinux, paired,
+    probes, image_probes (and config, the config's source, for ``info``)."""
+    info = kernel.image_info
+    banner = info.banner if info else None
+    if banner is None and kernel.vmlinux is not None:
+        banner = vmlinux_identity(kernel.vmlinux, kernel.store).banner
+    report: dict[str, Any] = {
+        "arch": kernel.arch,
+        "release": kernel.release,
+        "banner": banner,
+        "build_id": kernel.build_id,
+        "compression": info.compression if info else "none",
+        "vmlinux": str(kernel.vmlinux) if kernel.vmlinux else None,
+        "paired": kernel.paired,
+        "probes": [
+            {"path": str(c.path), "layout": c.layout, "refused": c.refused}
+            for c in kernel.report.candidates
+        ],
+        "image_probes": [
+            {"path": str(c.path), "layout": c.layout, "refused": c.refused}
+            for c in kernel.report.images
+        ],
+    }
+    if with_config:
+        config = kernel.config
+        report["config"] = config.source if config is not None else None
+    return report
+
+
+def _kernel_setting(spec: str | None) -> tuple[str, SpecSource]:
+    """The kernel named on the command line; for ``locate`` without one, $KTSTR_KERNEL, else
+    the running kernel. A SPEC given empty is passed on to be refused: a script whose variable
+    is unset must not be shown another kernel."""
+    if spec is not None:
+        return spec, SpecSource.ARGUMENT
+    env = [(SpecSource.ENV, os.environ.get("KTSTR_KERNEL"))]
+    return select_setting(env) or (RUNNING, SpecSource.DEFAULT)
+
+
+def _fail(error: Exception) -> int:
+    # A missing vmlinux comes with the probe report, a candidate a line, as locate prints it.
+    return _error(str(error) if isinstance(error, VmlinuxNotFoundError) else _one_line(error))
+
+
+def _error(message: str) -> int:
+    print(f"ktstr-vmlinux: {message}", file=sys.stderr)
+    return EXIT_BAD
+
+
+def lock_timeout() -> float:
+    """$KTSTR_LOCK_TIMEOUT, as the plugin reads it; ValueError naming it when it is not one."""
+    raw = os.environ.get(ENV_LOCK_TIMEOUT, "")
+    if not raw.strip():
+        return DEFAULT_LOCK_TIMEOUT
+    try:
+        return parse_lock_timeout(raw)
+    except ValueError as e:
+        raise ValueError(f"${ENV_LOCK_TIMEOUT}: {e}") from None
+
+
+def _notice(message: str) -> None:
+    print(f"{PROG}: {message}", file=sys.stderr, flush=True)
+
+
+def _one_line(error: Exception) -> str:
+    text = error.args[0] if isinstance(error, KeyError) and error.args else error
+    return " ".join(str(text).split())
+
+
+def _cache(action: str, cache_dir: str | None, *, as_json: bool) -> int:
+    if cache_dir is not None and not cache_dir.strip():
+        return _error(f"--cache-dir {cache_dir!r} is empty; name a directory")
+    directory = Path(cache_dir or os.environ.get(ENV_CACHE_DIR) or default_store_dir())
+    if action == "path":
+        print(directory)
+        return 0
+    try:
+        store = ArtifactStore(directory, lock_timeout=lock_timeout(), on_lock_wait=_notice)
+        if action == "clear":
+            print(f"removed {store.clear()} artifacts from {store.directory}")
+            return 0
+    except (KernelArtifactError, ValueError) as e:  # ValueError: a bad $KTSTR_LOCK_TIMEOUT
+        return _fail(e)
+    entries = store.entries()
+    if as_json:
+        listing = {"store": str(store.directory), "size": store.total_size(), "sources": entries}
+        print(json.dumps(listing, indent=2))
+        return 0
+    print(f"store {store.directory} ({store.total_size() / 2**20:.1f} MiB)")
+    for entry in entries:
+        print(entry["source"])
+        for item in entry["artifacts"]:
+            print(
+                f"  {item['kind']} v{item['version']}: {item['size'] / 2**20:.1f} MiB,"
+                f" built {item['builds']}x, {item['file']}"
+            )
+    return 0

@@ -1,0 +1,83 @@
+"""What BTF queries return: types and members as values, and the errors they raise.
+
+Kept apart from btf.py (the parser and its queries) so that code which only handles results, or
+catches their errors, needs none of the parsing machinery.
+"""
+
+from __future__ import annotations
+
+import difflib
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
+
+from ...errors import KernelArtifactError
+
+if TYPE_CHECKING:
+    from .queries import BTF
+
+
+class BTFKeyError(KeyError):
+    """A type, member or enumerator that is not in the BTF; the message suggests close names."""
+
+    def __str__(self) -> str:
+        return str(self.args[0]) if self.args else ""
+
+
+class BitfieldError(KernelArtifactError):
+    """offsetof() of a bitfield, which has no byte offset: use BTF.member()."""
+
+
+@dataclass(frozen=True)
+class Member:
+    """A struct/union member. From ``BTFType.members`` ``bit_offset`` counts from the start of
+    its struct; from ``BTF.member()`` ``name`` is the path and ``bit_offset`` counts from the
+    start of the outer type. ``bitfield_size`` is 0 for a member that is not a bitfield."""
+
+    name: str
+    type_id: int
+    type_name: str
+    bit_offset: int
+    bitfield_size: int
+
+    @property
+    def offset(self) -> int:
+        """Offset in bytes; BitfieldError for a bitfield (or a member not on a byte boundary)."""
+        if self.bitfield_size or self.bit_offset % 8:
+            raise BitfieldError(
+                f"{self.name} is a bitfield ({self.bitfield_size} bits at bit offset"
+                f" {self.bit_offset}): it has no byte offset; use member().bit_offset and"
+                " .bitfield_size"
+            )
+        return self.bit_offset // 8
+
+
+@dataclass(frozen=True)
+class BTFType:
+    """One BTF type. ``size`` is the size field of INT, STRUCT, UNION, ENUM, ENUM64, FLOAT and
+    DATASEC (None otherwise; BTF.sizeof() resolves the rest); ``target`` is the type referred
+    to (the pointee, typedef'd or qualified type, an array's element, a FUNC's prototype, a VAR's
+    type, a FUNC_PROTO's return type), None for kinds that refer to none."""
+
+    id: int
+    kind: str
+    name: str
+    size: int | None
+    vlen: int
+    target: int | None
+    btf: BTF = field(repr=False, compare=False)
+
+    @property
+    def members(self) -> tuple[Member, ...]:
+        """STRUCT/UNION members, decoded now; () for other kinds."""
+        return self.btf._members(self.id)
+
+    @property
+    def enumerators(self) -> tuple[tuple[str, int], ...]:
+        """ENUM/ENUM64 (name, value) pairs, decoded now; () for other kinds."""
+        return self.btf._enumerators(self.id)
+
+
+def suggest(word: str, candidates: Iterable[str]) -> str:
+    close = difflib.get_close_matches(word, list(candidates), n=3, cutoff=0.6)
+    return f"; did you mean {', '.join(map(repr, close))}?" if close else ""

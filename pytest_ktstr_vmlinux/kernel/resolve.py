@@ -1,0 +1,389 @@
+"""Turn a kernel spec into a Kernel: its image, its vmlinux, release, arch and the probe report."""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+from ..errors import KernelArtifactError, KernelSpecError, VmlinuxNotFoundError
+from ..formats.elf import NotElfError, arch_matches, read_elf_ident
+from ..formats.image import ImageInfo
+from ..formats.kconfig import (
+    PROC_CONFIG,
+    KernelConfig,
+    config_file_candidates,
+    config_from_ikconfig,
+    config_from_ikconfig_file,
+    find_config,
+    read_proc_config,
+)
+from ..regularfile import FileChanged
+from ..store.lock import StoreLockTimeout
+from ..store.memory import MemoryStore, Store
+from .identity import (
+    PAIRED_BUILD_ID,
+    UNVERIFIED,
+    Expectation,
+    extracted_vmlinux,
+    image_identity,
+    image_payload,
+    pair,
+    running_expectation,
+    vmlinux_identity,
+)
+from .locate import (
+    Candidate,
+    Probe,
+    ProbeReport,
+    build_tree_root,
+    config_beside_image,
+    find_distro_image,
+    find_tree_image,
+    image_arch,
+    image_release,
+    probe_vmlinux,
+    read_tree_release,
+)
+from .spec import (
+    KernelSpec,
+    SpecKind,
+    SpecSource,
+    check_vmlinux_path,
+    parse_kernel_spec,
+)
+from .sysroot import Sysroot
+
+# `uname -m` values mapped to the arch names elf.py uses.
+_ARCH_BY_UNAME: dict[str, str] = {
+    "x86_64": "x86_64",
+    "i386": "i386",
+    "i686": "i386",
+    "aarch64": "arm64",
+    "arm64": "arm64",
+    "riscv64": "riscv64",
+    "riscv32": "riscv32",
+    "armv7l": "arm",
+    "armv6l": "arm",
+    "loongarch64": "loongarch64",
+    "ppc64le": "ppc64",
+    "ppc64": "ppc64",
+    "s390x": "s390x",
+}
+
+
+@dataclass(frozen=True)
+class Kernel:
+    """A resolved kernel. ``vmlinux`` is None when no candidate passed; ``report`` says why."""
+
+    spec: KernelSpec
+    image: Path | None
+    vmlinux: Path | None
+    release: str | None
+    arch: str | None
+    report: ProbeReport
+    sysroot: Path | None = None
+    # The build-id of the image (or of the running kernel, or of the vmlinux when that is all
+    # there is), how the vmlinux was matched to it, and whether the vmlinux is a debug build or
+    # the ELF extracted from the image (no .symtab).
+    build_id: str | None = None
+    paired: str = UNVERIFIED
+    vmlinux_kind: str | None = None
+    image_info: ImageInfo | None = None
+    tree: Path | None = None
+    # What the run calls this kernel in test ids and reports (kernelset.py); "" until labelled.
+    label: str = ""
+    store: Store = dataclasses.field(default_factory=MemoryStore, repr=False, compare=False)
+
+    @property
+    def source(self) -> SpecSource:
+        return self.spec.source
+
+    @functools.cached_property
+    def config(self) -> KernelConfig | None:
+        """The kernel's configuration, from the first of ``config_files`` that exists, else
+        IKCONFIG embedded in the image's payload or in the vmlinux. None if none of them has
+        it."""
+        found = find_config(
+            tree=self.tree,
+            beside=self._config_beside_image(),
+            release=self.release,
+            sysroot=Sysroot(self.sysroot),
+        )
+        if found is None and self._reads_proc_config():
+            found = read_proc_config()
+        if found is None and self.image is not None:
+            try:
+                payload = image_payload(self.image, self.store).map()
+            except StoreLockTimeout:
+                raise  # not knowing is not having none
+            except KernelArtifactError:
+                payload = None
+            if payload is not None:
+                found = config_from_ikconfig(payload, what=f"{self.image} payload")
+        if found is None and self.vmlinux is not None:
+            # Read, not mapped: a rebuild truncating the vmlinux would SIGBUS a mapping.
+            found = config_from_ikconfig_file(self.vmlinux)
+        return found
+
+    @property
+    def config_files(self) -> list[str]:
+        """Where ``config`` looks for a config file, in order: ``<tree>/.config``; beside the
+        image, ``config-X`` for ``vmlinuz-X``, ``config-R`` and, for ``.../modules/R/vmlinuz``,
+        ``config``; ``/boot/config-R``, ``/lib/modules/R/config``, ``/usr/lib/modules/R/config``
+        (under the sysroot); ``/proc/config.gz`` for the running kernel without a sysroot."""
+        files = config_file_candidates(
+            tree=self.tree,
+            beside=self._config_beside_image(),
+            release=self.release,
+            sysroot=Sysroot(self.sysroot),
+        )
+        proc = [str(PROC_CONFIG)] if self._reads_proc_config() else []
+        return [str(path) for path in files] + proc
+
+    def _config_beside_image(self) -> list[Path]:
+        return config_beside_image(self.image, self.release) if self.image is not None else []
+
+    def _reads_proc_config(self) -> bool:
+        return self.spec.kind is SpecKind.RUNNING and self.sysroot is None
+
+    def require_vmlinux(self) -> Path:
+        """The vmlinux path, or VmlinuxNotFoundError carrying the whole probe report."""
+        if self.vmlinux is None:
+            raise VmlinuxNotFoundError(self.missing_vmlinux_message())
+        return self.vmlinux
+
+    def missing_vmlinux_message(self) -> str:
+        return (
+            f"no vmlinux for kernel {self.spec.raw!r} (from {self.source.value})\n"
+            f"{self.report.format()}"
+        )
+
+
+def arch_from_uname(machine: str) -> str | None:
+    return _ARCH_BY_UNAME.get(machine)
+
+
+def resolve_kernel(
+    spec: str | KernelSpec,
+    *,
+    vmlinux: str | os.PathLike[str] | None = None,
+    sysroot: str | os.PathLike[str] | None = None,
+    source: SpecSource = SpecSource.OPTION,
+    base: str | os.PathLike[str] | None = None,
+    store: Store | None = None,
+    verify: bool = True,
+    allow_extracted: bool = False,
+) -> Kernel:
+    """Resolve ``spec`` (see spec.py for its forms) to a Kernel.
+
+    ``vmlinux`` skips the search; ``sysroot`` prefixes every absolute distro path probed;
+    ``store`` caches identities; ``verify`` (default) requires the vmlinux to pair with the image
+    (build-id, else banner). Raises KernelSpecError when the spec or ``vmlinux`` names something
+    that cannot be used (a file of it that is a FIFO, or changed while it was read, included), or
+    an explicit ``vmlinux`` does not pair; a vmlinux that is merely not found, or a candidate that
+    is a symlink loop, is reported in ``Kernel.report``, not raised.
+    """
+    if isinstance(spec, str):
+        spec = parse_kernel_spec(spec, source=source, base=base)
+    try:
+        return _resolve(spec, vmlinux, sysroot, base, store, verify, allow_extracted)
+    except KernelSpecError:
+        raise
+    except KernelArtifactError as e:
+        # A file of the kernel that is no file to read (a FIFO, a symlink loop) or that changed
+        # while it was read: the kernel named cannot be used as it stands.
+        raise KernelSpecError(f"kernel {spec.raw!r} (from {spec.source.value}): {e}") from None
+
+
+def _resolve(
+    spec: KernelSpec,
+    vmlinux: str | os.PathLike[str] | None,
+    sysroot: str | os.PathLike[str] | None,
+    base: str | os.PathLike[str] | None,
+    store: Store | None,
+    verify: bool,
+    allow_extracted: bool,
+) -> Kernel:
+    store = store or MemoryStore()
+    root = Sysroot(sysroot)
+    refused_images: list[Candidate] = []
+    image, tree, release, arch = _identify(spec, root, refused_images)
+    info, expect, unverifiable = _expectation(spec, image, root, store) if verify else (None,) * 3
+    if vmlinux is not None:
+        probe = _explicit_vmlinux(vmlinux, arch=arch, base=base, expect=expect, store=store)
+    elif spec.kind is SpecKind.VMLINUX:
+        assert spec.path is not None
+        origin = f"kernel {spec.raw!r} (from {spec.source.value})"
+        _, ident = check_vmlinux_path(str(spec.path), origin=origin, base=None)
+        arch = ident.arch
+        given = Candidate(spec.path, "given as the kernel", None, spec.path)
+        probe = Probe(spec.path, ProbeReport((given,), spec.path, release, arch, None))
+    else:
+        probe = probe_vmlinux(
+            image,
+            release=release,
+            arch=arch,
+            tree=tree,
+            sysroot=root,
+            expect=expect,
+            store=store,
+            verify=verify,
+        )
+    report = dataclasses.replace(probe.report, images=tuple(refused_images))
+    if unverifiable and not report.unverifiable and report.paired == UNVERIFIED:
+        report = dataclasses.replace(report, unverifiable=unverifiable)
+    build_id = expect.build_id if expect else None
+    kind = "debug" if probe.path else None
+    if probe.path is None and allow_extracted and image is not None:
+        extracted = extracted_vmlinux(image, store)
+        candidate = Candidate(extracted, "extracted from the image", None, extracted)
+        paired = PAIRED_BUILD_ID if build_id else UNVERIFIED
+        report = dataclasses.replace(
+            report, candidates=(*report.candidates, candidate), chosen=extracted, paired=paired
+        )
+        probe, kind = Probe(extracted, report), "extracted"
+    if probe.path is not None:
+        arch = _chosen_arch(probe.path) or arch
+        if build_id is None:
+            build_id = _vmlinux_build_id(probe.path, store)
+    return Kernel(
+        spec=spec,
+        image=image,
+        vmlinux=probe.path,
+        release=release or report.release or (info.release if info else None),
+        arch=arch or report.arch,
+        report=report,
+        sysroot=root.root,
+        build_id=build_id,
+        paired=report.paired if probe.path else UNVERIFIED,
+        vmlinux_kind=kind,
+        image_info=info,
+        tree=_tree_of(spec, image, tree),
+        store=store,
+    )
+
+
+def _tree_of(spec: KernelSpec, image: Path | None, tree: Path | None) -> Path | None:
+    if tree is not None:
+        return tree
+    if image is not None:
+        return build_tree_root(image)
+    if spec.kind is SpecKind.VMLINUX and spec.path is not None:
+        parent = spec.path.parent
+        return (
+            parent if (parent / "Makefile").is_file() and (parent / ".config").is_file() else None
+        )
+    return None
+
+
+def _expectation(
+    spec: KernelSpec, image: Path | None, root: Sysroot, store: Store
+) -> tuple[ImageInfo | None, Expectation | None, str | None]:
+    """(image identity, what the vmlinux must match, why the match may be by banner alone).
+
+    KernelSpecError when the kernel's image exists but cannot be read: without its identity any
+    vmlinux would pass, another build's among them. The running kernel is matched against
+    /sys/kernel/notes, and needs its image only without them."""
+    running = running_expectation(root) if spec.kind is SpecKind.RUNNING else None
+    if image is None:
+        return None, running, None
+    try:
+        info = image_identity(image, store)
+    except StoreLockTimeout:
+        raise  # the store was busy: nothing is known about the image
+    except KernelArtifactError as e:
+        if running is not None:
+            return None, running, None
+        raise KernelSpecError(
+            f"kernel {spec.raw!r} (from {spec.source.value}): {e}. No vmlinux can be verified"
+            " against an image that cannot be read: fix or reinstall the image, or pass"
+            " --no-kernel-verify to use the vmlinux found for it unverified"
+        ) from None
+    if running is not None:
+        return info, running, None
+    # A flat image whose build-id cannot be told apart says why; the banner may still pair.
+    why = f"image build-id unknown: {info.build_id_problem}" if info.build_id_problem else None
+    return info, Expectation(info.build_id, info.banner, "image"), why
+
+
+def _chosen_arch(vmlinux: Path) -> str | None:
+    """The arch of the vmlinux the probe chose; it was an ELF a moment ago, so anything else
+    now is a rewrite under way (a build), not a bad file."""
+    try:
+        return read_elf_ident(vmlinux).arch
+    except NotElfError as e:
+        raise FileChanged(vmlinux, f"no longer an ELF: {e}") from None
+    except OSError as e:
+        raise FileChanged(vmlinux, e.strerror or str(e)) from None
+
+
+def _vmlinux_build_id(vmlinux: Path, store: Store) -> str | None:
+    try:
+        return vmlinux_identity(vmlinux, store).build_id
+    except StoreLockTimeout:
+        raise
+    except KernelArtifactError:
+        return None
+
+
+def _identify(
+    spec: KernelSpec, root: Sysroot, refused_images: list[Candidate]
+) -> tuple[Path | None, Path | None, str | None, str | None]:
+    """(image, build tree, release, arch) as far as the spec alone tells; distro images passed
+    over on the way go to ``refused_images``."""
+    if spec.kind is SpecKind.TREE:
+        assert spec.path is not None
+        found = find_tree_image(spec.path)
+        image = found[0] if found else None
+        arch = image_arch(image) if image else None
+        return image, spec.path, read_tree_release(spec.path), arch
+    if spec.kind is SpecKind.IMAGE:
+        assert spec.path is not None
+        return spec.path, None, image_release(spec.path), image_arch(spec.path)
+    if spec.kind is SpecKind.VMLINUX:
+        assert spec.path is not None
+        return None, None, read_tree_release(spec.path.parent), None
+    if spec.kind is SpecKind.RUNNING:
+        uname = os.uname()
+        distro_image = find_distro_image(uname.release, root, refused_images)
+        arch = image_arch(distro_image) if distro_image else None
+        return distro_image, None, uname.release, arch or arch_from_uname(uname.machine)
+    assert spec.release is not None
+    distro_image = find_distro_image(spec.release, root, refused_images)
+    return distro_image, None, spec.release, image_arch(distro_image) if distro_image else None
+
+
+def _explicit_vmlinux(
+    raw: str | os.PathLike[str],
+    *,
+    arch: str | None,
+    base: str | os.PathLike[str] | None,
+    expect: Expectation | None,
+    store: Store,
+) -> Probe:
+    origin = f"--vmlinux {os.fspath(raw)!r}"
+    path, ident = check_vmlinux_path(os.fspath(raw), origin=origin, base=base)
+    if arch is not None and (ident.arch is None or not arch_matches(ident.arch, arch)):
+        raise KernelSpecError(
+            f"--vmlinux {path} is an ELF for {ident.machine_name}, but the kernel image is {arch};"
+            " pass the vmlinux built with this image"
+        )
+    paired = UNVERIFIED
+    if expect is not None:
+        try:
+            identity = vmlinux_identity(path, store)
+        except KernelArtifactError as e:
+            raise KernelSpecError(f"{origin}: {e}") from None
+        how, refused = pair(expect, identity)
+        if refused is not None:
+            raise KernelSpecError(
+                f"--vmlinux {path} does not belong to this kernel: {refused}. Pass the vmlinux"
+                " of this build, or --no-kernel-verify to use it anyway"
+            )
+        paired = how or UNVERIFIED
+    given = Candidate(path, "given by --vmlinux", None, path)
+    report = ProbeReport((given,), path, None, arch or ident.arch, None, paired=paired)
+    return Probe(path, report)
