@@ -35,7 +35,7 @@ from typing import Any
 
 from kernels import DEBIAN_SYSROOT, debian_release
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 MIB = 1 << 20
 CODECS = ("gzip", "bzip2", "lzma", "xz", "lz4", "zstd", "lzo")
 GOAL_MIB = 32  # peak - cap after, for every codec's bomb and exact-cap output

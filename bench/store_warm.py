@@ -33,7 +33,7 @@ from pathlib import Path
 
 from kernels import DEBIAN_SYSROOT, MISSING, debian_release, vmlinux_of
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 DEFAULT_BASE = "24950dc"
 OPERATIONS = (
     "snapshot",
