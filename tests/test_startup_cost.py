@@ -29,6 +29,7 @@ LIGHT = {
     "pytest_ktstr_vmlinux.plugin",
     "pytest_ktstr_vmlinux.results",
     "pytest_ktstr_vmlinux.settings",
+    "pytest_ktstr_vmlinux.vmplugin",
 }
 
 RECORDER = """

@@ -30,13 +30,16 @@ class Console:
     def tail(self, lines: int = TAIL_LINES) -> str:
         return "\n".join(self.text().rstrip("\n").split("\n")[-lines:])
 
-    def trouble(self) -> str | None:
-        """``panic`` or ``oops`` when the console shows one (a panic wins), else None."""
+    def trouble(self) -> tuple[str, str] | None:
+        """``("panic", line)`` or ``("oops", line)`` for the first such line on the console (a
+        panic wins over an oops), else None."""
         text = self.text()
-        if _PANIC.search(text):
-            return "panic"
-        if _OOPS.search(text):
-            return "oops"
+        for kind, pattern in (("panic", _PANIC), ("oops", _OOPS)):
+            match = pattern.search(text)
+            if match is not None:
+                start = text.rfind("\n", 0, match.start()) + 1
+                end = text.find("\n", match.end())
+                return kind, text[start : end if end >= 0 else len(text)].strip()
         return None
 
     def report(self, lines: int = TAIL_LINES) -> str:

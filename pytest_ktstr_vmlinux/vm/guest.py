@@ -226,9 +226,7 @@ class GuestVM:
         with contextlib.suppress(subprocess.TimeoutExpired):
             self._process.wait(5)
         trouble = self._console.trouble()
-        how = {"panic": "the guest kernel panicked", "oops": "the guest kernel oopsed"}.get(
-            trouble or "", f"QEMU exited (status {self._process.returncode})"
-        )
+        how = _trouble(trouble) if trouble else f"QEMU exited (status {self._process.returncode})"
         self._stop(how)
         return GuestStoppedError(f"{what}: {how}\n{self._console.report()}")
 
@@ -286,7 +284,7 @@ def boot_guest(
             part
             for part in (
                 f"console={target(arch).console},115200 panic=-1",
-                f"memmap={WINDOW_SIZE}${window:#x} ktstr.window={window:#x},{WINDOW_SIZE}",
+                f"memmap={WINDOW_SIZE // MiB}M${window:#x} ktstr.window={window:#x},{WINDOW_SIZE}",
                 cmdline.strip(),
             )
             if part
@@ -329,9 +327,7 @@ def _wait_ready(vm: GuestVM, timeout: float) -> None:
         reason, how = "exited", f"QEMU exited before the agent started ({e})"
     trouble = vm._console.trouble()
     if trouble is not None:
-        reason = trouble
-        how = {"panic": "the guest kernel panicked", "oops": "the guest kernel oopsed"}[trouble]
-        how += " before its agent started"
+        reason, how = trouble[0], f"{_trouble(trouble)}, before its agent started"
     with contextlib.suppress(subprocess.TimeoutExpired):
         vm._process.wait(1)
     qemu_said = (vm.log_dir / "qemu.log").read_text(errors="replace").strip()
@@ -359,6 +355,11 @@ def _image(kernel: Kernel | str | os.PathLike[str], arch: str | None) -> tuple[P
             " its release instead"
         )
     return kernel.image, arch or kernel.arch or "unknown"
+
+
+def _trouble(trouble: tuple[str, str]) -> str:
+    kind, line = trouble
+    return f"the guest kernel {'panicked' if kind == 'panic' else 'oopsed'} ({line})"
 
 
 def _check_guest_path(path: str) -> None:
