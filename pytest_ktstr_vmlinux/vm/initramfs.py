@@ -86,10 +86,10 @@ def guest_files(files: Mapping[str, FileSource] | None) -> tuple[GuestFile, ...]
             out.append(GuestFile(path, bytes(source), 0o644))
             continue
         try:
+            st = os.stat(source)
+            if not stat.S_ISREG(st.st_mode):
+                raise ValueError(f"guest file {raw!r}: {source} is not a regular file")
             with open(source, "rb") as f:
-                st = os.fstat(f.fileno())
-                if not stat.S_ISREG(st.st_mode):
-                    raise ValueError(f"guest file {raw!r}: {source} is not a regular file")
                 data = f.read()
         except OSError as e:
             raise ValueError(f"guest file {raw!r}: cannot read {source}: {e.strerror}") from None

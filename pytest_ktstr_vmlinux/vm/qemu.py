@@ -95,15 +95,11 @@ class GuestLine:
             if self.accel == "kvm"
             else (["-cpu", "max"] if t.machine == "virt" else [])
         )
-        mem = self.memory // MiB
         return [
             str(self.qemu),
             "-accel", self.accel,
             *cpu,
-            "-machine", f"{t.machine},memory-backend=ram",
-            "-object",
-            f"memory-backend-file,id=ram,size={mem}M,share=on,mem-path=/proc/self/fd/{self.ram_fd}",
-            "-m", f"{mem}M",
+            *memory_args(t.machine, self.memory, self.ram_fd),
             "-smp", str(self.cpus),
             "-nodefaults", "-no-user-config", "-display", "none", "-no-reboot",
             "-chardev", f"file,id=console,path={_escape(self.console)}",
@@ -116,6 +112,13 @@ class GuestLine:
             "-initrd", str(self.initrd),
             "-append", self.cmdline,
         ]  # fmt: skip
+
+
+def memory_args(machine: str, memory: int, ram_fd: int) -> list[str]:
+    """``machine`` with its RAM in the inherited file ``ram_fd``, shared with the host."""
+    mem = memory // MiB
+    backend = f"memory-backend-file,id=ram,size={mem}M,share=on,mem-path=/proc/self/fd/{ram_fd}"
+    return ["-machine", f"{machine},memory-backend=ram", "-object", backend, "-m", f"{mem}M"]
 
 
 def _escape(path: Path) -> str:
