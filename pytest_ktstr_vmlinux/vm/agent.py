@@ -50,7 +50,7 @@ INIT = r"""#!/bin/busybox sh
 mkdir -p /dev/pts /dev/shm
 mount -t devpts devpts /dev/pts
 mount -t tmpfs tmpfs /dev/shm
-export PATH=/usr/sbin:/usr/bin:/sbin:/bin HOME=/root
+export PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin HOME=/root
 # As an initramfs's init hands over to the real one: init=PATH runs that instead of the agent.
 read -r cmdline < /proc/cmdline
 for arg in $cmdline; do
