@@ -70,6 +70,15 @@ def test_exit_status_comes_back(guest: GuestVM, status: int) -> None:
     assert guest.run(f"echo out; echo err >&2; exit {status}").returncode == status
 
 
+def test_a_command_sees_a_plain_shell_not_the_agent(guest: GuestVM) -> None:
+    result = guest.run('echo "[$#][$1][$R][$WIN]"; echo /proc/sys/kernel/osrel*; type towin')
+    assert result.stdout.split(b"\n")[:2] == [b"[0][][][]", b"/proc/sys/kernel/osrelease"]
+    assert result.returncode != 0  # the agent's functions are gone too
+    assert guest.run("exec echo replaced").stdout == b"replaced\n"
+    assert guest.run("cd /tmp; pwd").stdout == b"/tmp\n"
+    assert guest.run("pwd").stdout == b"/\n"  # each command starts afresh
+
+
 def test_stdout_and_stderr_come_back_apart_and_binary(guest: GuestVM) -> None:
     result = guest.run(r"printf 'a\000b\377'; printf 'E\001' >&2")
     assert (result.stdout, result.stderr) == (b"a\0b\xff", b"E\x01")

@@ -9,9 +9,10 @@ are raw bytes of a stated length, so binary output and NUL bytes survive.
 
 Requests (host to guest), one line each; SEQ numbers every request, and its reply repeats it:
 
-    C SEQ TEXT               run TEXT (printable ASCII) with sh -c
+    C SEQ TEXT               run TEXT (printable ASCII)
     R SEQ LEN                run the LEN-byte script at window offset 0
-    K SEQ                    command SEQ timed out: report its output so far
+    K SEQ                    command SEQ timed out: report its output so far (the agent is
+                             waiting for the command; the reader turns this into SIGUSR1)
     W SEQ PLEN DLEN OFF MODE write DLEN bytes (window offset PLEN) at byte OFF of the file whose
                              path is the PLEN bytes at window offset 0; OFF 0 creates or
                              truncates it (and its directories); then chmod MODE (octal)
@@ -29,8 +30,10 @@ Replies (guest to host):
     S SEQ SIZE N             a G request: the file has SIZE bytes, N of them are in the window
     E SEQ MESSAGE            a W or G request failed (no such file, ...)
 
-Commands run in their own session (setsid), with stdin /dev/null, in /, as root; each command's
-output goes to files, so a command may leave background work running.
+Each command runs as ``sh -c`` would run it, in a subshell of the agent that first forgets the
+agent's functions and variables (a fork, without the exec of a new shell: under TCG the exec is
+the larger cost), with stdin /dev/null, in /, as root. Its output goes to files, not pipes, so
+a command may leave background work running.
 """
 
 from __future__ import annotations
@@ -38,8 +41,9 @@ from __future__ import annotations
 PROTOCOL = 1
 AGENT_PATH = "ktstr/agent"
 RUN_DIR = "/run/ktstr"
-# The longest command sent inline on the request line; the tty's line buffer holds 4095 bytes.
-INLINE_MAX = 1024
+# The longest command sent inline on the request line (read a byte at a time: longer ones cost
+# more than their trip through the window); the tty's line buffer holds 4095 bytes.
+INLINE_MAX = 256
 
 INIT = r"""#!/bin/busybox sh
 # PID 1 of a ktstr-vmlinux guest: the API filesystems, busybox's applets, then the agent.
@@ -75,12 +79,20 @@ done
 # Canonical input without echo or special characters; output without CR insertion.
 stty -F $CH 115200 -echo -echoe -echok -echoctl -echoke -icrnl -ixon -isig -iexten -opost icanon
 exec 3>$CH
-mkfifo $R/events
-exec 4<>$R/events
-# One read per line in canonical mode: each request is one write into the event fifo, never
-# torn by the completions that commands post there. Not cat: it splices, and a splice into a
-# pipe holds the pipe's lock while it waits for the tty, locking out the reader.
-dd if=$CH bs=4096 2>/dev/null >&4 3>&- &
+mkfifo $R/requests
+exec 4<>$R/requests
+agent=$$ timedout=
+trap 'timedout=1' USR1
+# The reader: request lines from the tty to the agent, through a fifo, because the agent waits
+# for each command; a K line (that command timed out) is a SIGUSR1, which ends that wait. Shell
+# builtins only: no process per request. (Not cat: it splices, and a splice into a pipe holds
+# the pipe's lock while it waits for the tty, locking the agent out.)
+while IFS= read -r l; do
+    case $l in
+        "K "*) kill -USR1 $agent ;;
+        *) echo "$l" >&4 ;;
+    esac
+done <$CH 3>&- &
 
 towin() {  # FILE WINDOW-OFFSET BYTES [FILE-OFFSET]
     dd if="$1" of=/dev/mem bs=1M count=$3 skip=${4:-0} seek=$((WIN + $2)) \
@@ -96,18 +108,26 @@ fail() {  # SEQ: the request failed; the reason is the first line of $R/msg
     echo "E $1 ${msg:-failed}" >&3
 }
 winpath() {  # PLEN: the path at window offset 0, into $p
-    rm -f $R/path
-    fromwin $R/path 0 $1
+    dd if=/dev/mem of=$R/path bs=$1 count=1 skip=$WIN iflag=skip_bytes 2>/dev/null
     p=
     IFS= read -r p < $R/path
 }
-start() {  # SEQ, then sh's arguments
-    local seq=$1
-    shift
-    rm -f $R/out.$last $R/err.$last $R/cmd.$last
-    last=$seq running=$seq
-    ( setsid sh "$@" >$R/out.$seq 2>$R/err.$seq </dev/null 3>&- 4>&-; echo "X $seq $?" >&4 ) 3>&- &
-    pid=$!
+# What a command's subshell forgets of the agent before it runs the command.
+FORGET='unset -f towin fromwin fail winpath run finish put get
+unset R CH WIN SIZE agent timedout line op args seq status p cmdline arg w FORGET
+set +f; set --;'
+run() {  # SEQ TEXT: one subshell per command, no exec (under TCG an exec costs two forks)
+    local seq=$1 status
+    if [ $((seq % 64)) = 0 ]; then  # the output of earlier commands
+        set +f
+        rm -f $R/out.* $R/err.* $R/cmd.*
+        set -f
+    fi
+    timedout=
+    ( eval "$FORGET" "$2" ) >$R/out.$seq 2>$R/err.$seq </dev/null 3>&- 4>&- &
+    wait $!
+    status=$?
+    if [ -n "$timedout" ]; then finish T $seq -; else finish D $seq $status; fi
 }
 finish() {  # KIND SEQ STATUS: report a command's output, in the window when it fits
     local o=$R/out.$2 e=$R/err.$2 ol=0 el=0 kind=$1 seq=$2 status=$3
@@ -119,7 +139,6 @@ finish() {  # KIND SEQ STATUS: report a command's output, in the window when it 
             [ $el = 0 ] || towin $e $ol $el
         fi
     fi
-    running=
     echo "$kind $seq $status $ol $el" >&3
 }
 put() {  # SEQ PLEN DLEN OFF MODE
@@ -156,17 +175,14 @@ get() {  # SEQ PLEN OFF
     echo "S $1 $size $n" >&3
 }
 
-last=0 running= pid=
 echo "READY 1" >&3
 while IFS= read -r line <&4; do
     op=${line%% *}
     args=${line#"$op"}
     args=${args# }
     case $op in
-        C) seq=${args%% *}; start "$seq" -c "${args#"$seq" }" ;;
-        R) set -- $args; rm -f $R/cmd.$1; fromwin $R/cmd.$1 0 $2 && start $1 $R/cmd.$1 ;;
-        X) set -- $args; if [ "$1" = "$running" ]; then wait $pid; finish D $1 $2; fi ;;
-        K) set -- $args; [ "$1" != "$running" ] || finish T $1 - ;;
+        C) seq=${args%% *}; run "$seq" "${args#"$seq" }" ;;
+        R) set -- $args; if fromwin $R/cmd.$1 0 $2; then run $1 ". $R/cmd.$1"; else fail $1; fi ;;
         W) put $args ;;
         G) get $args ;;
         *) echo "E - unknown request: $op" >&3 ;;
