@@ -113,6 +113,10 @@ def test_put_and_get_round_trip(guest: GuestVM, tmp_path: Path) -> None:
     host.chmod(0o755)
     guest.put("/usr/local/bin/tool", host)
     assert guest.run("tool").stdout == b"from the host\n"
+    odd = "/tmp/a dir/\u00e9t\u00e9 \t file"  # not a plain path: it goes through the window
+    guest.put(odd, b"odd path")
+    assert guest.get(odd) == b"odd path"
+    assert guest.run("cat /tmp/a\\ dir/*").stdout == b"odd path"
     guest.put("/tmp/empty", b"", mode=0o600)
     assert guest.get("/tmp/empty") == b""
     assert guest.run("stat -c %a /tmp/empty").stdout == b"600\n"

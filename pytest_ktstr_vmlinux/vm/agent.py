@@ -13,11 +13,15 @@ Requests (host to guest), one line each; SEQ numbers every request, and its repl
     R SEQ LEN                run the LEN-byte script at window offset 0
     K SEQ                    command SEQ timed out: report its output so far (the agent is
                              waiting for the command; the reader turns this into SIGUSR1)
-    W SEQ PLEN DLEN OFF MODE write DLEN bytes (window offset PLEN) at byte OFF of the file whose
-                             path is the PLEN bytes at window offset 0; OFF 0 creates or
-                             truncates it (and its directories); then chmod MODE (octal)
-    G SEQ PLEN OFF           copy up to the window's size of that file from byte OFF into the
+    W SEQ PLEN DLEN OFF MODE [PATH]
+                             write DLEN bytes (window offset PLEN) at byte OFF of the file at
+                             PATH, or when PLEN is not 0 at the PLEN-byte path at window offset
+                             0; OFF 0 creates or truncates it (and its directories); then chmod
+                             MODE (octal)
+    G SEQ PLEN OFF [PATH]    copy up to the window's size of that file from byte OFF into the
                              window (files under /proc and /sys are first copied whole)
+
+A PATH on the request line is printable ASCII without spaces; others go through the window.
 
 Replies (guest to host):
 
@@ -141,9 +145,9 @@ finish() {  # KIND SEQ STATUS: report a command's output, in the window when it 
     fi
     echo "$kind $seq $status $ol $el" >&3
 }
-put() {  # SEQ PLEN DLEN OFF MODE
+put() {  # SEQ PLEN DLEN OFF MODE [PATH]
     local d
-    winpath $2
+    if [ $2 = 0 ]; then p=$6; else winpath $2; fi
     if [ $4 = 0 ]; then
         d=${p%/*}
         [ -z "$d" ] || [ -d "$d" ] || mkdir -p "$d" 2>$R/msg || { fail $1; return; }
@@ -153,9 +157,9 @@ put() {  # SEQ PLEN DLEN OFF MODE
     chmod $5 "$p" 2>$R/msg || { fail $1; return; }
     echo "A $1" >&3
 }
-get() {  # SEQ PLEN OFF
+get() {  # SEQ PLEN OFF [PATH]
     local f size n
-    winpath $2
+    if [ $2 = 0 ]; then p=$4; else winpath $2; fi
     f=$p
     case $p in
         /proc/*|/sys/*)

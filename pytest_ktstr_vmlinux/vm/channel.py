@@ -114,7 +114,7 @@ class Agent:
         return self._output(seq, reply)
 
     def put(self, path: str, data: memoryview, mode: int, timeout: float) -> None:
-        encoded = path.encode()
+        encoded, inline = _path(path)
         room = self.window_size - len(encoded)
         offset = 0
         deadline = time.monotonic() + timeout
@@ -122,7 +122,7 @@ class Agent:
             chunk = data[offset : offset + room]
             self._to_window(encoded, chunk)
             seq = self._next()
-            self.channel.send(f"W {seq} {len(encoded)} {len(chunk)} {offset} {mode:o}")
+            self.channel.send(f"W {seq} {len(encoded)} {len(chunk)} {offset} {mode:o}{inline}")
             self._reply(seq, deadline, "A")
             offset += len(chunk)
             if offset >= len(data):
@@ -133,13 +133,13 @@ class Agent:
         return self._get(path, deadline)
 
     def _get(self, path: str, deadline: float) -> bytes:
-        encoded = path.encode()
+        encoded, inline = _path(path)
         parts: list[bytes] = []
         offset, size = 0, None
         while size is None or offset < size:
             self._to_window(encoded)
             seq = self._next()
-            self.channel.send(f"G {seq} {len(encoded)} {offset}")
+            self.channel.send(f"G {seq} {len(encoded)} {offset}{inline}")
             size_text, count_text = self._reply(seq, deadline, "S")[2:4]
             size, count = int(size_text), int(count_text)
             if count == 0:
@@ -187,3 +187,11 @@ class Agent:
     def _next(self) -> int:
         self._seq += 1
         return self._seq
+
+
+def _path(path: str) -> tuple[bytes, str]:
+    """``(window bytes, request suffix)`` for a path: a short plain one rides on the request
+    line (the agent saves a process), any other goes through the window."""
+    if len(path) <= INLINE_MAX and path.isascii() and path.isprintable() and " " not in path:
+        return b"", f" {path}"
+    return path.encode(), ""
