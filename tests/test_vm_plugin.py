@@ -82,6 +82,18 @@ def test_factory_says_the_guest_panicked(kernel_vm_factory):
     assert "Kernel panic - not syncing: Attempted to kill init!" in message
     assert "before its agent started" in message
     assert re.search(r"console /\\S+/console.log, last 30 lines:\\n  \\| ", message)
+
+
+def test_a_panic_while_a_command_runs_says_so(kernel_vm_factory):
+    vm = kernel_vm_factory()
+    _record(vm)
+    with pytest.raises(GuestStoppedError) as e:
+        vm.run("echo c > /proc/sysrq-trigger")
+    message = str(e.value)
+    assert message.startswith("run 'echo c > /proc/sysrq-trigger': the guest kernel panicked (")
+    assert "Kernel panic - not syncing: sysrq triggered crash" in message
+    assert f"console {vm.console_path}, last 30 lines:" in message
+    assert not vm.alive
 """
 
 
@@ -131,10 +143,10 @@ def test_kernel_vm_fixtures_on_the_debian_kernel(
         *VM_OPTIONS,
     )
     assert result.ret == 0, result.stdout.str()
-    result.assert_outcomes(passed=5)
+    result.assert_outcomes(passed=6)
     assert "test_vm.py::test_marker_gives_a_guest_of_its_own[ktstr_vm]" in junit(pytester).cases
     recorded = [int(p) for p in pids.read_text().split()]
-    assert len(set(recorded)) == 2
+    assert len(set(recorded)) == 3
     assert not any(_alive(pid) for pid in recorded)
     assert _processes_mentioning(str(pytester.path)) == []
 

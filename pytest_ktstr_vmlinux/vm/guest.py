@@ -126,7 +126,7 @@ class GuestVM:
         try:
             out = self._agent.run(command, timeout)
         except CommandTimeout as e:
-            partial = e.partial or None
+            partial = e.partial
             result = GuestResult(
                 command,
                 None,
@@ -140,7 +140,9 @@ class GuestVM:
                 f" killed. Output so far:\n{so_far}\n{self._console.report()}",
                 result,
             ) from None
-        except (ChannelClosed, ChannelTimeout, AgentError) as e:
+        except AgentError as e:
+            raise GuestError(f"run {command!r}: the agent could not start it: {e}") from None
+        except (ChannelClosed, ChannelTimeout) as e:
             raise self._lost(f"run {command!r}", e) from None
         result = GuestResult(command, out.returncode, out.stdout, out.stderr)
         if check and result.returncode != 0:
@@ -254,9 +256,9 @@ def boot_guest(
         raise ValueError(f"cpus={cpus}: a guest needs at least one CPU")
     if memory <= 0 or memory % MiB:
         raise ValueError(f"memory={memory}: a positive whole number of MiB, in bytes")
-    qemu = find_qemu(arch)
     if arch != "x86_64":
         raise GuestError(f"{image}: booting {arch} guests is not supported yet; x86_64 only")
+    qemu = find_qemu(arch)
     busybox = find_busybox(arch)
     added = guest_files(files)
     initrd = initramfs_path(store, busybox, added)

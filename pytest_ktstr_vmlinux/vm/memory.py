@@ -83,8 +83,8 @@ class GuestMemory:
         contents) alive until they are released."""
         if self._fd < 0:
             return
-        self.buffer.release()
-        with contextlib.suppress(BufferError):
+        with contextlib.suppress(BufferError):  # a caller's export of it (numpy) keeps it
+            self.buffer.release()
             self._map.close()
         os.close(self._fd)
         self._fd = -1
