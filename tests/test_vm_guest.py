@@ -124,8 +124,9 @@ def test_put_and_get_round_trip(guest: GuestVM, tmp_path: Path) -> None:
 
 def test_get_reads_proc_files_and_says_what_is_missing(guest: GuestVM) -> None:
     assert guest.get("/proc/cmdline").decode().split()[-1] == "nokaslr"
-    with pytest.raises(GuestError, match="get /no/such: /no/such: no such file"):
+    with pytest.raises(GuestError, match="get /no/such: /no/such: no such file") as e:
         guest.get("/no/such")
+    assert f"console {guest.console_path}, last 30 lines:" in str(e.value)
     with pytest.raises(GuestError, match="/tmp: not a regular file"):
         guest.get("/tmp")
 
@@ -137,6 +138,7 @@ def test_check_raises_with_command_status_and_output(guest: GuestVM) -> None:
     assert message.startswith("guest command `echo to stdout; echo to stderr >&2; exit 3`")
     assert "exited with status 3" in message
     assert "| to stdout" in message and "| to stderr" in message
+    assert f"console {guest.console_path}, last 30 lines:" in message
     assert e.value.result.returncode == 3
 
 

@@ -141,14 +141,16 @@ class GuestVM:
                 result,
             ) from None
         except AgentError as e:
-            raise GuestError(f"run {command!r}: the agent could not start it: {e}") from None
+            raise GuestError(
+                f"run {command!r}: the agent could not start it: {e}\n{self._console.report()}"
+            ) from None
         except (ChannelClosed, ChannelTimeout) as e:
             raise self._lost(f"run {command!r}", e) from None
         result = GuestResult(command, out.returncode, out.stdout, out.stderr)
         if check and result.returncode != 0:
             raise GuestCommandError(
                 f"guest command `{command}` exited with status {result.returncode}:\n"
-                f"{_quote_output(result)}",
+                f"{_quote_output(result)}\n{self._console.report()}",
                 result,
             )
         return result
@@ -173,7 +175,7 @@ class GuestVM:
         try:
             self._agent.put(guest_path, payload, perm if mode is None else mode, timeout)
         except AgentError as e:
-            raise GuestError(f"put {guest_path}: {e}") from None
+            raise GuestError(f"put {guest_path}: {e}\n{self._console.report()}") from None
         except (ChannelClosed, ChannelTimeout) as e:
             raise self._lost(f"put {guest_path}", e) from None
 
@@ -184,7 +186,7 @@ class GuestVM:
         try:
             return self._agent.get(guest_path, timeout)
         except AgentError as e:
-            raise GuestError(f"get {guest_path}: {e}") from None
+            raise GuestError(f"get {guest_path}: {e}\n{self._console.report()}") from None
         except (ChannelClosed, ChannelTimeout) as e:
             raise self._lost(f"get {guest_path}", e) from None
 
@@ -217,7 +219,9 @@ class GuestVM:
 
     def _check_running(self, what: str) -> None:
         if self._stopped is not None:
-            raise GuestStoppedError(f"{what}: the guest is not running: {self._stopped}")
+            raise GuestStoppedError(
+                f"{what}: the guest is not running: {self._stopped}\n{self._console.report()}"
+            )
         if self._process.poll() is not None:
             raise self._lost(what, ChannelClosed("QEMU exited"))
 
