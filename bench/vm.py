@@ -6,8 +6,9 @@ On Debian's 6.1 cloud kernel under TCG, in one run:
     kernel command line) whose /init prints a line and powers off; the time to that line;
 (b) ``boot_guest(...)`` to a ready agent (initramfs already in the store, as after the first
     boot of a run); ratio (b) / (a), interleaved round by round;
-(c) ``run("true")``, median of 50; its floor is the guest's own ``sh -c true`` (fork, exec,
-    wait), timed inside the guest over 200 runs;
+(c) ``run("true")``, median of 50, on the 2-CPU guest and on a 1-CPU one; its floor is what
+    the agent itself does per command, a fork (``( true )`` in the guest's shell), timed inside
+    the guest over 200 runs (``sh -c true``, a fork and an exec, is shown beside it);
 (d) ``get`` of a 16 MiB file, median of 5; its floor is the guest reading the file itself
     (``cat FILE >/dev/null``), timed inside the guest over 10 runs.
 
@@ -112,6 +113,16 @@ def in_guest_seconds(vm: GuestVM, body: str, count: int) -> float:
     return (end - start) / count
 
 
+def run_true(vm: GuestVM) -> list[float]:
+    vm.run("true")
+    runs = []
+    for _ in range(50):
+        started = time.perf_counter()
+        vm.run("true")
+        runs.append(time.perf_counter() - started)
+    return runs
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else None)
     parser.add_argument("--sysroot", type=Path, default=DEBIAN_SYSROOT)
@@ -143,15 +154,17 @@ def main() -> int:
                     seconds, vm = guest_boot(image, store, tmp / f"boot-{i}")
                     boots.append(seconds)
                     vm.shutdown()
+        with boot_guest(
+            image, store=store, cpus=1, memory=MEMORY_MIB << 20, accel="tcg", timeout=900,
+            log_dir=tmp / "one-cpu",
+        ) as one:  # fmt: skip
+            runs_1 = run_true(one)
+            run_floor_1 = in_guest_seconds(one, "( true )", 200)
         _, vm = guest_boot(image, store, tmp / "use")
         with vm:
-            vm.run("true")
-            runs = []
-            for _ in range(50):
-                started = time.perf_counter()
-                vm.run("true")
-                runs.append(time.perf_counter() - started)
-            run_floor = in_guest_seconds(vm, "sh -c true", 200)
+            runs = run_true(vm)
+            run_floor = in_guest_seconds(vm, "( true )", 200)
+            sh_c = in_guest_seconds(vm, "sh -c true", 200)
             vm.run(f"head -c {GET_SIZE} /dev/urandom > /tmp/big", check=True)
             gets = []
             for _ in range(5):
@@ -165,9 +178,10 @@ def main() -> int:
 
     floor, boot = statistics.median(floors), statistics.median(boots)
     run_s, get_s = statistics.median(runs), statistics.median(gets)
+    run_1 = statistics.median(runs_1)
     mbps = GET_SIZE / get_s / 1e6
     print(f"kernel: {image}; TCG, {CPUS} CPUs, {MEMORY_MIB} MiB; load {os.getloadavg()[0]:.1f}")
-    print(f"{args.rounds} boots of each kind, interleaved; 50 run('true'); 5 gets of 16 MiB")
+    print(f"{args.rounds} boots of each kind, interleaved; 50 run('true') each; 5 gets of 16 MiB")
     print()
     print("| figure | median | floor (median) | ratio | goal |")
     print("|---|---:|---:|---:|---|")
@@ -177,8 +191,13 @@ def main() -> int:
         f" {boot / floor:.3f}x | <= {BOOT_GOAL}x (a) |"
     )
     print(
-        f"| (c) run('true') round trip | {run_s * 1e3:.1f} ms | guest's sh -c true"
-        f" {run_floor * 1e3:.1f} ms | {run_s / run_floor:.2f}x | <= {RUN_GOAL_MS:g} ms |"
+        f"| (c) run('true') round trip, {CPUS} CPUs | {run_s * 1e3:.1f} ms | guest's fork"
+        f" {run_floor * 1e3:.1f} ms (sh -c true {sh_c * 1e3:.1f} ms) | {run_s / run_floor:.2f}x"
+        f" | <= {RUN_GOAL_MS:g} ms |"
+    )
+    print(
+        f"| (c) run('true') round trip, 1 CPU | {run_1 * 1e3:.1f} ms | guest's fork"
+        f" {run_floor_1 * 1e3:.1f} ms | {run_1 / run_floor_1:.2f}x | <= {RUN_GOAL_MS:g} ms |"
     )
     print(
         f"| (d) get of 16 MiB | {get_s * 1e3:.0f} ms ({mbps:.0f} MB/s) | guest's cat"
@@ -189,6 +208,7 @@ def main() -> int:
     results = [
         (f"(b) <= {BOOT_GOAL}x (a)", f"{boot / floor:.2f}x", boot / floor <= BOOT_GOAL),
         (f"(c) <= {RUN_GOAL_MS:g} ms", f"{run_s * 1e3:.1f} ms", run_s * 1e3 <= RUN_GOAL_MS),
+        (f"(c) <= {RUN_GOAL_MS:g} ms, 1 CPU", f"{run_1 * 1e3:.1f} ms", run_1 * 1e3 <= RUN_GOAL_MS),
         (f"(d) >= {GET_GOAL_MBPS:g} MB/s", f"{mbps:.0f} MB/s", mbps >= GET_GOAL_MBPS),
     ]
     for goal, value, met in results:

@@ -123,6 +123,9 @@ def test_initramfs_holds_busybox_init_agent_and_the_added_files(
         "etc/motd": "-rw-r--r--",
         "usr/local/bin": "drwxr-xr-x",
         "usr": "drwxr-xr-x",
+        "bin/sh": "lrwxrwxrwx",  # busybox's applets, linked where busybox --list-full says
+        "usr/bin/awk": "lrwxrwxrwx",
+        "run/ktstr/requests": "prw-------",
     }.items():
         assert listing.get(name) == mode, (name, listing.get(name))
     extracted = tmp_path / "root"
@@ -168,6 +171,8 @@ def test_initramfs_is_built_once_per_content(guest_tools: None, tmp_path: Path) 
         ("etc/motd", b"", "give an absolute guest path"),
         ("/init", b"", "initramfs's own /init"),
         ("/bin/busybox", b"", "own /bin/busybox"),
+        ("/ktstr/agent", b"", "own /ktstr/agent"),
+        ("/run/ktstr/x", b"", "own /run/ktstr/x"),
         ("/a/../init", b"", "'..' is not allowed"),
         ("/etc/", b"", "names a directory"),
         ("/etc/x", "/nonexistent/file", "cannot read /nonexistent/file"),

@@ -49,23 +49,32 @@ RUN_DIR = "/run/ktstr"
 # more than their trip through the window); the tty's line buffer holds 4095 bytes.
 INLINE_MAX = 256
 
+# Mounted by /init, each table by one process: a process costs most of a boot's last second
+# under TCG. The second needs the mount points the first one's devtmpfs lacks.
+FSTAB = (
+    "proc /proc proc defaults 0 0\n"
+    "sysfs /sys sysfs defaults 0 0\n"
+    "devtmpfs /dev devtmpfs defaults 0 0\n"
+)
+FSTAB_DEV = "devpts /dev/pts devpts defaults 0 0\ntmpfs /dev/shm tmpfs defaults 0 0\n"
+FSTAB_PATH, FSTAB_DEV_PATH = "ktstr/fstab", "ktstr/fstab.dev"
+REQUESTS_FIFO = "run/ktstr/requests"
+
 INIT = r"""#!/bin/busybox sh
-# PID 1 of a ktstr-vmlinux guest: the API filesystems, busybox's applets, then the agent.
-/bin/busybox mount -t proc proc /proc
-/bin/busybox mount -t sysfs sysfs /sys
-/bin/busybox mount -t devtmpfs devtmpfs /dev
-/bin/busybox --install -s /bin
-mkdir -p /dev/pts /dev/shm
-mount -t devpts devpts /dev/pts
-mount -t tmpfs tmpfs /dev/shm
+# PID 1 of a ktstr-vmlinux guest: the API filesystems, then the agent.
+/bin/busybox mount -a -T /ktstr/fstab
+/bin/busybox mkdir /dev/pts /dev/shm
+/bin/busybox mount -a -T /ktstr/fstab.dev
+# The initramfs has busybox's applet links, unless busybox could not run on the host.
+[ -e /bin/sh ] || /bin/busybox --install -s /bin
 export PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin HOME=/root
 # As an initramfs's init hands over to the real one: init=PATH runs that instead of the agent.
 read -r cmdline < /proc/cmdline
 for arg in $cmdline; do
     case $arg in init=*) exec "${arg#init=}" ;; esac
 done
-/bin/sh /ktstr/agent
-echo "ktstr: the agent exited with status $?; powering off"
+. /ktstr/agent
+echo "ktstr: the agent stopped; powering off"
 poweroff -f
 """
 
@@ -73,7 +82,6 @@ AGENT = r"""# The ktstr-vmlinux agent: requests on ttyS1, payloads through the t
 set -f
 R=/run/ktstr
 CH=/dev/ttyS1
-mkdir -p $R
 read -r cmdline < /proc/cmdline
 for arg in $cmdline; do
     case $arg in
@@ -83,7 +91,6 @@ done
 # Canonical input without echo or special characters; output without CR insertion.
 stty -F $CH 115200 -echo -echoe -echok -echoctl -echoke -icrnl -ixon -isig -iexten -opost icanon
 exec 3>$CH
-mkfifo $R/requests
 exec 4<>$R/requests
 agent=$$ timedout=
 trap 'timedout=1' USR1

@@ -41,6 +41,10 @@ class Entry:
     def char_device(cls, name: str, major: int, minor: int, perm: int = 0o600) -> Entry:
         return cls(name, stat.S_IFCHR | perm, rdev=(major, minor))
 
+    @classmethod
+    def fifo(cls, name: str, perm: int = 0o600) -> Entry:
+        return cls(name, stat.S_IFIFO | perm)
+
 
 def _pad(n: int) -> bytes:
     return b"\0" * (-n % 4)

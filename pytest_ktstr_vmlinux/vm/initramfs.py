@@ -12,6 +12,7 @@ import os
 import posixpath
 import shutil
 import stat
+import subprocess
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -28,8 +29,9 @@ if TYPE_CHECKING:
 BUSYBOX_PACKAGE = "busybox-static"
 KIND_PREFIX = "vm-initramfs-"
 VERSION = 1
-_OWN = {"init", "bin", "bin/busybox", "dev", "dev/console", agent.AGENT_PATH, "ktstr"}
-_DIRS = ("bin", "dev", "proc", "sys", "run", "tmp", "root", "ktstr")
+_OWN = ("init", "bin/busybox", "dev/console", "ktstr", "run/ktstr")  # and what is under them
+_DIRS: tuple[str, ...] = ("bin", "sbin", "usr", "usr/bin", "usr/sbin", "dev", "proc", "sys")
+_DIRS += ("run", "run/ktstr", "tmp", "root", "ktstr")
 
 # What a test may add: contents, or a host file (its permission bits come along).
 FileSource = Union[bytes, str, "os.PathLike[str]"]
@@ -80,7 +82,8 @@ def guest_files(files: Mapping[str, FileSource] | None) -> tuple[GuestFile, ...]
     out = []
     for raw, source in (files or {}).items():
         path = _guest_path(raw)
-        if path.lstrip("/") in _OWN:
+        name = path.lstrip("/")
+        if any(name == own or name.startswith(f"{own}/") for own in _OWN):
             raise ValueError(f"guest file {raw!r}: the initramfs's own {path} cannot be replaced")
         if isinstance(source, (bytes, bytearray, memoryview)):
             out.append(GuestFile(path, bytes(source), 0o644))
@@ -115,7 +118,12 @@ def write_initramfs(out: BinaryIO, busybox: Path, files: tuple[GuestFile, ...]) 
         Entry.file("bin/busybox", busybox.read_bytes(), 0o755),
         Entry.file("init", agent.INIT.encode(), 0o755),
         Entry.file(agent.AGENT_PATH, agent.AGENT.encode(), 0o644),
+        Entry.file(agent.FSTAB_PATH, agent.FSTAB.encode(), 0o644),
+        Entry.file(agent.FSTAB_DEV_PATH, agent.FSTAB_DEV.encode(), 0o644),
+        Entry.fifo(agent.REQUESTS_FIFO),
     ]
+    added = {f.path.lstrip("/") for f in files}
+    entries += [Entry.symlink(a, "/bin/busybox") for a in applet_links(busybox) if a not in added]
     made = set(_DIRS)
     for f in files:
         name = f.path.lstrip("/")
@@ -135,6 +143,23 @@ def initramfs_path(store: Store, busybox: Path, files: tuple[GuestFile, ...]) ->
         busybox, content_kind(files), VERSION, lambda path, out: write_initramfs(out, path, files)
     )
     return store.export(built, ".cpio")
+
+
+def applet_links(busybox: Path) -> list[str]:
+    """Where busybox's applets belong (``bin/sh``, ``usr/bin/awk``, ...), as busybox itself says;
+    none when it cannot run here (another architecture's): then /init installs the links."""
+    try:
+        done = subprocess.run(
+            [str(busybox), "--list-full"], capture_output=True, text=True, timeout=60, check=True
+        )
+    except (OSError, subprocess.SubprocessError):
+        return []
+    links = []
+    for line in done.stdout.splitlines():
+        parent = posixpath.dirname(line)
+        if parent in _DIRS and posixpath.basename(line) not in ("", ".", "..", "busybox"):
+            links.append(line)
+    return links
 
 
 def _guest_path(raw: str) -> str:
