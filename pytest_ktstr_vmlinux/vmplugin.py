@@ -13,8 +13,7 @@ from __future__ import annotations
 import os
 import re
 from collections.abc import Iterator, Mapping
-from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, NoReturn, Protocol
+from typing import TYPE_CHECKING, Any, NamedTuple, NoReturn, Protocol
 
 import pytest
 
@@ -38,8 +37,9 @@ _MARKER_ARGS = ("cpus", "memory", "cmdline", "files", "timeout")
 _SETTINGS_KEY = pytest.StashKey["VmSettings"]()
 
 
-@dataclass(frozen=True)
-class _Setting:
+# NamedTuples and plain classes, not dataclasses: this module is imported by every pytest run
+# that has the plugin, and a dataclass costs a millisecond to define.
+class _Setting(NamedTuple):
     name: str  # the setting's part of every spelling: "cpus"
     metavar: str
     default: str
@@ -85,8 +85,7 @@ CMDLINE = _Setting(
 SETTINGS = (CPUS, MEMORY, ACCEL, TIMEOUT, CMDLINE)
 
 
-@dataclass(frozen=True)
-class VmSettings:
+class VmSettings(NamedTuple):
     cpus: int = 2
     memory: int = 512 << 20  # bytes
     accel: str = "auto"
@@ -187,15 +186,15 @@ def _ktstr_vm_guests(
     guests.close()
 
 
-@dataclass
 class _Guests:
     """This worker's guests: the shared one of each kernel, and those booted for one test."""
 
-    config: pytest.Config
-    store: Store
-    tmp: pytest.TempPathFactory
-    _shared: dict[str, GuestVM] = field(default_factory=dict)
-    _refused: dict[str, tuple[str, bool]] = field(default_factory=dict)
+    def __init__(self, config: pytest.Config, store: Store, tmp: pytest.TempPathFactory) -> None:
+        self.config = config
+        self.store = store
+        self.tmp = tmp
+        self._shared: dict[str, GuestVM] = {}
+        self._refused: dict[str, tuple[str, bool]] = {}
 
     def shared(self, kernel: Kernel) -> GuestVM:
         refused = self._refused.get(kernel.label)
