@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import shutil
 import subprocess
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -107,3 +108,18 @@ def debian_arm64() -> DebianKernel:
         _unavailable("the Debian arm64 kernel sysroot", "fetch-arm64.sh")
     sysroot = (KERNELS_DIR / "debian-arm64-sysroot").resolve()
     return DebianKernel(sysroot, ready.read_text().strip())
+
+
+# What guests need on the host, and the Debian packages that have it (.ci/run installs them).
+GUEST_TOOLS = {"qemu-system-x86_64": "qemu-system-x86", "busybox": "busybox-static"}
+
+
+@pytest.fixture(scope="session")
+def guest_tools() -> None:
+    """QEMU and a static busybox on PATH; without them guest tests skip, or fail in CI."""
+    missing = [package for tool, package in GUEST_TOOLS.items() if shutil.which(tool) is None]
+    if missing:
+        message = f"guest tests need {' and '.join(missing)}: apt-get install {' '.join(missing)}"
+        if REQUIRE_REAL_KERNELS:
+            pytest.fail(message, pytrace=False)
+        pytest.skip(message)

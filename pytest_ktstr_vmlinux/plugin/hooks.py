@@ -48,6 +48,9 @@ if TYPE_CHECKING:
 
 T = TypeVar("T")
 
+# The guest fixtures (kernel_vm, kernel_vm_factory), their options and the ktstr_vm marker.
+pytest_plugins = ["pytest_ktstr_vmlinux.plugin.vm"]
+
 KERNEL_FIXTURE = "kernel"
 WORKER_STATS = "ktstr_store_stats"
 TESTS_PLUGIN = "ktstr-vmlinux-tests"

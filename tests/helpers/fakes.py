@@ -182,3 +182,13 @@ def run_without_dac_override(argv: list[str]) -> subprocess.CompletedProcess[str
             pytest.skip("running as root without setpriv (util-linux): cannot make EACCES happen")
         argv = [setpriv, "--bounding-set=-dac_override,-dac_read_search", *argv]
     return subprocess.run(argv, check=False, capture_output=True, text=True)
+
+
+def write_stalling_image(path: Path) -> Path:
+    """A bzImage QEMU boots whose real-mode entry (offset 0x200) jumps to itself forever: the
+    kernel proper never starts, as under a stalling KVM."""
+    data = bytearray(bzimage())
+    data[0x200:0x202] = b"\xeb\xfe"  # jmp $
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_bytes(bytes(data))
+    return path

@@ -31,6 +31,7 @@ LIGHT = {
     "pytest_ktstr_vmlinux.plugin.hooks",
     "pytest_ktstr_vmlinux.plugin.results",
     "pytest_ktstr_vmlinux.plugin.settings",
+    "pytest_ktstr_vmlinux.plugin.vm",
 }
 
 RECORDER = """

@@ -1,0 +1,37 @@
+"""Boot the kernel under test in QEMU: run commands in it, move files, read its RAM.
+
+No pytest here; ``pytest_ktstr_vmlinux.plugin.vm`` adapts it to the ``kernel_vm`` fixtures. The
+plugin imports this package only when a test uses a guest.
+"""
+
+from __future__ import annotations
+
+from .errors import (
+    GuestBootError,
+    GuestCommandError,
+    GuestError,
+    GuestStoppedError,
+    GuestTimeoutError,
+    GuestUnavailableError,
+    GuestWarning,
+)
+from .guest import GuestResult, GuestVM, boot_guest
+from .layout import RamRegion
+from .memory import GuestMemory
+from .qmp import GuestQMP
+
+__all__ = [
+    "GuestBootError",
+    "GuestCommandError",
+    "GuestError",
+    "GuestMemory",
+    "GuestQMP",
+    "GuestResult",
+    "GuestStoppedError",
+    "GuestTimeoutError",
+    "GuestUnavailableError",
+    "GuestVM",
+    "GuestWarning",
+    "RamRegion",
+    "boot_guest",
+]

@@ -1,0 +1,65 @@
+"""What can go wrong with a guest, as errors of the library's one family.
+
+Every message of a guest that has started names its console file and ends with the console's
+last lines: a test report alone should say why the guest failed.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+from ..errors import KernelArtifactError
+
+if TYPE_CHECKING:
+    from .guest import GuestResult
+
+
+class GuestError(KernelArtifactError):
+    """A guest could not be booted, or stopped, or a request to its agent failed."""
+
+
+class GuestUnavailableError(GuestError):
+    """This host cannot boot guests: QEMU or a static busybox is not installed.
+
+    ``packages`` are the Debian packages that provide what is missing; the plugin skips (or,
+    under ``--kernel-strict``, fails) the tests that need a guest, naming them.
+    """
+
+    def __init__(self, message: str, packages: tuple[str, ...]) -> None:
+        super().__init__(message)
+        self.packages = packages
+
+
+class GuestBootError(GuestError):
+    """The guest did not reach its agent: ``reason`` is ``panic``, ``oops``, ``exited`` (QEMU
+    stopped without either) or ``deadline`` (still booting when the boot timeout passed)."""
+
+    def __init__(self, message: str, reason: str) -> None:
+        super().__init__(message)
+        self.reason = reason
+
+
+class GuestCommandError(GuestError):
+    """``run(..., check=True)`` of a command that exited non-zero; ``result`` has its output."""
+
+    def __init__(self, message: str, result: GuestResult) -> None:
+        super().__init__(message)
+        self.result = result
+
+
+class GuestTimeoutError(GuestError):
+    """A command outlived its timeout. The guest has been killed; ``result`` holds the output
+    the command had written by then (``returncode`` None)."""
+
+    def __init__(self, message: str, result: GuestResult) -> None:
+        super().__init__(message)
+        self.result = result
+
+
+class GuestStoppedError(GuestError):
+    """A request to a guest that is no longer running (shut down, killed, or it panicked)."""
+
+
+class GuestWarning(UserWarning):
+    """Something about guests worth one line: KVM was asked for (``auto``) but is unusable
+    here, so guests run under TCG, much slower."""

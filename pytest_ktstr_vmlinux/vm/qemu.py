@@ -1,0 +1,168 @@
+"""QEMU itself: which binary and machine, the command line of a guest, and a process that never
+outlives the one that started it.
+
+The guest gets two serial ports and a monitor, all on descriptors QEMU inherits: ttyS0 (the
+console) writes to a file, ttyS1 (the agent's channel) and the QMP monitor are socketpairs, so
+nothing listens on a path another process could reach, and QEMU's exit shows on the host as
+end-of-file on both.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import ctypes
+import functools
+import os
+import platform
+import shutil
+import signal
+import subprocess
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import IO
+
+from .errors import GuestUnavailableError
+
+MiB = 1 << 20
+
+
+@dataclass(frozen=True)
+class Target:
+    """How QEMU emulates one guest architecture."""
+
+    binary: str
+    package: str  # the Debian package that has the binary
+    machine: str
+    console: str  # the kernel's name for the first serial port
+
+
+TARGETS = {
+    "x86_64": Target("qemu-system-x86_64", "qemu-system-x86", "q35", "ttyS0"),
+    "arm64": Target("qemu-system-aarch64", "qemu-system-arm", "virt", "ttyAMA0"),
+}
+_HOST_ARCH = {"x86_64": "x86_64", "amd64": "x86_64", "aarch64": "arm64", "arm64": "arm64"}
+
+
+def target(arch: str | None) -> Target:
+    found = TARGETS.get(arch or "")
+    if found is None:
+        raise GuestUnavailableError(
+            f"no guest support for arch {arch or 'unknown'}: guests boot x86_64"
+            + " (and arm64) kernels",
+            (),
+        )
+    return found
+
+
+def host_arch() -> str:
+    return _HOST_ARCH.get(platform.machine(), platform.machine())
+
+
+def find_qemu(arch: str) -> Path:
+    """The QEMU binary for ``arch`` on PATH; GuestUnavailableError naming its package."""
+    t = target(arch)
+    found = shutil.which(t.binary)
+    if found is None:
+        raise GuestUnavailableError(
+            f"{t.binary} is not on PATH: booting {arch} guests needs QEMU; install {t.package}",
+            (t.package,),
+        )
+    return Path(found)
+
+
+@dataclass(frozen=True)
+class GuestLine:
+    """Everything a guest's QEMU command line is made of."""
+
+    qemu: Path
+    arch: str
+    accel: str  # kvm or tcg
+    cpus: int
+    memory: int  # bytes, a whole number of MiB
+    image: Path
+    initrd: Path
+    cmdline: str
+    console: Path  # the file ttyS0 writes
+    ram_fd: int  # the guest RAM file (memory.py)
+    channel_fd: int  # ttyS1's end of a socketpair
+    qmp_fd: int  # the monitor's end of a socketpair
+
+    def argv(self) -> list[str]:
+        t = target(self.arch)
+        cpu = (
+            ["-cpu", "host"]
+            if self.accel == "kvm"
+            else (["-cpu", "max"] if t.machine == "virt" else [])
+        )
+        return [
+            str(self.qemu),
+            "-accel", self.accel,
+            *cpu,
+            *memory_args(t.machine, self.memory, self.ram_fd),
+            "-smp", str(self.cpus),
+            "-nodefaults", "-no-user-config", "-display", "none", "-no-reboot",
+            "-chardev", f"file,id=console,path={_escape(self.console)}",
+            "-serial", "chardev:console",
+            "-chardev", f"socket,id=channel,fd={self.channel_fd}",
+            "-serial", "chardev:channel",
+            "-chardev", f"socket,id=qmp,fd={self.qmp_fd}",
+            "-mon", "chardev=qmp,mode=control",
+            "-kernel", str(self.image),
+            "-initrd", str(self.initrd),
+            "-append", self.cmdline,
+        ]  # fmt: skip
+
+
+def memory_args(machine: str, memory: int, ram_fd: int) -> list[str]:
+    """``machine`` with its RAM in the inherited file ``ram_fd``, shared with the host."""
+    mem = memory // MiB
+    backend = f"memory-backend-file,id=ram,size={mem}M,share=on,mem-path=/proc/self/fd/{ram_fd}"
+    return ["-machine", f"{machine},memory-backend=ram", "-object", backend, "-m", f"{mem}M"]
+
+
+def _escape(path: Path) -> str:
+    """A path as a QEMU option value: commas are doubled."""
+    return str(path).replace(",", ",,")
+
+
+_PR_SET_PDEATHSIG = 1
+_libc = ctypes.CDLL(None, use_errno=True)
+
+
+def _child_setup(parent: int) -> None:
+    """In the child before exec: a process group of its own (so a kill reaches everything it
+    starts) and SIGKILL when its parent goes, even by SIGKILL, which no cleanup code survives.
+    PR_SET_PDEATHSIG follows the thread that forked: guests are started from threads that
+    outlive them (pytest's main thread)."""
+    os.setpgid(0, 0)
+    if _libc.prctl(_PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0) != 0:
+        os._exit(126)
+    if os.getppid() != parent:  # the parent died before prctl took effect
+        os._exit(126)
+
+
+def spawn(
+    argv: Sequence[str],
+    *,
+    pass_fds: Sequence[int] = (),
+    stdout: int | IO[bytes] | None = None,
+    stderr: int | IO[bytes] | None = None,
+) -> subprocess.Popen[bytes]:
+    """Start QEMU in a process group of its own that dies with this process."""
+    return subprocess.Popen(
+        list(argv),
+        stdin=subprocess.DEVNULL,
+        stdout=stdout,
+        stderr=stderr,
+        pass_fds=tuple(pass_fds),
+        preexec_fn=functools.partial(_child_setup, os.getpid()),
+    )
+
+
+def kill(process: subprocess.Popen[bytes]) -> None:
+    """SIGKILL the process's whole group and reap it."""
+    if process.returncode is None:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(process.pid, signal.SIGKILL)
+    process.wait()
