@@ -10,12 +10,13 @@ from .errors import (
     GuestBootError,
     GuestCommandError,
     GuestError,
+    GuestResult,
     GuestStoppedError,
     GuestTimeoutError,
     GuestUnavailableError,
     GuestWarning,
 )
-from .guest import GuestResult, GuestVM, boot_guest
+from .guest import GuestVM, boot_guest
 from .layout import RamRegion
 from .memory import GuestMemory
 from .qmp import GuestQMP

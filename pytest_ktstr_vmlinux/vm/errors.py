@@ -6,12 +6,20 @@ last lines: a test report alone should say why the guest failed.
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+from dataclasses import dataclass
 
 from ..errors import KernelArtifactError
 
-if TYPE_CHECKING:
-    from .guest import GuestResult
+
+@dataclass(frozen=True)
+class GuestResult:
+    """A command's exit status (None when it timed out) and its output, as bytes. Kept with the
+    errors, which carry one."""
+
+    command: str
+    returncode: int | None
+    stdout: bytes
+    stderr: bytes
 
 
 class GuestError(KernelArtifactError):

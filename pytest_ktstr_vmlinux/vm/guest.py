@@ -16,7 +16,6 @@ import tempfile
 import time
 import weakref
 from collections.abc import Mapping
-from dataclasses import dataclass
 from pathlib import Path
 from types import TracebackType
 from typing import TYPE_CHECKING
@@ -28,6 +27,7 @@ from .errors import (
     GuestBootError,
     GuestCommandError,
     GuestError,
+    GuestResult,
     GuestStoppedError,
     GuestTimeoutError,
 )
@@ -45,16 +45,6 @@ DEFAULT_CPUS = 2
 DEFAULT_MEMORY = 512 * MiB
 DEFAULT_BOOT_TIMEOUT = 300.0
 DEFAULT_COMMAND_TIMEOUT = 300.0
-
-
-@dataclass(frozen=True)
-class GuestResult:
-    """A command's exit status (None when it timed out) and its output, as bytes."""
-
-    command: str
-    returncode: int | None
-    stdout: bytes
-    stderr: bytes
 
 
 class GuestVM:
