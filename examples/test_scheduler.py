@@ -10,10 +10,7 @@ a Debian kernel, a build tree, and both at once.
 
 from __future__ import annotations
 
-from pytest_ktstr_vmlinux import Kernel, ktstr_test
-from pytest_ktstr_vmlinux.formats.btf.queries import BTF
-from pytest_ktstr_vmlinux.formats.kconfig import KernelConfig
-from pytest_ktstr_vmlinux.formats.symbols import KernelSymbols
+from pytest_ktstr_vmlinux import BTF, Kernel, KernelConfig, KernelSymbols, ktstr_test
 
 
 @ktstr_test(symbols=["runqueues"], btf=["struct rq.nr_running", "struct rq.clock"])

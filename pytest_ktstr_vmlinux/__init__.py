@@ -1,9 +1,10 @@
-"""Find the vmlinux that belongs to a kernel image and serve it to tests, cached.
+"""Find the vmlinux that belongs to a kernel image, read it, boot it, and serve it to tests.
 
-The library works without pytest; ``pytest_ktstr_vmlinux.plugin`` adapts it to fixtures.
+The public API: every name a user needs, from the subpackages that define them (``kernel``,
+``formats``, ``store``, ``vm``; ``plugin`` adapts them to pytest, ``cli`` to the shell).
 
-Every name below is imported on first use (PEP 562): pytest imports this package whenever the
-plugin is installed, and a test run that uses no kernel must not pay for the library.
+Every name is imported on first use (PEP 562): pytest imports this package whenever the plugin
+is installed, and a test run that uses no kernel must not pay for the library.
 """
 
 from __future__ import annotations
@@ -12,27 +13,74 @@ import importlib
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
-    from .errors import KernelArtifactError, KernelSpecError
+    from .errors import KernelArtifactError, KernelSpecError, VmlinuxNotFoundError
+    from .formats.btf.queries import BTF
+    from .formats.btf.types import BitfieldError, BTFKeyError
+    from .formats.kconfig import KernelConfig
+    from .formats.symbols import KernelSymbols
     from .kernel.locate import Candidate, Probe, ProbeReport, find_vmlinux, probe_vmlinux
     from .kernel.resolve import Kernel, resolve_kernel
     from .kernel.spec import KernelSpec, SpecKind, SpecSource, parse_kernel_spec
     from .plugin.markers import ktstr_test
     from .store.bytescache import VmlinuxBytesCache, cached_vmlinux_bytes, load_vmlinux_bytes
+    from .store.directory import (
+        InsecureStoreError,
+        NotAStoreError,
+        StoreFullError,
+        StoreUnavailableError,
+    )
+    from .store.disk import ArtifactStore
+    from .store.lock import StoreLockTimeout
+    from .store.memory import MemoryStore
+    from .store.served import StoreWarning
     from .store.signature import StatSignature
+    from .vm.errors import (
+        GuestBootError,
+        GuestCommandError,
+        GuestError,
+        GuestResult,
+        GuestStoppedError,
+        GuestTimeoutError,
+        GuestUnavailableError,
+    )
+    from .vm.guest import GuestVM, boot_guest
 
 # Public name -> the module that defines it; __all__ lists the same names (a test checks).
 _EXPORTS = {
+    "ArtifactStore": "store.disk",
+    "BTF": "formats.btf.queries",
+    "BTFKeyError": "formats.btf.types",
+    "BitfieldError": "formats.btf.types",
     "Candidate": "kernel.locate",
+    "GuestBootError": "vm.errors",
+    "GuestCommandError": "vm.errors",
+    "GuestError": "vm.errors",
+    "GuestResult": "vm.errors",
+    "GuestStoppedError": "vm.errors",
+    "GuestTimeoutError": "vm.errors",
+    "GuestUnavailableError": "vm.errors",
+    "GuestVM": "vm.guest",
+    "InsecureStoreError": "store.directory",
     "Kernel": "kernel.resolve",
     "KernelArtifactError": "errors",
+    "KernelConfig": "formats.kconfig",
     "KernelSpec": "kernel.spec",
     "KernelSpecError": "errors",
+    "KernelSymbols": "formats.symbols",
+    "MemoryStore": "store.memory",
+    "NotAStoreError": "store.directory",
     "Probe": "kernel.locate",
     "ProbeReport": "kernel.locate",
     "SpecKind": "kernel.spec",
     "SpecSource": "kernel.spec",
     "StatSignature": "store.signature",
+    "StoreFullError": "store.directory",
+    "StoreLockTimeout": "store.lock",
+    "StoreUnavailableError": "store.directory",
+    "StoreWarning": "store.served",
     "VmlinuxBytesCache": "store.bytescache",
+    "VmlinuxNotFoundError": "errors",
+    "boot_guest": "vm.guest",
     "cached_vmlinux_bytes": "store.bytescache",
     "find_vmlinux": "kernel.locate",
     "ktstr_test": "plugin.markers",
@@ -43,17 +91,40 @@ _EXPORTS = {
 }
 
 __all__ = [
+    "BTF",
+    "ArtifactStore",
+    "BTFKeyError",
+    "BitfieldError",
     "Candidate",
+    "GuestBootError",
+    "GuestCommandError",
+    "GuestError",
+    "GuestResult",
+    "GuestStoppedError",
+    "GuestTimeoutError",
+    "GuestUnavailableError",
+    "GuestVM",
+    "InsecureStoreError",
     "Kernel",
     "KernelArtifactError",
+    "KernelConfig",
     "KernelSpec",
     "KernelSpecError",
+    "KernelSymbols",
+    "MemoryStore",
+    "NotAStoreError",
     "Probe",
     "ProbeReport",
     "SpecKind",
     "SpecSource",
     "StatSignature",
+    "StoreFullError",
+    "StoreLockTimeout",
+    "StoreUnavailableError",
+    "StoreWarning",
     "VmlinuxBytesCache",
+    "VmlinuxNotFoundError",
+    "boot_guest",
     "cached_vmlinux_bytes",
     "find_vmlinux",
     "ktstr_test",
