@@ -50,7 +50,7 @@ def kernels_named(config: pytest.Config) -> bool:
         return True
     if any(os.environ.get(name, "").strip() for name in (ENV_KERNEL_LIST, ENV_KERNEL, ENV_SYSROOT)):
         return True
-    return any((_ini(config, name) or "").strip() for name in (INI_KERNEL, INI_SYSROOT))
+    return any((ini_value(config, name) or "").strip() for name in (INI_KERNEL, INI_SYSROOT))
 
 
 def resolve_kernels(config: pytest.Config, store: Store) -> list[Kernel]:
@@ -99,7 +99,7 @@ def _kernel_items(config: pytest.Config) -> tuple[list[KernelItem], SpecSource]:
     single = os.environ.get(ENV_KERNEL, "").strip()
     if single:
         return [parse_kernel_item(single, f"${ENV_KERNEL}")], SpecSource.ENV
-    ini = split_kernel_list(_ini(config, INI_KERNEL) or "")
+    ini = split_kernel_list(ini_value(config, INI_KERNEL) or "")
     if ini:
         return [parse_kernel_item(v, f"ini {INI_KERNEL}") for v in ini], SpecSource.INI
     return [KernelItem(None, RUNNING)], SpecSource.DEFAULT
@@ -112,7 +112,7 @@ def _sysroot(config: pytest.Config, invocation: Path) -> Path | None:
         [
             (SpecSource.OPTION, config.getoption("ktstr_kernel_sysroot")),
             (SpecSource.ENV, os.environ.get(ENV_SYSROOT)),
-            (SpecSource.INI, _ini(config, INI_SYSROOT)),
+            (SpecSource.INI, ini_value(config, INI_SYSROOT)),
         ]
     )
     if setting is None:
@@ -140,7 +140,7 @@ def open_config_store(
         [
             (SpecSource.OPTION, config.getoption("ktstr_cache_dir")),
             (SpecSource.ENV, os.environ.get(ENV_CACHE_DIR)),
-            (SpecSource.INI, _ini(config, INI_CACHE_DIR)),
+            (SpecSource.INI, ini_value(config, INI_CACHE_DIR)),
         ]
     )
     directory = None
@@ -174,7 +174,7 @@ def _validate_max_size(config: pytest.Config) -> int:
     setting = select_setting(
         [
             (SpecSource.ENV, os.environ.get(ENV_CACHE_MAX_SIZE)),
-            (SpecSource.INI, _ini(config, INI_CACHE_MAX_SIZE)),
+            (SpecSource.INI, ini_value(config, INI_CACHE_MAX_SIZE)),
         ]
     )
     if setting is None:
@@ -196,7 +196,7 @@ def _validate_lock_timeout(config: pytest.Config) -> float:
         [
             (SpecSource.OPTION, config.getoption("ktstr_lock_timeout")),
             (SpecSource.ENV, os.environ.get(ENV_LOCK_TIMEOUT)),
-            (SpecSource.INI, _ini(config, INI_LOCK_TIMEOUT)),
+            (SpecSource.INI, ini_value(config, INI_LOCK_TIMEOUT)),
         ]
     )
     if setting is None:
@@ -216,6 +216,7 @@ def _ini_base(config: pytest.Config) -> Path:
     return config.inipath.parent if config.inipath else config.rootpath
 
 
-def _ini(config: pytest.Config, name: str) -> str | None:
+def ini_value(config: pytest.Config, name: str) -> str | None:
+    """An ini key's value, None for a key registered as other than a string (shared with vm.py)."""
     value = config.getini(name)
     return value if isinstance(value, str) else None

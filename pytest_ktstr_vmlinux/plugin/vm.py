@@ -18,8 +18,8 @@ from typing import TYPE_CHECKING, Any, NamedTuple, NoReturn, Protocol
 import pytest
 
 from ..errors import KernelSpecError
-from .hooks import _skip_or_fail
-from .settings import _ini
+from .settings import ini_value
+from .strict import skip_or_fail
 
 if TYPE_CHECKING:
     from ..kernel.resolve import Kernel
@@ -267,7 +267,7 @@ class _Guests:
 def _refuse(config: pytest.Config, message: str, unavailable: bool) -> NoReturn:
     """Skip (fail under --kernel-strict) on a host without QEMU or busybox; fail otherwise."""
     if unavailable:
-        _skip_or_fail(config, message)
+        skip_or_fail(config, message)
     pytest.fail(message, pytrace=False)
 
 
@@ -281,7 +281,7 @@ def vm_settings(config: pytest.Config) -> VmSettings:
             [
                 (SpecSource.OPTION, config.getoption(setting.ini)),
                 (SpecSource.ENV, os.environ.get(setting.env)),
-                (SpecSource.INI, _ini(config, setting.ini)),
+                (SpecSource.INI, ini_value(config, setting.ini)),
             ]
         )
 
@@ -298,7 +298,7 @@ def vm_settings(config: pytest.Config) -> VmSettings:
 
 def _vm_settings_given(config: pytest.Config) -> bool:
     return any(
-        config.getoption(s.ini) or os.environ.get(s.env, "").strip() or _ini(config, s.ini)
+        config.getoption(s.ini) or os.environ.get(s.env, "").strip() or ini_value(config, s.ini)
         for s in SETTINGS
     )
 

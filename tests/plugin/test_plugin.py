@@ -264,6 +264,49 @@ def test_wrong_machine_tree_vmlinux_is_refused(pytester: pytest.Pytester) -> Non
 # --- other plugins -------------------------------------------------------------------------------
 
 
+PLUGIN_FIXTURES = (
+    "kernel",
+    "vmlinux_path",
+    "vmlinux_bytes",
+    "kernel_config",
+    "kernel_symbols",
+    "kernel_btf",
+    "kernel_store",
+    "kernel_vm",
+    "kernel_vm_factory",
+)
+
+
+def _documented_fixtures(output: str) -> dict[str, str]:
+    """Fixture name -> the first line of its docstring, from ``pytest --fixtures``."""
+    lines = output.splitlines()
+    found = {}
+    for line, following in zip(lines, [*lines[1:], ""], strict=True):
+        name = line.split(" ", 1)[0]
+        if name in PLUGIN_FIXTURES and " -- " in line:
+            found[name] = following.strip()
+    return found
+
+
+def test_the_entry_point_serves_every_fixture_and_no_ktstr_vmlinux_disables_them(
+    pytester: pytest.Pytester,
+) -> None:
+    """The entry point names the hooks module; the fixtures live in modules it registers, so
+    they come and go with the plugin name."""
+    documented = _documented_fixtures(_run(pytester, "--fixtures").stdout.str())
+    assert sorted(documented) == sorted(PLUGIN_FIXTURES)
+    assert all(documented.values()), documented  # each with its docstring
+    disabled = _run(pytester, "-p", "no:ktstr_vmlinux", "--fixtures")
+    assert _documented_fixtures(disabled.stdout.str()) == {}
+    pytester.makepyfile("def test_kernel(kernel):\n    pass\n")
+    result = _run(pytester, "-p", "no:ktstr_vmlinux")
+    result.assert_outcomes(errors=1)
+    result.stdout.fnmatch_lines(["*fixture 'kernel' not found*"])
+    refused = _run(pytester, "-p", "no:ktstr_vmlinux", "--kernel=running")
+    assert refused.ret == pytest.ExitCode.USAGE_ERROR
+    refused.stderr.fnmatch_lines(["*unrecognized arguments: --kernel=running*"])
+
+
 @pytest.mark.parametrize("plugin", ["no:xdist", "no:cacheprovider"])
 def test_works_without_other_plugins(pytester: pytest.Pytester, plugin: str) -> None:
     make_build_tree(pytester.path / "linux")

@@ -27,10 +27,15 @@ LIGHT = {
     "pytest_ktstr_vmlinux.kernel",  # the subpackages' __init__ hold docstrings only
     "pytest_ktstr_vmlinux.kernel.kernelset",
     "pytest_ktstr_vmlinux.plugin",
-    "pytest_ktstr_vmlinux.plugin.markers",
+    "pytest_ktstr_vmlinux.plugin.checks",
+    "pytest_ktstr_vmlinux.plugin.fixtures",
     "pytest_ktstr_vmlinux.plugin.hooks",
+    "pytest_ktstr_vmlinux.plugin.markers",
+    "pytest_ktstr_vmlinux.plugin.options",
     "pytest_ktstr_vmlinux.plugin.results",
+    "pytest_ktstr_vmlinux.plugin.run",
     "pytest_ktstr_vmlinux.plugin.settings",
+    "pytest_ktstr_vmlinux.plugin.strict",
     "pytest_ktstr_vmlinux.plugin.vm",
 }
 
