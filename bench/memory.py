@@ -95,7 +95,7 @@ print(json.dumps({"length": len(payload), "growth": growth, "seconds": seconds})
 
 ELF = """
 from pytest_ktstr_vmlinux.formats.btf.format import read_btf_bytes
-from pytest_ktstr_vmlinux.formats.elf import read_elf_identity
+from pytest_ktstr_vmlinux.formats.elfidentity import read_elf_identity
 from pytest_ktstr_vmlinux.errors import KernelArtifactError
 from pytest_ktstr_vmlinux.formats.symbols import KernelSymbols
 path, reader = sys.argv[1], sys.argv[2]

@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from ..errors import KernelArtifactError
 from ..regularfile import NotRegularFile, open_regular, stable_read
 from .decompress import DEFAULT_MAX_OUTPUT, decompress, detect_compression
-from .elf import find_banner, read_elf_identity, release_from_banner
+from .elfidentity import find_banner, read_elf_identity, release_from_banner
 from .notes import flat_build_id
 
 # x86 boot protocol (Documentation/arch/x86/boot.rst).

@@ -1,16 +1,14 @@
 """The lzop container around LZO1X blocks, as the kernel's `lzop -9` writes it.
 
 Its own module because it is a file format parsed by hand (header fields, per-block sizes and
-checksums), unlike the library-driven codecs in decompress.py, which hands it the job to fill.
+checksums), unlike the library-driven codecs in decompress.py, which hands it the job to fill:
+DecodeJob says what of that job the container needs, so this module knows nothing above it.
 """
 
 from __future__ import annotations
 
 import zlib
-from typing import TYPE_CHECKING, Protocol
-
-if TYPE_CHECKING:
-    from .decompress import _Job
+from typing import Protocol
 
 MAGIC = b"\x89LZO\x00\r\n\x1a\n"
 # lzop flags (lzop conf.h).
@@ -35,10 +33,24 @@ class Lzo(Protocol):
     def decompress(self, data: bytes, header: bool, buflen: int, /) -> bytes: ...
 
 
+class DecodeJob(Protocol):
+    """The bounded output decompress.py keeps, and the errors that name its input."""
+
+    def truncated(self, consumed: int) -> Exception: ...
+
+    def corrupt(self, where: str, detail: str) -> Exception: ...
+
+    def reserve(self, n: int) -> None: ...
+
+    def add(self, chunk: bytes) -> None: ...
+
+    def result(self) -> bytearray: ...
+
+
 class _Reader:
     """Big-endian fields of the lzop container; running out of input is truncation."""
 
-    def __init__(self, job: _Job, view: memoryview, pos: int) -> None:
+    def __init__(self, job: DecodeJob, view: memoryview, pos: int) -> None:
         self.job = job
         self.view = view
         self.pos = pos
@@ -59,7 +71,7 @@ class _Reader:
         return int.from_bytes(self.take(4), "big")
 
 
-def decode(job: _Job, view: memoryview, lzo: Lzo) -> bytearray:
+def decode(job: DecodeJob, view: memoryview, lzo: Lzo) -> bytearray:
     """The lzop container the kernel's `lzop -9` writes (layout as lzop's p_header/x_decompress)."""
     r = _Reader(job, view, len(MAGIC))
     version = r.u16()

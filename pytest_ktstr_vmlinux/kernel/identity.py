@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any, BinaryIO, TypeVar
 
 from ..errors import KernelArtifactError
-from ..formats.elf import ElfIdentity, gnu_build_id, read_elf_identity
+from ..formats.elfidentity import ElfIdentity, gnu_build_id, read_elf_identity
 from ..formats.image import ImageInfo, identify_image, read_payload
 from ..regularfile import is_symlink_loop, read_regular, stable_read
 from ..store.disk import StoredArtifact

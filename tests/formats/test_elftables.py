@@ -18,7 +18,7 @@ from hypothesis import strategies as st
 
 from pytest_ktstr_vmlinux.errors import KernelArtifactError
 from pytest_ktstr_vmlinux.formats.btf.format import read_btf_bytes
-from pytest_ktstr_vmlinux.formats.elf import read_elf_identity
+from pytest_ktstr_vmlinux.formats.elfidentity import read_elf_identity
 from pytest_ktstr_vmlinux.formats.elftables import ElfLayoutError, ElfTables
 from pytest_ktstr_vmlinux.formats.symbols import KernelSymbols
 from tests.helpers.fakes import banner_for, build_id_for, kernel_elf
@@ -160,7 +160,7 @@ def test_a_section_past_the_end_is_named() -> None:
 CHILD = """
 import sys
 from pytest_ktstr_vmlinux.formats.btf.format import read_btf_bytes
-from pytest_ktstr_vmlinux.formats.elf import read_elf_identity
+from pytest_ktstr_vmlinux.formats.elfidentity import read_elf_identity
 from pytest_ktstr_vmlinux.errors import KernelArtifactError
 from pytest_ktstr_vmlinux.formats.symbols import KernelSymbols
 

@@ -28,7 +28,7 @@ from hypothesis import strategies as st
 
 from pytest_ktstr_vmlinux.errors import KernelArtifactError
 from pytest_ktstr_vmlinux.formats.decompress import DecompressError, OutputTooLarge
-from pytest_ktstr_vmlinux.formats.elf import read_elf_identity
+from pytest_ktstr_vmlinux.formats.elfidentity import read_elf_identity
 from pytest_ktstr_vmlinux.formats.image import ImageInfo, identify_image, read_payload
 from pytest_ktstr_vmlinux.kernel.identity import (
     PAIRED_BUILD_ID,

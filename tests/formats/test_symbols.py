@@ -478,13 +478,13 @@ def test_memory_store_reuses() -> None:
 
 CHILD = """
 import json, sys
-from pytest_ktstr_vmlinux.formats import symbols
+from pytest_ktstr_vmlinux.formats import symbolpack, symbols
 from pytest_ktstr_vmlinux.store.disk import ArtifactStore
 
 def no_parse(*args):
     raise SystemExit("the warm load parsed the ELF")
 
-symbols._columns = no_parse  # a warm load must map the artifact, never read the ELF
+symbolpack._columns = no_parse  # a warm load must map the artifact, never read the ELF
 store = ArtifactStore(sys.argv[1])
 ksyms = symbols.KernelSymbols.from_vmlinux(sys.argv[2], store)
 print(json.dumps({

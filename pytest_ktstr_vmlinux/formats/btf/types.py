@@ -1,7 +1,8 @@
 """What BTF queries return: types and members as values, and the errors they raise.
 
-Kept apart from btf.py (the parser and its queries) so that code which only handles results, or
-catches their errors, needs none of the parsing machinery.
+Kept apart from the parser and its queries so that code which only handles results, or catches
+their errors, needs none of the parsing machinery; the bottom of btf/: a BTFType decodes its
+members through the MemberDecoder it was made by (a BTF), named here as what it needs.
 """
 
 from __future__ import annotations
@@ -9,12 +10,9 @@ from __future__ import annotations
 import difflib
 from collections.abc import Iterable
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING
+from typing import Protocol
 
 from ...errors import KernelArtifactError
-
-if TYPE_CHECKING:
-    from .queries import BTF
 
 
 class BTFKeyError(KeyError):
@@ -52,6 +50,14 @@ class Member:
         return self.bit_offset // 8
 
 
+class MemberDecoder(Protocol):
+    """What a BTFType asks of the BTF it came from: its members and enumerators, by type id."""
+
+    def _members(self, tid: int) -> tuple[Member, ...]: ...
+
+    def _enumerators(self, tid: int) -> tuple[tuple[str, int], ...]: ...
+
+
 @dataclass(frozen=True)
 class BTFType:
     """One BTF type. ``size`` is the size field of INT, STRUCT, UNION, ENUM, ENUM64, FLOAT and
@@ -65,7 +71,7 @@ class BTFType:
     size: int | None
     vlen: int
     target: int | None
-    btf: BTF = field(repr=False, compare=False)
+    btf: MemberDecoder = field(repr=False, compare=False)
 
     @property
     def members(self) -> tuple[Member, ...]:

@@ -1,0 +1,102 @@
+"""Member paths: "cfs.nr_running", "arr[2].x", resolved to a type and a bit offset.
+
+A path goes through anonymous struct/union members as C does, and through array indices; each
+outer type's members are flattened once and each (type, path) answer is kept, because a test
+asks for the same few offsets again and again.
+"""
+
+from __future__ import annotations
+
+import re
+
+from .format import _COMPOSITE, ARRAY
+from .table import TypeTable
+from .types import BTFKeyError, suggest
+
+# [0-9], not \d: int() would take any script's digits, and no C index is written in them.
+_PATH_PART = re.compile(r"([A-Za-z_$][\w$]*)?((?:\[[0-9]+\])*)")
+_INDEX = re.compile(r"\[([0-9]+)\]")
+
+
+class MemberPaths(TypeTable):
+    """The type table, with member paths resolved (and memoized) within it."""
+
+    def _locate(self, spec: str | int, path: str) -> tuple[int, int, int]:
+        """(type, bit offset, bitfield size) of ``path`` in ``spec``; memoized."""
+        tid = self._lookup(spec)
+        found = self._paths.get((tid, path))
+        if found is None:
+            found = self._paths[(tid, path)] = self._walk_path(spec, tid, path)
+        return found
+
+    def _walk_path(self, spec: str | int, tid: int, path: str) -> tuple[int, int, int]:
+        current, bits, width = tid, 0, 0
+        for name, indices in parse_member_path(path):
+            if name is not None:
+                outer = self._resolve(current)
+                if not outer or self._rec(outer).kind not in _COMPOSITE:
+                    raise BTFKeyError(
+                        f"{self.what}: {spec}: cannot look up {name!r} in"
+                        f" {self.type_name(current)}: not a struct or union"
+                    )
+                members = self._flat(outer)
+                if name not in members:
+                    raise BTFKeyError(
+                        f"{self.what}: {self.type_name(outer)} has no member {name!r}"
+                        + suggest(name, members)
+                    )
+                offset, width, current = members[name]
+                bits += offset
+            for index in indices:
+                array_id = self._resolve(current)
+                if not array_id or self._rec(array_id).kind != ARRAY:
+                    raise BTFKeyError(
+                        f"{self.what}: {spec}: {path}: {self.type_name(current)} is not an array"
+                    )
+                elem, _, nelems = self._unpack(self._types, self._rec(array_id).body)
+                if nelems and index >= nelems:
+                    raise BTFKeyError(
+                        f"{self.what}: {spec}: {path}: index {index} is out of"
+                        f" range for {self.type_name(array_id)}"
+                    )
+                bits += index * self._size(elem) * 8
+                current, width = elem, 0
+        return current, bits, width
+
+    def _flat(self, tid: int) -> dict[str, tuple[int, int, int]]:
+        """Member name -> (bit offset, bitfield size, type) for STRUCT/UNION ``tid``, with the
+        members of its anonymous struct/union members (and theirs); decoded once per type."""
+        flat = self._flats.get(tid)
+        if flat is not None:
+            return flat
+        flat, stack, seen = {}, [(tid, 0)], {tid}
+        while stack:
+            current, base = stack.pop()
+            nested = []
+            for name_off, mtype, offset, width in self._rows(current):
+                if name_off:
+                    flat.setdefault(self._text(name_off), (base + offset, width, mtype))
+                elif mtype:
+                    inner = self._resolve(mtype)
+                    if inner and inner not in seen and self._rec(inner).kind in _COMPOSITE:
+                        seen.add(inner)
+                        nested.append((inner, base + offset))
+            stack.extend(reversed(nested))
+        self._flats[tid] = flat
+        return flat
+
+
+def parse_member_path(path: str) -> list[tuple[str | None, list[int]]]:
+    """Split a member path: "a.b[2].c" -> [("a", []), ("b", [2]), ("c", [])]; "[1].x" starts
+    with an index (the outer type is an array). ValueError saying which part is malformed."""
+    parts = []
+    for i, part in enumerate(path.split(".")):
+        match = _PATH_PART.fullmatch(part.strip())
+        if match is None or not part.strip() or (match[1] is None and i):
+            what = f"{part!r} is not a name or name[index]" if part.strip() else "an empty part"
+            raise ValueError(
+                f"malformed member path {path!r}: {what}; use names, dots and [index], as in"
+                " cfs.nr_running or arr[2].x"
+            )
+        parts.append((match[1], [int(n) for n in _INDEX.findall(match[2])]))
+    return parts
