@@ -234,6 +234,15 @@ class BTF:
         owners = ", ".join(f"{self.type_name(t)} [{t}] = {v}" for v, t in values.items())
         raise BTFKeyError(f"{self.what}: enumerator {name!r} has different values: {owners}")
 
+    def int_encoding(self, spec: str | int) -> tuple[int, bool, bool]:
+        """(bits, signed, bool) of the INT ``spec`` names, typedefs and qualifiers resolved."""
+        tid = self._resolve(self._lookup(spec))
+        rec = self._rec(tid) if tid else None
+        if rec is None or rec.kind != INT:
+            raise BTFKeyError(f"{self.what}: {self.type_name(tid)} is not an integer type")
+        (encoding,) = struct.unpack_from(self._order + "I", self._types, rec.body)
+        return encoding & 0xFF, bool(encoding >> 24 & 1), bool(encoding >> 24 & 4)
+
     def type_name(self, tid: int, _depth: int = 0) -> str:
         """A C-like spelling of type ``tid``: "struct rq", "u64", "char *", "int[4]"."""
         if tid == 0:

@@ -1,0 +1,231 @@
+"""The live kernel read from the host: Debian's 6.1 cloud kernel under TCG, once with KASLR (the
+distro's default) and once with ``nokaslr``; every value is checked against what the guest
+itself says (uname, nproc, /proc/kallsyms, /proc/iomem, /proc), never against our own reading.
+
+The KASLR guest is a resolved Kernel, read through ``GuestVM.kernel``; the nokaslr one is an
+image path, read through ``LiveKernel.from_guest`` with symbols and BTF made by hand.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterator
+
+import pytest
+
+from pytest_ktstr_vmlinux.formats.btf.queries import BTF
+from pytest_ktstr_vmlinux.formats.symbols import KernelSymbols
+from pytest_ktstr_vmlinux.kernel.resolve import resolve_kernel
+from pytest_ktstr_vmlinux.live import LiveKernel, LiveKernelError, LiveMemoryError
+from pytest_ktstr_vmlinux.live.errors import MissingMemberError
+from pytest_ktstr_vmlinux.store.memory import MemoryStore
+from pytest_ktstr_vmlinux.vm import GuestError, GuestVM, boot_guest
+from pytest_ktstr_vmlinux.vm.layout import MiB
+from tests.conftest import DebianKernel
+
+pytestmark = pytest.mark.real_kernel
+
+BOOT_TIMEOUT = 900.0
+CPUS = 2
+MEMORY = 384 * MiB
+
+
+@pytest.fixture(scope="module", params=["kaslr", "nokaslr"])
+def guest(
+    request: pytest.FixtureRequest,
+    debian_kernel: DebianKernel,
+    guest_tools: None,
+    tmp_path_factory: pytest.TempPathFactory,
+) -> Iterator[GuestVM]:
+    store = MemoryStore()
+    kaslr = request.param == "kaslr"
+    kernel = (
+        resolve_kernel(debian_kernel.release, sysroot=debian_kernel.sysroot, store=store)
+        if kaslr
+        else debian_kernel.image
+    )
+    vm = boot_guest(
+        kernel,
+        store=store,
+        cpus=CPUS,
+        memory=MEMORY,
+        cmdline="" if kaslr else "nokaslr",
+        accel="tcg",
+        timeout=BOOT_TIMEOUT,
+        log_dir=tmp_path_factory.mktemp(f"guest-{request.param}"),
+    )
+    with vm:
+        yield vm
+
+
+@pytest.fixture
+def live(guest: GuestVM, debian_kernel: DebianKernel) -> LiveKernel:
+    if "nokaslr" not in guest.cmdline:
+        return guest.kernel
+    store = MemoryStore()
+    return LiveKernel.from_guest(
+        guest,
+        KernelSymbols.from_vmlinux(debian_kernel.vmlinux, store),
+        BTF.from_path(debian_kernel.vmlinux, store),
+    )
+
+
+def _kallsyms(guest: GuestVM, name: str) -> int:
+    out = guest.run(f"grep ' {name}$' /proc/kallsyms", check=True).stdout.decode()
+    return int(out.split()[0], 16)
+
+
+def test_the_layout_is_the_one_the_guest_reports(guest: GuestVM, live: LiveKernel) -> None:
+    text = _kallsyms(guest, "_text")
+    assert live.symbols["_text"] == text
+    if "nokaslr" in guest.cmdline:
+        assert live.layout.slide == 0
+    iomem = guest.run("cat /proc/iomem", check=True).stdout.decode()
+    code = re.search(r"([0-9a-f]+)-[0-9a-f]+ : Kernel code", iomem)
+    assert code is not None, iomem
+    assert live.translate(text) == int(code[1], 16)
+    # The direct map and a page walk agree with the image's linear offset.
+    assert live._walker.translate(text) == live.translate(text)
+    assert live.read(live.symbols["linux_banner"], 14) == b"Linux version "
+
+
+def test_uts_release_is_unames(guest: GuestVM, live: LiveKernel) -> None:
+    release = live.object("init_uts_ns").name.release.string()
+    assert release == guest.run("uname -r", check=True).stdout.decode().strip()
+    assert live["init_uts_ns"]["name.sysname"].value().rstrip(b"\0") == b"Linux"
+
+
+def test_init_task(live: LiveKernel) -> None:
+    init = live["init_task"]
+    assert init.type.kind == "STRUCT"
+    assert init.type_name == "struct task_struct"
+    assert init.comm.string() == "swapper/0"
+    assert init.comm.value().startswith(b"swapper/0\0")
+    assert init.pid.value() == 0
+    assert init.address == live.symbols["init_task"]
+
+
+def test_cpus_are_nproc(guest: GuestVM, live: LiveKernel) -> None:
+    nproc = int(guest.run("nproc", check=True).stdout)
+    assert live.cpus == tuple(range(nproc))
+    assert len(live.possible_cpus) >= nproc
+
+
+def test_jiffies_advance(live: LiveKernel) -> None:
+    first = live["jiffies_64"].value()
+    while live["jiffies_64"].value() == first:
+        pass
+    assert live["jiffies_64"].value() > first
+
+
+def test_per_cpu_runqueues(live: LiveKernel) -> None:
+    clocks = {}
+    for cpu in live.cpus:
+        rq = live.per_cpu("runqueues", cpu)
+        assert rq.type_name == "struct rq"
+        assert rq.cpu.value() == cpu
+        assert rq["cfs.nr_running"].value() >= 0
+        clocks[cpu] = rq.clock.value()
+    for cpu in live.cpus:
+        rq = live.per_cpu("runqueues", cpu)
+        while rq.clock.value() == clocks[cpu]:
+            pass
+        assert rq.clock.value() > clocks[cpu]
+
+
+def test_pointer_members_are_followed(guest: GuestVM, live: LiveKernel) -> None:
+    # rq->curr of an idle CPU, or anything running there: a task whose comm /proc knows.
+    init = live["init_task"]
+    child = init.tasks.next.container_of("struct task_struct", "tasks")
+    assert child.pid.value() == 1
+    comm = guest.run("cat /proc/1/comm", check=True).stdout.decode().strip()
+    assert child.comm.string() == comm
+    assert child["real_parent.pid"].value() == 0  # through a pointer, by path
+
+
+def test_the_task_list_is_the_guests(guest: GuestVM, live: LiveKernel) -> None:
+    kthreads = guest.run(
+        "for s in /proc/[0-9]*/stat; do read -r l < $s; echo $l; done", check=True
+    ).stdout.decode()
+    expected = {}
+    for line in kthreads.splitlines():
+        pid, rest = line.split(" (", 1)
+        comm, fields = rest.rsplit(") ", 1)
+        if fields.split()[1] == "2" or pid in ("1", "2"):  # pid 1 and kernel threads stay
+            # /proc shows a kthread's full name and a kworker's workqueue; ->comm holds 15
+            # bytes of the name.
+            expected[int(pid)] = (
+                re.split(r"[-+]", comm)[0] if comm.startswith("kworker") else comm[:15]
+            )
+    init = live["init_task"]
+    seen = {}
+    node = init.tasks.next
+    while node.value() != init.tasks.address:
+        task = node.container_of("struct task_struct", "tasks")
+        seen[task.pid.value()] = task.comm.string()
+        node = task.tasks.next
+    assert {pid: seen.get(pid) for pid in expected} == expected
+
+
+def test_bitfields_enums_and_typedefs(live: LiveKernel) -> None:
+    init = live["init_task"]
+    # in_execve is a 1-bit field; swapper never exec'd.
+    assert init.in_execve.value() == 0
+    assert live.btf.member("struct task_struct", "in_execve").bitfield_size == 1
+    # system_state is an enum; a booted system is running.
+    assert live["system_state"].value() == ("SYSTEM_RUNNING", live.btf.enum_value("SYSTEM_RUNNING"))
+    # jiffies_64 is u64: a typedef chain down to an unsigned INT.
+    assert live["jiffies_64"].type.kind == "TYPEDEF"
+    assert isinstance(live["jiffies_64"].value(), int)
+
+
+def test_struct_values_are_dicts(live: LiveKernel) -> None:
+    name = live["init_uts_ns"].name.value()
+    assert name["sysname"].rstrip(b"\0") == b"Linux"
+    assert set(name) >= {"sysname", "nodename", "release", "version", "machine"}
+
+
+def test_a_physical_address_outside_ram(live: LiveKernel) -> None:
+    with pytest.raises(LiveMemoryError, match=r"0x40000000000.*not in guest RAM") as e:
+        live.read(0x40000000000, 8, physical=True)
+    assert e.value.address == 0x40000000000
+
+
+def test_an_unmapped_virtual_address(live: LiveKernel) -> None:
+    hole = 0xFFFF800000001000  # the guard hole below the direct map
+    with pytest.raises(LiveMemoryError, match="0xffff800000001000 is not mapped"):
+        live.read(hole, 8)
+    with pytest.raises(LiveMemoryError, match="not mapped"):
+        live.translate(hole)
+
+
+def test_a_null_pointer(live: LiveKernel) -> None:
+    with pytest.raises(LiveMemoryError, match="NULL"):
+        live["init_task"].mm.owner.value()  # the idle task has no mm
+
+
+def test_a_missing_member_names_close_ones(live: LiveKernel) -> None:
+    init = live["init_task"]
+    with pytest.raises(MissingMemberError, match=r"comn.*did you mean 'comm'"):
+        init["comn"]
+    assert not hasattr(init, "comn")
+    assert init.get("scx.nr_running", "absent") == "absent"  # sched_ext is not in 6.1
+    assert init.get("pid") == init.pid
+
+
+def test_misuse_says_what_to_do(live: LiveKernel) -> None:
+    with pytest.raises(LiveKernelError, match=r"per-CPU variable: use per_cpu"):
+        live.object("runqueues")
+    with pytest.raises(LiveKernelError, match="CPU 99 does not exist"):
+        live.per_cpu("runqueues", 99)
+    with pytest.raises(LiveKernelError, match="not a per-CPU variable"):
+        live.per_cpu("jiffies_64", 0)
+
+
+def test_a_stopped_guest(guest: GuestVM, live: LiveKernel) -> None:
+    """Last: it shuts the module's guest down."""
+    guest.shutdown()
+    with pytest.raises(LiveMemoryError, match="guest has stopped"):
+        live["jiffies_64"].value()
+    with pytest.raises(GuestError, match="not running"):
+        _ = guest.kernel
