@@ -776,6 +776,12 @@ def test_debian_kernel_facts(debian_kernel: DebianKernel) -> None:
     assert btf.enum_value("BPF_MAP_TYPE_HASH") == 1
     assert btf.pointer_size == 8
     assert btf.sizeof("struct list_head") == 2 * btf.pointer_size
+    # C's own types: (bits, signed, bool), through typedef chains.
+    assert btf.int_encoding("u64") == (64, False, False)
+    assert btf.int_encoding("int") == (32, True, False)
+    assert btf.int_encoding("bool") == (8, False, True)
+    with pytest.raises(BTFKeyError, match="struct rq is not an integer type"):
+        btf.int_encoding("struct rq")
 
 
 # --- fuzzing --------------------------------------------------------------------------------------

@@ -87,6 +87,20 @@ def test_the_layout_is_the_one_the_guest_reports(guest: GuestVM, live: LiveKerne
     # The direct map and a page walk agree with the image's linear offset.
     assert live._walker.translate(text) == live.translate(text)
     assert live.read(live.symbols["linux_banner"], 14) == b"Linux version "
+    # The direct map (1 GiB or 2 MiB pages) walked agrees with its linear offset.
+    assert live._walker.translate(live.page_offset_base + 0x1234567) == 0x1234567
+
+
+def test_a_vmalloc_address_is_walked(live: LiveKernel) -> None:
+    """kthreadd's stack is in vmalloc space (CONFIG_VMAP_STACK): only the page walk finds it;
+    its lowest word is STACK_END_MAGIC (CONFIG_SCHED_STACK_END_CHECK), as the kernel wrote it."""
+    init = live["init_task"]
+    kthreadd = init.tasks.next.container_of("struct task_struct", "tasks").tasks.next
+    task = kthreadd.container_of("struct task_struct", "tasks")
+    assert task.pid.value() == 2
+    stack = task.stack.value()
+    assert not live._linear(stack, 8)
+    assert int.from_bytes(live.read(stack, 4), "little") == 0x57AC6E9D
 
 
 def test_uts_release_is_unames(guest: GuestVM, live: LiveKernel) -> None:
