@@ -6,5 +6,6 @@ values typed by BTF (``objects``), and ``LiveKernel``, which puts them together 
 from .errors import LiveKernelError, LiveMemoryError
 from .kernel import LiveKernel
 from .objects import Object
+from .sampling import Samples
 
-__all__ = ["LiveKernel", "LiveKernelError", "LiveMemoryError", "Object"]
+__all__ = ["LiveKernel", "LiveKernelError", "LiveMemoryError", "Object", "Samples"]

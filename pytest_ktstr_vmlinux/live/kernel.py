@@ -9,7 +9,8 @@ address is in them, and walks the page tables otherwise.
 from __future__ import annotations
 
 import struct
-from typing import Protocol
+from collections.abc import Sequence
+from typing import TYPE_CHECKING, Protocol
 
 from ..formats.btf.queries import BTF
 from ..formats.btf.types import BTFKeyError, BTFType
@@ -25,6 +26,9 @@ from .translate import (
     PhysicalMemory,
     read_physical,
 )
+
+if TYPE_CHECKING:
+    from .sampling import Samples
 
 PAGE = 4096
 DIRECT_MAP = {4: 0xFFFF888000000000, 5: 0xFF11000000000000}  # without CONFIG_RANDOMIZE_MEMORY
@@ -197,6 +201,27 @@ class LiveKernel:
     def per_cpu(self, name: str, cpu: int) -> Object:
         """Per-CPU variable ``name`` of ``cpu``: ``per_cpu("runqueues", 0)`` is CPU 0's rq."""
         return Object(self, self.var_type(name), self._percpu.address(name, cpu))
+
+    def sample(
+        self,
+        fields: Sequence[str],
+        *,
+        interval: float,
+        duration: float,
+        variable: str = "runqueues",
+        cpus: Sequence[int] | None = None,
+    ) -> Samples:
+        """``fields`` of ``variable`` (``runqueues``) on every online CPU, sampled on a host
+        thread every ``interval`` s for ``duration`` s, while the guest runs (sampling.py)."""
+        from .sampling import sample
+
+        return sample(
+            lambda cpu: self.per_cpu(variable, cpu),
+            self.cpus if cpus is None else cpus,
+            fields,
+            interval=interval,
+            duration=duration,
+        )
 
     @property
     def cpus(self) -> tuple[int, ...]:

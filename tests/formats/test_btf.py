@@ -782,6 +782,16 @@ def test_debian_kernel_facts(debian_kernel: DebianKernel) -> None:
     assert btf.int_encoding("bool") == (8, False, True)
     with pytest.raises(BTFKeyError, match="struct rq is not an integer type"):
         btf.int_encoding("struct rq")
+    # Version-tolerant lookups: sched_ext (6.12) is not in 6.1; rq.nr_running is.
+    assert not btf.has_member("struct rq", "scx.nr_running")
+    assert btf.has_member("struct rq", "cfs.nr_running")
+    found = btf.member_any("struct rq", ["scx.nr_running", "nr_running"])
+    assert (found.name, found.bit_offset) == (
+        "nr_running",
+        btf.member("struct rq", "nr_running").bit_offset,
+    )
+    with pytest.raises(BTFKeyError, match=r"none of the members scx\.nr_running, scx_nr"):
+        btf.member_any("struct rq", ["scx.nr_running", "scx_nr"])
 
 
 # --- fuzzing --------------------------------------------------------------------------------------

@@ -8,6 +8,8 @@ image path, read through ``LiveKernel.from_guest`` with symbols and BTF made by 
 
 from __future__ import annotations
 
+import csv
+import io
 import re
 from collections.abc import Iterator
 
@@ -234,6 +236,42 @@ def test_misuse_says_what_to_do(live: LiveKernel) -> None:
         live.per_cpu("runqueues", 99)
     with pytest.raises(LiveKernelError, match="not a per-CPU variable"):
         live.per_cpu("jiffies_64", 0)
+
+
+def test_sampling_sees_pinned_busy_loops(guest: GuestVM, live: LiveKernel) -> None:
+    pids = guest.run(
+        "for c in $(seq 0 $(($(nproc) - 1))); do"
+        " taskset -c $c sh -c 'while :; do :; done' >/dev/null 2>&1 & echo $!; done",
+        check=True,
+    ).stdout.split()
+    try:
+        busy = live.sample(["nr_running", "clock"], interval=0.02, duration=0.5)
+    finally:
+        guest.run(f"kill {' '.join(p.decode() for p in pids)}", check=True)
+    assert len(pids) == len(live.cpus)
+    for cpu in live.cpus:
+        assert min(busy.column("nr_running", cpu)) >= 1, busy.to_csv()
+        clocks = busy.column("clock", cpu)
+        assert clocks[-1] > clocks[0]
+    gone = " ".join(p.decode() for p in pids)  # dead or a zombie: off every runqueue
+    guest.run(
+        f"for p in {gone}; do while [ -d /proc/$p ] && ! grep -q '^State:.Z' /proc/$p/status;"
+        " do :; done; done",
+        check=True,
+        timeout=60,
+    )
+    idle = live.sample(["nr_running"], interval=0.02, duration=0.5)
+    for cpu in live.cpus:
+        assert min(idle.column("nr_running", cpu)) == 0, idle.to_csv()
+    rows = list(csv.reader(io.StringIO(busy.to_csv())))
+    assert rows[0] == ["time", "cpu", "nr_running", "clock"]
+    assert [int(r[1]) for r in rows[1:]] == busy.column("cpu")
+    assert len(rows) == len(busy) + 1
+
+
+def test_sampling_refuses_a_missing_field(live: LiveKernel) -> None:
+    with pytest.raises(MissingMemberError, match=r"nr_runing.*did you mean 'nr_running'"):
+        live.sample(["nr_runing"], interval=0.01, duration=0.1)
 
 
 def test_a_stopped_guest(guest: GuestVM, live: LiveKernel) -> None:

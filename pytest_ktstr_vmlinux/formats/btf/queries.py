@@ -215,6 +215,23 @@ class BTF:
         current, bits, width = self._locate(spec, path)
         return Member(path, current, self.type_name(current), bits, width)
 
+    def has_member(self, spec: str | int, path: str) -> bool:
+        """Whether ``path`` leads to a member of ``spec`` (a field that moved between releases)."""
+        try:
+            self._locate(spec, path)
+        except BTFKeyError:
+            return False
+        return True
+
+    def member_any(self, spec: str | int, paths: Iterable[str]) -> Member:
+        """The first of ``paths`` that ``spec`` has, as ``member`` gives it: one lookup for a
+        field spelled differently across kernel releases; BTFKeyError naming all of them."""
+        tried = list(paths)
+        for path in tried:
+            if self.has_member(spec, path):
+                return self.member(spec, path)
+        raise BTFKeyError(f"{self.what}: {spec} has none of the members {', '.join(tried)}")
+
     def enum_value(self, name: str) -> int:
         """The value of enumerator ``name`` (ENUM or ENUM64; signed when the enum's kind_flag
         is set). Duplicates must agree, else KeyError naming the enums."""
