@@ -11,6 +11,7 @@ from __future__ import annotations
 import csv
 import io
 import re
+import struct
 from collections.abc import Iterator
 
 import pytest
@@ -272,6 +273,65 @@ def test_sampling_sees_pinned_busy_loops(guest: GuestVM, live: LiveKernel) -> No
 def test_sampling_refuses_a_missing_field(live: LiveKernel) -> None:
     with pytest.raises(MissingMemberError, match=r"nr_runing.*did you mean 'nr_running'"):
         live.sample(["nr_runing"], interval=0.01, duration=0.1)
+
+
+def _vmcoreinfo(guest: GuestVM) -> bytes:
+    """The kernel's VMCOREINFO text, from the ELF note /sys/kernel/vmcoreinfo locates, read
+    from guest physical memory (no translation of ours involved)."""
+    phys, size = (int(v, 16) for v in guest.get("/sys/kernel/vmcoreinfo").split())
+    note = bytes(guest.memory.read(phys, size))
+    namesz, descsz, _ = struct.unpack_from("<III", note)
+    start = 12 + (namesz + 3) // 4 * 4
+    return note[start : start + descsz]
+
+
+def test_drgn_agrees_on_the_paused_guest(
+    guest: GuestVM, live: LiveKernel, debian_kernel: DebianKernel
+) -> None:
+    """drgn (DWARF, its own page walk, vmcoreinfo's KASLR offset) reading the same RAM."""
+    drgn = pytest.importorskip("drgn")
+    from drgn.helpers.linux.list import list_for_each_entry
+    from drgn.helpers.linux.percpu import per_cpu
+
+    vmcoreinfo = _vmcoreinfo(guest)
+    prog = drgn.Program(drgn.host_platform)
+    for region in guest.memory.regions:
+        prog.add_memory_segment(
+            region.start,
+            region.size,
+            lambda address, count, offset, physical, r=region: bytes(
+                guest.memory.buffer[r.offset + offset : r.offset + offset + count]
+            ),
+            physical=True,
+        )
+    prog.set_linux_kernel_custom(vmcoreinfo, True)
+    prog.load_debug_info([str(debian_kernel.vmlinux)])
+    offset = re.search(rb"KERNELOFFSET=([0-9a-f]+)", vmcoreinfo)
+    assert offset is not None
+    assert live.layout.slide == int(offset[1], 16)
+    guest.qmp.pause()
+    try:
+        for cpu in live.cpus:
+            theirs = per_cpu(prog["runqueues"], cpu)
+            ours = live.per_cpu("runqueues", cpu)
+            assert ours.address == theirs.address_
+            assert ours.nr_running.value() == theirs.nr_running.value_()
+            assert ours.clock.value() == theirs.clock.value_()
+        init = prog["init_task"]
+        theirs_tasks = [
+            (t.pid.value_(), t.comm.string_().decode())
+            for t in list_for_each_entry("struct task_struct", init.tasks.address_of_(), "tasks")
+        ]
+        ours_tasks = []
+        head = live["init_task"].tasks
+        node = head.next
+        while node.value() != head.address:
+            task = node.container_of("struct task_struct", "tasks")
+            ours_tasks.append((task.pid.value(), task.comm.string()))
+            node = task.tasks.next
+        assert ours_tasks == theirs_tasks
+    finally:
+        guest.qmp.resume()
 
 
 def test_a_stopped_guest(guest: GuestVM, live: LiveKernel) -> None:
