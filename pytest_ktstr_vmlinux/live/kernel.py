@@ -125,6 +125,16 @@ class LiveKernel:
             at += step
         return bytes(out)
 
+    def view(self, address: int, size: int) -> memoryview:
+        """Guest RAM at kernel virtual ``address`` itself (no copy), for a range that is in one
+        page or in a linear map; LiveMemoryError otherwise."""
+        if not self._linear(address, size) and address // PAGE != (address + size - 1) // PAGE:
+            raise LiveMemoryError(
+                f"{size} bytes at {address:#x} span pages of a page-walked mapping: read() them",
+                address,
+            )
+        return read_physical(self.memory, self.translate(address), size)
+
     def _linear(self, address: int, size: int) -> bool:
         end = address + size
         image = address >= START_KERNEL_MAP and end <= START_KERNEL_MAP + KERNEL_IMAGE_SIZE

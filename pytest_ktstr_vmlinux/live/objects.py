@@ -9,6 +9,7 @@ member is looked up through it (``task.mm.owner``), as in C's ``->``.
 from __future__ import annotations
 
 import struct
+from collections.abc import Callable
 from typing import Any, Protocol
 
 from ..formats.btf.queries import BTF, parse_member_path
@@ -29,19 +30,28 @@ class Memory(Protocol):
     def read_u64(self, address: int) -> int: ...
     def read_string(self, address: int, limit: int) -> bytes: ...
     def real_type(self, tid: int) -> BTFType: ...
+    def view(self, address: int, size: int) -> memoryview: ...
 
 
 class Object:
     """``address``, ``type`` (the BTF type as declared); ``value()``, ``string()``,
     ``obj.member``, ``obj["a.b[2].c"]``, ``obj[3]``, ``deref()``, ``get(path, default)``."""
 
-    __slots__ = ("_bit", "_kernel", "_width", "address", "type_id")
+    __slots__ = ("_bit", "_kernel", "_width", "address", "fixed", "type_id")
 
     def __init__(
-        self, kernel: Memory, type_id: int, address: int, bit: int = 0, width: int = 0
+        self,
+        kernel: Memory,
+        type_id: int,
+        address: int,
+        bit: int = 0,
+        width: int = 0,
+        fixed: bool = True,
     ) -> None:
         self._kernel, self.type_id, self.address = kernel, type_id, address
         self._bit, self._width = bit, width  # a bitfield: its bits from ``address``
+        # Whether the address is fixed: reached without following a pointer, which can change.
+        self.fixed = fixed
 
     # --- the type ---------------------------------------------------------------------------
 
@@ -110,8 +120,8 @@ class Object:
         if m.bitfield_size:
             bits = self._bit + m.bit_offset
             return Object(self._kernel, m.type_id, self.address + bits // 8, bits % 8,
-                          m.bitfield_size)  # fmt: skip
-        return Object(self._kernel, m.type_id, self.address + m.bit_offset // 8)
+                          m.bitfield_size, self.fixed)  # fmt: skip
+        return Object(self._kernel, m.type_id, self.address + m.bit_offset // 8, fixed=self.fixed)
 
     def index(self, i: int) -> Object:
         """Element ``i`` of an array (bounds checked), or ``ptr[i]`` of a pointer."""
@@ -122,10 +132,12 @@ class Object:
             count = self._kernel.btf.sizeof(real.id) // size if size else 0
             if count and not 0 <= i < count:
                 raise LiveKernelError(f"index {i} is out of range for {self.type_name}")
-            return Object(self._kernel, real.target, self.address + i * size)
+            return Object(self._kernel, real.target, self.address + i * size, fixed=self.fixed)
         if real.kind == "PTR":
             target = self.deref()
-            return Object(self._kernel, target.type_id, target.address + i * target.size)
+            return Object(
+                self._kernel, target.type_id, target.address + i * target.size, fixed=False
+            )
         raise LiveKernelError(f"{self.type_name} at {self.address:#x} cannot be indexed")
 
     def deref(self) -> Object:
@@ -138,7 +150,7 @@ class Object:
             raise LiveMemoryError(
                 f"NULL pointer: {self.type_name} at {self.address:#x} is NULL", target
             )
-        return Object(self._kernel, real.target or 0, target)
+        return Object(self._kernel, real.target or 0, target, fixed=False)
 
     def container_of(self, type_spec: str, member: str) -> Object:
         """The ``type_spec`` whose ``member`` this object is (list_head rings): C's container_of."""
@@ -184,6 +196,20 @@ class Object:
         if kind in ("STRUCT", "UNION"):
             return {m.name: self._field(m.name).value() for m in _named_members(self, real)}
         raise LiveKernelError(f"{self.type_name} at {self.address:#x} has no value to read")
+
+    def reader(self) -> Callable[[], Any]:
+        """A function that reads ``value()`` again: for an integer, an enum's number or a
+        pointer, a view of its bytes in guest RAM taken now and read as often as called (a
+        fraction of a microsecond); for anything else, ``value``. The view does not notice a
+        guest that has shut down: it goes on reading the RAM's last contents."""
+        real = self._real()
+        if self._width or real.kind not in ("INT", "ENUM", "ENUM64", "PTR"):
+            return self.value
+        signed = real.kind == "INT" and self._kernel.btf.int_encoding(real.id)[1]
+        view = self._kernel.view(self.address, self.size)
+        if real.kind == "INT" and self._kernel.btf.int_encoding(real.id)[2]:
+            return lambda: view[0] != 0
+        return lambda: int.from_bytes(view, "little", signed=signed)
 
     def _int(self, real: BTFType) -> int | bool:
         _, signed, is_bool = self._kernel.btf.int_encoding(real.id)

@@ -64,9 +64,7 @@ def sample(
     chosen = tuple(cpus)
     if not chosen:
         raise LiveKernelError("no CPUs to sample")
-    bases = {cpu: per_cpu(cpu) for cpu in chosen}
-    for path in fields:  # a missing field fails now, with close matches, not in the thread
-        bases[chosen[0]].member(path)
+    readers = {cpu: [_reader(per_cpu(cpu), path) for path in fields] for cpu in chosen}
     table = Samples(tuple(fields))
     failed: list[BaseException] = []
 
@@ -75,8 +73,8 @@ def sample(
         tick = 0
         try:
             while (now := time.monotonic() - start) <= duration:
-                for cpu, base in bases.items():
-                    table.rows.append((now, cpu, *(base.member(p).value() for p in fields)))
+                for cpu, reads in readers.items():
+                    table.rows.append((now, cpu, *(read() for read in reads)))
                 tick += 1
                 time.sleep(max(0.0, tick * interval - (time.monotonic() - start)))
         except BaseException as e:  # re-raised in the caller's thread
@@ -88,3 +86,13 @@ def sample(
     if failed:
         raise failed[0]
     return table
+
+
+def _reader(base: Object, path: str) -> Callable[[], Any]:
+    """Reads ``base``'s member ``path`` (a missing one fails now, with close matches, not in
+    the sampling thread): a view of its bytes when no pointer leads there, else a fresh lookup
+    each time, since a pointer on the way may change."""
+    member = base.member(path)
+    if member.fixed:
+        return member.reader()
+    return lambda: base.member(path).value()

@@ -270,6 +270,24 @@ def test_sampling_sees_pinned_busy_loops(guest: GuestVM, live: LiveKernel) -> No
     assert len(rows) == len(busy) + 1
 
 
+def test_a_reader_reads_the_field_again(live: LiveKernel) -> None:
+    rq = live.per_cpu("runqueues", 0)
+    assert rq.cpu.reader()() == 0
+    clock = rq.clock.reader()
+    first = clock()
+    while clock() == first:
+        pass
+    assert clock() > first
+    assert rq.fixed and not rq.curr.deref().fixed  # what a pointer leads to may change
+
+
+def test_sampling_follows_pointers_afresh(live: LiveKernel) -> None:
+    samples = live.sample(["curr.pid", "cpu"], interval=0.01, duration=0.05)
+    assert samples.columns == ("time", "cpu", "curr.pid", "cpu")
+    assert len(samples) >= len(live.cpus)
+    assert all(isinstance(pid, int) and pid >= 0 for pid in samples.column("curr.pid"))
+
+
 def test_sampling_refuses_a_missing_field(live: LiveKernel) -> None:
     with pytest.raises(MissingMemberError, match=r"nr_runing.*did you mean 'nr_running'"):
         live.sample(["nr_runing"], interval=0.01, duration=0.1)
