@@ -790,6 +790,9 @@ def test_debian_kernel_facts(debian_kernel: DebianKernel) -> None:
         "nr_running",
         btf.member("struct rq", "nr_running").bit_offset,
     )
+    # CO-RE flavors: "___suffix" on a part matches its base name.
+    assert btf.has_member("struct rq", "cfs___v61.nr_running___x")
+    assert btf.member_any("struct rq", ["scx___new.nr_running", "nr_running___old"]) == found
     with pytest.raises(BTFKeyError, match=r"none of the members scx\.nr_running, scx_nr"):
         btf.member_any("struct rq", ["scx.nr_running", "scx_nr"])
 

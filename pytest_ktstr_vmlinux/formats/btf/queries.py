@@ -94,6 +94,7 @@ _KIND_WORDS: dict[str, frozenset[int]] = {
 # [0-9], not \d: int() would take any script's digits, and no C index is written in them.
 _PATH_PART = re.compile(r"([A-Za-z_$][\w$]*)?((?:\[[0-9]+\])*)")
 _INDEX = re.compile(r"\[([0-9]+)\]")
+_FLAVOR = re.compile(r"___[^.\[]*")  # CO-RE: "nr_running___v2" is nr_running in another shape
 
 
 class _Rec(NamedTuple):
@@ -216,21 +217,30 @@ class BTF:
         return Member(path, current, self.type_name(current), bits, width)
 
     def has_member(self, spec: str | int, path: str) -> bool:
-        """Whether ``path`` leads to a member of ``spec`` (a field that moved between releases)."""
-        try:
-            self._locate(spec, path)
-        except BTFKeyError:
-            return False
-        return True
+        """Whether ``path`` leads to a member of ``spec`` (a field that moved between releases);
+        a CO-RE ``___flavor`` suffix on a part of it matches the part's base name."""
+        return self._present(spec, path) is not None
 
     def member_any(self, spec: str | int, paths: Iterable[str]) -> Member:
-        """The first of ``paths`` that ``spec`` has, as ``member`` gives it: one lookup for a
-        field spelled differently across kernel releases; BTFKeyError naming all of them."""
+        """The first of ``paths`` that ``spec`` has, as ``member`` gives it (``___flavor``
+        suffixes dropped): one lookup for a field spelled differently across kernel releases;
+        BTFKeyError naming all of them."""
         tried = list(paths)
         for path in tried:
-            if self.has_member(spec, path):
-                return self.member(spec, path)
+            found = self._present(spec, path)
+            if found is not None:
+                return self.member(spec, found)
         raise BTFKeyError(f"{self.what}: {spec} has none of the members {', '.join(tried)}")
+
+    def _present(self, spec: str | int, path: str) -> str | None:
+        """``path``, or it without ``___flavor`` suffixes, whichever ``spec`` has; else None."""
+        for candidate in dict.fromkeys((path, _FLAVOR.sub("", path))):
+            try:
+                self._locate(spec, candidate)
+            except (BTFKeyError, ValueError):
+                continue
+            return candidate
+        return None
 
     def enum_value(self, name: str) -> int:
         """The value of enumerator ``name`` (ENUM or ENUM64; signed when the enum's kind_flag
