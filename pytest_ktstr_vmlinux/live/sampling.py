@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import csv
 import io
+import os
 import threading
 import time
 from collections.abc import Callable, Sequence
@@ -40,6 +41,33 @@ class Samples:
             raise LiveKernelError(f"no column {name!r}: the columns are {', '.join(self.columns)}")
         at = self.columns.index(name)
         return [row[at] for row in self.rows if cpu is None or row[1] == cpu]
+
+    def plot(self, path: str | os.PathLike[str]) -> None:
+        """A PNG at ``path``: one panel per field, one line per CPU, over time (a stall shows
+        as a flat line). Needs matplotlib: ``pip install 'pytest-ktstr-vmlinux[plot]'``."""
+        try:
+            import matplotlib
+
+            matplotlib.use("Agg")  # a file, never a window
+            import matplotlib.pyplot as plt
+        except ImportError:
+            raise LiveKernelError(
+                f"plotting samples to {os.fspath(path)} needs matplotlib: pip install"
+                " 'pytest-ktstr-vmlinux[plot]' (or matplotlib); to_csv() needs nothing"
+            ) from None
+        cpus = sorted(set(self.column("cpu")))
+        fig, axes = plt.subplots(len(self.fields), 1, sharex=True, squeeze=False,
+                                 figsize=(8, 2.2 * len(self.fields)))  # fmt: skip
+        try:
+            for ax, name in zip(axes[:, 0], self.fields, strict=True):
+                for cpu in cpus:
+                    ax.plot(self.column("time", cpu), self.column(name, cpu), label=f"CPU {cpu}")
+                ax.set_ylabel(name)
+            axes[0, 0].legend(loc="upper right", fontsize="small")
+            axes[-1, 0].set_xlabel("seconds")
+            fig.savefig(path, format="png")
+        finally:
+            plt.close(fig)
 
     def to_csv(self) -> str:
         out = io.StringIO()
