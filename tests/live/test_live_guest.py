@@ -13,6 +13,7 @@ import io
 import re
 import struct
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 
@@ -286,6 +287,23 @@ def test_sampling_follows_pointers_afresh(live: LiveKernel) -> None:
     assert samples.columns == ("time", "cpu", "curr.pid", "cpu")
     assert len(samples) >= len(live.cpus)
     assert all(isinstance(pid, int) and pid >= 0 for pid in samples.column("curr.pid"))
+
+
+def test_another_kernels_vmlinux_is_refused(guest: GuestVM, tinyconfig_tree: Path) -> None:
+    """The tinyconfig 6.1 vmlinux is not what the guest runs: its _text and linux_banner do not
+    fit the guest's page tables, and the layout is refused rather than guessed."""
+    vmlinux = tinyconfig_tree / "vmlinux"
+    with pytest.raises(LiveKernelError, match="cannot derive where the guest's kernel is") as e:
+        LiveKernel.from_guest(guest, KernelSymbols.from_vmlinux(vmlinux), BTF.from_path(vmlinux))
+    assert "linux_banner" in str(e.value)
+    assert str(vmlinux) in str(e.value)
+
+
+def test_a_given_layout_needs_no_monitor(guest: GuestVM, live: LiveKernel) -> None:
+    again = LiveKernel(guest.memory, live.symbols, live.btf, layout=live.layout)
+    assert again["init_task"].comm.string() == "swapper/0"
+    with pytest.raises(LiveKernelError, match="needs the guest's monitor"):
+        LiveKernel(guest.memory, live.symbols, live.btf)
 
 
 def test_sampling_refuses_a_missing_field(live: LiveKernel) -> None:
