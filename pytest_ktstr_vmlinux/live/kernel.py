@@ -148,8 +148,8 @@ class LiveKernel:
         """Bytes at ``address`` up to a NUL, read a page at a time, at most ``limit``."""
         out = bytearray()
         while len(out) < limit:
-            chunk = self.read(address + len(out), min(PAGE - (address + len(out)) % PAGE,
-                                                      limit - len(out)))  # fmt: skip
+            at = address + len(out)
+            chunk = self.read(at, min(PAGE - at % PAGE, limit - len(out)))
             nul = chunk.find(b"\0")
             if nul >= 0:
                 return bytes(out + chunk[:nul])

@@ -119,8 +119,8 @@ class Object:
             raise MissingMemberError(str(e)) from None
         if m.bitfield_size:
             bits = self._bit + m.bit_offset
-            return Object(self._kernel, m.type_id, self.address + bits // 8, bits % 8,
-                          m.bitfield_size, self.fixed)  # fmt: skip
+            start = self.address + bits // 8
+            return Object(self._kernel, m.type_id, start, bits % 8, m.bitfield_size, self.fixed)
         return Object(self._kernel, m.type_id, self.address + m.bit_offset // 8, fixed=self.fixed)
 
     def index(self, i: int) -> Object:
@@ -177,16 +177,17 @@ class Object:
         if kind == "INT":
             return self._int(real)
         if kind in ("ENUM", "ENUM64"):
-            number = int.from_bytes(self.read(), "little", signed=any(
-                v < 0 for _, v in real.enumerators))  # fmt: skip
+            signed = any(v < 0 for _, v in real.enumerators)
+            number = int.from_bytes(self.read(), "little", signed=signed)
             names = [n for n, v in real.enumerators if v == number]
             return (names[0] if names else None, number)
         if kind == "PTR":
             return self._kernel.read_u64(self.address)
         if kind == "FLOAT":
             data = self.read()
-            return struct.unpack({4: "<f", 8: "<d"}[len(data)], data)[0] if len(data) in (4, 8) \
-                else data  # fmt: skip
+            if len(data) not in (4, 8):  # long double: no Python float holds it
+                return data
+            return struct.unpack("<f" if len(data) == 4 else "<d", data)[0]
         if kind == "ARRAY":
             assert real.target is not None
             if self._is_char(real.target):

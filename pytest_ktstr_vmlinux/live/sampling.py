@@ -56,8 +56,10 @@ class Samples:
                 " 'pytest-ktstr-vmlinux[plot]' (or matplotlib); to_csv() needs nothing"
             ) from None
         cpus = sorted(set(self.column("cpu")))
-        fig, axes = plt.subplots(len(self.fields), 1, sharex=True, squeeze=False,
-                                 figsize=(8, 2.2 * len(self.fields)))  # fmt: skip
+        height = 2.2 * len(self.fields)
+        fig, axes = plt.subplots(
+            len(self.fields), 1, sharex=True, squeeze=False, figsize=(8, height)
+        )
         try:
             for ax, name in zip(axes[:, 0], self.fields, strict=True):
                 for cpu in cpus:
