@@ -90,7 +90,9 @@ def test_the_layout_is_the_one_the_guest_reports(guest: GuestVM, live: LiveKerne
     assert live.translate(text) == int(code[1], 16)
     # The direct map and a page walk agree with the image's linear offset.
     assert live._walker.translate(text) == live.translate(text)
-    assert live.read(live.symbols["linux_banner"], 14) == b"Linux version "
+    banner = live.symbols["linux_banner"]
+    assert live.read(banner, 14) == b"Linux version "
+    assert live.read(live.translate(banner), 14, physical=True) == b"Linux version "
     # The direct map (1 GiB or 2 MiB pages) walked agrees with its linear offset.
     assert live._walker.translate(live.page_offset_base + 0x1234567) == 0x1234567
 
@@ -297,6 +299,14 @@ def test_another_kernels_vmlinux_is_refused(guest: GuestVM, tinyconfig_tree: Pat
         LiveKernel.from_guest(guest, KernelSymbols.from_vmlinux(vmlinux), BTF.from_path(vmlinux))
     assert "linux_banner" in str(e.value)
     assert str(vmlinux) in str(e.value)
+
+
+def test_guest_kernel_needs_a_vmlinux(guest: GuestVM) -> None:
+    if "nokaslr" in guest.cmdline:  # booted from an image path: no vmlinux known
+        with pytest.raises(GuestError, match="needs its vmlinux"):
+            _ = guest.kernel
+    else:
+        assert guest.kernel is guest.kernel  # made once
 
 
 def test_a_given_layout_needs_no_monitor(guest: GuestVM, live: LiveKernel) -> None:
