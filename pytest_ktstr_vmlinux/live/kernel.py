@@ -197,7 +197,7 @@ class LiveKernel:
             address = self.symbols[name]
         except KeyError as e:
             raise LiveKernelError(str(e.args[0])) from None
-        if self.symbols.is_percpu(name) and self._percpu.zero_based:
+        if self.symbols.is_percpu(name):  # its symbol is an offset, or the unused template
             raise LiveKernelError(f"{name!r} is a per-CPU variable: use per_cpu({name!r}, cpu)")
         try:
             tid = self.var_type(name) if type is None else self.btf.type(type).id
@@ -237,6 +237,11 @@ class LiveKernel:
     def cpus(self) -> tuple[int, ...]:
         """The online CPUs, from the kernel's ``__cpu_online_mask``."""
         return self._percpu.mask("__cpu_online_mask")
+
+    @property
+    def percpu_zero_based(self) -> bool:
+        """Whether per-CPU symbols are offsets from 0 (x86_64 up to 6.14), not addresses."""
+        return self._percpu.zero_based
 
     @property
     def possible_cpus(self) -> tuple[int, ...]:

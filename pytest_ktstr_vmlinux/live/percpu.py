@@ -20,6 +20,7 @@ class PerCPU:
         self.symbols, self.read = symbols, read
         start = symbols.get("__per_cpu_start")
         self.zero_based = start is not None and start == 0
+        self.span = (start or 0, symbols.get("__per_cpu_end") or 0)
         self.offsets = symbols.get("__per_cpu_offset")
         self._nr_cpu_ids: int | None = None
 
@@ -50,7 +51,15 @@ class PerCPU:
             raise LiveKernelError(
                 f"CPU {cpu} does not exist: the guest's kernel has nr_cpu_ids={self.nr_cpu_ids}"
             )
-        return symbols[name] + int.from_bytes(self.read(self.offsets + 8 * cpu, 8), "little")
+        value = symbols[name]
+        if self.span[1] and not self.span[0] <= value < self.span[1]:
+            scheme = "linked at 0" if self.zero_based else "linked in place"
+            raise LiveKernelError(
+                f"{name!r} is at {value:#x}, outside .data..percpu ({self.span[0]:#x}-"
+                f"{self.span[1]:#x}, {scheme}): the symbols do not fit this kernel's per-CPU"
+                " layout"
+            )
+        return value + int.from_bytes(self.read(self.offsets + 8 * cpu, 8), "little")
 
     def mask(self, name: str) -> tuple[int, ...]:
         """The CPUs set in cpumask ``name`` (``__cpu_online_mask``), below nr_cpu_ids."""

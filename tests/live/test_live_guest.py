@@ -138,7 +138,10 @@ def test_jiffies_advance(live: LiveKernel) -> None:
     assert live["jiffies_64"].value() > first
 
 
-def test_per_cpu_runqueues(live: LiveKernel) -> None:
+def test_per_cpu_runqueues(guest: GuestVM, live: LiveKernel) -> None:
+    # 6.1 links .data..percpu at 0, as the guest's own kallsyms shows.
+    assert live.percpu_zero_based == (_kallsyms(guest, "__per_cpu_start") == 0)
+    assert live.percpu_zero_based
     clocks = {}
     for cpu in live.cpus:
         rq = live.per_cpu("runqueues", cpu)
