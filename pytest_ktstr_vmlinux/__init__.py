@@ -1,7 +1,7 @@
 """Find the vmlinux that belongs to a kernel image, read it, boot it, and serve it to tests.
 
 The public API: every name a user needs, from the subpackages that define them (``kernel``,
-``formats``, ``store``, ``vm``; ``plugin`` adapts them to pytest, ``cli`` to the shell).
+``formats``, ``store``, ``live``, ``vm``; ``plugin`` adapts them to pytest, ``cli`` to the shell).
 
 Every name is imported on first use (PEP 562): pytest imports this package whenever the plugin
 is installed, and a test run that uses no kernel must not pay for the library.
@@ -21,6 +21,10 @@ if TYPE_CHECKING:
     from .kernel.locate import Candidate, Probe, ProbeReport, find_vmlinux, probe_vmlinux
     from .kernel.resolve import Kernel, resolve_kernel
     from .kernel.spec import KernelSpec, SpecKind, SpecSource, parse_kernel_spec
+    from .live.errors import LiveKernelError, LiveMemoryError, MissingMemberError
+    from .live.kernel import LiveKernel
+    from .live.objects import Object
+    from .live.sampling import Samples
     from .plugin.markers import ktstr_test
     from .store.bytescache import VmlinuxBytesCache, cached_vmlinux_bytes, load_vmlinux_bytes
     from .store.directory import (
@@ -67,10 +71,16 @@ _EXPORTS = {
     "KernelSpec": "kernel.spec",
     "KernelSpecError": "errors",
     "KernelSymbols": "formats.symbols",
+    "LiveKernel": "live.kernel",
+    "LiveKernelError": "live.errors",
+    "LiveMemoryError": "live.errors",
     "MemoryStore": "store.memory",
+    "MissingMemberError": "live.errors",
     "NotAStoreError": "store.directory",
+    "Object": "live.objects",
     "Probe": "kernel.locate",
     "ProbeReport": "kernel.locate",
+    "Samples": "live.sampling",
     "SpecKind": "kernel.spec",
     "SpecSource": "kernel.spec",
     "StatSignature": "store.signature",
@@ -111,10 +121,16 @@ __all__ = [
     "KernelSpec",
     "KernelSpecError",
     "KernelSymbols",
+    "LiveKernel",
+    "LiveKernelError",
+    "LiveMemoryError",
     "MemoryStore",
+    "MissingMemberError",
     "NotAStoreError",
+    "Object",
     "Probe",
     "ProbeReport",
+    "Samples",
     "SpecKind",
     "SpecSource",
     "StatSignature",

@@ -1,10 +1,11 @@
 """The package's layering, checked from its imports: each subpackage imports only from below it.
 
-    errors  <  regularfile  <  store  <  formats  <  kernel  <  vm  <  plugin, cli
+    errors  <  regularfile  <  store  <  formats  <  kernel  <  live  <  vm  <  plugin, cli
 
 ``regularfile`` opens what a user names without hanging on a FIFO; ``store`` keeps bytes and
 knows no kernel format; ``formats`` parse kernel files (and may build through a store);
-``kernel`` turns what the user named into paired files; ``vm`` boots them; ``plugin`` and
+``kernel`` turns what the user named into paired files; ``live`` reads a running kernel's
+memory through them; ``vm`` boots them; ``plugin`` and
 ``cli`` are adapters over everything below and never import each other. The
 top-level ``__init__`` is the public API: it may name anything, and nothing inside imports it.
 Every import counts, including the lazy ones inside functions: a lazy import is still a
@@ -28,9 +29,10 @@ RANK = {
     "store": 2,
     "formats": 3,
     "kernel": 4,
-    "vm": 5,
-    "plugin": 6,
-    "cli": 6,
+    "live": 5,
+    "vm": 6,
+    "plugin": 7,
+    "cli": 7,
 }
 
 

@@ -39,6 +39,7 @@ from .qmp import GuestQMP
 
 if TYPE_CHECKING:
     from ..kernel.resolve import Kernel
+    from ..live.kernel import LiveKernel
     from ..store.memory import Store
 
 DEFAULT_CPUS = 2
@@ -63,6 +64,8 @@ class GuestVM:
         qmp_socket: socket.socket,
         window: int,
         log_dir: Path,
+        vmlinux: Path | None = None,
+        store: Store | None = None,
     ) -> None:
         self.line = line
         self.cpus = line.cpus
@@ -78,6 +81,8 @@ class GuestVM:
         self._qmp_socket = qmp_socket
         self._qmp: GuestQMP | None = None
         self._stopped: str | None = None  # why, once stopped
+        self._vmlinux, self._store = vmlinux, store
+        self._live: LiveKernel | None = None
         self._finalizer = weakref.finalize(self, kill, process)
 
     # --- looking at it ---------------------------------------------------------------------
@@ -103,6 +108,27 @@ class GuestVM:
             self._check_running("QMP")
             self._qmp = GuestQMP(self._qmp_socket)
         return self._qmp
+
+    @property
+    def kernel(self) -> LiveKernel:
+        """The running kernel read from the host (live.LiveKernel), typed by its vmlinux's
+        symbols and BTF (built through the guest's store); made on first use."""
+        self._check_running("kernel")
+        if self._live is None:
+            if self._vmlinux is None:
+                raise GuestError(
+                    f"{self.line.image}: reading the live kernel needs its vmlinux (symbols and"
+                    " BTF): boot a Kernel that has one (its release, build tree or a -dbg"
+                    " vmlinux), not a bare image path"
+                )
+            from ..formats.btf.queries import BTF
+            from ..formats.symbols import KernelSymbols
+            from ..live.kernel import LiveKernel
+
+            symbols = KernelSymbols.from_vmlinux(self._vmlinux, self._store)
+            btf = BTF.from_path(self._vmlinux, self._store)
+            self._live = LiveKernel.from_guest(self, symbols, btf)
+        return self._live
 
     # --- the agent -------------------------------------------------------------------------
 
@@ -307,6 +333,8 @@ def boot_guest(
         qmp_socket=host_qmp,
         window=window,
         log_dir=logs,
+        vmlinux=None if isinstance(kernel, (str, os.PathLike)) else kernel.vmlinux,
+        store=store,
     )
     _wait_ready(vm, timeout)
     return vm

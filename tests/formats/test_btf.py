@@ -776,6 +776,25 @@ def test_debian_kernel_facts(debian_kernel: DebianKernel) -> None:
     assert btf.enum_value("BPF_MAP_TYPE_HASH") == 1
     assert btf.pointer_size == 8
     assert btf.sizeof("struct list_head") == 2 * btf.pointer_size
+    # C's own types: (bits, signed, bool), through typedef chains.
+    assert btf.int_encoding("u64") == (64, False, False)
+    assert btf.int_encoding("int") == (32, True, False)
+    assert btf.int_encoding("bool") == (8, False, True)
+    with pytest.raises(BTFKeyError, match="struct rq is not an integer type"):
+        btf.int_encoding("struct rq")
+    # Version-tolerant lookups: sched_ext (6.12) is not in 6.1; rq.nr_running is.
+    assert not btf.has_member("struct rq", "scx.nr_running")
+    assert btf.has_member("struct rq", "cfs.nr_running")
+    found = btf.member_any("struct rq", ["scx.nr_running", "nr_running"])
+    assert (found.name, found.bit_offset) == (
+        "nr_running",
+        btf.member("struct rq", "nr_running").bit_offset,
+    )
+    # CO-RE flavors: "___suffix" on a part matches its base name.
+    assert btf.has_member("struct rq", "cfs___v61.nr_running___x")
+    assert btf.member_any("struct rq", ["scx___new.nr_running", "nr_running___old"]) == found
+    with pytest.raises(BTFKeyError, match=r"none of the members scx\.nr_running, scx_nr"):
+        btf.member_any("struct rq", ["scx.nr_running", "scx_nr"])
 
 
 # --- fuzzing --------------------------------------------------------------------------------------

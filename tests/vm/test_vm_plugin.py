@@ -68,6 +68,18 @@ def test_marker_gives_a_guest_of_its_own(kernel_vm):
         kernel_vm.run("true")
 
 
+def test_the_shared_guest_is_readable_live(kernel_vm, kernel, kernel_symbols, kernel_btf):
+    live = kernel_vm.kernel
+    assert live is kernel_vm.kernel
+    assert live.object("init_uts_ns").name.release.string() == kernel.release
+    assert live.per_cpu("runqueues", 0).cpu.value() == 0
+    assert live.cpus == (0,)
+    # The fixtures' artifacts, slid to where the guest's kernel runs.
+    assert live.symbols.source == kernel_symbols.source
+    assert live.symbols["jiffies_64"] == kernel_symbols["jiffies_64"] + live.layout.slide
+    assert live.btf.sizeof("struct rq") == kernel_btf.sizeof("struct rq")
+
+
 def test_the_shared_guest_outlives_a_marked_one(kernel_vm):
     assert SHARED == [kernel_vm.pid]
     assert kernel_vm.run("echo still here").stdout == b"still here\\n"
@@ -143,7 +155,7 @@ def test_kernel_vm_fixtures_on_the_debian_kernel(
         *VM_OPTIONS,
     )
     assert result.ret == 0, result.stdout.str()
-    result.assert_outcomes(passed=6)
+    result.assert_outcomes(passed=7)
     assert "test_vm.py::test_marker_gives_a_guest_of_its_own[ktstr_vm]" in junit(pytester).cases
     recorded = [int(p) for p in pids.read_text().split()]
     assert len(set(recorded)) == 3

@@ -32,7 +32,10 @@ Member, BTFKeyError, BitfieldError) in types.py.
 from __future__ import annotations
 
 import os
+import re
+import struct
 from bisect import bisect_left
+from collections.abc import Iterable
 
 from ...store.memory import MemoryStore, Store
 from .format import (
@@ -41,6 +44,7 @@ from .format import (
     ARRAY,
     ARTIFACT_KIND,
     ARTIFACT_VERSION,
+    INT,
     KIND_NAMES,
     _build,
     _index,
@@ -49,6 +53,8 @@ from .paths import MemberPaths, parse_member_path
 from .types import BitfieldError, BTFKeyError, BTFType, Member, suggest
 
 __all__ = ["BTF", "BTFKeyError", "BTFType", "BitfieldError", "Member", "parse_member_path"]
+
+_FLAVOR = re.compile(r"___[^.\[]*")  # CO-RE: "nr_running___v2" is nr_running in another shape
 
 
 class BTF(MemberPaths):
@@ -118,6 +124,41 @@ class BTF(MemberPaths):
         """The member at ``path``, with its bit offset from the start of the outer type."""
         current, bits, width = self._locate(spec, path)
         return Member(path, current, self.type_name(current), bits, width)
+
+    def has_member(self, spec: str | int, path: str) -> bool:
+        """Whether ``path`` leads to a member of ``spec`` (a field that moved between releases);
+        a CO-RE ``___flavor`` suffix on a part of it matches the part's base name."""
+        return self._present(spec, path) is not None
+
+    def member_any(self, spec: str | int, paths: Iterable[str]) -> Member:
+        """The first of ``paths`` that ``spec`` has, as ``member`` gives it (``___flavor``
+        suffixes dropped): one lookup for a field spelled differently across kernel releases;
+        BTFKeyError naming all of them."""
+        tried = list(paths)
+        for path in tried:
+            found = self._present(spec, path)
+            if found is not None:
+                return self.member(spec, found)
+        raise BTFKeyError(f"{self.what}: {spec} has none of the members {', '.join(tried)}")
+
+    def _present(self, spec: str | int, path: str) -> str | None:
+        """``path``, or it without ``___flavor`` suffixes, whichever ``spec`` has; else None."""
+        for candidate in dict.fromkeys((path, _FLAVOR.sub("", path))):
+            try:
+                self._locate(spec, candidate)
+            except (BTFKeyError, ValueError):
+                continue
+            return candidate
+        return None
+
+    def int_encoding(self, spec: str | int) -> tuple[int, bool, bool]:
+        """(bits, signed, bool) of the INT ``spec`` names, typedefs and qualifiers resolved."""
+        tid = self._resolve(self._lookup(spec))
+        rec = self._rec(tid) if tid else None
+        if rec is None or rec.kind != INT:
+            raise BTFKeyError(f"{self.what}: {self.type_name(tid)} is not an integer type")
+        (encoding,) = struct.unpack_from(self._order + "I", self._types, rec.body)
+        return encoding & 0xFF, bool(encoding >> 24 & 1), bool(encoding >> 24 & 4)
 
     def enum_value(self, name: str) -> int:
         """The value of enumerator ``name`` (ENUM or ENUM64; signed when the enum's kind_flag

@@ -1,0 +1,70 @@
+"""What a scheduler developer asserts about a running guest, read from the host while the
+workload runs: no agent in the guest, no stop.
+
+Boots the kernel under test (``kernel_vm``), pins one CPU-bound loop to each CPU, samples every
+CPU's ``struct rq`` for two seconds, and checks that each rq clock advances, that no CPU with a
+runnable loop shows nr_running at 0, and that each loop is on the CPU it is pinned to. On a
+kernel with sched_ext it also reads the ``scx_rq`` state.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+import pytest
+
+from pytest_ktstr_vmlinux import BTF, GuestVM, LiveKernel, Object
+
+SAMPLE_SECONDS = 2.0
+
+
+def tasks(live: LiveKernel) -> Iterator[Object]:
+    """Every task, from init_task's ``tasks`` ring."""
+    head = live["init_task"].tasks
+    node = head.next
+    while node.value() != head.address:
+        task = node.container_of("struct task_struct", "tasks")
+        yield task
+        node = task.tasks.next
+
+
+@pytest.fixture
+def pinned_loops(kernel_vm: GuestVM) -> Iterator[dict[int, int]]:
+    """CPU -> pid of a busy loop pinned there; killed after the test."""
+    cpus = range(kernel_vm.cpus)
+    out = kernel_vm.run(
+        "; ".join(
+            f"taskset -c {c} sh -c 'while :; do :; done' >/dev/null 2>&1 & echo $!" for c in cpus
+        ),
+        check=True,
+    ).stdout.split()
+    loops = dict(zip(cpus, map(int, out), strict=True))
+    yield loops
+    kernel_vm.run(f"kill {' '.join(map(str, loops.values()))}")
+
+
+def test_runqueues_under_a_cpu_bound_workload(
+    kernel_vm: GuestVM, pinned_loops: dict[int, int]
+) -> None:
+    live = kernel_vm.kernel
+    samples = live.sample(["nr_running", "clock"], interval=0.01, duration=SAMPLE_SECONDS)
+    for cpu in live.cpus:
+        clocks = samples.column("clock", cpu)
+        assert clocks[-1] > clocks[0], f"CPU {cpu}: rq clock stuck at {clocks[0]}"
+        stuck = [t for t, c, n, _ in samples.rows if c == cpu and n == 0]
+        assert not stuck, f"CPU {cpu}: a loop is runnable there, yet nr_running was 0 at {stuck}"
+    where = {task.pid.value(): task for task in tasks(live)}
+    for cpu, pid in pinned_loops.items():
+        task = where[pid]
+        on = task.get("cpu") or task["thread_info.cpu"]  # moved into task_struct in 5.16
+        assert on.value() == cpu, f"loop {pid} pinned to CPU {cpu} is on CPU {on.value()}"
+
+
+def test_sched_ext_runqueues(kernel_vm: GuestVM, kernel_btf: BTF) -> None:
+    if not kernel_btf.has_member("struct rq", "scx.nr_running"):
+        pytest.skip("the kernel has no sched_ext (struct rq has no scx)")
+    live = kernel_vm.kernel
+    for cpu in live.cpus:
+        scx = live.per_cpu("runqueues", cpu).scx
+        assert scx.nr_running.value() >= 0
+        assert isinstance(scx.value(), dict)

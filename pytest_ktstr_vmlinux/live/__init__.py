@@ -1,0 +1,11 @@
+"""Reading the running guest kernel from the host: its RAM translated through the guest's own
+page tables (``translate``), the KASLR slide and physical base found in the guest (``layout``),
+values typed by BTF (``objects``), and ``LiveKernel``, which puts them together (``kernel``).
+"""
+
+from .errors import LiveKernelError, LiveMemoryError
+from .kernel import LiveKernel
+from .objects import Object
+from .sampling import Samples
+
+__all__ = ["LiveKernel", "LiveKernelError", "LiveMemoryError", "Object", "Samples"]

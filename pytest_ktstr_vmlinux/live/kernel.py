@@ -1,0 +1,248 @@
+"""``LiveKernel``: the guest's running kernel, read from the host through its RAM.
+
+Made from a guest physical memory, the kernel's ``KernelSymbols`` and ``BTF`` (those of its
+vmlinux), and QEMU's monitor for the CPU registers the layout is derived from once
+(``layout``). Translation takes the kernel image's and the direct map's linear offsets when an
+address is in them, and walks the page tables otherwise.
+"""
+
+from __future__ import annotations
+
+import struct
+from collections.abc import Sequence
+from typing import TYPE_CHECKING, Protocol
+
+from ..formats.btf.queries import BTF
+from ..formats.btf.types import BTFKeyError, BTFType
+from ..formats.symbols import KernelSymbols
+from .errors import LiveKernelError, LiveMemoryError
+from .layout import KernelLayout, Monitor, control_registers, derive_layout
+from .objects import _TRANSPARENT, Object
+from .percpu import PerCPU
+from .translate import (
+    KERNEL_IMAGE_SIZE,
+    START_KERNEL_MAP,
+    PageWalker,
+    PhysicalMemory,
+    read_physical,
+)
+
+if TYPE_CHECKING:
+    from .sampling import Samples
+
+PAGE = 4096
+DIRECT_MAP = {4: 0xFFFF888000000000, 5: 0xFF11000000000000}  # without CONFIG_RANDOMIZE_MEMORY
+_U64 = struct.Struct("<Q")
+# Variables every kernel has, with types that have not changed in years: what object() falls
+# back to when the BTF has no VAR for them.
+WELL_KNOWN = {
+    "init_task": "struct task_struct",
+    "init_uts_ns": "struct uts_namespace",
+    "jiffies_64": "u64",
+    "jiffies": "long unsigned int",
+    "system_state": "enum system_states",
+    "nr_cpu_ids": "unsigned int",
+    "__cpu_online_mask": "struct cpumask",
+    "__cpu_possible_mask": "struct cpumask",
+    "__cpu_present_mask": "struct cpumask",
+}
+
+
+class Guest(Protocol):
+    """What a LiveKernel needs of a guest (vm.GuestVM has it): its RAM and its monitor."""
+
+    @property
+    def memory(self) -> PhysicalMemory: ...
+    @property
+    def qmp(self) -> Monitor: ...
+
+
+class LiveKernel:
+    """``read``, ``translate``, ``live["jiffies_64"]``, ``object``, ``per_cpu``, ``cpus``."""
+
+    def __init__(
+        self,
+        memory: PhysicalMemory,
+        symbols: KernelSymbols,
+        btf: BTF,
+        *,
+        monitor: Monitor | None = None,
+        layout: KernelLayout | None = None,
+    ) -> None:
+        """``monitor`` (QEMU's, for CR3 and CR4) is needed unless ``layout`` is given."""
+        if layout is None:
+            if monitor is None:
+                raise LiveKernelError(
+                    "a LiveKernel needs the guest's monitor (for its page table root) or a"
+                    " KernelLayout"
+                )
+            layout = derive_layout(memory, symbols, control_registers(monitor))
+        self.memory, self.btf, self.layout = memory, btf, layout
+        self.symbols = symbols.relocated(layout.slide - symbols.kaslr_offset)
+        self._walker = PageWalker(memory, layout.root, levels=layout.levels)
+        self._ram_top = max((r.end for r in memory.regions), default=0)
+        self._real: dict[int, BTFType] = {}
+        self._vars: dict[str, int] = {}
+        self.page_offset_base = DIRECT_MAP[layout.levels]
+        if "page_offset_base" in self.symbols:  # CONFIG_RANDOMIZE_MEMORY: the kernel's choice
+            self.page_offset_base = self.read_u64(self.symbols["page_offset_base"])
+        self._percpu = PerCPU(self.symbols, self.read)
+
+    @classmethod
+    def from_guest(cls, guest: Guest, symbols: KernelSymbols, btf: BTF) -> LiveKernel:
+        return cls(guest.memory, symbols, btf, monitor=guest.qmp)
+
+    def __repr__(self) -> str:
+        return f"LiveKernel(slide={self.layout.slide:#x}, phys_base={self.layout.phys_base:#x})"
+
+    # --- the raw layer ----------------------------------------------------------------------
+
+    def translate(self, vaddr: int) -> int:
+        """The guest physical address of kernel virtual ``vaddr``; LiveMemoryError when it is
+        not mapped."""
+        if START_KERNEL_MAP <= vaddr < START_KERNEL_MAP + KERNEL_IMAGE_SIZE:
+            return vaddr - START_KERNEL_MAP + self.layout.phys_base
+        if self.page_offset_base <= vaddr < self.page_offset_base + self._ram_top:
+            return vaddr - self.page_offset_base
+        return self._walker.translate(vaddr)
+
+    def read(self, address: int, size: int, physical: bool = False) -> bytes:
+        """``size`` bytes at kernel virtual (or guest physical) ``address``; LiveMemoryError
+        naming the address for any part that is not mapped or not RAM."""
+        if address < 0 or size < 0 or address + size > 1 << 64:
+            raise LiveMemoryError(f"cannot read {size} bytes at {address:#x}", address)
+        if physical:
+            return bytes(read_physical(self.memory, address, size))
+        if self._linear(address, size):
+            return bytes(read_physical(self.memory, self.translate(address), size))
+        out, at, end = bytearray(), address, address + size
+        while at < end:
+            step = min(end, (at | (PAGE - 1)) + 1) - at
+            try:
+                out += read_physical(self.memory, self.translate(at), step)
+            except LiveMemoryError as e:
+                raise LiveMemoryError(f"reading {size} bytes at {address:#x}: {e}", at) from None
+            at += step
+        return bytes(out)
+
+    def view(self, address: int, size: int) -> memoryview:
+        """Guest RAM at kernel virtual ``address`` itself (no copy), for a range that is in one
+        page or in a linear map; LiveMemoryError otherwise."""
+        if not self._linear(address, size) and address // PAGE != (address + size - 1) // PAGE:
+            raise LiveMemoryError(
+                f"{size} bytes at {address:#x} span pages of a page-walked mapping: read() them",
+                address,
+            )
+        return read_physical(self.memory, self.translate(address), size)
+
+    def _linear(self, address: int, size: int) -> bool:
+        end = address + size
+        image = address >= START_KERNEL_MAP and end <= START_KERNEL_MAP + KERNEL_IMAGE_SIZE
+        direct = address >= self.page_offset_base and end <= self.page_offset_base + self._ram_top
+        return image or direct
+
+    def read_u64(self, address: int) -> int:
+        return int(_U64.unpack(self.read(address, 8))[0])
+
+    def read_string(self, address: int, limit: int) -> bytes:
+        """Bytes at ``address`` up to a NUL, read a page at a time, at most ``limit``."""
+        out = bytearray()
+        while len(out) < limit:
+            at = address + len(out)
+            chunk = self.read(at, min(PAGE - at % PAGE, limit - len(out)))
+            nul = chunk.find(b"\0")
+            if nul >= 0:
+                return bytes(out + chunk[:nul])
+            out += chunk
+        return bytes(out)
+
+    # --- typed objects ----------------------------------------------------------------------
+
+    def real_type(self, tid: int) -> BTFType:
+        """Type ``tid`` with typedefs, qualifiers and type tags stripped."""
+        found = self._real.get(tid)
+        if found is None:
+            t, seen = self.btf.type(tid) if tid else None, 0
+            while t is not None and t.kind in _TRANSPARENT and t.target and seen < 64:
+                t, seen = self.btf.type(t.target), seen + 1
+            if t is None or t.kind in _TRANSPARENT:
+                raise LiveKernelError(f"{self.btf.type_name(tid)} resolves to no type (void)")
+            found = self._real[tid] = t
+        return found
+
+    def var_type(self, name: str) -> int:
+        """The BTF type id of global variable ``name``: its BTF VAR's type, else (BTF made by
+        pahole before 1.26 records per-CPU variables only) the type of a well-known one."""
+        tid = self._vars.get(name)
+        if tid is None:
+            if f"var {name}" in self.btf:
+                var = self.btf.type(f"var {name}")
+                assert var.target is not None
+                tid = var.target
+            elif name in WELL_KNOWN:
+                tid = self.btf.type(WELL_KNOWN[name]).id
+            else:
+                raise LiveKernelError(
+                    f"{self.btf.what} has no BTF variable {name!r} (BTF made by pahole before"
+                    f" 1.26 holds per-CPU variables only): name its type, as in"
+                    f" object({name!r}, 'struct ...')"
+                )
+            self._vars[name] = tid
+        return tid
+
+    def object(self, name: str, type: str | int | None = None) -> Object:
+        """Variable ``name``, typed by its BTF type, or by ``type`` ("struct rq", a type id)
+        when given; ``per_cpu`` for per-CPU ones."""
+        try:
+            address = self.symbols[name]
+        except KeyError as e:
+            raise LiveKernelError(str(e.args[0])) from None
+        if self.symbols.is_percpu(name):  # its symbol is an offset, or the unused template
+            raise LiveKernelError(f"{name!r} is a per-CPU variable: use per_cpu({name!r}, cpu)")
+        try:
+            tid = self.var_type(name) if type is None else self.btf.type(type).id
+        except BTFKeyError as e:
+            raise LiveKernelError(str(e)) from None
+        return Object(self, tid, address)
+
+    def __getitem__(self, name: str) -> Object:
+        return self.object(name)
+
+    def per_cpu(self, name: str, cpu: int) -> Object:
+        """Per-CPU variable ``name`` of ``cpu``: ``per_cpu("runqueues", 0)`` is CPU 0's rq."""
+        return Object(self, self.var_type(name), self._percpu.address(name, cpu))
+
+    def sample(
+        self,
+        fields: Sequence[str],
+        *,
+        interval: float,
+        duration: float,
+        variable: str = "runqueues",
+        cpus: Sequence[int] | None = None,
+    ) -> Samples:
+        """``fields`` of ``variable`` (``runqueues``) on every online CPU, sampled on a host
+        thread every ``interval`` s for ``duration`` s, while the guest runs (sampling.py)."""
+        from .sampling import sample
+
+        return sample(
+            lambda cpu: self.per_cpu(variable, cpu),
+            self.cpus if cpus is None else cpus,
+            fields,
+            interval=interval,
+            duration=duration,
+        )
+
+    @property
+    def cpus(self) -> tuple[int, ...]:
+        """The online CPUs, from the kernel's ``__cpu_online_mask``."""
+        return self._percpu.mask("__cpu_online_mask")
+
+    @property
+    def percpu_zero_based(self) -> bool:
+        """Whether per-CPU symbols are offsets from 0 (x86_64 up to 6.14), not addresses."""
+        return self._percpu.zero_based
+
+    @property
+    def possible_cpus(self) -> tuple[int, ...]:
+        return self._percpu.mask("__cpu_possible_mask")

@@ -1,0 +1,70 @@
+"""Per-CPU variables and CPU masks of the live kernel.
+
+A per-CPU variable of CPU n is at ``&var + __per_cpu_offset[n]``. What ``&var`` is depends on
+the kernel: x86_64 links .data..percpu at 0 up to 6.14 (the symbol is an offset, not moved by
+KASLR), and at its place in the image from 6.15 (a slid address, and __per_cpu_offset relative
+to __per_cpu_start). Which one is read from the vmlinux (``__per_cpu_start`` is 0 or not), and
+KernelSymbols slides accordingly; a kernel without SMP has no __per_cpu_offset and one copy.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+from ..formats.symbols import KernelSymbols
+from .errors import LiveKernelError
+
+
+class PerCPU:
+    def __init__(self, symbols: KernelSymbols, read: Callable[[int, int], bytes]) -> None:
+        self.symbols, self.read = symbols, read
+        start = symbols.get("__per_cpu_start")
+        self.zero_based = start is not None and start == 0
+        self.span = (start or 0, symbols.get("__per_cpu_end") or 0)
+        self.offsets = symbols.get("__per_cpu_offset")
+        self._nr_cpu_ids: int | None = None
+
+    @property
+    def nr_cpu_ids(self) -> int:
+        if self._nr_cpu_ids is None:
+            found = self.symbols.get("nr_cpu_ids")
+            self._nr_cpu_ids = (
+                int.from_bytes(self.read(found, 4), "little") if found is not None else 1
+            )
+        return self._nr_cpu_ids
+
+    def address(self, name: str, cpu: int) -> int:
+        symbols = self.symbols
+        try:
+            percpu = symbols.is_percpu(name)
+        except KeyError as e:
+            raise LiveKernelError(str(e.args[0])) from None
+        if not percpu:
+            raise LiveKernelError(
+                f"{name!r} is not a per-CPU variable (not in .data..percpu): use object({name!r})"
+            )
+        if self.offsets is None:
+            if cpu != 0:
+                raise LiveKernelError(f"CPU {cpu}: the kernel is built without SMP, CPU 0 only")
+            return symbols[name]
+        if not 0 <= cpu < self.nr_cpu_ids:
+            raise LiveKernelError(
+                f"CPU {cpu} does not exist: the guest's kernel has nr_cpu_ids={self.nr_cpu_ids}"
+            )
+        value = symbols[name]
+        if self.span[1] and not self.span[0] <= value < self.span[1]:
+            scheme = "linked at 0" if self.zero_based else "linked in place"
+            raise LiveKernelError(
+                f"{name!r} is at {value:#x}, outside .data..percpu ({self.span[0]:#x}-"
+                f"{self.span[1]:#x}, {scheme}): the symbols do not fit this kernel's per-CPU"
+                " layout"
+            )
+        return value + int.from_bytes(self.read(self.offsets + 8 * cpu, 8), "little")
+
+    def mask(self, name: str) -> tuple[int, ...]:
+        """The CPUs set in cpumask ``name`` (``__cpu_online_mask``), below nr_cpu_ids."""
+        if name not in self.symbols:
+            return (0,)  # no SMP: one CPU, always there
+        data = self.read(self.symbols[name], (self.nr_cpu_ids + 7) // 8)
+        bits = int.from_bytes(data, "little")
+        return tuple(cpu for cpu in range(self.nr_cpu_ids) if bits >> cpu & 1)
