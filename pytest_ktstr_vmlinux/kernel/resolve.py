@@ -11,18 +11,11 @@ from pathlib import Path
 from ..errors import KernelArtifactError, KernelSpecError, VmlinuxNotFoundError
 from ..formats.elf import NotElfError, arch_matches, read_elf_ident
 from ..formats.image import ImageInfo
-from ..formats.kconfig import (
-    PROC_CONFIG,
-    KernelConfig,
-    config_file_candidates,
-    config_from_ikconfig,
-    config_from_ikconfig_file,
-    find_config,
-    read_proc_config,
-)
+from ..formats.kconfig import KernelConfig, config_from_ikconfig, config_from_ikconfig_file
 from ..regularfile import FileChanged
 from ..store.lock import StoreLockTimeout
 from ..store.memory import MemoryStore, Store
+from .config import PROC_CONFIG, config_file_candidates, find_config, read_proc_config
 from .identity import (
     PAIRED_BUILD_ID,
     UNVERIFIED,
