@@ -13,7 +13,8 @@ from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
     from .errors import KernelArtifactError, KernelSpecError
-    from .kernel.locate import Candidate, Probe, ProbeReport, find_vmlinux, probe_vmlinux
+    from .kernel.images import Candidate
+    from .kernel.locate import Probe, ProbeReport, find_vmlinux, probe_vmlinux
     from .kernel.resolve import Kernel, resolve_kernel
     from .kernel.spec import KernelSpec, SpecKind, SpecSource, parse_kernel_spec
     from .plugin.markers import ktstr_test
@@ -22,7 +23,7 @@ if TYPE_CHECKING:
 
 # Public name -> the module that defines it; __all__ lists the same names (a test checks).
 _EXPORTS = {
-    "Candidate": "kernel.locate",
+    "Candidate": "kernel.images",
     "Kernel": "kernel.resolve",
     "KernelArtifactError": "errors",
     "KernelSpec": "kernel.spec",

@@ -27,19 +27,17 @@ from .identity import (
     running_expectation,
     vmlinux_identity,
 )
-from .locate import (
+from .images import (
     Candidate,
-    Probe,
-    ProbeReport,
     build_tree_root,
     config_beside_image,
     find_distro_image,
     find_tree_image,
     image_arch,
     image_release,
-    probe_vmlinux,
     read_tree_release,
 )
+from .locate import Probe, ProbeReport, probe_vmlinux
 from .spec import (
     KernelSpec,
     SpecKind,
