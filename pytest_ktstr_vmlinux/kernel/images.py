@@ -17,6 +17,7 @@ from pathlib import Path
 from ..formats.image import is_release, read_image_header
 from ..regularfile import NotRegularFile, file_type, is_symlink_loop, read_regular
 from ..store.signature import read_error
+from .spec import KernelSpec, SpecKind
 from .sysroot import Sysroot
 
 DISTRO_IMAGE_LAYOUTS: tuple[str, ...] = (
@@ -40,6 +41,23 @@ KERNEL_RELEASE_FILE = "include/config/kernel.release"
 MAX_RELEASE_FILE_BYTES = 4096
 _IMAGE_NAME_PREFIXES = ("vmlinuz-", "vmlinux-", "Image-", "bzImage-")
 
+# `uname -m` values mapped to the arch names elf.py uses.
+_ARCH_BY_UNAME: dict[str, str] = {
+    "x86_64": "x86_64",
+    "i386": "i386",
+    "i686": "i386",
+    "aarch64": "arm64",
+    "arm64": "arm64",
+    "riscv64": "riscv64",
+    "riscv32": "riscv32",
+    "armv7l": "arm",
+    "armv6l": "arm",
+    "loongarch64": "loongarch64",
+    "ppc64le": "ppc64",
+    "ppc64": "ppc64",
+    "s390x": "s390x",
+}
+
 
 @dataclass(frozen=True)
 class Candidate:
@@ -56,6 +74,69 @@ class Candidate:
             return f"  refused  {where}: {self.refused}"
         via = f" -> {self.resolved}" if self.resolved and self.resolved != self.path else ""
         return f"  chosen   {where}{via}"
+
+
+@dataclass(frozen=True)
+class FoundImage:
+    """What the spec alone tells of a kernel, before any vmlinux is probed.
+
+    ``named_tree`` is the build tree the spec named, the first place its vmlinux is looked
+    for; ``tree`` is the tree the kernel was built in, named or not (``<root>`` of an image at
+    ``<root>/arch/<arch>/boot/``, the directory of a vmlinux beside a Makefile and .config):
+    where its ``.config`` is. ``refused`` holds the distro images passed over on the way (a
+    symlink loop, a FIFO), for the probe report.
+    """
+
+    image: Path | None
+    named_tree: Path | None
+    tree: Path | None
+    release: str | None
+    arch: str | None
+    refused: tuple[Candidate, ...] = ()
+
+
+def find_image(spec: KernelSpec, sysroot: Sysroot) -> FoundImage:
+    """The image, trees, release and arch ``spec`` names, as far as it alone tells: the image's
+    header, its build tree and its name say the release and arch; the running kernel's arch
+    falls back to ``uname -m``. A file there that is no file to read (a FIFO in the tree) is a
+    KernelArtifactError naming it."""
+    path = spec.path
+    if spec.kind is SpecKind.TREE:
+        assert path is not None
+        in_tree = find_tree_image(path)
+        image = in_tree[0] if in_tree else None
+        arch = image_arch(image) if image else None
+        return FoundImage(image, path, path, read_tree_release(path), arch)
+    if spec.kind is SpecKind.IMAGE:
+        assert path is not None
+        release, arch = image_release(path), image_arch(path)
+        return FoundImage(path, None, build_tree_root(path), release, arch)
+    if spec.kind is SpecKind.VMLINUX:
+        assert path is not None
+        parent = path.parent
+        release = read_tree_release(parent)
+        # isfile, not Path.is_file: a directory that cannot be searched is no build tree,
+        # and the vmlinux in it gets its own clear error when it is read.
+        built = os.path.isfile(parent / "Makefile") and os.path.isfile(parent / ".config")
+        return FoundImage(None, None, parent if built else None, release, None)
+    refused: list[Candidate] = []
+    if spec.kind is SpecKind.RUNNING:
+        uname = os.uname()
+        release = uname.release
+        image = find_distro_image(release, sysroot, refused)
+        arch = (image_arch(image) if image else None) or arch_from_uname(uname.machine)
+    else:
+        assert spec.release is not None
+        release = spec.release
+        image = find_distro_image(release, sysroot, refused)
+        arch = image_arch(image) if image else None
+    tree = build_tree_root(image) if image is not None else None
+    return FoundImage(image, None, tree, release, arch, tuple(refused))
+
+
+def arch_from_uname(machine: str) -> str | None:
+    """The arch name elf.py uses for a ``uname -m`` value; None for one it does not know."""
+    return _ARCH_BY_UNAME.get(machine)
 
 
 def release_from_image_path(image: Path) -> str | None:
