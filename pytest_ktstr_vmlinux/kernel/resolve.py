@@ -27,7 +27,7 @@ from .identity import (
     running_expectation,
     vmlinux_identity,
 )
-from .images import Candidate, config_beside_image, find_image
+from .images import Candidate, FoundImage, config_beside_image, find_image
 from .locate import Probe, ProbeReport, probe_vmlinux
 from .spec import (
     KernelSpec,
@@ -168,33 +168,15 @@ def _resolve(
     verify: bool,
     allow_extracted: bool,
 ) -> Kernel:
+    """spec -> what it names (FoundImage) -> what the vmlinux must match -> the vmlinux paired
+    with it (probed, given, or extracted from the image) -> Kernel."""
     store = store or MemoryStore()
     root = Sysroot(sysroot)
     found = find_image(spec, root)
     info, expect, unverifiable = (
         _expectation(spec, found.image, root, store) if verify else (None, None, None)
     )
-    arch = found.arch
-    if vmlinux is not None:
-        probe = _explicit_vmlinux(vmlinux, arch=arch, base=base, expect=expect, store=store)
-    elif spec.kind is SpecKind.VMLINUX:
-        assert spec.path is not None
-        origin = f"kernel {spec.raw!r} (from {spec.source.value})"
-        _, ident = check_vmlinux_path(str(spec.path), origin=origin, base=None)
-        arch = ident.arch
-        given = Candidate(spec.path, "given as the kernel", None, spec.path)
-        probe = Probe(spec.path, ProbeReport((given,), spec.path, found.release, arch, None))
-    else:
-        probe = probe_vmlinux(
-            found.image,
-            release=found.release,
-            arch=arch,
-            tree=found.named_tree,
-            sysroot=root,
-            expect=expect,
-            store=store,
-            verify=verify,
-        )
+    probe = _pair(spec, found, vmlinux, base, root, expect, store, verify)
     report = dataclasses.replace(probe.report, images=found.refused)
     if unverifiable and not report.unverifiable and report.paired == UNVERIFIED:
         report = dataclasses.replace(report, unverifiable=unverifiable)
@@ -208,6 +190,7 @@ def _resolve(
             report, candidates=(*report.candidates, candidate), chosen=extracted, paired=paired
         )
         probe, kind = Probe(extracted, report), "extracted"
+    arch = found.arch
     if probe.path is not None:
         arch = _chosen_arch(probe.path) or arch
         if build_id is None:
@@ -226,6 +209,39 @@ def _resolve(
         image_info=info,
         tree=found.tree,
         store=store,
+    )
+
+
+def _pair(
+    spec: KernelSpec,
+    found: FoundImage,
+    vmlinux: str | os.PathLike[str] | None,
+    base: str | os.PathLike[str] | None,
+    root: Sysroot,
+    expect: Expectation | None,
+    store: Store,
+    verify: bool,
+) -> Probe:
+    """The vmlinux for the kernel: the one given by ``vmlinux``, the one the spec named, or the
+    first probed candidate that pairs with ``expect``."""
+    if vmlinux is not None:
+        return _explicit_vmlinux(vmlinux, arch=found.arch, base=base, expect=expect, store=store)
+    if spec.kind is SpecKind.VMLINUX:
+        assert spec.path is not None
+        origin = f"kernel {spec.raw!r} (from {spec.source.value})"
+        _, ident = check_vmlinux_path(str(spec.path), origin=origin, base=None)
+        given = Candidate(spec.path, "given as the kernel", None, spec.path)
+        report = ProbeReport((given,), spec.path, found.release, ident.arch, None)
+        return Probe(spec.path, report)
+    return probe_vmlinux(
+        found.image,
+        release=found.release,
+        arch=found.arch,
+        tree=found.named_tree,
+        sysroot=root,
+        expect=expect,
+        store=store,
+        verify=verify,
     )
 
 
