@@ -18,7 +18,8 @@ if TYPE_CHECKING:
     from .formats.btf.types import BitfieldError, BTFKeyError
     from .formats.kconfig import KernelConfig
     from .formats.symbols import KernelSymbols
-    from .kernel.locate import Candidate, Probe, ProbeReport, find_vmlinux, probe_vmlinux
+    from .kernel.images import Candidate
+    from .kernel.locate import Probe, ProbeReport, find_vmlinux, probe_vmlinux
     from .kernel.resolve import Kernel, resolve_kernel
     from .kernel.spec import KernelSpec, SpecKind, SpecSource, parse_kernel_spec
     from .live.errors import LiveKernelError, LiveMemoryError, MissingMemberError
@@ -55,7 +56,7 @@ _EXPORTS = {
     "BTF": "formats.btf.queries",
     "BTFKeyError": "formats.btf.types",
     "BitfieldError": "formats.btf.types",
-    "Candidate": "kernel.locate",
+    "Candidate": "kernel.images",
     "GuestBootError": "vm.errors",
     "GuestCommandError": "vm.errors",
     "GuestError": "vm.errors",

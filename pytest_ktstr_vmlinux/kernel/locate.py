@@ -15,21 +15,27 @@ from __future__ import annotations
 
 import os
 import re
-import stat
 from collections import Counter
-from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import NamedTuple
 
 from ..errors import KernelArtifactError
 from ..formats.elf import NotElfError, arch_matches, read_elf_ident
-from ..formats.image import is_release, read_image_header
-from ..regularfile import NotRegularFile, file_type, is_symlink_loop, read_regular
+from ..regularfile import NotRegularFile
 from ..store.lock import StoreLockTimeout
 from ..store.memory import Store
-from ..store.signature import read_error
 from .identity import UNVERIFIED, Expectation, image_identity, pair, vmlinux_identity
+from .images import (
+    Candidate,
+    build_tree_root,
+    image_and_target,
+    image_arch,
+    image_release,
+    read_tree_release,
+    safe_release,
+    unusable,
+)
 from .sysroot import Sysroot
 
 # (path template, layout name). R is the kernel release.
@@ -50,44 +56,6 @@ DISTRO_VMLINUX_LAYOUTS: tuple[tuple[str, str], ...] = (
 # debuginfod-style debug file named by the GNU build-id (any distro; found once the build-id is).
 BUILD_ID_LAYOUT = "/usr/lib/debug/.build-id/{xx}/{rest}.debug"
 _BUILD_ID = re.compile(r"[0-9a-f]{4,128}", re.ASCII)
-
-DISTRO_IMAGE_LAYOUTS: tuple[str, ...] = (
-    "/boot/vmlinuz-{R}",
-    "/lib/modules/{R}/vmlinuz",
-    "/usr/lib/modules/{R}/vmlinuz",
-)
-
-# (arch, image path under <tree>/arch/<arch>/boot), in the order a tree directory is searched.
-BUILD_TREE_IMAGES: tuple[tuple[str, str], ...] = (
-    ("x86", "bzImage"),
-    ("arm64", "Image"),
-    ("arm64", "Image.gz"),
-    ("riscv", "Image"),
-    ("riscv", "Image.gz"),
-    ("arm", "zImage"),
-)
-
-KERNEL_RELEASE_FILE = "include/config/kernel.release"
-# A release is one short line; a longer file is not one.
-MAX_RELEASE_FILE_BYTES = 4096
-_IMAGE_NAME_PREFIXES = ("vmlinuz-", "vmlinux-", "Image-", "bzImage-")
-
-
-@dataclass(frozen=True)
-class Candidate:
-    """One probed path: where it came from, and why it was refused (None when chosen)."""
-
-    path: Path
-    layout: str
-    refused: str | None
-    resolved: Path | None = None
-
-    def describe(self) -> str:
-        where = f"{self.path} [{self.layout}]"
-        if self.refused is not None:
-            return f"  refused  {where}: {self.refused}"
-        via = f" -> {self.resolved}" if self.resolved and self.resolved != self.path else ""
-        return f"  chosen   {where}{via}"
 
 
 @dataclass(frozen=True)
@@ -145,126 +113,6 @@ class Probe(NamedTuple):
     report: ProbeReport
 
 
-def release_from_image_path(image: Path) -> str | None:
-    """The release encoded in an image's name (``vmlinuz-R``) or directory (``/lib/modules/R/``)."""
-    for prefix in _IMAGE_NAME_PREFIXES:
-        if image.name.startswith(prefix) and _safe_release(image.name[len(prefix) :]):
-            return image.name[len(prefix) :]
-    parent = image.parent
-    if parent.parent.name == "modules" and _safe_release(parent.name):
-        return parent.name
-    return None
-
-
-def build_tree_root(image: Path) -> Path | None:
-    """``<root>`` when ``image`` sits at ``<root>/arch/<arch>/boot/<image>``, else None."""
-    boot = image.parent
-    if boot.name == "boot" and boot.parent.parent.name == "arch":
-        return boot.parent.parent.parent
-    return None
-
-
-def build_tree_arch(image: Path) -> str | None:
-    """The ``<arch>`` of ``<root>/arch/<arch>/boot/<image>``, else None."""
-    return image.parent.parent.name if build_tree_root(image) is not None else None
-
-
-def read_tree_release(tree: Path) -> str | None:
-    """The release a build tree recorded in ``include/config/kernel.release``, if sane;
-    NotRegularFile when something else (a FIFO) is there."""
-    try:
-        raw = read_regular(tree / KERNEL_RELEASE_FILE, MAX_RELEASE_FILE_BYTES)
-    except OSError:
-        return None
-    text = raw.decode("ascii", errors="replace").strip()
-    return text if is_release(text) else None
-
-
-def image_release(image: Path) -> str | None:
-    """The image's release: its header, then its build tree, its name, its directory."""
-    try:
-        from_header = read_image_header(image).release
-    except OSError:
-        from_header = None
-    if from_header:
-        return from_header
-    root = build_tree_root(image)
-    from_tree = read_tree_release(root) if root is not None else None
-    return from_tree or release_from_image_path(image)
-
-
-def image_arch(image: Path) -> str | None:
-    """The image's architecture: its header's magic, else its build-tree directory."""
-    try:
-        from_header = read_image_header(image).arch
-    except OSError:
-        from_header = None
-    return from_header or build_tree_arch(image)
-
-
-def find_tree_image(tree: Path) -> tuple[Path, str] | None:
-    """The first ``arch/<arch>/boot/<image>`` a build tree has, with its arch. Something there
-    that is no file to read (a FIFO, a symlink loop) is a KernelArtifactError naming it."""
-    for arch, name in BUILD_TREE_IMAGES:
-        candidate = tree / "arch" / arch / "boot" / name
-        try:
-            mode = os.stat(candidate).st_mode
-        except (FileNotFoundError, NotADirectoryError):
-            continue
-        except OSError as e:
-            raise read_error(candidate, e) from None
-        if not stat.S_ISREG(mode):
-            raise NotRegularFile(candidate, mode)
-        return candidate, arch
-    return None
-
-
-def config_beside_image(image: Path, release: str | None) -> list[Path]:
-    """Files next to ``image`` (and next to its target, when it is a symlink) that may hold its
-    kernel config, in order: ``config-X`` beside ``vmlinuz-X`` (also ``vmlinux-X``, ``Image-X``,
-    ``bzImage-X``), ``config-R`` for the kernel's release R, and ``config`` beside
-    ``.../modules/R/vmlinuz`` (the layout of Fedora and of Debian's packages from 2026 on)."""
-    found: list[Path] = []
-    for img in _image_and_target(image):
-        for prefix in _IMAGE_NAME_PREFIXES:
-            suffix = img.name[len(prefix) :]
-            if img.name.startswith(prefix) and _safe_release(suffix):
-                found.append(img.parent / f"config-{suffix}")
-        if release is not None and _safe_release(release):
-            found.append(img.parent / f"config-{release}")
-        if img.name == "vmlinuz" and img.parent.parent.name == "modules":
-            found.append(img.parent / "config")
-    return list(dict.fromkeys(found))
-
-
-def find_distro_image(
-    release: str, sysroot: Sysroot, refused: list[Candidate] | None = None
-) -> Path | None:
-    """The first distro image for ``release`` (``/boot/vmlinuz-R``, ...) under the sysroot.
-
-    One that is there but cannot be an image (a symlink loop, a FIFO, a directory) is passed
-    over, and added to ``refused`` for the probe report; a missing one is the usual case and is
-    not.
-    """
-    for template in DISTRO_IMAGE_LAYOUTS:
-        shown = sysroot.prefix(template.format(R=release))
-        why = None
-        try:
-            candidate = sysroot.resolve(shown)
-            mode = os.stat(candidate).st_mode
-        except (FileNotFoundError, NotADirectoryError):
-            continue
-        except OSError as e:
-            why = _unusable(e)
-        else:
-            if stat.S_ISREG(mode):
-                return candidate
-            why = f"not a regular file: {file_type(mode)}"
-        if refused is not None:
-            refused.append(Candidate(shown, "distro image", why))
-    return None
-
-
 def vmlinux_candidates(
     image: Path | None,
     *,
@@ -275,7 +123,7 @@ def vmlinux_candidates(
 ) -> list[tuple[Path, str]]:
     """Every path worth probing, in order, without duplicates, each with its layout name."""
     sysroot = sysroot or Sysroot(None)
-    images = list(_image_and_target(image)) if image is not None else []
+    images = list(image_and_target(image)) if image is not None else []
     found: list[tuple[Path, str]] = []
     if tree is not None:
         found.append((tree / "vmlinux", "build tree"))
@@ -284,7 +132,7 @@ def vmlinux_candidates(
         root = build_tree_root(img)
         if root is not None:
             found.append((root / "vmlinux", "build tree root"))
-    if release is not None and _safe_release(release):
+    if release is not None and safe_release(release):
         found += [(sysroot.prefix(t.format(R=release)), name) for t, name in DISTRO_VMLINUX_LAYOUTS]
     if build_id is not None and _BUILD_ID.fullmatch(build_id):
         by_id = BUILD_ID_LAYOUT.format(xx=build_id[:2], rest=build_id[2:])
@@ -349,7 +197,7 @@ def probe_vmlinux(
         try:
             resolved = root.resolve(path)
         except OSError as e:
-            probed.append(Candidate(path, layout, _unusable(e)))
+            probed.append(Candidate(path, layout, unusable(e)))
             continue
         refused = check_vmlinux_candidate(resolved, arch)
         if refused is None and verify:
@@ -403,7 +251,7 @@ def check_vmlinux_candidate(path: Path, arch: str | None) -> str | None:
     except NotADirectoryError:
         return "missing"
     except OSError as e:
-        return _unusable(e)
+        return unusable(e)
     except NotRegularFile as e:
         return f"not a regular file: {e.kind}"
     except NotElfError as e:
@@ -411,26 +259,3 @@ def check_vmlinux_candidate(path: Path, arch: str | None) -> str | None:
     if arch is not None and (ident.arch is None or not arch_matches(ident.arch, arch)):
         return f"wrong machine: ELF for {ident.machine_name}, the image is {arch}"
     return None
-
-
-def _unusable(error: OSError) -> str:
-    """Why a candidate that could not be opened or resolved is refused."""
-    return "symlink loop" if is_symlink_loop(error) else f"unreadable: {error.strerror or error}"
-
-
-def _image_and_target(image: Path) -> Iterator[Path]:
-    # A symlinked image (/vmlinuz -> boot/vmlinuz-R) is searched beside its target too.
-    yield image
-    if not image.is_symlink():
-        return
-    try:
-        real = Path(os.path.realpath(image))
-    except OSError:
-        return
-    if real != image:
-        yield real
-
-
-def _safe_release(text: str) -> bool:
-    # A release becomes a path component: it must not climb out of or reach into directories.
-    return bool(text) and "/" not in text and text not in (".", "..") and "\x00" not in text

@@ -11,18 +11,11 @@ from pathlib import Path
 from ..errors import KernelArtifactError, KernelSpecError, VmlinuxNotFoundError
 from ..formats.elf import NotElfError, arch_matches, read_elf_ident
 from ..formats.image import ImageInfo
-from ..formats.kconfig import (
-    PROC_CONFIG,
-    KernelConfig,
-    config_file_candidates,
-    config_from_ikconfig,
-    config_from_ikconfig_file,
-    find_config,
-    read_proc_config,
-)
+from ..formats.kconfig import KernelConfig, config_from_ikconfig, config_from_ikconfig_file
 from ..regularfile import FileChanged
 from ..store.lock import StoreLockTimeout
 from ..store.memory import MemoryStore, Store
+from .config import PROC_CONFIG, config_file_candidates, find_config, read_proc_config
 from .identity import (
     PAIRED_BUILD_ID,
     UNVERIFIED,
@@ -34,19 +27,8 @@ from .identity import (
     running_expectation,
     vmlinux_identity,
 )
-from .locate import (
-    Candidate,
-    Probe,
-    ProbeReport,
-    build_tree_root,
-    config_beside_image,
-    find_distro_image,
-    find_tree_image,
-    image_arch,
-    image_release,
-    probe_vmlinux,
-    read_tree_release,
-)
+from .images import Candidate, FoundImage, config_beside_image, find_image
+from .locate import Probe, ProbeReport, probe_vmlinux
 from .spec import (
     KernelSpec,
     SpecKind,
@@ -55,23 +37,6 @@ from .spec import (
     parse_kernel_spec,
 )
 from .sysroot import Sysroot
-
-# `uname -m` values mapped to the arch names elf.py uses.
-_ARCH_BY_UNAME: dict[str, str] = {
-    "x86_64": "x86_64",
-    "i386": "i386",
-    "i686": "i386",
-    "aarch64": "arm64",
-    "arm64": "arm64",
-    "riscv64": "riscv64",
-    "riscv32": "riscv32",
-    "armv7l": "arm",
-    "armv6l": "arm",
-    "loongarch64": "loongarch64",
-    "ppc64le": "ppc64",
-    "ppc64": "ppc64",
-    "s390x": "s390x",
-}
 
 
 @dataclass(frozen=True)
@@ -162,10 +127,6 @@ class Kernel:
         )
 
 
-def arch_from_uname(machine: str) -> str | None:
-    return _ARCH_BY_UNAME.get(machine)
-
-
 def resolve_kernel(
     spec: str | KernelSpec,
     *,
@@ -207,53 +168,38 @@ def _resolve(
     verify: bool,
     allow_extracted: bool,
 ) -> Kernel:
+    """spec -> what it names (FoundImage) -> what the vmlinux must match -> the vmlinux paired
+    with it (probed, given, or extracted from the image) -> Kernel."""
     store = store or MemoryStore()
     root = Sysroot(sysroot)
-    refused_images: list[Candidate] = []
-    image, tree, release, arch = _identify(spec, root, refused_images)
-    info, expect, unverifiable = _expectation(spec, image, root, store) if verify else (None,) * 3
-    if vmlinux is not None:
-        probe = _explicit_vmlinux(vmlinux, arch=arch, base=base, expect=expect, store=store)
-    elif spec.kind is SpecKind.VMLINUX:
-        assert spec.path is not None
-        origin = f"kernel {spec.raw!r} (from {spec.source.value})"
-        _, ident = check_vmlinux_path(str(spec.path), origin=origin, base=None)
-        arch = ident.arch
-        given = Candidate(spec.path, "given as the kernel", None, spec.path)
-        probe = Probe(spec.path, ProbeReport((given,), spec.path, release, arch, None))
-    else:
-        probe = probe_vmlinux(
-            image,
-            release=release,
-            arch=arch,
-            tree=tree,
-            sysroot=root,
-            expect=expect,
-            store=store,
-            verify=verify,
-        )
-    report = dataclasses.replace(probe.report, images=tuple(refused_images))
+    found = find_image(spec, root)
+    info, expect, unverifiable = (
+        _expectation(spec, found.image, root, store) if verify else (None, None, None)
+    )
+    probe = _pair(spec, found, vmlinux, base, root, expect, store, verify)
+    report = dataclasses.replace(probe.report, images=found.refused)
     if unverifiable and not report.unverifiable and report.paired == UNVERIFIED:
         report = dataclasses.replace(report, unverifiable=unverifiable)
     build_id = expect.build_id if expect else None
     kind = "debug" if probe.path else None
-    if probe.path is None and allow_extracted and image is not None:
-        extracted = extracted_vmlinux(image, store)
+    if probe.path is None and allow_extracted and found.image is not None:
+        extracted = extracted_vmlinux(found.image, store)
         candidate = Candidate(extracted, "extracted from the image", None, extracted)
         paired = PAIRED_BUILD_ID if build_id else UNVERIFIED
         report = dataclasses.replace(
             report, candidates=(*report.candidates, candidate), chosen=extracted, paired=paired
         )
         probe, kind = Probe(extracted, report), "extracted"
+    arch = found.arch
     if probe.path is not None:
         arch = _chosen_arch(probe.path) or arch
         if build_id is None:
             build_id = _vmlinux_build_id(probe.path, store)
     return Kernel(
         spec=spec,
-        image=image,
+        image=found.image,
         vmlinux=probe.path,
-        release=release or report.release or (info.release if info else None),
+        release=found.release or report.release or (info.release if info else None),
         arch=arch or report.arch,
         report=report,
         sysroot=root.root,
@@ -261,22 +207,42 @@ def _resolve(
         paired=report.paired if probe.path else UNVERIFIED,
         vmlinux_kind=kind,
         image_info=info,
-        tree=_tree_of(spec, image, tree),
+        tree=found.tree,
         store=store,
     )
 
 
-def _tree_of(spec: KernelSpec, image: Path | None, tree: Path | None) -> Path | None:
-    if tree is not None:
-        return tree
-    if image is not None:
-        return build_tree_root(image)
-    if spec.kind is SpecKind.VMLINUX and spec.path is not None:
-        parent = spec.path.parent
-        return (
-            parent if (parent / "Makefile").is_file() and (parent / ".config").is_file() else None
-        )
-    return None
+def _pair(
+    spec: KernelSpec,
+    found: FoundImage,
+    vmlinux: str | os.PathLike[str] | None,
+    base: str | os.PathLike[str] | None,
+    root: Sysroot,
+    expect: Expectation | None,
+    store: Store,
+    verify: bool,
+) -> Probe:
+    """The vmlinux for the kernel: the one given by ``vmlinux``, the one the spec named, or the
+    first probed candidate that pairs with ``expect``."""
+    if vmlinux is not None:
+        return _explicit_vmlinux(vmlinux, arch=found.arch, base=base, expect=expect, store=store)
+    if spec.kind is SpecKind.VMLINUX:
+        assert spec.path is not None
+        origin = f"kernel {spec.raw!r} (from {spec.source.value})"
+        _, ident = check_vmlinux_path(str(spec.path), origin=origin, base=None)
+        given = Candidate(spec.path, "given as the kernel", None, spec.path)
+        report = ProbeReport((given,), spec.path, found.release, ident.arch, None)
+        return Probe(spec.path, report)
+    return probe_vmlinux(
+        found.image,
+        release=found.release,
+        arch=found.arch,
+        tree=found.named_tree,
+        sysroot=root,
+        expect=expect,
+        store=store,
+        verify=verify,
+    )
 
 
 def _expectation(
@@ -327,33 +293,6 @@ def _vmlinux_build_id(vmlinux: Path, store: Store) -> str | None:
         raise
     except KernelArtifactError:
         return None
-
-
-def _identify(
-    spec: KernelSpec, root: Sysroot, refused_images: list[Candidate]
-) -> tuple[Path | None, Path | None, str | None, str | None]:
-    """(image, build tree, release, arch) as far as the spec alone tells; distro images passed
-    over on the way go to ``refused_images``."""
-    if spec.kind is SpecKind.TREE:
-        assert spec.path is not None
-        found = find_tree_image(spec.path)
-        image = found[0] if found else None
-        arch = image_arch(image) if image else None
-        return image, spec.path, read_tree_release(spec.path), arch
-    if spec.kind is SpecKind.IMAGE:
-        assert spec.path is not None
-        return spec.path, None, image_release(spec.path), image_arch(spec.path)
-    if spec.kind is SpecKind.VMLINUX:
-        assert spec.path is not None
-        return None, None, read_tree_release(spec.path.parent), None
-    if spec.kind is SpecKind.RUNNING:
-        uname = os.uname()
-        distro_image = find_distro_image(uname.release, root, refused_images)
-        arch = image_arch(distro_image) if distro_image else None
-        return distro_image, None, uname.release, arch or arch_from_uname(uname.machine)
-    assert spec.release is not None
-    distro_image = find_distro_image(spec.release, root, refused_images)
-    return distro_image, None, spec.release, image_arch(distro_image) if distro_image else None
 
 
 def _explicit_vmlinux(

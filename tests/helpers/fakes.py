@@ -192,3 +192,8 @@ def write_stalling_image(path: Path) -> Path:
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_bytes(bytes(data))
     return path
+
+
+def ikconfig_blob(text: str, before: bytes = b"\x7fELF junk", after: bytes = b"more junk") -> bytes:
+    """Bytes carrying ``text`` as CONFIG_IKCONFIG embeds it: gzipped between the markers."""
+    return before + b"IKCFG_ST" + gzip.compress(text.encode()) + b"IKCFG_ED" + after

@@ -8,11 +8,8 @@ from pathlib import Path
 import pytest
 
 from pytest_ktstr_vmlinux import find_vmlinux, probe_vmlinux
-from pytest_ktstr_vmlinux.kernel.locate import (
-    DISTRO_VMLINUX_LAYOUTS,
-    release_from_image_path,
-    vmlinux_candidates,
-)
+from pytest_ktstr_vmlinux.kernel.images import release_from_image_path
+from pytest_ktstr_vmlinux.kernel.locate import DISTRO_VMLINUX_LAYOUTS, vmlinux_candidates
 from pytest_ktstr_vmlinux.kernel.sysroot import Sysroot
 from tests.helpers.fakes import (
     EM_AARCH64,

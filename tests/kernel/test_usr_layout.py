@@ -17,9 +17,10 @@ from pathlib import Path
 import pytest
 
 from pytest_ktstr_vmlinux.errors import KernelArtifactError
-from pytest_ktstr_vmlinux.formats.kconfig import DISTRO_CONFIG_LAYOUTS, find_config
 from pytest_ktstr_vmlinux.kernel.artifacts import KernelArtifacts
-from pytest_ktstr_vmlinux.kernel.locate import DISTRO_VMLINUX_LAYOUTS, config_beside_image
+from pytest_ktstr_vmlinux.kernel.config import DISTRO_CONFIG_LAYOUTS, find_config
+from pytest_ktstr_vmlinux.kernel.images import config_beside_image
+from pytest_ktstr_vmlinux.kernel.locate import DISTRO_VMLINUX_LAYOUTS
 from pytest_ktstr_vmlinux.kernel.resolve import resolve_kernel
 from pytest_ktstr_vmlinux.kernel.sysroot import Sysroot
 from tests.conftest import DebianKernel
