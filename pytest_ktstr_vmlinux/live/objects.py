@@ -152,7 +152,7 @@ class Object:
             )
         return Object(self._kernel, real.target or 0, target, fixed=False)
 
-    def container_of(self, type_spec: str, member: str) -> Object:
+    def container_of(self, type_spec: str | int, member: str) -> Object:
         """The ``type_spec`` whose ``member`` this object is (list_head rings): C's container_of."""
         btf = self._kernel.btf
         tid = btf.type(type_spec).id

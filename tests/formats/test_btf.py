@@ -188,7 +188,7 @@ def sample(order: str = "<", *, long_size: int = 8) -> Sample:
     b.struct("dup", 4, [("d", int_, 0)])
     b.add(FUNC, "dup", vlen=1, st=proto)
     b.struct("chksum", 4, [("first", int_, 0)])
-    b.struct("chksum", 8, [("second", long_, 0)])  # same name, later: the first wins
+    b.struct("chksum", 8, [("second", long_, 0)])  # same name, later and larger: it wins
     return Sample(b.blob(), b.count, ids)
 
 
@@ -280,8 +280,43 @@ def test_type_records() -> None:
     assert btf.type("struct opaque").kind == "FWD"
     assert btf.type("struct later").kind == "STRUCT"  # the definition, not the declaration
     assert btf.type("later").kind == "STRUCT"
-    assert btf.type("struct chksum").size == 4  # duplicates: the first, as libbpf does
+    assert btf.type("struct chksum").size == 8  # duplicates: the largest, as ktstr takes
     assert btf.type_name(0) == "void"
+
+
+def test_several_structs_of_one_name_the_largest_wins_and_an_id_picks_another() -> None:
+    b = Builder()
+    int_, long_ = b.int_("int", 4, signed=True), b.int_("long int", 8, signed=True)
+    declared = b.add(FWD, "foo")
+    small = b.struct("foo", 8, [("a", int_, 0), ("only_small", int_, 32)])
+    large = b.struct("foo", 16, [("b", long_, 0), ("a", long_, 64)])
+    tie = b.struct("foo", 16, [("a", long_, 0), ("c", long_, 64)])  # as large, later: loses
+    btf = parse(b.blob())
+    assert btf.type("struct foo").id == btf.type("foo").id == large
+    assert btf.sizeof("struct foo") == 16
+    assert btf.offsetof("struct foo", "a") == 8
+    assert btf.member("struct foo", "a").type_id == long_
+    assert btf.has_member("struct foo", "b") and not btf.has_member("struct foo", "only_small")
+    assert not btf.has_member("struct foo", "c")
+    assert btf.member_any("struct foo", ["only_small", "c", "b"]).name == "b"
+    # types(): every candidate, the chosen first; their ids pick any other.
+    found = btf.types("struct foo")
+    assert [(t.id, t.kind, t.size) for t in found] == [
+        (large, "STRUCT", 16),
+        (tie, "STRUCT", 16),
+        (small, "STRUCT", 8),
+        (declared, "FWD", None),
+    ]
+    assert btf.types("foo") == found and btf.types(small) == [btf.type(small)]
+    assert btf.type(small).size == btf.sizeof(small) == 8
+    assert btf.offsetof(small, "a") == 0 and btf.member(small, "only_small").bit_offset == 32
+    assert btf.has_member(small, "only_small") and not btf.has_member(small, "b")
+    assert btf.member_any(small, ["b", "only_small"]).name == "only_small"
+    assert btf.offsetof(tie, "c") == 8
+    with pytest.raises(KeyError, match=r"no type 'struct fooo'.*'struct foo'"):
+        btf.types("struct fooo")
+    with pytest.raises(KeyError, match="out of range"):
+        btf.types(len(btf) + 1)
 
 
 def test_enumerators_signed_unsigned_and_64_bit() -> None:
@@ -740,6 +775,22 @@ def test_layouts_match_bpftool(real: RealBTF, kind: str) -> None:
     assert checked > 0 and len(chosen) == min(len(ids), SAMPLE)
     if kind == "STRUCT" and real.source != "tinyconfig":
         assert bitfields > 0 and nested > 0  # the sample reached both
+
+
+@pytest.mark.real_kernel
+def test_several_structs_of_one_name_match_bpftool(real: RealBTF) -> None:
+    by_name: dict[str, list[int]] = {}
+    for tid, (kind, name) in enumerate(real.dump.kinds):
+        if kind == "STRUCT" and name:
+            by_name.setdefault(name, []).append(tid)
+    several = {name: ids for name, ids in by_name.items() if len(ids) > 1}
+    for name, ids in several.items():
+        ranked = sorted(ids, key=lambda t: (-real.dump.composites[t][0], t))
+        found = real.btf.types(f"struct {name}")
+        assert [t.id for t in found if t.kind == "STRUCT"] == ranked, name
+        assert real.btf.type(f"struct {name}").id == ranked[0], name
+    if real.source == "debian":
+        assert len(several) >= 5  # Debian 6.1 has ten, chksum_desc_ctx and irq_info among them
 
 
 @pytest.mark.real_kernel

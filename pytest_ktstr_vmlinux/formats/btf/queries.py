@@ -83,9 +83,18 @@ class BTF(MemberPaths):
 
     def type(self, spec: str | int) -> BTFType:
         """A type by id, or by name: "struct rq", "union x", "enum x", "typedef x", "func x",
-        "var x", "datasec x", or a bare name when only one kind has it. Among same-kind
-        duplicates the first complete one wins (a FWD only when nothing else has the name)."""
-        tid = self._lookup(spec)
+        "var x", "datasec x", or a bare name when only one kind has it. Of several of one kind
+        the largest definition wins, then the lowest id (a FWD only when nothing else has the
+        name); ``types`` lists them all, and every query takes an id to pick another."""
+        return self._record(self._lookup(spec))
+
+    def types(self, spec: str | int) -> list[BTFType]:
+        """Every type ``spec`` names, of every kind it allows, the one ``type`` picks first
+        (when one kind has the name): their ids pick a definition other than the largest.
+        BTFKeyError, with close matches, when there is none."""
+        return [self._record(tid) for tid in self._candidates(spec)]
+
+    def _record(self, tid: int) -> BTFType:
         rec = self._rec(tid)
         if rec.kind == ARRAY:
             target: int | None = self._unpack(self._types, rec.body)[0]

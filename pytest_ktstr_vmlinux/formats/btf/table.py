@@ -187,29 +187,47 @@ class TypeTable:
     def _find_type(self, spec: str) -> int:
         name, wanted, by_word = self._types_named(spec)
         if len(by_word) == 1:
-            return min(next(iter(by_word.values())))[1]
+            return min(next(iter(by_word.values())))[-1]
         if by_word:
             which = ", ".join(repr(f"{w} {name}") for w in sorted(by_word))
             raise BTFKeyError(
                 f"{self.what}: {name!r} names several kinds of type; ask for one of {which}"
             )
-        raise BTFKeyError(f"{self.what}: no type {spec!r}" + suggest(spec, self._spellings(wanted)))
+        raise self._no_type(spec, wanted)
+
+    def _candidates(self, spec: str | int) -> list[int]:
+        """Every type ``spec`` names, of any kind, in _find_type's order of preference."""
+        if isinstance(spec, int):
+            return [self._lookup(spec)]
+        _, wanted, by_word = self._types_named(spec)
+        if not by_word:
+            raise self._no_type(spec, wanted)
+        return [rank[-1] for rank in sorted(r for ranks in by_word.values() for r in ranks)]
+
+    def _no_type(self, spec: str, wanted: frozenset[int] | None) -> BTFKeyError:
+        return BTFKeyError(
+            f"{self.what}: no type {spec!r}" + suggest(spec, self._spellings(wanted))
+        )
 
     def _types_named(
         self, spec: str
-    ) -> tuple[str, frozenset[int] | None, dict[str, list[tuple[bool, int]]]]:
-        """(name, kinds asked for, kind word -> [(incomplete, id)]) of the types ``spec`` names."""
+    ) -> tuple[str, frozenset[int] | None, dict[str, list[tuple[bool, int, int]]]]:
+        """(name, kinds asked for, kind word -> [rank]) of the types ``spec`` names; the least
+        rank wins: (incomplete, -size, id). One name can hold several definitions (a kernel's
+        BTF keeps each struct of that name whose layout differs); the largest is taken, as ktstr
+        does, a declaration only when there is no definition, and ids settle ties."""
         word, _, rest = spec.strip().partition(" ")
         wanted = _KIND_WORDS.get(word) if rest.strip() else None
         name = rest.strip() if wanted is not None else spec.strip()
-        by_word: dict[str, list[tuple[bool, int]]] = {}
+        by_word: dict[str, list[tuple[bool, int, int]]] = {}
         # surrogateescape: a name from argv with bytes that are not UTF-8 looks up those bytes.
         for tid in self._named(name.encode("utf-8", "surrogateescape")):
             rec = self._rec(tid)
             kinds = (STRUCT, UNION)[rec.kflag] if rec.kind == FWD else rec.kind
             if wanted is None or kinds in wanted:
                 incomplete = rec.kind == FWD or (rec.kind in (ENUM, ENUM64) and not rec.vlen)
-                by_word.setdefault(_word(kinds), []).append((incomplete, tid))
+                size = rec.st if rec.kind in _SIZED else 0
+                by_word.setdefault(_word(kinds), []).append((incomplete, -size, tid))
         return name, wanted, by_word
 
     def _spellings(self, wanted: frozenset[int] | None) -> Iterable[str]:
