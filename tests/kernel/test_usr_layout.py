@@ -337,7 +337,8 @@ def test_kernel_config_fixture_on_the_usr_layout(
 
 @pytest.mark.real_kernel
 def test_examples_check_every_requirement_on_the_usr_layout(usr_root: UsrRoot) -> None:
-    # As the README runs them: the real examples/ directory, from the checkout.
+    # As the README runs them: the real examples, from the checkout. The live-guest example
+    # boots a VM, which says nothing about where the files are: tests/live runs it.
     done = subprocess.run(
         [
             sys.executable,
@@ -347,7 +348,8 @@ def test_examples_check_every_requirement_on_the_usr_layout(usr_root: UsrRoot) -
             "no:cacheprovider",
             "-p",
             "no:randomly",
-            "examples/",
+            "examples/test_scheduler.py",
+            "examples/test_vmlinux_examples.py",
             "-rs",
             f"--kernel-sysroot={usr_root.root}",
             f"--kernel={usr_root.release}",
