@@ -106,15 +106,9 @@ def _kernel_items(config: pytest.Config) -> tuple[list[KernelItem], SpecSource]:
 
 
 def _sysroot(config: pytest.Config, invocation: Path) -> Path | None:
-    from ..kernel.spec import SpecSource, check_sysroot, select_setting
+    from ..kernel.spec import SpecSource, check_sysroot
 
-    setting = select_setting(
-        [
-            (SpecSource.OPTION, config.getoption("ktstr_kernel_sysroot")),
-            (SpecSource.ENV, os.environ.get(ENV_SYSROOT)),
-            (SpecSource.INI, ini_value(config, INI_SYSROOT)),
-        ]
-    )
+    setting = chosen_setting(config, "ktstr_kernel_sysroot", ENV_SYSROOT, INI_SYSROOT)
     if setting is None:
         return None
     raw, source = setting
@@ -127,7 +121,7 @@ def open_config_store(
 ) -> Store:
     """The run's artifact store; cleared first with --kernel-cache-clear (by the controller).
     ``on_lock_wait`` is told, once, of a wait for the store's lock that lasts."""
-    from ..kernel.spec import SpecSource, select_setting
+    from ..kernel.spec import SpecSource
     from ..store.choose import ENV_CACHE_DIR, open_store
     from ..store.directory import InsecureStoreError
     from ..store.disk import ArtifactStore, StoreWarning
@@ -136,13 +130,7 @@ def open_config_store(
     if config.getoption("ktstr_no_cache"):
         return MemoryStore()
     invocation = config.invocation_params.dir
-    setting = select_setting(
-        [
-            (SpecSource.OPTION, config.getoption("ktstr_cache_dir")),
-            (SpecSource.ENV, os.environ.get(ENV_CACHE_DIR)),
-            (SpecSource.INI, ini_value(config, INI_CACHE_DIR)),
-        ]
-    )
+    setting = chosen_setting(config, "ktstr_cache_dir", ENV_CACHE_DIR, INI_CACHE_DIR)
     directory = None
     if setting is not None:
         raw, source = setting
@@ -167,16 +155,10 @@ def open_config_store(
 
 
 def _validate_max_size(config: pytest.Config) -> int:
-    from ..kernel.spec import SpecSource, select_setting
     from ..store.choose import ENV_CACHE_MAX_SIZE
     from ..store.directory import DEFAULT_MAX_SIZE, parse_size
 
-    setting = select_setting(
-        [
-            (SpecSource.ENV, os.environ.get(ENV_CACHE_MAX_SIZE)),
-            (SpecSource.INI, ini_value(config, INI_CACHE_MAX_SIZE)),
-        ]
-    )
+    setting = chosen_setting(config, None, ENV_CACHE_MAX_SIZE, INI_CACHE_MAX_SIZE)
     if setting is None:
         return DEFAULT_MAX_SIZE
     raw, source = setting
@@ -187,18 +169,11 @@ def _validate_max_size(config: pytest.Config) -> int:
 
 
 def _validate_lock_timeout(config: pytest.Config) -> float:
-    from ..kernel.spec import SpecSource, select_setting
     from ..store.choose import ENV_LOCK_TIMEOUT
     from ..store.disk import DEFAULT_LOCK_TIMEOUT
     from ..store.lock import parse_lock_timeout
 
-    setting = select_setting(
-        [
-            (SpecSource.OPTION, config.getoption("ktstr_lock_timeout")),
-            (SpecSource.ENV, os.environ.get(ENV_LOCK_TIMEOUT)),
-            (SpecSource.INI, ini_value(config, INI_LOCK_TIMEOUT)),
-        ]
-    )
+    setting = chosen_setting(config, "ktstr_lock_timeout", ENV_LOCK_TIMEOUT, INI_LOCK_TIMEOUT)
     if setting is None:
         return DEFAULT_LOCK_TIMEOUT
     raw, source = setting
@@ -214,6 +189,22 @@ def is_xdist_worker(config: pytest.Config) -> bool:
 
 def _ini_base(config: pytest.Config) -> Path:
     return config.inipath.parent if config.inipath else config.rootpath
+
+
+def chosen_setting(
+    config: pytest.Config, option: str | None, env: str, ini: str
+) -> tuple[str, SpecSource] | None:
+    """One setting's raw value and where it came from: option (its dest; None for a setting with
+    no option) > environment > ini; None when none is given. Shared with vm.py."""
+    from ..kernel.spec import SpecSource, select_setting
+
+    return select_setting(
+        [
+            (SpecSource.OPTION, config.getoption(option) if option is not None else None),
+            (SpecSource.ENV, os.environ.get(env)),
+            (SpecSource.INI, ini_value(config, ini)),
+        ]
+    )
 
 
 def ini_value(config: pytest.Config, name: str) -> str | None:

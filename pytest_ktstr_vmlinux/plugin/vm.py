@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING, Any, NamedTuple, NoReturn, Protocol
 import pytest
 
 from ..errors import KernelSpecError
-from .settings import ini_value
+from .settings import chosen_setting, ini_value
 from .strict import skip_or_fail
 
 if TYPE_CHECKING:
@@ -274,16 +274,9 @@ def _refuse(config: pytest.Config, message: str, unavailable: bool) -> NoReturn:
 def vm_settings(config: pytest.Config) -> VmSettings:
     """The guest settings, each option > environment > ini > default; KernelSpecError when one
     is not a valid value."""
-    from ..kernel.spec import SpecSource, select_setting
 
     def chosen(setting: _Setting) -> tuple[str, SpecSource] | None:
-        return select_setting(
-            [
-                (SpecSource.OPTION, config.getoption(setting.ini)),
-                (SpecSource.ENV, os.environ.get(setting.env)),
-                (SpecSource.INI, ini_value(config, setting.ini)),
-            ]
-        )
+        return chosen_setting(config, setting.ini, setting.env, setting.ini)
 
     defaults = VmSettings()
     cmdline = chosen(CMDLINE)
