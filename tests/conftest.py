@@ -35,16 +35,34 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
 
 @dataclass(frozen=True)
 class DebianKernel:
+    """A Debian kernel unpacked as a sysroot: the /boot layout (Debian 12) or the 2026 one
+    (/usr/lib/modules/R/vmlinuz, the -dbg vmlinux in /usr/lib/debug/lib/modules/R)."""
+
     sysroot: Path
     release: str
 
     @property
     def image(self) -> Path:
-        return self.sysroot / "boot" / f"vmlinuz-{self.release}"
+        return self._first(
+            f"boot/vmlinuz-{self.release}", f"usr/lib/modules/{self.release}/vmlinuz"
+        )
+
+    @property
+    def config(self) -> Path:
+        return self._first(f"boot/config-{self.release}", f"usr/lib/modules/{self.release}/config")
 
     @property
     def vmlinux(self) -> Path:
-        return self.sysroot / "usr/lib/debug/boot" / f"vmlinux-{self.release}"
+        return self._first(
+            f"usr/lib/debug/boot/vmlinux-{self.release}",
+            f"usr/lib/debug/lib/modules/{self.release}/vmlinux",
+        )
+
+    def _first(self, *paths: str) -> Path:
+        for path in paths:
+            if (self.sysroot / path).is_file():
+                return self.sysroot / path
+        return self.sysroot / paths[0]
 
     @property
     def build_id(self) -> str:
@@ -108,6 +126,27 @@ def debian_arm64() -> DebianKernel:
         _unavailable("the Debian arm64 kernel sysroot", "fetch-arm64.sh")
     sysroot = (KERNELS_DIR / "debian-arm64-sysroot").resolve()
     return DebianKernel(sysroot, ready.read_text().strip())
+
+
+@pytest.fixture(scope="session")
+def sid_kernel() -> DebianKernel:
+    """Debian unstable's cloud kernel (sched_ext, .data..percpu linked in place) and its -dbg
+    vmlinux, unpacked as a sysroot by fetch-sid.sh."""
+    ready = KERNELS_DIR / "debian-sid-sysroot" / "ready"
+    if not ready.is_file():
+        _unavailable("the Debian sid kernel sysroot", "fetch-sid.sh")
+    sysroot = (KERNELS_DIR / "debian-sid-sysroot").resolve()
+    return DebianKernel(sysroot, ready.read_text().strip())
+
+
+@pytest.fixture(scope="session")
+def scx_schedulers() -> Path:
+    """The folder of the kernel's own sched_ext schedulers (scx_simple, scx_qmap, ...) built by
+    build-scx.sh for the sid kernel."""
+    ready = KERNELS_DIR / "scx-schedulers" / "ready"
+    if not ready.is_file():
+        _unavailable("the sched_ext schedulers", "build-scx.sh")
+    return (KERNELS_DIR / "scx-schedulers" / "bin").resolve()
 
 
 # What guests need on the host, and the Debian packages that have it (.ci/run installs them).

@@ -92,13 +92,20 @@ def test_tinyconfig_tree(
 
 
 @pytest.mark.parametrize("form", ["release", "image"])
+@pytest.mark.parametrize("suite", ["bookworm", "sid"])
 def test_debian_kernel_in_a_sysroot(
     pytester: pytest.Pytester,
-    debian_kernel: DebianKernel,
+    request: pytest.FixtureRequest,
     checks: Path,
     monkeypatch: pytest.MonkeyPatch,
     form: str,
+    suite: str,
 ) -> None:
+    """Debian 12's /boot layout and sid's 2026 one (/usr/lib/modules/R/vmlinuz, the -dbg vmlinux
+    in /usr/lib/debug/lib/modules/R) both resolve and pair by build-id."""
+    debian_kernel: DebianKernel = request.getfixturevalue(
+        "debian_kernel" if suite == "bookworm" else "sid_kernel"
+    )
     _expect(monkeypatch, debian_kernel.vmlinux, debian_kernel.release)
     spec = debian_kernel.release if form == "release" else str(debian_kernel.image)
     result = pytester.runpytest_subprocess(

@@ -37,3 +37,32 @@ cloud_amd64_package() {
     fi
     echo "$pkg"
 }
+
+# Private apt lists for Debian unstable (sid), kept in <cache>/.apt-sid: the machine's own sources
+# and state are never touched. The sources file sits beside the lists folder, not in it (apt empties
+# the lists folder of files it does not know). Sets the array $sid_apt (the options to pass to
+# apt-get and apt-cache). `apt-get update` runs on every call (about 4 s), so the scripts follow sid's
+# moves; without the network, lists fetched before are used, with a note.
+sid_apt_setup() {
+    local state="$cache/.apt-sid"
+    mkdir -p "$state/lists/partial" "$state/cache/archives/partial"
+    printf '%s\n' "deb [signed-by=/usr/share/keyrings/debian-archive-keyring.gpg] http://deb.debian.org/debian sid main" \
+        >"$state/sources.list"
+    sid_apt=("-oDir::Etc::SourceList=$state/sources.list" "-oDir::Etc::SourceParts=/dev/null"
+        "-oDir::State::Lists=$state/lists" "-oDir::Cache=$state/cache" "-oDir::State::status=/dev/null"
+        "-oAPT::Sandbox::User=$(id -un)")
+    if ! apt-get "${sid_apt[@]}" update -qq >&2; then
+        if [ -z "$(ls "$state/lists" 2>/dev/null | grep -v '^partial$' || true)" ]; then
+            echo "$script: 'apt-get update' of Debian sid's lists failed and none were fetched before: needs network access to deb.debian.org" >&2
+            exit 2
+        fi
+        echo "$script: note: 'apt-get update' of Debian sid's lists failed; using the lists fetched before" >&2
+    fi
+}
+
+# The regular files of a .deb (dpkg-deb -c, read whole), one path per line: deb_files FILE.
+deb_files() {
+    local listing
+    listing=$(dpkg-deb -c "$1")
+    awk 'substr($1, 1, 1) == "-" { print $6 }' <<<"$listing"
+}
