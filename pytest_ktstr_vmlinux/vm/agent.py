@@ -149,7 +149,7 @@ waitfor() {  # SEQ PID: 0 when the job ended (its status in $status), 1 when K S
         read -r s <$R/stop
         if [ "$s" = "$1" ]; then
             killtree $2
-            wait $2
+            wait $2 2>/dev/null
             return 1
         fi
     done
@@ -175,9 +175,9 @@ full() {  # SEQ WHAT: when $R is full, say so (after WHAT) for request SEQ, and 
     [ "$3" = 0 ] || return 1
     say E $1 "$2the guest's filesystem for $R is full (it holds $(($4 * $5 >> 10)) KiB)"
 }
-fail() {  # SEQ: the request failed; the reason is the first line of $R/msg
+fail() {  # SEQ [WHAT]: the request failed; the reason is the first line of $R/msg
     local msg
-    full $1 "" && return
+    full $1 "$2" && return
     IFS= read -r msg <$R/msg
     say E $1 "${msg:-failed}"
 }
@@ -276,7 +276,7 @@ get() {  # SEQ PLEN PCRC OFF MAX [PATH]
             if [ $off = 0 ]; then
                 cat "$p" 2>$R/msg >$f &
                 waitfor $seq $! || { : >$f; say E $seq "stopped"; return; }
-                [ $status = 0 ] || { : >$f; fail $seq; return; }
+                [ $status = 0 ] || { fail $seq "$p could not be copied: "; : >$f; return; }
             fi ;;
     esac
     if [ ! -f "$f" ]; then
@@ -298,7 +298,7 @@ get() {  # SEQ PLEN PCRC OFF MAX [PATH]
     # A copy of the range first: the file may change, the CRC and the window must agree.
     dd if="$f" of=$R/chunk bs=1M skip=$off count=$n iflag=skip_bytes,count_bytes 2>$R/msg &
     waitfor $seq $! || { : >$R/chunk; say E $seq "stopped"; return; }
-    [ $status = 0 ] || { : >$R/chunk; fail $seq; return; }
+    [ $status = 0 ] || { fail $seq; : >$R/chunk; return; }
     { stat -c %s $R/chunk; crc32 $R/chunk; } >$R/sum &
     pid=$!
     towin $R/chunk 0 $n

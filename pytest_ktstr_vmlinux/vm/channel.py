@@ -71,13 +71,15 @@ class Channel:
             self._skipped_tail = (self._skipped_tail + garbage)[-_SHOWN:]
 
     def skipped_report(self, since: int = 0) -> str:
-        """A sentence about what was skipped after the count was ``since``, or ''."""
-        count = self.skipped - since
+        """A sentence about what was no reply after the count was ``since`` (a line still
+        without its end included), or ''."""
+        count = self.skipped - since + len(self._buffer)
         if count <= 0:
             return ""
+        last = (self._skipped_tail + bytes(self._buffer[-_SHOWN:]))[-_SHOWN:]
         return (
             f"{count} bytes on the agent's line were no reply (something in the guest wrote"
-            f" to its tty); the last of them: {self._skipped_tail!r}"
+            f" to its tty); the last of them: {last!r}"
         )
 
     def _line(self, deadline: float) -> bytes:

@@ -89,6 +89,7 @@ class GuestVM:
         self._agent = Agent(channel, memory, window, WINDOW_SIZE, line.memory)
         self._lock = threading.Lock()
         self._busy: str | None = None  # the request in progress, for another thread's message
+        self._skipped_at = 0  # the channel's count of skipped bytes when it started
         self._qmp_socket = qmp_socket
         self._qmp: GuestQMP | None = None
         self._stopped: str | None = None  # why, once stopped
@@ -229,6 +230,7 @@ class GuestVM:
             )
         try:
             self._busy = what
+            self._skipped_at = self._agent.channel.skipped
             self._check_running(what)
             try:
                 yield deadline
@@ -236,7 +238,7 @@ class GuestVM:
                 raise GuestError(f"{what}: {e}\n{self._console.report()}") from None
             except RequestTimeout as e:
                 raise GuestError(
-                    f"{what}: did not finish in {timeout:g} s ({e}); the guest runs on\n"
+                    f"{what}: did not finish in {timeout:g} s: {e}; the guest runs on\n"
                     f"{self._channel_report()}{self._console.report()}"
                 ) from None
             except AgentLost as e:
@@ -255,7 +257,8 @@ class GuestVM:
             self._lock.release()
 
     def _channel_report(self) -> str:
-        said = self._agent.channel.skipped_report()
+        """What else came on the agent's line during this request."""
+        said = self._agent.channel.skipped_report(since=self._skipped_at)
         return f"{said}\n" if said else ""
 
     # --- stopping --------------------------------------------------------------------------

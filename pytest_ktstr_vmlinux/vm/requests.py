@@ -134,10 +134,15 @@ class Agent:
             except ChannelTimeout:
                 raise CommandTimeout(self._stop_command(seq)) from None
             except AgentError as e:
-                if str(e).startswith("damaged request") and attempt < RETRIES:
-                    self.refetched += 1
-                    continue
-                raise
+                if not str(e).startswith("damaged request"):
+                    raise
+                if attempt == RETRIES:
+                    raise GuestProtocolError(
+                        f"{e}, {RETRIES + 1} times (something in the guest writes over the"
+                        " transfer window); the command did not run"
+                    ) from None
+                self.refetched += 1
+                continue
             assert isinstance(reply, Done)
             return self._output(reply, deadline)
         raise AssertionError("unreachable")
@@ -210,7 +215,7 @@ class Agent:
                     self._reply(seq, deadline, Ack, timeout=RequestTimeout)
                     intact = bytes(self.memory.read(self.window, len(frame))) == frame
                 except AgentError as e:
-                    if not str(e).startswith("damaged request") or attempt == RETRIES:
+                    if not str(e).startswith("damaged request"):
                         raise
                     intact = False
                 if intact:
@@ -218,7 +223,7 @@ class Agent:
                 self.refetched += 1
                 if attempt == RETRIES:
                     raise GuestProtocolError(
-                        f"put {path}: something in the guest wrote over the transfer window"
+                        f"something in the guest wrote over the transfer window"
                         f" while the agent copied bytes {offset} to {offset + len(chunk)} out"
                         f" of it, {RETRIES + 1} times; the guest file may be damaged"
                     )
@@ -240,7 +245,7 @@ class Agent:
             chunk, size = self._get_chunk(path, offset, want, deadline)
             if size > self.limit:
                 raise GuestProtocolError(
-                    f"get {path}: the guest says it holds {size} bytes, more than its memory"
+                    f"the guest says it holds {size} bytes, more than its memory"
                     f" ({self.limit} bytes): read it in parts with run()"
                 )
             if not chunk:
@@ -268,7 +273,7 @@ class Agent:
             assert isinstance(reply, Chunk)
             if reply.count > want or reply.count > reply.size - offset:
                 raise GuestProtocolError(
-                    f"get {path}: the agent says it put {reply.count} bytes in the window from"
+                    f"the agent says it put {reply.count} bytes in the window from"
                     f" byte {offset} of {reply.size}, more than the {want} asked for"
                 )
             if reply.count == 0:
@@ -282,7 +287,7 @@ class Agent:
             problem = found
             self.refetched += 1
         raise GuestProtocolError(
-            f"get {path}: the transfer window did not hold the frame the agent wrote, "
+            f"the transfer window did not hold the frame the agent wrote, "
             f"{RETRIES + 1} times (something in the guest writes over it): {problem}"
         )
 
@@ -312,9 +317,8 @@ class Agent:
             except ChannelTimeout:
                 if timeout is None:
                     raise
-                what = self._pending_what(seq)
                 self._stop(seq)
-                raise timeout(what) from None
+                raise timeout("the agent stopped it") from None
             try:
                 reply = self._parse(frame)
             except MalformedReply as e:
@@ -325,14 +329,15 @@ class Agent:
             if reply is None or isinstance(reply, Ready) or reply.seq != seq:
                 self.channel.skip(frame)
                 continue
-            self._pending = None
             if isinstance(reply, Failed):
+                self._pending = None
                 raise AgentError(reply.message)
-            if not isinstance(reply, kind):
+            if not isinstance(reply, kind):  # not the agent's: its answer is still to come
                 raise GuestProtocolError(
                     f"request {seq} was answered with {frame[:200]!r}, which answers another"
                     " kind of request"
                 )
+            self._pending = None
             return reply
 
     def _pending_what(self, seq: int) -> str:
@@ -355,7 +360,9 @@ class Agent:
                 frame = self.channel.next_frame(until)
             except ChannelTimeout:
                 if until < grace:
-                    raise
+                    raise RequestTimeout(
+                        f"the abandoned request before it ({what}) was still being stopped"
+                    ) from None
                 raise AgentLost(
                     f"the agent did not answer a stop of the abandoned request {seq} ({what})"
                     f" within {GRACE_SECONDS:g} s"

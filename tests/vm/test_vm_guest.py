@@ -62,6 +62,7 @@ def test_the_guest_runs_the_kernel_under_test(guest: GuestVM, debian_kernel: Deb
     )
     assert guest.run("nproc").stdout == f"{CPUS}\n".encode()
     assert f"Linux version {debian_kernel.release}" in guest.console
+    assert guest.console_path is not None
     assert guest.console_path.read_text(errors="replace").startswith(guest.console[:100])
 
 
