@@ -198,11 +198,6 @@ unset R CH T WIN SIZE CAP agent stop keep status line op r seq len p cmdline arg
 set +f; set --;'
 run() {  # SEQ TEXT: one subshell per command, no exec (under TCG an exec costs two forks)
     local seq=$1
-    if [ $((seq % 64)) = 0 ]; then  # the emptied files of earlier requests
-        set +f
-        rm -f $R/out.* $R/err.* $R/cmd.*
-        set -f
-    fi
     ( eval "$FORGET" "$2" ) >$R/out.$seq 2>$R/err.$seq </dev/null 3>&- 4>&- &
     if waitfor $seq $!; then finish D $seq $status; else finish T $seq -; fi
 }
@@ -266,7 +261,7 @@ put() {  # SEQ PLEN PCRC DLEN OFF MODE [PATH]
     say A $seq
 }
 get() {  # SEQ PLEN PCRC OFF MAX [PATH]
-    local seq=$1 off=$4 max=$5 f size n c pid
+    local seq=$1 off=$4 max=$5 f size n c pid src
     if [ $2 = 0 ]; then p=$6; else winpath $2 $3 || { damaged $seq "the path"; return; }; fi
     f=$p
     case $p in
@@ -295,13 +290,17 @@ get() {  # SEQ PLEN PCRC OFF MAX [PATH]
         say S $seq $size 0
         return
     fi
-    # A copy of the range first: the file may change, the CRC and the window must agree.
-    dd if="$f" of=$R/chunk bs=1M skip=$off count=$n iflag=skip_bytes,count_bytes 2>$R/msg &
-    waitfor $seq $! || { : >$R/chunk; say E $seq "stopped"; return; }
-    [ $status = 0 ] || { fail $seq; : >$R/chunk; return; }
-    { stat -c %s $R/chunk; crc32 $R/chunk; } >$R/sum &
+    src=$f
+    if [ "$f" != $R/get ] || [ $n != $size ]; then
+        # A copy of the range first: the file may change, the CRC and the window must agree.
+        src=$R/chunk
+        dd if="$f" of=$src bs=1M skip=$off count=$n iflag=skip_bytes,count_bytes 2>$R/msg &
+        waitfor $seq $! || { : >$src; say E $seq "stopped"; return; }
+        [ $status = 0 ] || { fail $seq; : >$src; return; }
+    fi
+    { stat -c %s $src; crc32 $src; } >$R/sum &
     pid=$!
-    towin $R/chunk 0 $n
+    towin $src 0 $n
     reap $pid
     { read -r n; read -r c _; } <$R/sum
     echo "ktstr S $seq $size $n $c" >$R/trailer
@@ -323,9 +322,14 @@ while IFS= read -r line <&4; do
         say E $seq "damaged request: its line was cut"
         continue
     fi
-    if [ -n "$keep" ] && [ $op != G ]; then  # the host has what it wanted of them
+    if [ $op != G ]; then  # the host has what it wanted of earlier requests' files
         for f in $keep; do : >$f; done
         keep=
+        if [ $((seq % 64)) = 0 ]; then  # and their emptied files go
+            set +f
+            rm -f $R/out.* $R/err.* $R/cmd.*
+            set -f
+        fi
     fi
     case $op in
         C) run $seq "$r" ;;

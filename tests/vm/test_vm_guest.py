@@ -104,6 +104,16 @@ def test_a_long_multiline_command_goes_through_the_window(guest: GuestVM) -> Non
     assert guest.run(script).stdout == "500\n\té\n".encode()
 
 
+def test_a_script_through_the_window_runs_whatever_its_request_number(guest: GuestVM) -> None:
+    """Every 64th request, the agent removes the files of earlier ones: never the script of
+    this one."""
+    while (guest._agent._seq + 1) % 64:
+        guest.run("true")
+    script = "echo sixty-four" + " " * 400
+    assert guest.run(script).stdout == b"sixty-four\n"
+    assert guest.run(script).stdout == b"sixty-four\n"
+
+
 def test_put_and_get_round_trip(guest: GuestVM, tmp_path: Path) -> None:
     data = os.urandom(WINDOW_SIZE + 1234) + b"\0\n\r"  # more than one window's worth
     guest.put("/tmp/new/dir/blob", data)
