@@ -191,10 +191,19 @@ winpath() {  # PLEN CRC: the path the host put at window offset 0, into $p; 1 wh
 damaged() {  # SEQ WHAT
     say E $1 "damaged request: $2 in the transfer window does not match its checksum"
 }
+checksum() {  # FILE BYTES: the CRC-32 of FILE into $c, its size into $got, while its first
+    local pid  # BYTES go into the window
+    { stat -c %s "$1"; crc32 "$1"; } >$R/sum &
+    pid=$!
+    towin "$1" 0 $2
+    reap $pid
+    { read -r got; read -r c _; } <$R/sum
+}
 # What a command's subshell forgets of the agent before it runs the command.
-FORGET='unset -f say waitfor reap killtree towin full fail winpath damaged run finish script
-unset -f put get
-unset R CH T WIN SIZE CAP agent stop keep status line op r seq len p cmdline arg w f FORGET
+FORGET='unset -f say waitfor reap killtree towin full fail winpath damaged checksum run finish
+unset -f script put get
+unset R CH T WIN SIZE CAP agent stop keep status line op r seq len p cmdline arg w f c got
+unset FORGET
 set +f; set --;'
 run() {  # SEQ TEXT: one subshell per command, no exec (under TCG an exec costs two forks)
     local seq=$1
@@ -261,7 +270,7 @@ put() {  # SEQ PLEN PCRC DLEN OFF MODE [PATH]
     say A $seq
 }
 get() {  # SEQ PLEN PCRC OFF MAX [PATH]
-    local seq=$1 off=$4 max=$5 f size n c pid src
+    local seq=$1 off=$4 max=$5 f version size n src
     if [ $2 = 0 ]; then p=$6; else winpath $2 $3 || { damaged $seq "the path"; return; }; fi
     f=$p
     case $p in
@@ -282,7 +291,8 @@ get() {  # SEQ PLEN PCRC OFF MAX [PATH]
         fi
         return
     fi
-    size=$(stat -c %s "$f")
+    version=$(stat -c '%s %z' "$f")
+    size=${version%% *}
     n=$((size - off))
     [ $n -le $max ] || n=$max
     [ $n -le $CAP ] || n=$CAP
@@ -290,22 +300,22 @@ get() {  # SEQ PLEN PCRC OFF MAX [PATH]
         say S $seq $size 0
         return
     fi
-    src=$f
-    if [ "$f" != $R/get ] || [ $n != $size ]; then
-        # A copy of the range first: the file may change, the CRC and the window must agree.
-        src=$R/chunk
+    src=$R/chunk
+    if [ $n = $size ]; then  # all of it: read in place, when it does not change meanwhile
+        checksum "$f" $n
+        if [ "$f" = $R/get ] || [ "$(stat -c '%s %z' "$f")" = "$version" ]; then src=; fi
+    fi
+    if [ -n "$src" ]; then
+        # A copy of the range first: crc32 reads whole files, and a file that changes must not
+        # make the CRC and the window disagree.
         dd if="$f" of=$src bs=1M skip=$off count=$n iflag=skip_bytes,count_bytes 2>$R/msg &
         waitfor $seq $! || { : >$src; say E $seq "stopped"; return; }
         [ $status = 0 ] || { fail $seq; : >$src; return; }
+        checksum $src $n
+        : >$src
     fi
-    { stat -c %s $src; crc32 $src; } >$R/sum &
-    pid=$!
-    towin $src 0 $n
-    reap $pid
-    { read -r n; read -r c _; } <$R/sum
-    echo "ktstr S $seq $size $n $c" >$R/trailer
-    towin $R/trailer $n $T && say S $seq $size $n || fail $seq
-    : >$R/chunk
+    echo "ktstr S $seq $size $got $c" >$R/trailer
+    towin $R/trailer $got $T && say S $seq $size $got || fail $seq
     [ "$f" != $R/get ] || [ $((off + n)) -lt $size ] || : >$f
 }
 

@@ -190,6 +190,16 @@ def test_a_process_writing_over_the_window_causes_no_wrong_answer(guest: GuestVM
     assert guest.run("echo calm").stdout == b"calm\n"
 
 
+def test_a_job_still_writing_to_the_commands_stdout_is_no_damaged_frame(guest: GuestVM) -> None:
+    """The command returns while a job it started goes on writing to its stdout: the output
+    is what was written by then, not an error (the frame is fetched again, from a copy)."""
+    result = guest.run("(while :; do echo tick; done) & echo $! > /tmp/ticker; echo now")
+    words = result.stdout.decode().split()
+    assert result.returncode == 0 and "now" in words and set(words) <= {"now", "tick"}
+    guest.run("kill $(cat /tmp/ticker)", check=True)
+    assert guest.run("echo calm").stdout == b"calm\n"
+
+
 # --- 4, 5. the agent's line: stray bytes, floods, forgeries ------------------------------
 
 
