@@ -73,10 +73,6 @@ class Failed:
         """The agent refused a frame the host wrote (it does not match its checksum)."""
         return self.message.startswith("damaged request")
 
-    @property
-    def stopped(self) -> bool:
-        return self.message == "stopped"
-
 
 Reply = Ready | Done | Ack | Chunk | Failed
 
@@ -147,11 +143,11 @@ def parse_reply(frame: bytes, limit: int) -> Reply | None:
     def malformed(why: str) -> MalformedReply:
         return MalformedReply(seq, f"malformed reply {text[:200]!r} to request {seq}: {why}")
 
-    def number(word: str, what: str) -> int:
+    def number(word: str, what: str, bound: int = limit) -> int:
         if not _DIGITS.fullmatch(word):
             raise malformed(f"its {what} {word[:40]!r} is not a number")
         value = int(word)
-        if value > limit:
+        if value > bound:
             raise malformed(f"its {what} {value} is more than the guest's {limit} bytes")
         return value
 
@@ -161,7 +157,8 @@ def parse_reply(frame: bytes, limit: int) -> Reply | None:
     if kind == "A":
         return Ack(seq)
     if kind == "S":
-        size, count = number(args[0], "file size"), number(args[1], "byte count")
+        # A sparse file may be larger than the guest; get() refuses it, not as malformed.
+        size, count = number(args[0], "file size", 1 << 63), number(args[1], "byte count")
         return Chunk(seq, size, count)
     if kind == "T":
         if args[0] != "-":

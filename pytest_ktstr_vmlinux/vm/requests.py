@@ -42,7 +42,12 @@ RETRIES = 2  # a damaged frame is fetched (or sent) again this many times
 
 
 class AgentError(Exception):
-    """The agent refused a request; the message is its reason."""
+    """The agent refused a request; the message is its reason. ``damaged``: it refused a
+    frame the host wrote, which did not match its checksum (the request did nothing)."""
+
+    def __init__(self, message: str, damaged: bool = False) -> None:
+        super().__init__(message)
+        self.damaged = damaged
 
 
 class AgentLost(Exception):
@@ -89,11 +94,6 @@ class Agent:
         self._seq = 0
         self._pending: _Pending | None = None
 
-    @property
-    def busy(self) -> str | None:
-        """What an abandoned request was, while it is not yet drained."""
-        return self._pending.what if self._pending else None
-
     def wait_ready(self, deadline: float) -> None:
         while True:
             frame = self.channel.next_frame(deadline)
@@ -134,7 +134,7 @@ class Agent:
             except ChannelTimeout:
                 raise CommandTimeout(self._stop_command(seq)) from None
             except AgentError as e:
-                if not str(e).startswith("damaged request"):
+                if not e.damaged:
                     raise
                 if attempt == RETRIES:
                     raise GuestProtocolError(
@@ -215,7 +215,7 @@ class Agent:
                     self._reply(seq, deadline, Ack, timeout=RequestTimeout)
                     intact = bytes(self.memory.read(self.window, len(frame))) == frame
                 except AgentError as e:
-                    if not str(e).startswith("damaged request"):
+                    if not e.damaged:
                         raise
                     intact = False
                 if intact:
@@ -244,9 +244,9 @@ class Agent:
             want = self.room if length is None else min(self.room, length - offset)
             chunk, size = self._get_chunk(path, offset, want, deadline)
             if size > self.limit:
-                raise GuestProtocolError(
-                    f"the guest says it holds {size} bytes, more than its memory"
-                    f" ({self.limit} bytes): read it in parts with run()"
+                raise AgentError(
+                    f"{path} holds {size} bytes, more than the guest's memory ({self.limit}"
+                    " bytes): read it in parts with run()"
                 )
             if not chunk:
                 break  # the file shrank while it was read
@@ -265,7 +265,7 @@ class Agent:
             try:
                 reply = self._reply(seq, deadline, Chunk, timeout=RequestTimeout)
             except AgentError as e:
-                if not str(e).startswith("damaged request"):
+                if not e.damaged:
                     raise
                 problem = str(e)
                 self.refetched += 1
@@ -331,7 +331,7 @@ class Agent:
                 continue
             if isinstance(reply, Failed):
                 self._pending = None
-                raise AgentError(reply.message)
+                raise AgentError(reply.message, reply.damaged)
             if not isinstance(reply, kind):  # not the agent's: its answer is still to come
                 raise GuestProtocolError(
                     f"request {seq} was answered with {frame[:200]!r}, which answers another"

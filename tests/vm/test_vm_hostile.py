@@ -304,12 +304,16 @@ def test_put_refuses_a_fifo_or_a_device_without_blocking(
     )
 
 
-def test_put_refuses_a_host_file_larger_than_the_guest(guest: GuestVM, tmp_path: Path) -> None:
+def test_a_file_larger_than_the_guest_is_refused_both_ways(guest: GuestVM, tmp_path: Path) -> None:
     sparse = tmp_path / "sparse"
     with open(sparse, "wb") as f:
         f.truncate(MEMORY + 1)
     with pytest.raises(GuestError, match=rf"holds {MEMORY + 1} bytes, more than the guest's"):
         guest.put("/tmp/sparse", sparse)
+    guest.run(f"truncate -s {1 << 40} /tmp/sparse", check=True)  # a TiB of holes
+    with pytest.raises(GuestError, match=rf"/tmp/sparse holds {1 << 40} bytes, more than the"):
+        guest.get("/tmp/sparse")
+    guest.run("rm /tmp/sparse", check=True)
 
 
 # --- 8. one guest, several threads -------------------------------------------------------
