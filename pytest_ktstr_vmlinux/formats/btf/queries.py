@@ -45,6 +45,7 @@ from .format import (
     ARRAY,
     ARTIFACT_KIND,
     ARTIFACT_VERSION,
+    DATASEC,
     INT,
     KIND_NAMES,
     _build,
@@ -172,6 +173,20 @@ class BTF(Overlay):
                 continue
             return candidate
         return None
+
+    def datasecs(self) -> dict[str, int]:
+        """Each DATASEC's name and how many VARs it lists: kernels' BTF has ``.data..percpu``
+        alone (the build asks pahole for per-CPU variables only: --btf_features=var, not
+        global_var), so where a global's type comes from depends on this."""
+        names, found = self._names, dict[str, int]()
+        at = bisect_left(names, b".", key=self._name_key)  # section names start with "."
+        while at < len(names) and self._name_key(names[at]).startswith(b"."):
+            rec = self._rec(names[at])
+            if rec.kind == DATASEC:
+                name = self._text(rec.name_off)
+                found[name] = found.get(name, 0) + rec.vlen
+            at += 1
+        return found
 
     def int_encoding(self, spec: str | int) -> tuple[int, bool, bool]:
         """(bits, signed, bool) of the INT ``spec`` names, typedefs and qualifiers resolved."""
