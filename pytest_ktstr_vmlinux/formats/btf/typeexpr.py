@@ -128,7 +128,8 @@ def spell(t: TypeExpr) -> str:
             quals.append(t.qualifier)
             t = t.target
         if isinstance(t, Pointer):
-            declarator = "*" + " ".join(quals) + (" " if quals and declarator else "") + declarator
+            space = " " if quals and declarator.startswith("*") else ""
+            declarator = "*" + " ".join(quals) + space + declarator
             t = t.target
         elif isinstance(t, (Array, Function)):
             if declarator.startswith("*"):

@@ -167,7 +167,7 @@ def skip_attrs(data: bytes, pos: int, abbrev: Abbrev, unit: Unit, count: int = -
                 pos += 1
             pos += 1
         elif size == STRING:
-            pos = data.index(0, pos) + 1
+            pos = _nul(data, pos) + 1
         elif size == BLOCK:
             length, pos = uleb(data, pos)
             pos += length
@@ -225,7 +225,7 @@ def read_attrs(
             raw, pos = (sleb if form == FORM_SDATA else uleb)(data, pos)
             value = _resolve(unit, form, raw, strings, indexes)
         elif size == STRING:
-            end = data.index(0, pos)
+            end = _nul(data, pos)
             value, pos = data[pos:end].decode("utf-8", "replace"), end + 1
         else:  # a block: its length first
             if size == BLOCK:
@@ -351,6 +351,14 @@ def top_level(unit: Unit, pos: int, wanted: Callable[[Abbrev], bool]) -> list[in
     except (IndexError, struct.error):
         raise DwarfError(f"{unit}: an entry runs past the unit's end") from None
     return found
+
+
+def _nul(data: bytes, pos: int) -> int:
+    """Where the string at ``pos`` ends; IndexError (the unit ends first) when it has no NUL."""
+    end = data.find(0, pos)
+    if end < 0:
+        raise IndexError(pos)
+    return end
 
 
 def _abbrev(unit: Unit, die: int, code: int) -> Abbrev:

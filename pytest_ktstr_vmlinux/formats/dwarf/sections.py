@@ -49,9 +49,16 @@ class DebugSections:
     strings: Strings
     info_offset: int
     info_size: int
-    info_bytes: bytes | None  # set when .debug_info was compressed
+    info_bytes: bytes | None  # set when .debug_info was compressed (or is given in memory)
 
-    def read_info(self, f: RegularFile, offset: int, size: int) -> bytes:
+    @classmethod
+    def in_memory(
+        cls, info: bytes, abbrev: bytes, strings: Strings, *, order: str = "<", what: str = "DWARF"
+    ) -> DebugSections:
+        """Sections given as bytes (a test's, or a fuzzer's), read without a file."""
+        return cls(what, order, abbrev, strings, 0, len(info), info)
+
+    def read_info(self, f: RegularFile | None, offset: int, size: int) -> bytes:
         """``size`` bytes at ``offset`` in .debug_info, checked to be inside it."""
         if offset < 0 or size < 0 or offset + size > self.info_size:
             raise KernelArtifactError(
@@ -60,6 +67,7 @@ class DebugSections:
             )
         if self.info_bytes is not None:
             return self.info_bytes[offset : offset + size]
+        assert f is not None, "a .debug_info in the file is read through the file"
         return f.read_exact(self.info_offset + offset, size)
 
 

@@ -14,6 +14,7 @@ can be found after it.
 
 from __future__ import annotations
 
+import struct
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 
@@ -73,7 +74,7 @@ class Walk:
     passed over (unit offset -> error)."""
 
     debug: DebugSections
-    file: RegularFile
+    file: RegularFile | None = None
     skipped: dict[int, str] = field(default_factory=dict)
     units: int = 0
     _cache: AbbrevCache = field(default_factory=AbbrevCache)
@@ -95,7 +96,7 @@ class Walk:
             head = self.debug.read_info(self.file, offset, min(16, end - offset))
             try:
                 length, _, _ = unit_header(head, 0, self.debug.order)
-            except (DwarfError, IndexError, ValueError) as e:
+            except (DwarfError, IndexError, ValueError, struct.error) as e:
                 raise KernelArtifactError(
                     f"{self.debug.path}: .debug_info: the unit header at +{offset:#x} is"
                     f" damaged ({e})"
@@ -115,12 +116,21 @@ class Walk:
         return unit
 
     def _load(self, offset: int) -> Unit:
-        """The unit holding .debug_info ``offset`` (a DW_FORM_ref_addr into another unit)."""
+        """The unit holding .debug_info ``offset`` (a DW_FORM_ref_addr into another unit, one
+        walked already: a reference forward is not followed)."""
         start = max((o for o in self._offsets if o <= offset), default=None)
-        if start is None or offset >= self.debug.info_size:
-            raise DwarfError(f"a reference to .debug_info+{offset:#x} leads into no unit")
-        head = self.debug.read_info(self.file, start, min(16, self.debug.info_size - start))
-        unit = self._unit(start, unit_header(head, 0, self.debug.order)[0])
+        try:
+            if start is None or offset >= self.debug.info_size:
+                raise DwarfError("it leads into no unit")
+            head = self.debug.read_info(self.file, start, min(16, self.debug.info_size - start))
+            unit = self._unit(start, unit_header(head, 0, self.debug.order)[0])
+        except (KernelArtifactError, IndexError, struct.error) as e:
+            raise DwarfError(f"a reference to .debug_info+{offset:#x}: {e}") from None
+        if not unit.offset + unit.first_die <= offset < unit.offset + len(unit.data):
+            raise DwarfError(
+                f"a reference to .debug_info+{offset:#x} leads into no entry of a unit walked"
+                " so far"
+            )
         _set_bases(unit, self.debug.strings)
         return unit
 
