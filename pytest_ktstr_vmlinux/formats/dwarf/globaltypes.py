@@ -5,7 +5,8 @@ scx_sched *``) comes from DWARF. Walking a vmlinux's DWARF takes seconds (variab
 done once per vmlinux through the artifact store and the result kept as one artifact that a
 warm load maps and bisects in place, as the packed symbols are (symbols.py)::
 
-    header   magic, variables n, units u, string bytes, units read, units skipped, first skip
+    header   magic, variables n, units u, string bytes, units read, units skipped, first skip,
+             DWARF versions (bit v set: a unit of version v)
     u64[n]   address      u32[n]  name       u32[n]  type (or problem)   u32[n]  unit
     u32[u]   unit names   u8[n]   flags (1: external, 2: no type, the text is why)
     strings  NUL-terminated, each once
@@ -38,7 +39,7 @@ from .variables import Walk
 KIND = f"dwarf-globals-{sys.byteorder}"
 VERSION = 1
 MAGIC = b"KTGLOBL\x00"
-HEADER = struct.Struct("=8s6I")
+HEADER = struct.Struct("=8s7I")
 EXTERNAL, PROBLEM = 1, 2
 NONE = 0xFFFFFFFF
 
@@ -92,9 +93,11 @@ def build_from_vmlinux(path: Path, out: BinaryIO) -> None:
     unit_names = array("I", [strings.add(u) for u in units])
     first_skip = strings.add(next(iter(walk.skipped.values()))) if walk.skipped else NONE
     blob = bytes(strings.data)
+    versions = sum(1 << v for v in walk.versions)
     header = HEADER.pack(
-        MAGIC, len(found), len(units), len(blob), walk.units, len(walk.skipped), first_skip
-    )
+        MAGIC, len(found), len(units), len(blob), walk.units, len(walk.skipped), first_skip,
+        versions,
+    )  # fmt: skip
     out.write(b"".join([header, *(c.tobytes() for c in columns), unit_names.tobytes()]))
     out.write(bytes(flags) + blob)
 
@@ -120,7 +123,9 @@ class GlobalTypes:
         self.source = source
         view = memoryview(payload).cast("B")
         try:
-            magic, n, u, nstr, self.units_read, self.units_skipped, skip = HEADER.unpack_from(view)
+            magic, n, u, nstr, self.units_read, self.units_skipped, skip, versions = (
+                HEADER.unpack_from(view)
+            )
         except struct.error:
             raise self._damaged("shorter than its header") from None
         sizes = (8 * n, 4 * n, 4 * n, 4 * n, 4 * u, n, nstr)
@@ -137,6 +142,8 @@ class GlobalTypes:
         if self._strings[-1:] not in (b"", b"\0"):
             raise self._damaged("strings not NUL-terminated")
         self.first_skip = self._text(skip) if skip != NONE else None
+        # The DWARF versions of the units read (a vmlinux's are all one: 5 from gcc 11 on).
+        self.dwarf_versions = tuple(v for v in range(32) if versions >> v & 1)
 
     @classmethod
     def from_vmlinux(cls, path: str | os.PathLike[str], store: Store | None = None) -> GlobalTypes:
@@ -147,7 +154,8 @@ class GlobalTypes:
         return cls(stored.map(), os.fspath(path))
 
     def __repr__(self) -> str:
-        return f"GlobalTypes({self.source!r}, {len(self)} variables)"
+        versions = "/".join(map(str, self.dwarf_versions))
+        return f"GlobalTypes({self.source!r}, {len(self)} variables, DWARF {versions})"
 
     def __len__(self) -> int:
         return len(self._address)

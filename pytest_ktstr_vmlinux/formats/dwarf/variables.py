@@ -77,6 +77,7 @@ class Walk:
     file: RegularFile | None = None
     skipped: dict[int, str] = field(default_factory=dict)
     units: int = 0
+    versions: set[int] = field(default_factory=set)  # of the units read
     _cache: AbbrevCache = field(default_factory=AbbrevCache)
     _offsets: list[int] = field(default_factory=list)  # unit starts, in order, as found
 
@@ -113,6 +114,7 @@ class Walk:
     def _unit(self, offset: int, length: int) -> Unit:
         data = self.debug.read_info(self.file, offset, length)
         unit = parse_unit(data, offset, self.debug.order, self.debug.abbrev, self._cache)
+        self.versions.add(unit.version)
         return unit
 
     def _load(self, offset: int) -> Unit:
