@@ -179,9 +179,11 @@ class LiveKernel:
         """Variable ``name``, typed by its own type (var_type), or by ``type``: a C type
         expression ("struct rq", "struct scx_sched *", "u64[4]") or a type id, which must be as
         large as the variable; ``per_cpu`` for per-CPU ones."""
+        if name not in self.symbols:
+            raise LiveKernelError(self.variable_types.missing(name))
         try:
             address = self.symbols[name]
-        except KeyError as e:
+        except KeyError as e:  # several statics of that name
             raise LiveKernelError(str(e.args[0])) from None
         if self.symbols.is_percpu(name):  # its symbol is an offset, or the unused template
             raise LiveKernelError(f"{name!r} is a per-CPU variable: use per_cpu({name!r}, cpu)")

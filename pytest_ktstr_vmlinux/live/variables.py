@@ -155,6 +155,11 @@ class VariableTypes:
     def _table_source(self) -> str:
         return self._table.source if self._table is not None else "the vmlinux"
 
+    def missing(self, name: str) -> str:
+        """Why ``name`` cannot be read, for a name with no symbol: the error ``of`` gives, from
+        what is known already (a missing symbol does not load the DWARF table to say so)."""
+        return self._missing(name, None)
+
     def _missing(self, name: str, told: str | None) -> str:
         """What is true of this kernel when ``name`` has no type: its BTF's VARs, its DWARF
         table (or why there is none), and whether the symbol exists at all."""
@@ -168,22 +173,24 @@ class VariableTypes:
                 f"its BTF has VARs for per-CPU variables only ({percpu}; the kernel's build asks"
                 " pahole for those alone)"
             )
+        parts = [btf]
         if told is not None:
-            dwarf = told
+            parts.append(told)
         elif self._why_not is not None:
-            dwarf = f"no DWARF globals table: {self._why_not}"
-        else:
-            dwarf = "its DWARF has no type for it"
+            parts.append(f"no DWARF globals table: {self._why_not}")
+        elif self._table is not None:
+            try:
+                parts.append(f"its DWARF says {self._table.type_of(name)!r}")
+            except GlobalTypeError as e:
+                parts.append(str(e))
         if name in self.symbols:
-            symbol = f"the symbol exists ({self._size(name)} bytes)"
+            parts.append(f"the symbol exists ({self._size(name)} bytes)")
         else:
             try:
                 self.symbols[name]
             except KeyError as e:
-                symbol = str(e.args[0])
-            else:  # pragma: no cover - "in" and [] agree
-                symbol = "the symbol exists"
+                parts.append(str(e.args[0]))
         return (
-            f"no type for variable {name!r} of {self.btf.what}: {btf}; {dwarf}; {symbol}."
+            f"no type for variable {name!r} of {self.btf.what}: {'; '.join(parts)}."
             f" Name its type: object({name!r}, 'struct ...')"
         )
