@@ -113,9 +113,7 @@ class GuestVM:
     @property
     def kernel(self) -> LiveKernel:
         """The running kernel read from the host (live.LiveKernel), typed by its vmlinux's
-        symbols and BTF, and by its DWARF for the globals BTF does not type (each built through
-        the guest's store; the DWARF table only when a global first needs it); made on first
-        use."""
+        symbols, BTF and DWARF (built through the guest's store when first needed)."""
         self._check_running("kernel")
         if self._live is None:
             if self._vmlinux is None:
@@ -129,10 +127,9 @@ class GuestVM:
             from ..formats.symbols import KernelSymbols
             from ..live.kernel import LiveKernel
 
-            vmlinux, store = self._vmlinux, self._store
-            symbols = KernelSymbols.from_vmlinux(vmlinux, store)
-            btf = BTF.from_path(vmlinux, store)
-            table = functools.partial(GlobalTypes.from_vmlinux, vmlinux, store)
+            vm, store = self._vmlinux, self._store
+            symbols, btf = KernelSymbols.from_vmlinux(vm, store), BTF.from_path(vm, store)
+            table = functools.partial(GlobalTypes.from_vmlinux, vm, store)
             self._live = LiveKernel.from_guest(self, symbols, btf, table)
         return self._live
 

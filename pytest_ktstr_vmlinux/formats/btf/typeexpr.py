@@ -24,7 +24,6 @@ from dataclasses import dataclass
 
 MAX_LENGTH = 4096
 MAX_DEPTH = 64
-QUALIFIERS = ("const", "volatile", "restrict")
 _QUALIFIER_WORDS = {
     "const": "const", "__const": "const", "__const__": "const",
     "volatile": "volatile", "__volatile__": "volatile",
@@ -75,7 +74,7 @@ class Typedef:
 @dataclass(frozen=True)
 class Qualified:
     target: TypeExpr
-    qualifier: str  # one of QUALIFIERS
+    qualifier: str  # "const", "volatile" or "restrict"
 
 
 @dataclass(frozen=True)
@@ -114,9 +113,6 @@ def qualify(t: TypeExpr, qualifier: str) -> TypeExpr:
             return t
         inner = inner.target
     return Qualified(t, qualifier)
-
-
-# --- printing -------------------------------------------------------------------------------------
 
 
 def spell(t: TypeExpr) -> str:
@@ -167,9 +163,6 @@ def _params(f: Function) -> str:
     if not f.params and not f.variadic:
         return "void"
     return ", ".join([*map(spell, f.params), *(["..."] if f.variadic else [])])
-
-
-# --- parsing --------------------------------------------------------------------------------------
 
 
 def parse(text: str) -> TypeExpr:
@@ -337,7 +330,7 @@ class _Parser:
                 if q and q not in quals:
                     quals.append(q)
             pointers.append(quals)
-        inner: Callable[[TypeExpr], TypeExpr] = _same
+        inner: Callable[[TypeExpr], TypeExpr] | None = None
         if self.peek() == "(" and self.peek(1) in ("*", "(", "["):
             self.at += 1
             inner = self.abstract()
@@ -355,7 +348,7 @@ class _Parser:
                     t = Qualified(t, q)
             for suffix in reversed(suffixes):
                 t = suffix(t)
-            return inner(t)
+            return t if inner is None else inner(t)
 
         return declare
 
@@ -391,10 +384,6 @@ class _Parser:
             params = []
         made = tuple(params)
         return lambda t: Function(t, made, variadic)
-
-
-def _same(t: TypeExpr) -> TypeExpr:
-    return t
 
 
 def _is_identifier(token: str) -> bool:

@@ -43,9 +43,9 @@ from .dies import (
     Strings,
     Unit,
     Value,
-    children,
     read_attrs,
 )
+from .entries import children
 
 (TAG_ARRAY, TAG_CLASS, TAG_ENUM, TAG_PARAMETER, TAG_POINTER, TAG_REFERENCE) = (1, 2, 4, 5, 15, 16)
 (TAG_STRUCT, TAG_SUBROUTINE, TAG_TYPEDEF, TAG_UNION, TAG_VARIADIC) = (0x13, 0x15, 0x16, 0x17, 0x18)

@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import contextlib
 import struct
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Literal, NamedTuple
 
@@ -32,14 +32,9 @@ from .abbrevs import (
     FORM_IMPLICIT_CONST,
     FORM_INDIRECT,
     FORM_LINE_STRP,
-    FORM_REF1,
-    FORM_REF2,
-    FORM_REF4,
-    FORM_REF8,
     FORM_REF_SIG8,
     FORM_REF_SUP4,
     FORM_REF_SUP8,
-    FORM_REF_UDATA,
     FORM_SDATA,
     FORM_STRP,
     FORM_STRP_SUP,
@@ -61,9 +56,7 @@ from .abbrevs import (
 # Unit types (DWARF 5): those with a type signature or a DWO id in their header.
 UT_COMPILE, UT_TYPE, UT_PARTIAL, UT_SKELETON, UT_SPLIT_COMPILE, UT_SPLIT_TYPE = range(1, 7)
 _UNIT_EXTRA = {UT_TYPE: 8, UT_SKELETON: 8, UT_SPLIT_COMPILE: 8, UT_SPLIT_TYPE: 8}
-_ORDER: dict[str, Literal["little", "big"]] = {"<": "little", ">": "big"}
-_WIDTH = {FORM_REF1: 1, FORM_REF2: 2, FORM_REF4: 4, FORM_REF8: 8}
-_MAX_LISTED = 1 << 16  # codes above this (no producer's) take the slow path, not a huge list
+ORDER: dict[str, Literal["little", "big"]] = {"<": "little", ">": "big"}
 
 
 class Strings(NamedTuple):
@@ -203,7 +196,7 @@ def read_attrs(
     them. References are offsets in .debug_info; strings are decoded (UTF-8, bad bytes
     replaced); blocks and expressions are bytes; addrx and strx are looked up (with
     ``indexes``; else left as the index, for the unit entry that holds their bases)."""
-    data, byteorder = unit.data, _ORDER[unit.order]
+    data, byteorder = unit.data, ORDER[unit.order]
     out: dict[int, Value] = {}
     for (attr, form, implicit), size in zip(abbrev.attrs, abbrev.sizes, strict=True):
         if form == FORM_INDIRECT:
@@ -254,13 +247,13 @@ def _resolve(unit: Unit, form: int, raw: int, strings: Strings, indexes: bool) -
         entry = strings.str_offsets[at : at + unit.offset_size]
         if len(entry) != unit.offset_size:
             raise DwarfError(f"{unit}: string index {raw} is past .debug_str_offsets")
-        return _string(strings.debug_str, int.from_bytes(entry, _ORDER[unit.order]), "", unit)
+        return _string(strings.debug_str, int.from_bytes(entry, ORDER[unit.order]), "", unit)
     if form in ADDRX:
         at = unit.addr_base + raw * unit.address_size
         entry = strings.addr[at : at + unit.address_size]
         if len(entry) != unit.address_size:
             raise DwarfError(f"{unit}: address index {raw} is past .debug_addr")
-        return int.from_bytes(entry, _ORDER[unit.order])
+        return int.from_bytes(entry, ORDER[unit.order])
     if form in (FORM_REF_SIG8, FORM_GNU_REF_ALT, FORM_GNU_STRP_ALT, FORM_STRP_SUP):
         return Foreign(form)
     if form in (FORM_REF_SUP4, FORM_REF_SUP8):
@@ -278,136 +271,9 @@ def _string(section: bytes, offset: int, name: str, unit: Unit) -> str:
     return section[offset:end].decode("utf-8", "replace")
 
 
-def siblings(unit: Unit, pos: int) -> Iterator[tuple[int, Abbrev, int]]:
-    """(offset, abbreviation, position of its values) of each entry among the siblings that
-    start at ``pos``, up to their null entry or the unit's end; each entry's values and children
-    are skipped after it is yielded (through DW_AT_sibling where there is one)."""
-    data, end = unit.data, len(unit.data)
-    try:
-        while pos < end:
-            die = pos
-            code, pos = uleb(data, pos)
-            if code == 0:
-                return
-            abbrev = _abbrev(unit, die, code)
-            yield die, abbrev, pos
-            pos = _after(unit, die, pos, abbrev)
-    except (IndexError, struct.error):
-        raise DwarfError(f"{unit}: an entry runs past the unit's end") from None
-
-
-def children(unit: Unit, die: int) -> Iterator[tuple[int, Abbrev, int]]:
-    """The children of the entry at unit offset ``die`` (none when it has none)."""
-    try:
-        code, pos = uleb(unit.data, die)
-        abbrev = _abbrev(unit, die, code)
-        if abbrev.children:
-            yield from siblings(unit, skip_attrs(unit.data, pos, abbrev, unit))
-    except (IndexError, struct.error):
-        raise DwarfError(f"{unit}: the entry at {die:#x} runs past the unit's end") from None
-
-
-def top_level(unit: Unit, pos: int, wanted: Callable[[Abbrev], bool]) -> list[int]:
-    """The unit offsets of the entries whose abbreviation is ``wanted`` among the siblings
-    starting at ``pos``: the hot loop of a table's build (millions of entries), so the common
-    ways of stepping over an entry are inline: a fixed size, a DW_AT_sibling at a fixed place."""
-    data, end = unit.data, len(unit.data)
-    byteorder = _ORDER[unit.order]
-    # Indexed by code (producers number them from 1): a list index is cheaper than a dict's.
-    plans: list[tuple[int, int, int, bool, Abbrev] | None] = [None] * (
-        min(max(unit.abbrevs, default=0), _MAX_LISTED) + 1
-    )
-    for code, a in unit.abbrevs.items():
-        if code < len(plans):
-            fixed, sibling_at = (-1, a.sibling_at) if a.children else (a.fixed, -1)
-            plans[code] = (fixed, sibling_at, _WIDTH.get(a.sibling_form, 0), wanted(a), a)
-    found: list[int] = []
-    try:
-        while pos < end:
-            die = pos
-            code = data[pos]
-            pos += 1
-            if code >= 0x80:
-                code, pos = uleb(data, die)
-            elif not code:
-                break
-            plan = plans[code] if code < len(plans) else None
-            if plan is None:
-                _abbrev(unit, die, code)
-                raise AssertionError  # pragma: no cover - _abbrev raised
-            fixed, sibling_at, width, take, abbrev = plan
-            if take:
-                found.append(die)
-            if fixed >= 0:
-                pos += fixed
-            elif sibling_at >= 0 and width:
-                at = pos + sibling_at
-                target = int.from_bytes(data[at : at + width], byteorder)
-                if not die < target <= end or at + width > end:
-                    _sibling(unit, die, at, abbrev.sibling_form)
-                pos = target
-            else:
-                pos = _after(unit, die, pos, abbrev)
-    except (IndexError, struct.error):
-        raise DwarfError(f"{unit}: an entry runs past the unit's end") from None
-    return found
-
-
 def _nul(data: bytes, pos: int) -> int:
     """Where the string at ``pos`` ends; IndexError (the unit ends first) when it has no NUL."""
     end = data.find(0, pos)
     if end < 0:
         raise IndexError(pos)
     return end
-
-
-def _abbrev(unit: Unit, die: int, code: int) -> Abbrev:
-    abbrev = unit.abbrevs.get(code)
-    if abbrev is None:
-        raise DwarfError(f"{unit}: entry at {die:#x} has abbreviation {code}, not in its table")
-    return abbrev
-
-
-def _after(unit: Unit, die: int, pos: int, abbrev: Abbrev) -> int:
-    """The position after the entry at ``die`` whose values start at ``pos``, its children
-    included: through its DW_AT_sibling when it has one, else by walking them."""
-    if abbrev.children and abbrev.sibling >= 0:
-        at = skip_attrs(unit.data, pos, abbrev, unit, abbrev.sibling)
-        return _sibling(unit, die, at, abbrev.sibling_form)
-    pos = skip_attrs(unit.data, pos, abbrev, unit)
-    return _skip_children(unit, pos) if abbrev.children else pos
-
-
-def _sibling(unit: Unit, die: int, at: int, form: int) -> int:
-    """Where DW_AT_sibling (at ``at``, of the entry at ``die``) says the next sibling is."""
-    if form == FORM_REF_UDATA:
-        target, _ = uleb(unit.data, at)
-    else:
-        width = _WIDTH[form]
-        if at + width > len(unit.data):
-            raise IndexError(at)
-        target = int.from_bytes(unit.data[at : at + width], _ORDER[unit.order])
-    if not die < target <= len(unit.data):
-        raise DwarfError(
-            f"{unit}: the entry at {die:#x} says its sibling is at {target:#x}, outside the"
-            f" unit's {len(unit.data)} bytes or not after it"
-        )
-    return target
-
-
-def _skip_children(unit: Unit, pos: int) -> int:
-    """The position after the children starting at ``pos`` and their null entry."""
-    data, depth = unit.data, 1
-    while depth:
-        die = pos
-        code, pos = uleb(data, pos)
-        if code == 0:
-            depth -= 1
-            continue
-        abbrev = _abbrev(unit, die, code)
-        if abbrev.children and abbrev.sibling >= 0:
-            pos = _after(unit, die, pos, abbrev)
-            continue
-        pos = skip_attrs(data, pos, abbrev, unit)
-        depth += abbrev.children
-    return pos

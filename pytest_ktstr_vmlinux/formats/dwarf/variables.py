@@ -47,9 +47,9 @@ from .dies import (
     parse_unit,
     read_attrs,
     skip_attrs,
-    top_level,
     unit_header,
 )
+from .entries import top_level
 from .sections import DebugSections
 
 DW_OP_ADDR, DW_OP_ADDRX, DW_OP_GNU_ADDR_INDEX = 0x03, 0xA1, 0xFB
