@@ -175,22 +175,31 @@ class LiveKernel:
             tid = self._vars[name] = self.variable_types.of(name)
         return tid
 
-    def object(self, name: str, type: str | int | None = None) -> Object:
+    def object(
+        self, name: str, type: str | int | None = None, *, filename: str | None = None
+    ) -> Object:
         """Variable ``name``, typed by its own type (var_type), or by ``type``: a C type
         expression ("struct rq", "struct scx_sched *", "u64[4]") or a type id, which must be as
-        large as the variable; ``per_cpu`` for per-CPU ones."""
+        large as the variable; ``per_cpu`` for per-CPU ones. ``filename`` picks one of several
+        statics of that name by the file that defines it (as drgn's ``variable()``)."""
         if name not in self.symbols:
             raise LiveKernelError(self.variable_types.missing(name))
-        try:
-            address = self.symbols[name]
-        except KeyError as e:  # several statics of that name
-            raise LiveKernelError(str(e.args[0])) from None
+        if filename is not None:
+            index, own = self.variable_types.static(name, filename)
+            symbol = self.symbols.all(name)[index]
+            address, size = symbol.value, symbol.size
+        else:
+            try:
+                address = self.symbols[name]
+            except KeyError as e:  # several statics of that name
+                raise LiveKernelError(self.variable_types.ambiguous(name, str(e.args[0]))) from None
+            own, size = None, self.symbols.symbol(name).size
         if self.symbols.is_percpu(name):  # its symbol is an offset, or the unused template
             raise LiveKernelError(f"{name!r} is a per-CPU variable: use per_cpu({name!r}, cpu)")
-        if type is None:
-            tid = self.var_type(name)
+        if type is not None:
+            tid = self.variable_types.named(name, type, size)
         else:
-            tid = self.variable_types.named(name, type, self.symbols.symbol(name).size)
+            tid = self.var_type(name) if own is None else own
         return Object(self, tid, address)
 
     def __getitem__(self, name: str) -> Object:

@@ -109,6 +109,42 @@ class VariableTypes:
             )
         return tid
 
+    def static(self, name: str, filename: str) -> tuple[int, int]:
+        """(index in ``symbols.all(name)``, BTF type id) of the variable ``name`` that the file
+        ``filename`` (its path, or a tail of it: "dsargs.c") defines; from the DWARF table,
+        which knows each static's file."""
+        table = self.table
+        if table is None:
+            raise LiveKernelError(
+                f"choosing {name!r} by file needs the DWARF globals table: {self._why_not}"
+            )
+        every = table.variables(name)
+        found = [v for v in every if v.unit == filename or v.unit.endswith("/" + filename)]
+        if len(found) != 1:
+            files = ", ".join(v.unit for v in every[:8]) or "none"
+            files += f", and {len(every) - 8} more" if len(every) > 8 else ""
+            raise LiveKernelError(
+                f"{len(found) or 'no'} variables called {name!r} are defined in a file"
+                f" {filename!r}; their files: {files}"
+            )
+        v = found[0]
+        addresses = [s.value for s in self.symbols.all(name)]
+        if v.address not in addresses or v.type is None:
+            why = v.problem or f"no symbol {name!r} is at its address {v.address:#x}"
+            raise LiveKernelError(f"{name!r} of {v.unit}: {why}")
+        return addresses.index(v.address), self._from_dwarf(name, v.type)
+
+    def ambiguous(self, name: str, said: str) -> str:
+        """The error for a name several symbols have (``said``, the symbols' own), with what
+        DWARF knows of each: its file and type."""
+        table = self.table
+        if table is not None:
+            try:
+                table.type_of(name)
+            except GlobalTypeError as e:
+                return f"{said}; {e}; pick one with object({name!r}, filename=...)"
+        return said
+
     # --- internals ------------------------------------------------------------------------------
 
     def _address(self, name: str) -> int | None:

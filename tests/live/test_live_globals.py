@@ -176,3 +176,22 @@ def test_the_table_is_made_only_when_a_global_needs_it(guest: GuestVM) -> None:
     assert live["scx_root"].type_name_() == "struct scx_sched *"
     live["scx_enable_state_var"].counter.value_()
     assert calls == [1]
+
+
+def test_statics_of_one_name(guest: GuestVM) -> None:
+    """ACPICA defines a static _acpi_module_name in each of its files: the name alone is
+    ambiguous, and says so with each file's; a file picks one."""
+    live = guest.kernel
+    with pytest.raises(LiveKernelError) as e:
+        live["_acpi_module_name"]
+    assert "is ambiguous" in str(e.value) and "drivers/acpi/acpica/dsargs.c" in str(e.value)
+    assert "filename=" in str(e.value)
+    dsargs = live.object("_acpi_module_name", filename="dsargs.c")
+    assert dsargs.string_() == "dsargs" and dsargs.type_name_() == "const char[7]"
+    assert live.object("_acpi_module_name", filename="acpica/utxfinit.c").string_() == "utxfinit"
+    with pytest.raises(
+        LiveKernelError,
+        match=r"no variables .* 'utxface\.c'; their files: .*"
+        r"dsargs\.c, .*, and \d+ more",
+    ):
+        live.object("_acpi_module_name", filename="utxface.c")

@@ -30,6 +30,7 @@ static int dup = 1;
 int *use(void) { return &dup; }
 int main(void) { return 0; }
 """
+OTHER = "static long dup = 2; long *other(void) { return &dup; }\n"
 
 
 @pytest.fixture(scope="module")
@@ -37,9 +38,13 @@ def elf(tmp_path_factory: pytest.TempPathFactory) -> Path:
     for tool in ("gcc", "pahole", "objcopy"):
         if shutil.which(tool) is None:
             pytest.skip(f"{tool} is not installed")
-    out = tmp_path_factory.mktemp("vars") / "vmlinux"
+    folder = tmp_path_factory.mktemp("vars")
+    (folder / "main.c").write_text(SOURCE)
+    (folder / "other.c").write_text(OTHER)
+    out = folder / "vmlinux"
     subprocess.run(
-        ["gcc", "-g", "-O0", "-o", str(out), "-x", "c", "-"], input=SOURCE.encode(), check=True
+        ["gcc", "-g", "-O0", "-o", str(out), str(folder / "main.c"), str(folder / "other.c")],
+        check=True,
     )
     subprocess.run(["pahole", "-J", str(out)], check=True, capture_output=True)
     return out
@@ -138,3 +143,21 @@ def test_a_table_that_fails_is_tried_once(elf: Path) -> None:
         with pytest.raises(LiveKernelError, match="no DWARF globals table: no table today"):
             types.of("root")
     assert calls == [1]
+
+
+def test_statics_of_one_name_are_picked_by_file(elf: Path) -> None:
+    types, _ = _types(elf)
+    addresses = [s.value for s in types.symbols.all("dup")]
+    index, tid = types.static("dup", "other.c")
+    assert types.btf.type_name(tid) == "long int"
+    index2, tid2 = types.static("dup", "main.c")
+    assert types.btf.type_name(tid2) == "int"
+    assert {addresses[index], addresses[index2]} == set(addresses)
+    with pytest.raises(
+        LiveKernelError,
+        match=r"no variables called 'dup' are defined in a file"
+        r" 'third\.c'; their files: .*main\.c",
+    ):
+        types.static("dup", "third.c")
+    said = types.ambiguous("dup", "'dup' is ambiguous")
+    assert "2 variables are called 'dup'" in said and "filename=" in said
