@@ -243,6 +243,28 @@ def test_compressed_debug_sections(program: Program, tmp_path: Path) -> None:
         assert table.type_of("grid") == "long unsigned int[2][3]"
 
 
+def test_lto_refers_to_a_later_unit(tmp_path: Path) -> None:
+    """With LTO, gcc gives a variable's definition in one unit and points (DW_FORM_ref_addr,
+    DW_AT_abstract_origin) at its declaration in a later one, where its name and type are."""
+    if shutil.which("gcc") is None:
+        pytest.skip("gcc is not installed")
+    (tmp_path / "main.c").write_text(MAIN)
+    (tmp_path / "other.c").write_text(OTHER)
+    out = tmp_path / "lto"
+    subprocess.run(
+        ["gcc", "-flto", "-g", "-O2", "-o", str(out), str(tmp_path / "main.c"),
+         str(tmp_path / "other.c")],
+        check=True, capture_output=True,
+    )  # fmt: skip
+    dump = subprocess.run(
+        ["readelf", "--debug-dump=info", str(out)], capture_output=True, text=True, check=True
+    ).stdout
+    assert "DW_AT_abstract_origin" in dump
+    table = GlobalTypes.from_vmlinux(out)
+    assert table.type_of("flag") == "volatile int"  # the one LTO keeps: it is volatile
+    assert table.units_skipped == 0
+
+
 # --- damaged DWARF: a clear error naming the input, never a traceback --------------------------
 
 

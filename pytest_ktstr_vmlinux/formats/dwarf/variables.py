@@ -15,6 +15,7 @@ can be found after it.
 from __future__ import annotations
 
 import struct
+from bisect import bisect_right
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 
@@ -54,6 +55,7 @@ from .sections import DebugSections
 
 DW_OP_ADDR, DW_OP_ADDRX, DW_OP_GNU_ADDR_INDEX = 0x03, 0xA1, 0xFB
 MAX_SPECIFICATIONS = 8  # a declaration of a declaration of ...: C has one level
+_LOADED = 4
 
 
 @dataclass(frozen=True)
@@ -79,7 +81,8 @@ class Walk:
     units: int = 0
     versions: set[int] = field(default_factory=set)  # of the units read
     _cache: AbbrevCache = field(default_factory=AbbrevCache)
-    _offsets: list[int] = field(default_factory=list)  # unit starts, in order, as found
+    _starts: list[tuple[int, int]] = field(default_factory=list)  # (offset, length), in order
+    _loaded: dict[int, Unit] = field(default_factory=dict)  # units other units referred into
 
     def variables(self) -> Iterator[Variable]:
         for offset, length in self._units():
@@ -90,8 +93,11 @@ class Walk:
             except DwarfError as e:
                 self.skipped[offset] = str(e)
 
-    def _units(self) -> Iterator[tuple[int, int]]:
-        """(offset, length with header) of each unit of .debug_info, by their headers."""
+    def _units(self) -> list[tuple[int, int]]:
+        """(offset, length with header) of each unit of .debug_info, by their headers: all of
+        them first (a read of a few bytes each), so a reference into a later unit finds it."""
+        if self._starts:
+            return self._starts
         offset, end = 0, self.debug.info_size
         while offset < end:
             head = self.debug.read_info(self.file, offset, min(16, end - offset))
@@ -107,9 +113,9 @@ class Walk:
                     f"{self.debug.path}: .debug_info: the unit at +{offset:#x} says it is"
                     f" {length} bytes, past the section's end ({end} bytes)"
                 )
-            self._offsets.append(offset)
-            yield offset, length
+            self._starts.append((offset, length))
             offset += length
+        return self._starts
 
     def _unit(self, offset: int, length: int) -> Unit:
         data = self.debug.read_info(self.file, offset, length)
@@ -118,22 +124,21 @@ class Walk:
         return unit
 
     def _load(self, offset: int) -> Unit:
-        """The unit holding .debug_info ``offset`` (a DW_FORM_ref_addr into another unit, one
-        walked already: a reference forward is not followed)."""
-        start = max((o for o in self._offsets if o <= offset), default=None)
-        try:
-            if start is None or offset >= self.debug.info_size:
-                raise DwarfError("it leads into no unit")
-            head = self.debug.read_info(self.file, start, min(16, self.debug.info_size - start))
-            unit = self._unit(start, unit_header(head, 0, self.debug.order)[0])
-        except (KernelArtifactError, IndexError, struct.error) as e:
-            raise DwarfError(f"a reference to .debug_info+{offset:#x}: {e}") from None
+        """The unit holding .debug_info ``offset``: what a DW_FORM_ref_addr into another unit
+        leads to. The last few are kept: such references come in runs."""
+        at = bisect_right(self._starts, (offset, 1 << 64)) - 1
+        if at < 0:
+            raise DwarfError(f"a reference to .debug_info+{offset:#x} leads into no unit")
+        start, length = self._starts[at]
+        unit = self._loaded.get(start)
+        if unit is None:
+            unit = self._unit(start, length)
+            _set_bases(unit, self.debug.strings)
+            if len(self._loaded) >= _LOADED:
+                del self._loaded[next(iter(self._loaded))]
+            self._loaded[start] = unit
         if not unit.offset + unit.first_die <= offset < unit.offset + len(unit.data):
-            raise DwarfError(
-                f"a reference to .debug_info+{offset:#x} leads into no entry of a unit walked"
-                " so far"
-            )
-        _set_bases(unit, self.debug.strings)
+            raise DwarfError(f"a reference to .debug_info+{offset:#x} leads into no entry")
         return unit
 
     def _unit_variables(self, unit: Unit) -> Iterator[Variable]:
@@ -153,35 +158,44 @@ class Walk:
                 yield found
 
     def _variable(self, unit: Unit, die: int, namer: TypeNamer, cu: str) -> Variable | None:
+        """The variable defined at ``die``, None for one without an address or a name; a type
+        that cannot be read (an anonymous struct, a damaged chain) is the variable's problem,
+        not the unit's."""
         strings = self.debug.strings
         attrs = _attrs(unit, die, strings)
         address = _address(attrs.get(AT_LOCATION), unit, strings)
         if address is None or attrs.get(AT_DECLARATION):
             return None
         merged = dict(attrs)
-        origin = attrs.get(AT_SPECIFICATION, attrs.get(AT_ABSTRACT_ORIGIN))
-        for _ in range(MAX_SPECIFICATIONS):
-            if not isinstance(origin, int) or isinstance(origin, bool):
-                break
-            if not TypeNamer._inside(unit, origin):
-                declared = _attrs_at(self._load(origin), origin, strings)
-            else:
-                declared = _attrs(unit, origin - unit.offset, strings)
-            for key, value in declared.items():
-                merged.setdefault(key, value)
-            origin = declared.get(AT_SPECIFICATION, declared.get(AT_ABSTRACT_ORIGIN))
+        try:
+            origin = attrs.get(AT_SPECIFICATION, attrs.get(AT_ABSTRACT_ORIGIN))
+            for _ in range(MAX_SPECIFICATIONS):
+                if not isinstance(origin, int) or isinstance(origin, bool):
+                    break
+                home = unit if TypeNamer._inside(unit, origin) else self._load(origin)
+                declared = _attrs(home, origin - home.offset, strings)
+                for key, value in declared.items():
+                    merged.setdefault(key, value)
+                origin = declared.get(AT_SPECIFICATION, declared.get(AT_ABSTRACT_ORIGIN))
+        except DwarfError as e:
+            problem: str | None = str(e)
+        else:
+            problem = None
         name = merged.get(AT_NAME)
         if not isinstance(name, str) or not name:
             return None
-        type_ref = merged.get(AT_TYPE)
         external = bool(merged.get(AT_EXTERNAL))
-        try:
-            if type_ref is not None and not isinstance(type_ref, int):
-                raise DwarfError(f"{unit}: variable {name!r} has a DW_AT_type that is no reference")
-            spelled = spell(namer.expression(type_ref))
-        except DwarfError as e:
-            return Variable(name, address, None, str(e), cu, external)
-        return Variable(name, address, spelled, None, cu, external)
+        if problem is None:
+            type_ref = merged.get(AT_TYPE)
+            try:
+                if type_ref is not None and not isinstance(type_ref, int):
+                    raise DwarfError(f"{unit}: {name!r} has a DW_AT_type that is no reference")
+                spelled = spell(namer.expression(type_ref))
+            except DwarfError as e:
+                problem = str(e)
+            else:
+                return Variable(name, address, spelled, None, cu, external)
+        return Variable(name, address, None, problem, cu, external)
 
 
 def _located_variable(abbrev: Abbrev) -> bool:
@@ -221,10 +235,6 @@ def _attrs(unit: Unit, die: int, strings: Strings) -> dict[int, Value]:
                 f"{unit}: entry at {unit.offset + die:#x} has abbreviation {code}, not in its table"
             )
         return read_attrs(unit, pos, abbrev, strings)[0]
-
-
-def _attrs_at(unit: Unit, offset: int, strings: Strings) -> dict[int, Value]:
-    return _attrs(unit, offset - unit.offset, strings)
 
 
 def _address(location: Value | None, unit: Unit, strings: Strings) -> int | None:
