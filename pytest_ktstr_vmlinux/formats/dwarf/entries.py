@@ -70,6 +70,7 @@ def top_level(unit: Unit, pos: int, wanted: Callable[[Abbrev], bool]) -> list[in
             fixed, sibling_at = (-1, a.sibling_at) if a.children else (a.fixed, -1)
             plans[code] = (fixed, sibling_at, _WIDTH.get(a.sibling_form, 0), wanted(a), a)
     found: list[int] = []
+    listed = len(plans)
     try:
         while pos < end:
             die = pos
@@ -79,7 +80,7 @@ def top_level(unit: Unit, pos: int, wanted: Callable[[Abbrev], bool]) -> list[in
                 code, pos = uleb(data, die)
             elif not code:
                 break
-            plan = plans[code] if code < len(plans) else None
+            plan = plans[code] if code < listed else None
             if plan is None:
                 _abbrev(unit, die, code)
                 raise AssertionError  # pragma: no cover - _abbrev raised
