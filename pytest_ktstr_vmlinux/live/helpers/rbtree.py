@@ -1,0 +1,81 @@
+"""Red-black trees (include/linux/rbtree.h), walked in order: the CFS/EEVDF runqueue's
+``tasks_timeline``, hrtimer queues, the deadline class's trees.
+
+The walk keeps its own stack of the nodes whose left subtree it is in, and never follows
+``__rb_parent_color``: parent pointers and colours are the kernel's business while it
+rebalances, and a tree walked from the host is only read. Each node is read once (its
+children together), visited once and at most ``limit`` of them (walk.py): a child pointer that
+leads back up the tree, or to a node already seen, is a LiveKernelError, never a hang.
+"""
+
+from __future__ import annotations
+
+import struct
+from collections.abc import Callable, Iterator
+
+from ...formats.address import u64
+from ..objects import Object
+from .walk import LIMIT, Walk, expect, member_offset, resolve, where
+
+__all__ = ["rbtree_inorder_for_each", "rbtree_inorder_for_each_entry"]
+
+RB_ROOT, RB_ROOT_CACHED, RB_NODE = "struct rb_root", "struct rb_root_cached", "struct rb_node"
+_U64 = struct.Struct("<Q")
+
+
+def rbtree_inorder_for_each(root: Object, *, limit: int = LIMIT) -> Iterator[Object]:
+    """The ``struct rb_node`` nodes of ``root`` (a ``struct rb_root`` or ``struct
+    rb_root_cached``, or a pointer to one), in order: leftmost first."""
+    root = _root(root, "rbtree_inorder_for_each")
+    kernel = root.prog_
+    tid = kernel.btf.type(RB_NODE).id
+    for node in _inorder(root, lambda: f"the rbtree at {where(kernel, root.address_)}", limit):
+        yield Object(kernel, tid, node, fixed=False)
+
+
+def rbtree_inorder_for_each_entry(
+    type: str | int, root: Object, member: str, *, limit: int = LIMIT
+) -> Iterator[Object]:
+    """The ``type`` entries linked through their ``member`` (a ``struct rb_node``) in the tree
+    ``root``, in order: ``rbtree_inorder_for_each_entry("struct sched_entity",
+    rq.cfs.tasks_timeline, "run_node")``."""
+    root = _root(root, "rbtree_inorder_for_each_entry")
+    kernel = root.prog_
+    tid = resolve(kernel, type, "rbtree_inorder_for_each_entry")
+    offset = member_offset(kernel, tid, member, RB_NODE, "rbtree_inorder_for_each_entry")
+
+    def what() -> str:
+        name = kernel.btf.type_name(tid)
+        return f"the rbtree of {name}.{member} at {where(kernel, root.address_)}"
+
+    for node in _inorder(root, what, limit):
+        yield Object(kernel, tid, u64(node - offset), fixed=False)
+
+
+def _root(root: Object, helper: str) -> Object:
+    found = expect(root, helper, RB_ROOT, RB_ROOT_CACHED)
+    cached = found.prog_.real_type(found.type_id_).name == "rb_root_cached"
+    return found.rb_root if cached else found
+
+
+def _inorder(root: Object, what: Callable[[], str], limit: int) -> Iterator[int]:
+    kernel = root.prog_
+    btf = kernel.btf
+    walk = Walk(kernel, what, limit)
+    left_at, right_at = btf.offsetof(RB_NODE, "rb_left"), btf.offsetof(RB_NODE, "rb_right")
+    span = max(left_at, right_at) + 8
+    node = walk.read_u64(root.address_ + btf.offsetof(RB_ROOT, "rb_node"), "the root")
+    via = "the root's rb_node"
+    stack: list[tuple[int, int]] = []  # (node, its right child): the path to come back up
+    while True:
+        while node:
+            walk.visit(node, via)
+            raw = walk.read(node, span, f"the node at {node:#x} ({via})")
+            left, right = _U64.unpack_from(raw, left_at)[0], _U64.unpack_from(raw, right_at)[0]
+            stack.append((node, right))
+            node, via = left, f"the rb_left of {node:#x}"
+        if not stack:
+            return
+        node, right = stack.pop()
+        yield node
+        node, via = right, f"the rb_right of {node:#x}"

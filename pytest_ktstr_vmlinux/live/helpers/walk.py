@@ -1,0 +1,157 @@
+"""What every helper's walk shares: the checks that make a walk over guest memory end.
+
+A walk follows pointers the guest wrote, and a guest that is hostile, broken, or changing the
+structure while it is read may have made them into a loop, a NULL, or a list longer than any
+kernel keeps. Each walk keeps the set of node addresses it has visited and stops with a
+``LiveKernelError`` at the first address visited twice (a loop, wherever it closes), at a NULL
+where the structure needs a pointer, and after ``limit`` nodes; a read that fails is a
+``LiveMemoryError`` saying which node's pointer led there. So a walk ends after at most
+``limit`` nodes, whatever the guest's memory holds, and its error names the structure (its
+type, member and address, with the symbol the address is in when the kernel's symbols know
+it) and the step where it went wrong.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Protocol, runtime_checkable
+
+from ...errors import KernelArtifactError
+from ...formats.symbols import KernelSymbols
+from ..errors import LiveKernelError, LiveMemoryError
+from ..objects import Memory, Object
+
+# PID_MAX_LIMIT on 64-bit kernels: no list of tasks is longer, and few lists of anything are.
+LIMIT = 1 << 22
+# POISON_POINTER_DELTA (CONFIG_ILLEGAL_POINTER_VALUE on x86_64 and arm64): list_del() leaves
+# LIST_POISON1/2 (this + 0x100, + 0x122) in a deleted entry's next and prev.
+POISON = 0xDEAD000000000000
+
+
+@runtime_checkable
+class Program(Memory, Protocol):
+    """What helpers that start from the kernel rather than an Object need: a LiveKernel."""
+
+    @property
+    def symbols(self) -> KernelSymbols: ...
+    def object(self, name: str, type: str | int | None = None) -> Object: ...
+    def per_cpu(self, name: str, cpu: int) -> Object: ...
+
+
+def program(kernel: Memory) -> Program | None:
+    """The LiveKernel behind an Object's memory, or None for a bare Memory (no symbols)."""
+    return kernel if isinstance(kernel, Program) else None
+
+
+def where(kernel: Memory, address: int) -> str:
+    """``0xffffffff82a14c58 (init_task+0x8e8)``: an address, and the symbol it is in if any."""
+    found = None
+    prog = program(kernel)
+    if prog is not None:
+        try:
+            found = prog.symbols.lookup(address)
+        except KernelArtifactError:  # a damaged table: the address alone still says where
+            found = None
+    if found is None:
+        return f"{address:#x}"
+    name, offset = found
+    return f"{address:#x} ({name}+{offset:#x})" if offset else f"{address:#x} ({name})"
+
+
+def expect(obj: object, helper: str, *structs: str) -> Object:
+    """``obj`` if it is one of ``structs`` ("struct list_head"), or what it points to when it
+    points to one; otherwise a LiveKernelError saying what the helper takes and what it got."""
+    if not isinstance(obj, Object):
+        raise TypeError(
+            f"{helper}() takes an Object of {' or '.join(structs)}, not {type(obj).__name__}"
+        )
+    kernel = obj.prog_
+    real = kernel.real_type(obj.type_id_)
+    if real.kind == "PTR" and real.target:
+        target = kernel.real_type(real.target)
+        if _struct_name(target.kind, target.name) in structs:
+            return obj.deref_()
+    elif _struct_name(real.kind, real.name) in structs:
+        return obj
+    raise LiveKernelError(
+        f"{helper}() takes a {' or a '.join(structs)} (or a pointer to one), not the"
+        f" {obj.type_name_()} at {where(kernel, obj.address_)}"
+    )
+
+
+def _struct_name(kind: str, name: str) -> str:
+    return f"{kind.lower()} {name}" if kind in ("STRUCT", "UNION") else ""
+
+
+def resolve(kernel: Memory, type: str | int, helper: str) -> int:
+    """The type id of ``type`` (a name or an id), or a LiveKernelError naming the helper."""
+    try:
+        return kernel.btf.type(type).id
+    except KeyError as e:
+        raise LiveKernelError(f"{helper}(): {e.args[0] if e.args else e}") from None
+
+
+def member_offset(kernel: Memory, tid: int, member: str, node: str, helper: str) -> int:
+    """The byte offset of ``member`` in type ``tid``, which must be a ``node`` ("struct
+    list_head"): the link an entry walk goes through."""
+    btf = kernel.btf
+    try:
+        found = btf.member(tid, member)
+        offset = btf.offsetof(tid, member)
+    except (KeyError, ValueError, KernelArtifactError) as e:
+        raise LiveKernelError(f"{helper}(): {e.args[0] if e.args else e}") from None
+    real = kernel.real_type(found.type_id)
+    if _struct_name(real.kind, real.name) != node:
+        raise LiveKernelError(
+            f"{helper}(): {btf.type_name(tid)}.{member} is a {btf.type_name(found.type_id)},"
+            f" not a {node}"
+        )
+    return offset
+
+
+class Walk:
+    """One walk's visited addresses and its bound. ``what`` names the structure, made only
+    when an error needs it (a symbol lookup costs more than a step)."""
+
+    def __init__(self, kernel: Memory, what: Callable[[], str], limit: int) -> None:
+        if limit < 0:
+            raise ValueError(f"limit must be at least 0, not {limit}")
+        self.kernel, self.what, self.limit = kernel, what, limit
+        self.seen: set[int] = set()
+
+    def visit(self, address: int, via: str) -> None:
+        """Count the node at ``address``, reached through ``via``; refuse a second visit and
+        one node past the limit."""
+        if address & ~0xFFFF == POISON:
+            raise self.fail(
+                f"{via} is {address:#x}, LIST_POISON: an entry was deleted while the walk ran"
+            )
+        if address in self.seen:
+            raise self.fail(
+                f"{via} leads back to {address:#x}, visited before (after {len(self.seen)}"
+                " nodes): it loops"
+            )
+        if len(self.seen) >= self.limit:
+            raise self.fail(
+                f"more than {self.limit} nodes (limit={self.limit}): it loops through nodes"
+                " that change, or it is longer than the limit; pass a larger limit if it is"
+            )
+        self.seen.add(address)
+
+    def read_u64(self, address: int, via: str) -> int:
+        try:
+            return self.kernel.read_u64(address)
+        except LiveMemoryError as e:
+            raise self._unreadable(e, via) from None
+
+    def read(self, address: int, size: int, via: str) -> bytes:
+        try:
+            return self.kernel.read(address, size)
+        except LiveMemoryError as e:
+            raise self._unreadable(e, via) from None
+
+    def _unreadable(self, e: LiveMemoryError, via: str) -> LiveMemoryError:
+        return LiveMemoryError(f"{self.what()}: {via} cannot be read: {e}", e.address)
+
+    def fail(self, problem: str) -> LiveKernelError:
+        return LiveKernelError(f"{self.what()}: {problem}")
