@@ -88,14 +88,14 @@ def test_a_ring_that_loops_without_coming_back_to_its_head() -> None:
     assert "the list of struct task_struct.tasks at" in message
     assert f"{init.tasks.address_:#x} (init_task+" in message
     assert f"the next of node 5 at {tasks[4].tasks.address_:#x} leads back to" in message
-    assert f"{tasks[1].tasks.address_:#x}, visited before (after 5 nodes): it loops" in message
+    assert f"{tasks[1].tasks.address_:#x}, visited before (after 5 nodes): a loop" in message
 
 
 def test_a_node_that_points_to_itself() -> None:
     world = _world()
     init, tasks = _tasks(world, 2)
     world.set(tasks[0].tasks.next, tasks[0].tasks.address_)
-    with pytest.raises(LiveKernelError, match=r"visited before \(after 1 nodes\): it loops"):
+    with pytest.raises(LiveKernelError, match=r"visited before \(after 1 nodes\): a loop"):
         list(list_for_each(init.tasks))
 
 

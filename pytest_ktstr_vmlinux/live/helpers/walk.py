@@ -129,7 +129,7 @@ class Walk:
         if address in self.seen:
             raise self.fail(
                 f"{via} leads back to {address:#x}, visited before (after {len(self.seen)}"
-                " nodes): it loops"
+                " nodes): a loop, or two links to one node"
             )
         if len(self.seen) >= self.limit:
             raise self.fail(

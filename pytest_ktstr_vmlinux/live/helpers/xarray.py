@@ -87,7 +87,7 @@ class Tree:
     def shift(self, node: int, expected: int | None, via: str) -> int:
         """The node's shift, checked against what its place in the tree requires."""
         self.walk.visit(node, via)
-        shift = self.walk.read(node + self.shift_at, 1, f"the shift of the node at {node:#x}")[0]
+        shift = self.walk.read(node + self.shift_at, 1, f"the node at {node:#x} ({via})")[0]
         if expected is None:
             if shift % self.chunk_shift or shift >= 64:
                 raise self.walk.fail(
