@@ -45,8 +45,8 @@ class RAM:
 
 
 class World:
-    """``statics`` (name -> C type, or a size in bytes) and ``percpu`` variables, ``cpus`` CPUs all online; then
-    ``alloc()`` more. ``live`` is the LiveKernel that reads it all."""
+    """``statics`` (name -> C type, or a size in bytes) and ``percpu`` variables, ``cpus`` CPUs
+    all online; then ``alloc()`` more. ``live`` is the LiveKernel that reads it all."""
 
     def __init__(
         self,

@@ -4,8 +4,9 @@ XArrays (multi-index, value, retry and zero entries), tasks with threads and PID
 
 The variants are the version differences the helpers must handle: ``state`` (``__state`` from
 5.14), ``cpu`` (``task``: task->cpu 4.9-5.15, ``thread_info``: 5.16+, ``stack``: no
-THREAD_INFO_IN_TASK), ``radix`` (an IDR on a pre-4.20 radix tree), ``chunk`` (XA_CHUNK_SIZE 64,
-or 16 with CONFIG_BASE_SMALL).
+THREAD_INFO_IN_TASK, ``none``: no SMP), ``pid_links`` (4.19; ``pids[].node`` before),
+``pid_idr`` (PIDs in an IDR, 4.15), ``radix`` (an IDR on a pre-4.20 radix tree), ``chunk``
+(XA_CHUNK_SIZE 64, or 16 with CONFIG_BASE_SMALL).
 """
 
 from __future__ import annotations
@@ -21,14 +22,21 @@ PIDTYPES = {"PIDTYPE_PID": 0, "PIDTYPE_TGID": 1, "PIDTYPE_PGID": 2, "PIDTYPE_SID
 
 
 def kernel_types(
-    *, state: str = "__state", cpu: str = "thread_info", radix: bool = False, chunk: int = 64
+    *,
+    state: str = "__state",
+    cpu: str = "thread_info",
+    radix: bool = False,
+    chunk: int = 64,
+    pid_links: bool = True,
+    pid_idr: bool = True,
 ) -> CTypes:
     t = CTypes()
     t.struct("list_head", [("next", "struct list_head *"), ("prev", "struct list_head *")])
     t.struct("hlist_head", [("first", "struct hlist_node *")])
     t.struct("hlist_node", [("next", "struct hlist_node *"), ("pprev", "struct hlist_node **")])
     t.struct("cpumask", [("bits", "unsigned long[2]")])
-    t.struct("thread_info", [("flags", "unsigned long"), ("cpu", "u32")])
+    info = [("flags", "unsigned long")] + ([("cpu", "u32")] if cpu != "none" else [])
+    t.struct("thread_info", info)
     t.struct("rb_node", [("__rb_parent_color", "unsigned long"), ("rb_right", "struct rb_node *"),
                          ("rb_left", "struct rb_node *")])  # fmt: skip
     t.struct("rb_root", [("rb_node", "struct rb_node *")])
@@ -36,13 +44,15 @@ def kernel_types(
     t.struct("sched_entity", [("load", "u64"), ("run_node", "struct rb_node"), ("vruntime", "u64")])
     t.struct("signal_struct", [("nr_threads", "int"), ("thread_head", "struct list_head")])
     task: list[tuple[str, str]] = []
-    task += [("thread_info", "struct thread_info")] if cpu == "thread_info" else []
+    task += [("thread_info", "struct thread_info")] if cpu in ("thread_info", "none") else []
     task += [(state, "long" if state == "state" else "unsigned int"), ("stack", "void *")]
     task += [("cpu", "unsigned int")] if cpu == "task" else []
     task += [("se", "struct sched_entity"), ("tasks", "struct list_head"), ("exit_state", "int"),
              ("pid", "int"), ("tgid", "int"), ("signal", "struct signal_struct *"),
-             ("thread_node", "struct list_head"), ("pid_links", "struct hlist_node[4]"),
+             ("thread_node", "struct list_head"),
+             ("pid_links", "struct hlist_node[4]") if pid_links else ("pids", "struct pid_link[4]"),
              ("comm", "char[16]")]  # fmt: skip
+    t.struct("pid_link", [("node", "struct hlist_node"), ("pid", "struct pid *")])
     t.struct("task_struct", task)
     t.struct("cfs_rq", [("nr_running", "unsigned int"),
                         ("tasks_timeline", "struct rb_root_cached")])  # fmt: skip
@@ -71,7 +81,7 @@ def kernel_types(
                  ("marks", "unsigned long[3]")])  # fmt: skip
         root = "struct xarray"
     t.struct("idr", [("idr_rt", root), ("idr_base", "unsigned int"), ("idr_next", "unsigned int")])
-    t.struct("pid_namespace", [("idr", "struct idr"), ("level", "unsigned int")])
+    t.struct("pid_namespace", [("idr", "struct idr")] * pid_idr + [("level", "unsigned int")])
     t.struct("bpf_prog", [("pages", "u32"), ("type", "u32"), ("len", "u32")])
     return t
 
@@ -197,12 +207,15 @@ def spawn(
                 pid = world.alloc("struct pid")
                 world.set(pid.numbers[0].nr, tid)
                 world.set(pid.numbers[0].ns, ns.address_)
-                chain(world, pid.tasks[PIDTYPES["PIDTYPE_PID"]], [task.pid_links[0]])
+                link = task.get_("pid_links[0]")
+                link = task["pids[0].node"] if link is None else link
+                chain(world, pid.tasks[PIDTYPES["PIDTYPE_PID"]], [link])
                 pids.append(XEntry(tid, pid.address_))
         ring(world, signal.thread_head, group)
         world.set(signal.nr_threads, len(group))
         leaders.append(made[process.pid].tasks)
     ring(world, init.tasks, leaders)
-    if ns is not None:
-        xa_store(world, ns.idr.idr_rt, sorted(pids, key=lambda e: e.index))
+    if ns is not None and ns.get_("idr") is not None:
+        radix = ns.idr.idr_rt.get_("rnode") is not None
+        xa_store(world, ns.idr.idr_rt, sorted(pids, key=lambda e: e.index), radix=radix)
     return made

@@ -34,8 +34,8 @@ def for_each_cpu(mask: Object) -> Iterator[int]:
     raw = mask.bits.read_()
     data, count = int.from_bytes(raw, "little"), 8 * len(raw)
     prog = program(mask.prog_)
-    if prog is not None and "nr_cpu_ids" in prog.symbols:
-        count = min(count, int(prog.object("nr_cpu_ids", "unsigned int").value_()))
+    if prog is not None and "nr_cpu_ids" in prog.symbols:  # an unsigned int, always
+        count = min(count, int.from_bytes(prog.read(prog.symbols["nr_cpu_ids"], 4), "little"))
     cpu = 0
     while data and cpu < count:
         if data & 1:
