@@ -14,7 +14,7 @@ from collections.abc import Iterator
 
 from ..errors import LiveKernelError
 from ..objects import Object
-from .walk import LIMIT, expect, resolve, where
+from .walk import LIMIT, expect, field, resolve, where
 from .xarray import ENTRY, Tree
 
 __all__ = ["idr_find", "idr_for_each", "idr_for_each_entry"]
@@ -55,13 +55,13 @@ def idr_find(idr: Object, id: int) -> Object | None:
 
 def _tree(idr: Object, helper: str, limit: int) -> tuple[Tree, int]:
     idr = expect(idr, helper, IDR)
-    rt = idr.get_("idr_rt")
+    rt = field(idr, "idr_rt")
     if rt is None:
         raise LiveKernelError(
             f"{helper}(): the {idr.type_name_()} at {idr.address_:#x} has no idr_rt: an IDR"
             " of layers (before Linux 4.11), which is not read"
         )
-    base = idr.get_("idr_base")
+    base = field(idr, "idr_base")  # 4.16
     kernel = idr.prog_
     tree = Tree(rt, helper, limit, lambda: f"the IDR at {where(kernel, idr.address_)}")
     return tree, 0 if base is None else int(base.value_())

@@ -16,7 +16,7 @@ from collections.abc import Callable, Iterator
 
 from ...formats.address import u64
 from ..objects import Memory, Object
-from .walk import LIMIT, Walk, expect, member_offset, resolve, where
+from .walk import LIMIT, Walk, expect, member_offset, memo, resolve, where
 
 __all__ = [
     "hlist_empty",
@@ -75,7 +75,7 @@ def hlist_for_each(head: Object, *, limit: int = LIMIT) -> Iterator[Object]:
     """The ``struct hlist_node`` nodes of the chain ``head`` (or a pointer to one)."""
     head = expect(head, "hlist_for_each", HLIST_HEAD)
     kernel = head.prog_
-    tid = kernel.btf.type(HLIST_NODE).id
+    tid = resolve(kernel, HLIST_NODE, "hlist_for_each")
     for node in _chain(head, lambda: f"the hlist at {where(kernel, head.address_)}", limit):
         yield Object(kernel, tid, node, fixed=False)
 
@@ -99,13 +99,17 @@ def hlist_for_each_entry(
 
 
 def _offset(kernel: Memory, struct: str, member: str) -> int:
-    return kernel.btf.offsetof(struct, member)
+    return memo(kernel, ("offset", struct, member), lambda: kernel.btf.offsetof(struct, member))
 
 
 def _ring(head: Object, what: Callable[[], str], limit: int) -> Iterator[int]:
-    """Addresses of a ring's nodes, from ``head.next`` until ``head`` comes round again; each
-    node's next is read before the node is yielded, so every node yielded could be read."""
-    kernel, start = head.prog_, head.address_
+    return ring(head.prog_, head.address_, what, limit)
+
+
+def ring(kernel: Memory, start: int, what: Callable[[], str], limit: int) -> Iterator[int]:
+    """Addresses of the nodes of the ring whose head is at ``start``, from its next until
+    ``start`` comes round again; each node's next is read before the node is yielded, so
+    every node yielded could be read."""
     walk = Walk(kernel, what, limit)
     next_at = _offset(kernel, LIST_HEAD, "next")
     via = "the head's next"

@@ -15,17 +15,30 @@ tasks unless asked (``init_task`` is the ring's head, CPU 0's idle task).
 from __future__ import annotations
 
 from collections.abc import Iterator
+from typing import NamedTuple
 
 from ...formats.address import u64
-from ..objects import Object
+from ..errors import LiveKernelError, LiveMemoryError
+from ..objects import Memory, Object
 from .cpumask import for_each_online_cpu
 from .idr import idr_find
-from .list import list_for_each_entry
-from .walk import LIMIT, Program, expect
+from .list import ring
+from .walk import LIMIT, Program, expect, field, memo, resolve, where
 
 __all__ = ["find_task", "for_each_task", "pid_task"]
 
 TASK_STRUCT = "struct task_struct"
+
+
+class Tasks(NamedTuple):
+    """Where the task walks' links are: task_struct's type id, its ``tasks``, ``signal`` and
+    ``thread_node``, and signal_struct's ``thread_head``."""
+
+    tid: int
+    tasks: int
+    signal: int
+    thread_node: int
+    thread_head: int
 
 
 def for_each_task(live: Program, *, idle: bool = False, limit: int = LIMIT) -> Iterator[Object]:
@@ -35,42 +48,83 @@ def for_each_task(live: Program, *, idle: bool = False, limit: int = LIMIT) -> I
     if idle:
         for cpu in for_each_online_cpu(live):
             yield live.per_cpu("runqueues", cpu).idle.deref_()
-    init = live.object("init_task", TASK_STRUCT)
-    for leader in list_for_each_entry(TASK_STRUCT, init.tasks, "tasks", limit=limit):
-        threads = leader.signal.thread_head
-        yield from list_for_each_entry(TASK_STRUCT, threads, "thread_node", limit=limit)
+    at = memo(live, "tasks", lambda: _tasks(live))
+    head = live.object("init_task", TASK_STRUCT).address_ + at.tasks
+
+    def leaders() -> str:
+        return f"the list of struct task_struct.tasks at {where(live, head)}"
+
+    for node in ring(live, head, leaders, limit):
+        leader = u64(node - at.tasks)
+        try:
+            signal = live.read_u64(leader + at.signal)
+        except LiveMemoryError as e:
+            message = f"{leaders()}: the signal of the task at {leader:#x} cannot be read: {e}"
+            raise LiveMemoryError(message, e.address) from None
+        if not signal:
+            raise LiveKernelError(f"{leaders()}: the task at {leader:#x} has a NULL signal")
+        threads = signal + at.thread_head
+
+        def group(threads: int = threads, leader: int = leader) -> str:
+            return (
+                f"the list of struct task_struct.thread_node at {where(live, threads)} (the"
+                f" threads of the task at {leader:#x})"
+            )
+
+        for thread in ring(live, threads, group, limit):
+            yield Object(live, at.tid, u64(thread - at.thread_node), fixed=False)
+
+
+def _tasks(live: Program) -> Tasks:
+    btf = live.btf
+    try:
+        tid = btf.type(TASK_STRUCT).id
+        return Tasks(
+            tid,
+            btf.offsetof(tid, "tasks"),
+            btf.offsetof(tid, "signal"),
+            btf.offsetof(tid, "thread_node"),
+            btf.offsetof("struct signal_struct", "thread_head"),
+        )
+    except KeyError as e:  # thread_head came with 3.14
+        raise LiveKernelError(f"for_each_task(): {e.args[0] if e.args else e}") from None
 
 
 def find_task(live: Program, pid: int) -> Object | None:
     """The task with PID ``pid`` (in the initial PID namespace, as the host sees it: a
     thread's ID finds the thread), or None when there is none."""
-    ns = None
+    idr = None
     if "init_pid_ns" in live.symbols:
-        ns = live.object("init_pid_ns", "struct pid_namespace")
-    idr = None if ns is None else ns.get_("idr")
+        idr = field(live.object("init_pid_ns", "struct pid_namespace"), "idr")
     if idr is None:
         return next((t for t in for_each_task(live) if t.pid == pid), None)
     slot = idr_find(idr, pid)
     if slot is None or not slot:
         return None
-    tid = live.btf.type("struct pid").id
-    return pid_task(Object(live, tid, int(slot.value_()), fixed=False), _pidtype_pid(live))
+    tid = resolve(live, "struct pid", "find_task")
+    pidtype = memo(live, "PIDTYPE_PID", lambda: _pidtype_pid(live))
+    return pid_task(Object(live, tid, int(slot.value_()), fixed=False), pidtype)
 
 
 def pid_task(pid: Object, type: int) -> Object | None:
     """The first task on ``pid``'s (a ``struct pid`` or a pointer to one) ``type`` chain
     (``PIDTYPE_PID``: the task with that PID), or None."""
     pid = expect(pid, "pid_task", "struct pid")
-    first = int(pid.tasks[type].first.value_())
-    if not first:
-        return None
     kernel = pid.prog_
+    first_at, link_at, tid = memo(kernel, ("pid_task", type), lambda: _links(kernel, type))
+    first = kernel.read_u64(pid.address_ + first_at)
+    return Object(kernel, tid, u64(first - link_at), fixed=False) if first else None
+
+
+def _links(kernel: Memory, type: int) -> tuple[int, int, int]:
+    """(the offset of ``struct pid``'s tasks[type].first, of the task's link on it, and
+    task_struct's type id)."""
     btf = kernel.btf
-    member = f"pid_links[{type}]"
-    if not btf.has_member(TASK_STRUCT, member):
-        member = f"pids[{type}].node"  # before 4.19
     tid = btf.type(TASK_STRUCT).id
-    return Object(kernel, tid, u64(first - btf.offsetof(tid, member)), fixed=False)
+    member = f"pid_links[{type}]"
+    if not btf.has_member(tid, member):
+        member = f"pids[{type}].node"  # before 4.19
+    return btf.offsetof("struct pid", f"tasks[{type}].first"), btf.offsetof(tid, member), tid
 
 
 def _pidtype_pid(live: Program) -> int:

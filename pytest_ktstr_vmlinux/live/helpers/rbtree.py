@@ -14,8 +14,8 @@ import struct
 from collections.abc import Callable, Iterator
 
 from ...formats.address import u64
-from ..objects import Object
-from .walk import LIMIT, Walk, expect, member_offset, resolve, where
+from ..objects import Memory, Object
+from .walk import LIMIT, Walk, expect, member_offset, memo, resolve, where
 
 __all__ = ["rbtree_inorder_for_each", "rbtree_inorder_for_each_entry"]
 
@@ -28,7 +28,7 @@ def rbtree_inorder_for_each(root: Object, *, limit: int = LIMIT) -> Iterator[Obj
     rb_root_cached``, or a pointer to one), in order: leftmost first."""
     root = _root(root, "rbtree_inorder_for_each")
     kernel = root.prog_
-    tid = kernel.btf.type(RB_NODE).id
+    tid = resolve(kernel, RB_NODE, "rbtree_inorder_for_each")
     for node in _inorder(root, lambda: f"the rbtree at {where(kernel, root.address_)}", limit):
         yield Object(kernel, tid, node, fixed=False)
 
@@ -58,13 +58,21 @@ def _root(root: Object, helper: str) -> Object:
     return found.rb_root if cached else found
 
 
+def _offsets(kernel: Memory) -> tuple[int, int, int]:
+    btf = kernel.btf
+    return (
+        btf.offsetof(RB_NODE, "rb_left"),
+        btf.offsetof(RB_NODE, "rb_right"),
+        btf.offsetof(RB_ROOT, "rb_node"),
+    )
+
+
 def _inorder(root: Object, what: Callable[[], str], limit: int) -> Iterator[int]:
     kernel = root.prog_
-    btf = kernel.btf
     walk = Walk(kernel, what, limit)
-    left_at, right_at = btf.offsetof(RB_NODE, "rb_left"), btf.offsetof(RB_NODE, "rb_right")
+    left_at, right_at, node_at = memo(kernel, "rbtree", lambda: _offsets(kernel))
     span = max(left_at, right_at) + 8
-    node = walk.read_u64(root.address_ + btf.offsetof(RB_ROOT, "rb_node"), "the root")
+    node = walk.read_u64(root.address_ + node_at, "the root")
     via = "the root's rb_node"
     stack: list[tuple[int, int]] = []  # (node, its right child): the path to come back up
     while True:

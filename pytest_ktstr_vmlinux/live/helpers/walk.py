@@ -13,8 +13,9 @@ it) and the step where it went wrong.
 
 from __future__ import annotations
 
-from collections.abc import Callable
-from typing import Protocol, runtime_checkable
+import weakref
+from collections.abc import Callable, Hashable
+from typing import Any, Protocol, TypeVar, runtime_checkable
 
 from ...errors import KernelArtifactError
 from ...formats.symbols import KernelSymbols
@@ -26,6 +27,8 @@ LIMIT = 1 << 22
 # POISON_POINTER_DELTA (CONFIG_ILLEGAL_POINTER_VALUE on x86_64 and arm64): list_del() leaves
 # LIST_POISON1/2 (this + 0x100, + 0x122) in a deleted entry's next and prev.
 POISON = 0xDEAD000000000000
+T = TypeVar("T")
+_memos: weakref.WeakKeyDictionary[Memory, dict[Hashable, Any]] = weakref.WeakKeyDictionary()
 
 
 @runtime_checkable
@@ -83,10 +86,40 @@ def _struct_name(kind: str, name: str) -> str:
     return f"{kind.lower()} {name}" if kind in ("STRUCT", "UNION") else ""
 
 
+def memo(kernel: Memory, key: Hashable, make: Callable[[], T]) -> T:
+    """``make()``, made once per kernel and ``key``: what types and members resolve to, which
+    the kernel's BTF fixes (an error is not kept: it is raised again next time)."""
+    table = _memos.get(kernel)
+    if table is None:
+        table = _memos[kernel] = {}
+    if key not in table:
+        table[key] = make()
+    found: T = table[key]
+    return found
+
+
+def field(obj: Object, name: str) -> Object | None:
+    """Member ``name`` of the struct ``obj``, or None when its type has none (a member that
+    moved between releases): ``obj.get_(name)``, with what the name resolves to kept."""
+    kernel, tid = obj.prog_, obj.type_id_
+    found = memo(kernel, ("field", tid, name), lambda: _field(kernel, tid, name))
+    if found is None:
+        return None
+    return Object(kernel, found[0], obj.address_ + found[1], fixed=obj.fixed_)
+
+
+def _field(kernel: Memory, tid: int, name: str) -> tuple[int, int] | None:
+    btf = kernel.btf
+    real = kernel.real_type(tid).id
+    if not btf.has_member(real, name):
+        return None
+    return btf.member(real, name).type_id, btf.offsetof(real, name)
+
+
 def resolve(kernel: Memory, type: str | int, helper: str) -> int:
     """The type id of ``type`` (a name or an id), or a LiveKernelError naming the helper."""
     try:
-        return kernel.btf.type(type).id
+        return memo(kernel, ("type", type), lambda: kernel.btf.type(type).id)
     except KeyError as e:
         raise LiveKernelError(f"{helper}(): {e.args[0] if e.args else e}") from None
 
@@ -94,6 +127,12 @@ def resolve(kernel: Memory, type: str | int, helper: str) -> int:
 def member_offset(kernel: Memory, tid: int, member: str, node: str, helper: str) -> int:
     """The byte offset of ``member`` in type ``tid``, which must be a ``node`` ("struct
     list_head"): the link an entry walk goes through."""
+    return memo(
+        kernel, ("link", tid, member, node), lambda: _link(kernel, tid, member, node, helper)
+    )
+
+
+def _link(kernel: Memory, tid: int, member: str, node: str, helper: str) -> int:
     btf = kernel.btf
     try:
         found = btf.member(tid, member)

@@ -21,10 +21,11 @@ from __future__ import annotations
 
 import struct
 from collections.abc import Callable, Iterator
+from typing import NamedTuple
 
 from ..errors import LiveKernelError
-from ..objects import Object
-from .walk import LIMIT, Walk, expect, where
+from ..objects import Memory, Object
+from .walk import LIMIT, Walk, expect, memo, where
 
 __all__ = ["xa_for_each", "xa_is_value", "xa_is_zero", "xa_load", "xa_to_value"]
 
@@ -32,6 +33,17 @@ XA_RETRY_ENTRY = 256 << 2 | 2  # xa_mk_internal(256)
 XA_ZERO_ENTRY = 257 << 2 | 2  # xa_mk_internal(257)
 _NODE_MIN = 4096  # xa_is_node(): internal entries above this are nodes
 EMPTY, ENTRY, NODE, SIBLING, RETRY, ZERO, BAD = range(7)
+
+
+class Layout(NamedTuple):
+    """Where an XArray's (or radix tree's) head is, and its nodes' shift and slots."""
+
+    xarray: bool  # an XArray (4.20), not a radix tree
+    head_at: int
+    shift_at: int
+    slots_at: int
+    slot_tid: int
+    chunk: int
 
 
 class Tree:
@@ -42,22 +54,11 @@ class Tree:
     ) -> None:
         xa = expect(xa, helper, "struct xarray", "struct radix_tree_root")
         kernel = self.kernel = xa.prog_
-        head = xa.get_("xa_head")
-        self.xarray = head is not None
-        if head is None:
-            head = xa.get_("rnode")
-        if head is None:
-            raise LiveKernelError(f"{helper}(): {xa.type_name_()} has neither xa_head nor rnode")
-        self.head_at = head.address_
-        btf = kernel.btf
-        node = btf.type("struct xa_node" if self.xarray else "struct radix_tree_node").id
-        slots = btf.member(node, "slots")
-        self.slots_at, self.shift_at = slots.bit_offset // 8, btf.offsetof(node, "shift")
-        self.slot_tid = kernel.real_type(slots.type_id).target or 0
-        self.chunk = btf.sizeof(slots.type_id) // 8
+        name = kernel.real_type(xa.type_id_).name
+        layout = memo(kernel, ("xarray", name), lambda: _layout(kernel, name, helper))
+        self.xarray, head_at, self.shift_at, self.slots_at, self.slot_tid, self.chunk = layout
+        self.head_at = xa.address_ + head_at
         self.chunk_shift = self.chunk.bit_length() - 1
-        if self.chunk < 2 or self.chunk != 1 << self.chunk_shift:
-            raise LiveKernelError(f"{helper}(): a node with {self.chunk} slots is no XArray's")
         kind = "XArray" if self.xarray else "radix tree"
         named = what or (lambda: f"the {kind} at {where(kernel, xa.address_)}")
         self.walk = Walk(kernel, named, limit)
@@ -169,6 +170,23 @@ class Tree:
         if kind in (SIBLING, BAD):
             raise self.walk.fail(f"{via} holds {entry:#x}, an internal entry that is no node")
         return at, entry, kind
+
+
+def _layout(kernel: Memory, name: str, helper: str) -> Layout:
+    btf = kernel.btf
+    xarray = name == "xarray"
+    try:
+        head_at = btf.offsetof(f"struct {name}", "xa_head" if xarray else "rnode")
+        node = btf.type("struct xa_node" if xarray else "struct radix_tree_node").id
+        slots = btf.member(node, "slots")
+        shift_at = btf.offsetof(node, "shift")
+    except KeyError as e:
+        raise LiveKernelError(f"{helper}(): {e.args[0] if e.args else e}") from None
+    chunk = btf.sizeof(slots.type_id) // 8
+    if chunk < 2 or chunk & (chunk - 1):
+        raise LiveKernelError(f"{helper}(): a node with {chunk} slots is no XArray's")
+    slot_tid = kernel.real_type(slots.type_id).target or 0
+    return Layout(xarray, head_at, shift_at, slots.bit_offset // 8, slot_tid, chunk)
 
 
 def xa_for_each(
