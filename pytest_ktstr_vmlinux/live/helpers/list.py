@@ -14,9 +14,8 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterator
 
-from ...formats.address import u64
 from ..objects import Memory, Object
-from .walk import LIMIT, Walk, expect, member_offset, memo, resolve, where
+from .walk import LIMIT, Nodes, Walk, entries_of, expect, memo, nodes_of
 
 __all__ = [
     "hlist_empty",
@@ -41,9 +40,7 @@ def list_for_each(head: Object, *, limit: int = LIMIT) -> Iterator[Object]:
     """The ``struct list_head`` nodes of the ring ``head`` (or a pointer to one), head
     excluded, in ``next`` order."""
     head = expect(head, "list_for_each", LIST_HEAD)
-    kernel, tid = head.prog_, head.type_id_
-    for node in _ring(head, lambda: f"the list at {where(kernel, head.address_)}", limit):
-        yield Object(kernel, tid, node, fixed=False)
+    return nodes_of(head, "list", LIST_HEAD, lambda what: _ring(head, what, limit), "list_for_each")
 
 
 def list_for_each_entry(
@@ -52,16 +49,8 @@ def list_for_each_entry(
     """The ``type`` entries linked through their ``member`` (a ``struct list_head``) on the
     ring ``head``: ``list_for_each_entry("struct task_struct", init.tasks, "tasks")``."""
     head = expect(head, "list_for_each_entry", LIST_HEAD)
-    kernel = head.prog_
-    tid = resolve(kernel, type, "list_for_each_entry")
-    offset = member_offset(kernel, tid, member, LIST_HEAD, "list_for_each_entry")
-
-    def what() -> str:
-        name = kernel.btf.type_name(tid)
-        return f"the list of {name}.{member} at {where(kernel, head.address_)}"
-
-    for node in _ring(head, what, limit):
-        yield Object(kernel, tid, u64(node - offset), fixed=False)
+    walk: Nodes = lambda what: _ring(head, what, limit)  # noqa: E731
+    return entries_of(type, head, member, "list", LIST_HEAD, walk, "list_for_each_entry")
 
 
 def hlist_empty(head: Object) -> bool:
@@ -74,10 +63,8 @@ def hlist_empty(head: Object) -> bool:
 def hlist_for_each(head: Object, *, limit: int = LIMIT) -> Iterator[Object]:
     """The ``struct hlist_node`` nodes of the chain ``head`` (or a pointer to one)."""
     head = expect(head, "hlist_for_each", HLIST_HEAD)
-    kernel = head.prog_
-    tid = resolve(kernel, HLIST_NODE, "hlist_for_each")
-    for node in _chain(head, lambda: f"the hlist at {where(kernel, head.address_)}", limit):
-        yield Object(kernel, tid, node, fixed=False)
+    walk: Nodes = lambda what: _chain(head, what, limit)  # noqa: E731
+    return nodes_of(head, "hlist", HLIST_NODE, walk, "hlist_for_each")
 
 
 def hlist_for_each_entry(
@@ -86,16 +73,8 @@ def hlist_for_each_entry(
     """The ``type`` entries linked through their ``member`` (a ``struct hlist_node``) on the
     chain ``head``: ``hlist_for_each_entry("struct task_struct", pid.tasks[0], "pid_links[0]")``."""
     head = expect(head, "hlist_for_each_entry", HLIST_HEAD)
-    kernel = head.prog_
-    tid = resolve(kernel, type, "hlist_for_each_entry")
-    offset = member_offset(kernel, tid, member, HLIST_NODE, "hlist_for_each_entry")
-
-    def what() -> str:
-        name = kernel.btf.type_name(tid)
-        return f"the hlist of {name}.{member} at {where(kernel, head.address_)}"
-
-    for node in _chain(head, what, limit):
-        yield Object(kernel, tid, u64(node - offset), fixed=False)
+    walk: Nodes = lambda what: _chain(head, what, limit)  # noqa: E731
+    return entries_of(type, head, member, "hlist", HLIST_NODE, walk, "hlist_for_each_entry")
 
 
 def _offset(kernel: Memory, struct: str, member: str) -> int:

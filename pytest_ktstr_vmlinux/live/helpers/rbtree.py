@@ -13,9 +13,8 @@ from __future__ import annotations
 import struct
 from collections.abc import Callable, Iterator
 
-from ...formats.address import u64
 from ..objects import Memory, Object
-from .walk import LIMIT, Walk, expect, member_offset, memo, resolve, where
+from .walk import LIMIT, Nodes, Walk, entries_of, expect, memo, nodes_of
 
 __all__ = ["rbtree_inorder_for_each", "rbtree_inorder_for_each_entry"]
 
@@ -27,10 +26,8 @@ def rbtree_inorder_for_each(root: Object, *, limit: int = LIMIT) -> Iterator[Obj
     """The ``struct rb_node`` nodes of ``root`` (a ``struct rb_root`` or ``struct
     rb_root_cached``, or a pointer to one), in order: leftmost first."""
     root = _root(root, "rbtree_inorder_for_each")
-    kernel = root.prog_
-    tid = resolve(kernel, RB_NODE, "rbtree_inorder_for_each")
-    for node in _inorder(root, lambda: f"the rbtree at {where(kernel, root.address_)}", limit):
-        yield Object(kernel, tid, node, fixed=False)
+    walk: Nodes = lambda what: _inorder(root, what, limit)  # noqa: E731
+    return nodes_of(root, "rbtree", RB_NODE, walk, "rbtree_inorder_for_each")
 
 
 def rbtree_inorder_for_each_entry(
@@ -40,16 +37,8 @@ def rbtree_inorder_for_each_entry(
     ``root``, in order: ``rbtree_inorder_for_each_entry("struct sched_entity",
     rq.cfs.tasks_timeline, "run_node")``."""
     root = _root(root, "rbtree_inorder_for_each_entry")
-    kernel = root.prog_
-    tid = resolve(kernel, type, "rbtree_inorder_for_each_entry")
-    offset = member_offset(kernel, tid, member, RB_NODE, "rbtree_inorder_for_each_entry")
-
-    def what() -> str:
-        name = kernel.btf.type_name(tid)
-        return f"the rbtree of {name}.{member} at {where(kernel, root.address_)}"
-
-    for node in _inorder(root, what, limit):
-        yield Object(kernel, tid, u64(node - offset), fixed=False)
+    walk: Nodes = lambda what: _inorder(root, what, limit)  # noqa: E731
+    return entries_of(type, root, member, "rbtree", RB_NODE, walk, "rbtree_inorder_for_each_entry")
 
 
 def _root(root: Object, helper: str) -> Object:

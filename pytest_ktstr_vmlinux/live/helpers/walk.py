@@ -4,20 +4,24 @@ A walk follows pointers the guest wrote, and a guest that is hostile, broken, or
 structure while it is read may have made them into a loop, a NULL, or a list longer than any
 kernel keeps. Each walk keeps the set of node addresses it has visited and stops with a
 ``LiveKernelError`` at the first address visited twice (a loop, wherever it closes), at a NULL
-where the structure needs a pointer, and after ``limit`` nodes; a read that fails is a
-``LiveMemoryError`` saying which node's pointer led there. So a walk ends after at most
-``limit`` nodes, whatever the guest's memory holds, and its error names the structure (its
-type, member and address, with the symbol the address is in when the kernel's symbols know
-it) and the step where it went wrong.
+where the structure needs a pointer, at a deleted entry's LIST_POISON, and after ``limit``
+nodes; a read that fails is a ``LiveMemoryError`` saying which node's pointer led there. So a
+walk ends after at most ``limit`` nodes, whatever the guest's memory holds, and its error
+names the structure (its type, member and address, with the symbol the address is in when the
+kernel's symbols know it) and the step where it went wrong.
+
+What a type name, a member or a link resolves to is looked up in the BTF once per kernel
+(``memo``, ``field``): a walk then costs its reads, not its lookups.
 """
 
 from __future__ import annotations
 
 import weakref
-from collections.abc import Callable, Hashable
+from collections.abc import Callable, Hashable, Iterator
 from typing import Any, Protocol, TypeVar, runtime_checkable
 
 from ...errors import KernelArtifactError
+from ...formats.address import u64
 from ...formats.symbols import KernelSymbols
 from ..errors import LiveKernelError, LiveMemoryError
 from ..objects import Memory, Object
@@ -146,6 +150,35 @@ def _link(kernel: Memory, tid: int, member: str, node: str, helper: str) -> int:
             f" not a {node}"
         )
     return offset
+
+
+# A walk over one structure: given how to name it in an error, the addresses of its nodes.
+Nodes = Callable[[Callable[[], str]], Iterator[int]]
+
+
+def nodes_of(head: Object, label: str, link: str, walk: Nodes, helper: str) -> Iterator[Object]:
+    """The ``link`` ("struct list_head") Objects at the addresses ``walk`` yields."""
+    kernel = head.prog_
+    tid = resolve(kernel, link, helper)
+    for node in walk(lambda: f"the {label} at {where(kernel, head.address_)}"):
+        yield Object(kernel, tid, node, fixed=False)
+
+
+def entries_of(
+    type: str | int, head: Object, member: str, label: str, link: str, walk: Nodes, helper: str
+) -> Iterator[Object]:
+    """The ``type`` Objects whose ``member`` (a ``link``) is at the addresses ``walk`` yields:
+    what the kernel's ``*_for_each_entry()`` macros walk, through ``container_of``."""
+    kernel = head.prog_
+    tid = resolve(kernel, type, helper)
+    offset = member_offset(kernel, tid, member, link, helper)
+
+    def what() -> str:
+        name = kernel.btf.type_name(tid)
+        return f"the {label} of {name}.{member} at {where(kernel, head.address_)}"
+
+    for node in walk(what):
+        yield Object(kernel, tid, u64(node - offset), fixed=False)
 
 
 class Walk:
