@@ -187,3 +187,7 @@ def test_the_wrong_type() -> None:
         task_cpu(made[1].tasks)
     with pytest.raises(LiveKernelError, match=r"task_state_to_char\(\) takes a struct task_str"):
         task_state_to_char(made[1].signal)
+    with pytest.raises(TypeError, match=r"for_each_task\(\) takes the LiveKernel .* not Object"):
+        list(for_each_task(made[1]))  # type: ignore[arg-type]
+    with pytest.raises(TypeError, match=r"find_task\(\) takes the LiveKernel .* not int"):
+        find_task(1, 1)  # type: ignore[arg-type]

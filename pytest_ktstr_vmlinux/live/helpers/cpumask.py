@@ -14,7 +14,7 @@ from collections.abc import Iterator
 
 from ..errors import LiveKernelError
 from ..objects import Object
-from .walk import Program, expect, program
+from .walk import Program, expect, kernel_of, program
 
 __all__ = [
     "cpumask_to_cpulist",
@@ -46,17 +46,21 @@ def for_each_cpu(mask: Object) -> Iterator[int]:
 
 def for_each_online_cpu(live: Program) -> Iterator[int]:
     """The online CPUs, from the kernel's ``__cpu_online_mask``."""
-    return for_each_cpu(live.object("__cpu_online_mask", CPUMASK))
+    return for_each_cpu(kernel_of(live, "for_each_online_cpu").object("__cpu_online_mask", CPUMASK))
 
 
 def for_each_possible_cpu(live: Program) -> Iterator[int]:
     """The possible CPUs (those the kernel has per-CPU areas for), ``__cpu_possible_mask``."""
-    return for_each_cpu(live.object("__cpu_possible_mask", CPUMASK))
+    return for_each_cpu(
+        kernel_of(live, "for_each_possible_cpu").object("__cpu_possible_mask", CPUMASK)
+    )
 
 
 def for_each_present_cpu(live: Program) -> Iterator[int]:
     """The present CPUs, from ``__cpu_present_mask``."""
-    return for_each_cpu(live.object("__cpu_present_mask", CPUMASK))
+    return for_each_cpu(
+        kernel_of(live, "for_each_present_cpu").object("__cpu_present_mask", CPUMASK)
+    )
 
 
 def cpumask_to_cpulist(mask: Object) -> str:

@@ -23,7 +23,7 @@ from ..objects import Memory, Object
 from .cpumask import for_each_online_cpu
 from .idr import idr_find
 from .list import ring
-from .walk import LIMIT, Program, expect, field, memo, resolve, where
+from .walk import LIMIT, Program, expect, field, kernel_of, memo, resolve, where
 
 __all__ = ["find_task", "for_each_task", "pid_task"]
 
@@ -45,6 +45,7 @@ def for_each_task(live: Program, *, idle: bool = False, limit: int = LIMIT) -> I
     """Every task (every thread) of the kernel, as ``struct task_struct`` Objects: each
     thread group's leader, then its other threads; first each online CPU's idle task when
     ``idle``."""
+    live = kernel_of(live, "for_each_task")
     if idle:
         for cpu in for_each_online_cpu(live):
             yield live.per_cpu("runqueues", cpu).idle.deref_()
@@ -93,6 +94,7 @@ def _tasks(live: Program) -> Tasks:
 def find_task(live: Program, pid: int) -> Object | None:
     """The task with PID ``pid`` (in the initial PID namespace, as the host sees it: a
     thread's ID finds the thread), or None when there is none."""
+    live = kernel_of(live, "find_task")
     idr = None
     if "init_pid_ns" in live.symbols:
         idr = field(live.object("init_pid_ns", "struct pid_namespace"), "idr")

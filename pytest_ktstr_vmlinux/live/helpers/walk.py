@@ -50,6 +50,15 @@ def program(kernel: Memory) -> Program | None:
     return kernel if isinstance(kernel, Program) else None
 
 
+def kernel_of(live: object, helper: str) -> Program:
+    """``live`` when it is a LiveKernel; otherwise a TypeError saying what the helper takes."""
+    if not isinstance(live, Program):
+        raise TypeError(
+            f"{helper}() takes the LiveKernel (kernel_vm.kernel), not {type(live).__name__}"
+        )
+    return live
+
+
 def where(kernel: Memory, address: int) -> str:
     """``0xffffffff82a14c58 (init_task+0x8e8)``: an address, and the symbol it is in if any."""
     found = None
