@@ -6,7 +6,7 @@ median of ``--rounds`` rounds each, interleaved:
 (a) every thread group leader's pid and comm: ``list_for_each_entry`` over ``init_task.tasks``,
     ours and drgn's (the same structure, the same reads);
 (b) every task's pid: ``for_each_task`` (ours: the leaders' rings and each group's threads,
-    bounded; drgn's: the PID IDR), and the walk alone;
+    bounded; drgn's: the PID IDR); (e) the same walks without reading a member;
 (c) ``find_task(pid 1)``: ours and drgn's, both through init_pid_ns's IDR;
 (d) ``idr_for_each`` over init_pid_ns's IDR, ours and drgn's.
 
@@ -85,7 +85,7 @@ def main() -> int:
                 lambda: [t.pid.value_() for t in for_each_task(live)],
                 lambda: [t.pid.value_() for t in drgn_for_each_task(prog)],
             ),
-            "(b) the walk alone, no member read": (
+            "(e) for_each_task, the walk alone": (
                 lambda: list(for_each_task(live)),
                 lambda: list(drgn_for_each_task(prog)),
             ),

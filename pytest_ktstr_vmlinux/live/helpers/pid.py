@@ -95,9 +95,7 @@ def find_task(live: Program, pid: int) -> Object | None:
     """The task with PID ``pid`` (in the initial PID namespace, as the host sees it: a
     thread's ID finds the thread), or None when there is none."""
     live = kernel_of(live, "find_task")
-    idr = None
-    if "init_pid_ns" in live.symbols:
-        idr = field(live.object("init_pid_ns", "struct pid_namespace"), "idr")
+    idr = memo(live, "init_pid_ns.idr", lambda: _pid_idr(live))
     if idr is None:
         return next((t for t in for_each_task(live) if t.pid == pid), None)
     slot = idr_find(idr, pid)
@@ -106,6 +104,13 @@ def find_task(live: Program, pid: int) -> Object | None:
     tid = resolve(live, "struct pid", "find_task")
     pidtype = memo(live, "PIDTYPE_PID", lambda: _pidtype_pid(live))
     return pid_task(Object(live, tid, int(slot.value_()), fixed=False), pidtype)
+
+
+def _pid_idr(live: Program) -> Object | None:
+    """init_pid_ns's IDR, where the kernel has both (4.15 and later)."""
+    if "init_pid_ns" not in live.symbols:
+        return None
+    return field(live.object("init_pid_ns", "struct pid_namespace"), "idr")
 
 
 def pid_task(pid: Object, type: int) -> Object | None:

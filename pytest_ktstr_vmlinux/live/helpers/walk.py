@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import weakref
 from collections.abc import Callable, Hashable, Iterator
-from typing import Any, Protocol, TypeVar, runtime_checkable
+from typing import Any, Protocol, TypeGuard, TypeVar, runtime_checkable
 
 from ...errors import KernelArtifactError
 from ...formats.address import u64
@@ -33,6 +33,7 @@ LIMIT = 1 << 22
 POISON = 0xDEAD000000000000
 T = TypeVar("T")
 _memos: weakref.WeakKeyDictionary[Memory, dict[Hashable, Any]] = weakref.WeakKeyDictionary()
+_programs: dict[type, bool] = {}
 
 
 @runtime_checkable
@@ -45,14 +46,23 @@ class Program(Memory, Protocol):
     def per_cpu(self, name: str, cpu: int) -> Object: ...
 
 
+def _is_program(found: object) -> TypeGuard[Program]:
+    # A runtime protocol check looks up every member: once per class is enough.
+    kind = type(found)
+    known = _programs.get(kind)
+    if known is None:
+        known = _programs[kind] = isinstance(found, Program)
+    return known
+
+
 def program(kernel: Memory) -> Program | None:
     """The LiveKernel behind an Object's memory, or None for a bare Memory (no symbols)."""
-    return kernel if isinstance(kernel, Program) else None
+    return kernel if _is_program(kernel) else None
 
 
 def kernel_of(live: object, helper: str) -> Program:
     """``live`` when it is a LiveKernel; otherwise a TypeError saying what the helper takes."""
-    if not isinstance(live, Program):
+    if not _is_program(live):
         raise TypeError(
             f"{helper}() takes the LiveKernel (kernel_vm.kernel), not {type(live).__name__}"
         )
