@@ -24,6 +24,7 @@ if TYPE_CHECKING:
     from .kernel.spec import KernelSpec, SpecKind, SpecSource, parse_kernel_spec
     from .live.errors import LiveKernelError, LiveMemoryError, MissingMemberError
     from .live.kernel import LiveKernel
+    from .live.monitor import Sampler
     from .live.objects import Enumerator, Object, container_of, sizeof
     from .live.sampling import Samples
     from .plugin.markers import ktstr_test
@@ -84,6 +85,7 @@ _EXPORTS = {
     "sizeof": "live.objects",
     "Probe": "kernel.locate",
     "ProbeReport": "kernel.locate",
+    "Sampler": "live.monitor",
     "Samples": "live.sampling",
     "SpecKind": "kernel.spec",
     "SpecSource": "kernel.spec",
@@ -135,6 +137,7 @@ __all__ = [
     "Object",
     "Probe",
     "ProbeReport",
+    "Sampler",
     "Samples",
     "SpecKind",
     "SpecSource",

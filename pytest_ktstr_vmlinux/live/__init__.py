@@ -1,10 +1,12 @@
 """Reading the running guest kernel from the host: its RAM translated through the guest's own
 page tables (``translate``), the KASLR slide and physical base found in the guest (``layout``),
-values typed by BTF (``objects``), and ``LiveKernel``, which puts them together (``kernel``).
+values typed by BTF (``objects``), and ``LiveKernel``, which puts them together (``kernel``);
+``monitor`` samples per-CPU fields on a host thread into a ``Samples`` table (``sampling``).
 """
 
 from .errors import LiveKernelError, LiveMemoryError
 from .kernel import LiveKernel
+from .monitor import Sampler
 from .objects import Enumerator, Object, container_of, sizeof
 from .sampling import Samples
 
@@ -14,6 +16,7 @@ __all__ = [
     "LiveKernelError",
     "LiveMemoryError",
     "Object",
+    "Sampler",
     "Samples",
     "container_of",
     "sizeof",
