@@ -15,9 +15,11 @@ type), which is several times cheaper for CPython than the ``__getattr__`` fallb
 
 Speed: what a (type, member path) resolves to, through pointers, is the BTF's ``route``, kept
 per pair; sizes and integer encodings are kept per type id; so a member lookup is a dict hit
-and one read per pointer on the way, and ``value_()`` of an integer one read. Scalars compare, convert and hash
-by value (``rq.nr_running == 2``, ``int(obj)``, ``bool(ptr)``); a struct, union or array has no
-single value to compare, which is a ``TypeError``, never a silent ``False``.
+and one read per pointer on the way, and ``value_()`` of an integer one read.
+
+Scalars compare and convert by value (``rq.nr_running == 2``, ``int(obj)``, ``bool(ptr)``); a
+struct, union or array has no single value to compare, which is a ``TypeError``, never a silent
+``False`` (scalar.py).
 """
 
 from __future__ import annotations
@@ -32,6 +34,7 @@ from ..formats.address import U64_MASK
 from ..formats.btf.queries import BTF, parse_member_path
 from ..formats.btf.types import BitfieldError, BTFKeyError, BTFType
 from .errors import LiveKernelError, LiveMemoryError, MissingMemberError
+from .scalar import Scalar
 
 _TRANSPARENT = frozenset({"TYPEDEF", "CONST", "VOLATILE", "RESTRICT", "TYPE_TAG"})
 _SCALAR = frozenset({"INT", "ENUM", "ENUM64", "PTR", "FLOAT"})
@@ -67,7 +70,7 @@ class Enumerator(int):
         return f"{self.name or '?'}({int(self)})"
 
 
-class Object:
+class Object(Scalar):
     """``address_``, ``type_``, ``value_()``, ``string_()``, members as ``obj.name`` or
     ``obj["a.b[2].c"]``, elements as ``obj[3]``, ``deref_()``, ``get_(path, default)``."""
 
@@ -323,7 +326,7 @@ class Object:
             raise LiveKernelError(f"{self.type_name_()} at {self.address_:#x} is not a string")
         return data.split(b"\0", 1)[0].decode("utf-8", "replace")
 
-    # --- a scalar as a Python number (drgn's conversions and comparisons) -------------------
+    # --- a scalar as a Python number (drgn's conversions and comparisons: scalar.py) --------
 
     def _scalar(self, doing: str) -> int | float:
         real = self._real()
@@ -335,67 +338,6 @@ class Object:
             f"cannot {doing} {self.type_name_()} at {self.address_:#x}: a"
             f" {real.kind.lower()} has no single value (compare its members, or value_())"
         )
-
-    def _other(self, other: object, doing: str) -> int | float | None:
-        if isinstance(other, Object):
-            return other._scalar(doing)
-        if isinstance(other, (int, float)):
-            return other
-        return None
-
-    def __eq__(self, other: object) -> bool:
-        theirs = self._other(other, "compare")
-        if theirs is None:
-            return NotImplemented
-        return self._scalar("compare") == theirs
-
-    def __ne__(self, other: object) -> bool:
-        theirs = self._other(other, "compare")
-        if theirs is None:
-            return NotImplemented
-        return self._scalar("compare") != theirs
-
-    def __lt__(self, other: object) -> bool:
-        theirs = self._other(other, "compare")
-        if theirs is None:
-            return NotImplemented
-        return self._scalar("compare") < theirs
-
-    def __le__(self, other: object) -> bool:
-        theirs = self._other(other, "compare")
-        if theirs is None:
-            return NotImplemented
-        return self._scalar("compare") <= theirs
-
-    def __gt__(self, other: object) -> bool:
-        theirs = self._other(other, "compare")
-        if theirs is None:
-            return NotImplemented
-        return self._scalar("compare") > theirs
-
-    def __ge__(self, other: object) -> bool:
-        theirs = self._other(other, "compare")
-        if theirs is None:
-            return NotImplemented
-        return self._scalar("compare") >= theirs
-
-    # Its value can change under it: an Object is no dict key (as in drgn).
-    __hash__ = None  # type: ignore[assignment]
-
-    def __int__(self) -> int:
-        return int(self._scalar("convert to int"))
-
-    def __index__(self) -> int:
-        value = self._scalar("use as an index")
-        if isinstance(value, float):
-            raise TypeError(f"{self.type_name_()} is a floating-point type, not an integer")
-        return value
-
-    def __float__(self) -> float:
-        return float(self._scalar("convert to float"))
-
-    def __bool__(self) -> bool:
-        return bool(self._scalar("test the truth of"))
 
 
 def container_of(ptr: Object, type: str | int, member: str) -> Object:
