@@ -22,12 +22,17 @@ that has shut down, so each tick also reads one field through the kernel's memor
 
 The GIL: the thread holds it only while reading a tick (microseconds per CPU), and sleeps in
 ``Event.wait``, which releases it; ``GuestVM.run()`` waits for its answer in ``select()``, which
-releases it too, so the two do not hold each other up (bench/live.py measures the rate).
+releases it too, so the two do not hold each other up. A block that computes in Python holds the
+GIL, and a thread that wants it waits for the interpreter's switch interval (5 ms by default):
+five ticks of 1 ms. So while a monitor runs, the switch interval is at most half its tick
+interval (never below 0.1 ms), and back to what it was when the last monitor ends
+(bench/live.py measures both).
 """
 
 from __future__ import annotations
 
 import math
+import sys
 import threading
 import time
 from collections.abc import Callable, Sequence
@@ -37,6 +42,32 @@ from typing import Any
 from .errors import LiveKernelError
 from .objects import Object
 from .sampling import Samples
+
+
+class _SwitchInterval:
+    """The interpreter's switch interval, lowered for as long as monitors run: the least of
+    what each running one asks and what it was before the first."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._asked: list[float] = []
+        self._saved = 0.0
+
+    def lower(self, asked: float) -> None:
+        with self._lock:
+            if not self._asked:
+                self._saved = sys.getswitchinterval()
+            self._asked.append(asked)
+            sys.setswitchinterval(min([self._saved, *self._asked]))
+
+    def restore(self, asked: float) -> None:
+        with self._lock:
+            self._asked.remove(asked)
+            sys.setswitchinterval(min([self._saved, *self._asked]))
+
+
+_SWITCH = _SwitchInterval()
+SWITCH_FLOOR = 1e-4  # a switch interval below this costs more in switching than it saves
 
 
 class Sampler:
@@ -67,6 +98,7 @@ class Sampler:
         self._ended = threading.Event()  # the thread has stopped: told to, or by an error
         self._thread: threading.Thread | None = None
         self._next = 1  # the next tick due
+        self._switch = max(interval / 2, SWITCH_FLOOR)
         self._error: BaseException | None = None
 
     @property
@@ -96,6 +128,7 @@ class Sampler:
         self._tick(start, 0)
         self._thread = threading.Thread(target=self._run, name="ktstr-live-monitor", daemon=True)
         self._thread.start()
+        _SWITCH.lower(self._switch)
         return self
 
     def __exit__(
@@ -107,7 +140,10 @@ class Sampler:
         end = self._clock()
         self._stop.set()
         assert self._thread is not None
-        self._thread.join()
+        try:
+            self._thread.join()
+        finally:
+            _SWITCH.restore(self._switch)
         failed = self._error
         if failed is None:
             # The last tick: the first due at or after the block's end, taken now.

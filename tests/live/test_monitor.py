@@ -275,3 +275,16 @@ def test_max_gap_of_a_table() -> None:
     assert table.max_gap() == 2.0
     assert table.max_gap(7) == 0.0
     assert table.scheduled_ticks == 5
+
+
+def test_the_switch_interval_is_lowered_while_monitors_run(kernel: FakeKernel) -> None:
+    """A block computing in Python holds the GIL; the thread gets it within half a tick."""
+    before = sys.getswitchinterval()
+    with Sampler(_per_cpu(kernel), CPUS, ["clock"], interval=0.004):
+        assert sys.getswitchinterval() == pytest.approx(min(before, 0.002))
+        with Sampler(_per_cpu(kernel), CPUS, ["clock"], interval=0.001):
+            assert sys.getswitchinterval() == pytest.approx(min(before, 0.0005))
+        assert sys.getswitchinterval() == pytest.approx(min(before, 0.002))
+        with Sampler(_per_cpu(kernel), CPUS, ["clock"], interval=1e-6):
+            assert sys.getswitchinterval() == pytest.approx(min(before, 1e-4))  # the floor
+    assert sys.getswitchinterval() == pytest.approx(before)
