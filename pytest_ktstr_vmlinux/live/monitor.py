@@ -161,7 +161,8 @@ class Sampler:
             exc.add_note(f"and the live-kernel monitor failed: {type(failed).__name__}: {failed}")
 
     def wait(self, timeout: float) -> bool:
-        """Sleep ``timeout`` seconds, or until the thread stops on an error (then True)."""
+        """Sleep ``timeout`` seconds, or until the thread has stopped (on an error, or at the
+        block's end): True then. A blocking ``sample()`` is a monitor whose block waits so."""
         return self._ended.wait(timeout)
 
     # --- the thread -------------------------------------------------------------------------
