@@ -28,7 +28,8 @@ class MemberPaths(TypeTable):
         tid = self._lookup(spec)
         found = self._paths.get((tid, path))
         if found is None:
-            found = self._paths[(tid, path)] = self._walk_path(spec, tid, path)
+            (bits,), current, width = self._walk(spec, tid, path, pointers=False)
+            found = self._paths[(tid, path)] = (current, bits, width)
         return found
 
     def route(self, spec: str | int, path: str) -> Route:
@@ -38,62 +39,23 @@ class MemberPaths(TypeTable):
         ValueError for a malformed path) when there is no such member."""
         found = self._routes.get((spec, path))
         if found is None:
-            found = self._walk_route(spec, self._lookup(spec), path)
+            found = self._walk(spec, self._lookup(spec), path, pointers=True)
             self._routes[(spec, path)] = found
         return found
 
-    def _walk_route(self, spec: str | int, tid: int, path: str) -> Route:
+    def _walk(self, spec: str | int, tid: int, path: str, *, pointers: bool) -> Route:
+        """``path`` from ``tid``, through pointers when ``pointers`` (else one offset)."""
         offsets: list[int] = []
         current, bits, width = tid, 0, 0
         for name, indices in parse_member_path(path):
             if name is not None:
                 outer, seen = self._resolve(current), [current]
-                while outer and not width and self._rec(outer).kind == PTR:
+                while pointers and outer and not width and self._rec(outer).kind == PTR:
                     offsets.append(bits)
                     current, bits = self._rec(outer).st, 0
                     self._no_loop(current, seen)
                     outer = self._resolve(current)
                 if width or not outer or self._rec(outer).kind not in _COMPOSITE:
-                    raise BTFKeyError(
-                        f"{self.what}: {spec}: {path}: {self.type_name(current)} is not a"
-                        f" struct or union: it has no member {name!r}"
-                    )
-                members = self._flat(outer)
-                if name not in members:
-                    raise BTFKeyError(
-                        f"{self.what}: {self.type_name(outer)} has no member {name!r}"
-                        + suggest(name, members)
-                    )
-                offset, width, current = members[name]
-                bits += offset
-            for index in indices:
-                real = self._resolve(current)
-                kind = self._rec(real).kind if real and not width else None
-                if kind == PTR:
-                    offsets.append(bits)
-                    current = self._rec(real).st
-                    bits = index * self._size(current) * 8
-                elif kind == ARRAY:
-                    elem, _, nelems = self._unpack(self._types, self._rec(real).body)
-                    if nelems and index >= nelems:
-                        raise BTFKeyError(
-                            f"{self.what}: {spec}: {path}: index {index} is out of range"
-                        )
-                    bits += index * self._size(elem) * 8
-                    current = elem
-                else:
-                    raise BTFKeyError(
-                        f"{self.what}: {spec}: {path}: {self.type_name(current)} cannot be indexed"
-                    )
-        offsets.append(bits)
-        return Route(tuple(offsets), current, width)
-
-    def _walk_path(self, spec: str | int, tid: int, path: str) -> tuple[int, int, int]:
-        current, bits, width = tid, 0, 0
-        for name, indices in parse_member_path(path):
-            if name is not None:
-                outer = self._resolve(current)
-                if not outer or self._rec(outer).kind not in _COMPOSITE:
                     raise BTFKeyError(
                         f"{self.what}: {spec}: cannot look up {name!r} in"
                         f" {self.type_name(current)}: not a struct or union"
@@ -107,20 +69,27 @@ class MemberPaths(TypeTable):
                 offset, width, current = members[name]
                 bits += offset
             for index in indices:
-                array_id = self._resolve(current)
-                if not array_id or self._rec(array_id).kind != ARRAY:
+                real = self._resolve(current)
+                kind = self._rec(real).kind if real and not width else None
+                if kind == PTR and pointers:
+                    offsets.append(bits)
+                    current = self._rec(real).st
+                    bits = index * self._size(current) * 8
+                    continue
+                if kind != ARRAY:
                     raise BTFKeyError(
                         f"{self.what}: {spec}: {path}: {self.type_name(current)} is not an array"
                     )
-                elem, _, nelems = self._unpack(self._types, self._rec(array_id).body)
+                elem, _, nelems = self._unpack(self._types, self._rec(real).body)
                 if nelems and index >= nelems:
                     raise BTFKeyError(
                         f"{self.what}: {spec}: {path}: index {index} is out of"
-                        f" range for {self.type_name(array_id)}"
+                        f" range for {self.type_name(real)}"
                     )
                 bits += index * self._size(elem) * 8
                 current, width = elem, 0
-        return current, bits, width
+        offsets.append(bits)
+        return Route(tuple(offsets), current, width)
 
     def _flat(self, tid: int) -> dict[str, tuple[int, int, int]]:
         """Member name -> (bit offset, bitfield size, type) for STRUCT/UNION ``tid``, with the
