@@ -43,8 +43,9 @@ class Samples:
 
     def max_gap(self, cpu: int | None = None) -> float:
         """The longest time in seconds between two consecutive rows of ``cpu`` (of any one CPU
-        when None); 0.0 with fewer than two. About ``interval`` for a monitor that kept up; a
-        stall of the sampling thread shows here even where no tick was due to be missed."""
+        when None); 0.0 with fewer than two. About ``interval`` for a monitor that kept up:
+        ``missed_ticks`` says how many ticks were lost, this how long the longest blind spot
+        was, during which nothing was seen."""
         last: dict[int, float] = {}
         gap = 0.0
         for row in self.rows:
