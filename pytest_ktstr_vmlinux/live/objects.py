@@ -9,9 +9,7 @@ member. A pointer is dereferenced when a member is looked up through it (``task.
 The invariant that keeps C's names usable: every attribute of Object's own ends in ``_``
 (``address_``, ``type_``, ``value_()``, ...) and no C member does, so ``obj.NAME`` is always the
 member NAME: ``page.index``, ``bpf_prog.type``, ``kmem_cache.size``. A member that does end in
-``_`` is reached with ``member_("name_")`` or ``obj["name_"]``. A member once reached as
-``obj.name`` becomes a property of the class (every Object's, looking the member up in its own
-type), which is several times cheaper for CPython than the ``__getattr__`` fallback.
+``_`` is reached with ``member_("name_")`` or ``obj["name_"]``.
 
 Speed: what a (type, member path) resolves to, through pointers, is the BTF's ``route``, kept
 per pair; sizes and integer encodings are kept per type id; so a member lookup is a dict hit
@@ -26,7 +24,6 @@ from __future__ import annotations
 
 import struct
 from collections.abc import Callable, Iterator
-from operator import methodcaller
 from typing import Any, Protocol
 
 from ..errors import KernelArtifactError
@@ -39,8 +36,6 @@ from .scalar import Scalar
 _TRANSPARENT = frozenset({"TYPEDEF", "CONST", "VOLATILE", "RESTRICT", "TYPE_TAG"})
 _SCALAR = frozenset({"INT", "ENUM", "ENUM64", "PTR", "FLOAT"})
 STRING_LIMIT = 4096  # a char * is read up to its NUL, at most this far
-# C members that ``obj.name`` has reached, each now a property of Object (see __getattr__).
-MEMBER_PROPERTIES: set[str] = set()
 
 
 class Memory(Protocol):
@@ -134,16 +129,7 @@ class Object(Scalar):
         # Only Python's own dunders are refused: C has members like task_struct.__state.
         if name.startswith("__") and name.endswith("__"):
             raise AttributeError(name)
-        found = self.member_(name)
-        if name.isidentifier() and not name.endswith("_") and name not in Object.__dict__:
-            # From now on ``obj.name`` finds a property, not this fallback, which CPython
-            # before 3.12 reaches only after making and dropping an AttributeError: that costs
-            # more than the member lookup itself. The property is every Object's and looks the
-            # member up in the object's own type: one without it still raises
-            # MissingMemberError (an AttributeError: Python then asks here, which says so too).
-            setattr(Object, name, property(methodcaller("member_", name)))
-            MEMBER_PROPERTIES.add(name)
-        return found
+        return self.member_(name)
 
     def __getitem__(self, key: int | str) -> Object:
         if isinstance(key, int):

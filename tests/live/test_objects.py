@@ -10,7 +10,6 @@ import pytest
 from pytest_ktstr_vmlinux import Enumerator, Object, container_of, sizeof
 from pytest_ktstr_vmlinux.formats.btf.queries import BTF
 from pytest_ktstr_vmlinux.live.errors import LiveKernelError, LiveMemoryError, MissingMemberError
-from pytest_ktstr_vmlinux.live.objects import MEMBER_PROPERTIES
 from tests.helpers.btf import TYPEDEF, Builder
 from tests.helpers.livemem import FakeKernel
 
@@ -88,7 +87,7 @@ def test_every_member_named_like_an_api_attribute_is_the_member(kernel: FakeKern
 
 def test_the_api_is_only_names_ending_in_an_underscore() -> None:
     # C members reached as obj.name become properties of Object: they are members, not API.
-    public = [n for n in dir(Object) if not n.startswith("_") and n not in MEMBER_PROPERTIES]
+    public = [n for n in dir(Object) if not n.startswith("_")]
     assert public, "Object has an API"
     assert all(n.endswith("_") for n in public), [n for n in public if not n.endswith("_")]
 
@@ -253,12 +252,10 @@ def test_member_paths_through_pointers_agree_with_steps(kernel: FakeKernel) -> N
     assert task.member_("parent.parent.prio") == -3
 
 
-def test_a_reached_member_is_a_property_for_every_type(kernel: FakeKernel) -> None:
+def test_a_member_of_one_type_is_not_anothers(kernel: FakeKernel) -> None:
     task = kernel.object("struct task", BASE)
     kernel.write(BASE + 4, struct.pack("<i", 9))
     assert task.prio == 9
-    assert "prio" in MEMBER_PROPERTIES
-    assert task.prio == 9  # now through Object.prio
     node = kernel.object("struct list_head", BASE)
     with pytest.raises(MissingMemberError, match="no member 'prio'"):
         node.prio  # noqa: B018
