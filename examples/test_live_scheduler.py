@@ -3,8 +3,9 @@ workload runs: no agent in the guest, no stop.
 
 Boots the kernel under test (``kernel_vm``), pins one CPU-bound loop to each CPU, samples every
 CPU's ``struct rq`` for two seconds, and checks that each rq clock advances, that no CPU with a
-runnable loop shows nr_running at 0, and that each loop is on the CPU it is pinned to. On a
-kernel with sched_ext it also reads the ``scx_rq`` state.
+runnable loop shows nr_running at 0, and that each loop is on the CPU it is pinned to; then
+monitors the runqueues while ``run()`` waits for a pinned loop. On a kernel with sched_ext it
+also reads the ``scx_rq`` state.
 """
 
 from __future__ import annotations
@@ -13,19 +14,9 @@ from collections.abc import Iterator
 
 import pytest
 
-from pytest_ktstr_vmlinux import BTF, GuestVM, LiveKernel, Object, container_of
+from pytest_ktstr_vmlinux import BTF, GuestVM, find_task, task_cpu
 
 SAMPLE_SECONDS = 2.0
-
-
-def tasks(live: LiveKernel) -> Iterator[Object]:
-    """Every task, from init_task's ``tasks`` ring."""
-    head = live["init_task"].tasks
-    node = head.next
-    while node.value_() != head.address_:
-        task = container_of(node, "struct task_struct", "tasks")
-        yield task
-        node = task.tasks.next
 
 
 @pytest.fixture
@@ -53,13 +44,11 @@ def test_runqueues_under_a_cpu_bound_workload(
         assert clocks[-1] > clocks[0], f"CPU {cpu}: rq clock stuck at {clocks[0]}"
         stuck = [t for t, c, n, _ in samples.rows if c == cpu and n == 0]
         assert not stuck, f"CPU {cpu}: a loop is runnable there, yet nr_running was 0 at {stuck}"
-    where = {task.pid.value_(): task for task in tasks(live)}
     for cpu, pid in pinned_loops.items():
-        task = where[pid]
-        on = task.get_("cpu")  # moved into task_struct in 5.16
-        if on is None:
-            on = task["thread_info.cpu"]
-        assert on.value_() == cpu, f"loop {pid} pinned to CPU {cpu} is on CPU {on.value_()}"
+        task = find_task(live, pid)
+        assert task is not None, f"loop {pid} is not in the guest's PID table"
+        on = task_cpu(task)  # task->cpu, thread_info.cpu, ...: wherever the release keeps it
+        assert on == cpu, f"loop {pid} pinned to CPU {cpu} is on CPU {on}"
 
 
 def test_sched_ext_runqueues(kernel_vm: GuestVM, kernel_btf: BTF) -> None:
@@ -70,3 +59,17 @@ def test_sched_ext_runqueues(kernel_vm: GuestVM, kernel_btf: BTF) -> None:
         scx = live.per_cpu("runqueues", cpu).scx
         assert scx.nr_running.value_() >= 0
         assert isinstance(scx.value_(), dict)
+
+
+def test_runqueues_while_run_waits(kernel_vm: GuestVM) -> None:
+    """The host watches the command it waits for: monitor() samples every CPU's rq on a host
+    thread at 1 kHz while run() blocks on a loop pinned to CPU 0."""
+    live = kernel_vm.kernel
+    busy = "taskset -c 0 timeout 2 sh -c 'echo $$; while :; do :; done'"
+    with live.monitor(["nr_running", "curr.pid"], interval=0.001) as mon:
+        pid = int(kernel_vm.run(busy).stdout.split()[0])
+    samples = mon.samples
+    running = [row for row in samples.rows if row[1] == 0 and row[3] == pid]
+    assert running, f"loop {pid} was never seen running on CPU 0: {mon}"
+    assert all(nr_running >= 1 for _, _, nr_running, _ in running)
+    print(f"{samples.ticks} ticks, {samples.missed_ticks} missed, {samples.max_gap():.3f} s gap")

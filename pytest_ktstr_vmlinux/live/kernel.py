@@ -12,9 +12,9 @@ import struct
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Protocol
 
-from ..formats.address import u64
+from ..formats.address import U64_MASK, u64
 from ..formats.btf.queries import BTF
-from ..formats.btf.types import BTFKeyError, BTFType
+from ..formats.btf.types import BTFType
 from ..formats.symbols import KernelSymbols
 from .errors import LiveKernelError, LiveMemoryError
 from .layout import KernelLayout, Monitor, control_registers, derive_layout
@@ -23,30 +23,19 @@ from .percpu import PerCPU
 from .translate import (
     KERNEL_IMAGE_SIZE,
     START_KERNEL_MAP,
+    GuestRAM,
     PageWalker,
     PhysicalMemory,
-    read_physical,
 )
+from .variables import TableSource, VariableTypes
 
 if TYPE_CHECKING:
+    from .monitor import Sampler
     from .sampling import Samples
 
 PAGE = 4096
 DIRECT_MAP = {4: 0xFFFF888000000000, 5: 0xFF11000000000000}  # without CONFIG_RANDOMIZE_MEMORY
 _U64 = struct.Struct("<Q")
-# Variables every kernel has, with types that have not changed in years: what object() falls
-# back to when the BTF has no VAR for them.
-WELL_KNOWN = {
-    "init_task": "struct task_struct",
-    "init_uts_ns": "struct uts_namespace",
-    "jiffies_64": "u64",
-    "jiffies": "long unsigned int",
-    "system_state": "enum system_states",
-    "nr_cpu_ids": "unsigned int",
-    "__cpu_online_mask": "struct cpumask",
-    "__cpu_possible_mask": "struct cpumask",
-    "__cpu_present_mask": "struct cpumask",
-}
 
 
 class Guest(Protocol):
@@ -69,8 +58,11 @@ class LiveKernel:
         *,
         monitor: Monitor | None = None,
         layout: KernelLayout | None = None,
+        global_types: TableSource = None,
     ) -> None:
-        """``monitor`` (QEMU's, for CR3 and CR4) is needed unless ``layout`` is given."""
+        """``monitor`` (QEMU's, for CR3 and CR4) is needed unless ``layout`` is given.
+        ``global_types``: the vmlinux's DWARF globals table (GlobalTypes), or what makes it on
+        first use, for the variables whose type BTF does not hold (variables.py)."""
         if layout is None:
             if monitor is None:
                 raise LiveKernelError(
@@ -79,8 +71,12 @@ class LiveKernel:
                 )
             layout = derive_layout(memory, symbols, control_registers(monitor))
         self.memory, self.btf, self.layout = memory, btf, layout
+        self._phys_base = layout.phys_base
         self.symbols = symbols.relocated(u64(layout.slide - symbols.kaslr_offset))
+        link_time = symbols.relocated(u64(-symbols.kaslr_offset))
+        self.variable_types = VariableTypes(btf, link_time, global_types)
         self._walker = PageWalker(memory, layout.root, levels=layout.levels)
+        self._ram = GuestRAM(memory)
         self._ram_top = max((r.end for r in memory.regions), default=0)
         self._real: dict[int, BTFType] = {}
         self._vars: dict[str, int] = {}
@@ -92,8 +88,10 @@ class LiveKernel:
         self._percpu = PerCPU(self.symbols, self.read, max_cpus)
 
     @classmethod
-    def from_guest(cls, guest: Guest, symbols: KernelSymbols, btf: BTF) -> LiveKernel:
-        return cls(guest.memory, symbols, btf, monitor=guest.qmp)
+    def from_guest(
+        cls, guest: Guest, symbols: KernelSymbols, btf: BTF, global_types: TableSource = None
+    ) -> LiveKernel:
+        return cls(guest.memory, symbols, btf, monitor=guest.qmp, global_types=global_types)
 
     def __repr__(self) -> str:
         return f"LiveKernel(slide={self.layout.slide:#x}, phys_base={self.layout.phys_base:#x})"
@@ -103,26 +101,27 @@ class LiveKernel:
     def translate(self, vaddr: int) -> int:
         """The guest physical address of kernel virtual ``vaddr``; LiveMemoryError when it is
         not mapped."""
-        if START_KERNEL_MAP <= vaddr < START_KERNEL_MAP + KERNEL_IMAGE_SIZE:
-            return u64(vaddr - START_KERNEL_MAP + self.layout.phys_base)
-        if self.page_offset_base <= vaddr < self.page_offset_base + self._ram_top:
-            return vaddr - self.page_offset_base
-        return self._walker.translate(vaddr)
+        phys = self._linear(vaddr, 1)
+        return self._walker.translate(vaddr) if phys is None else phys
 
     def read(self, address: int, size: int, physical: bool = False) -> bytes:
         """``size`` bytes at kernel virtual (or guest physical) ``address``; LiveMemoryError
         naming the address for any part that is not mapped or not RAM."""
+        direct = address - self.page_offset_base  # the direct map first: most reads are there
+        if not physical and size >= 0 and 0 <= direct <= self._ram_top - size:
+            return bytes(self._ram.read(direct, size))
         if address < 0 or size < 0 or address + size > 1 << 64:
             raise LiveMemoryError(f"cannot read {size} bytes at {address:#x}", address)
         if physical:
-            return bytes(read_physical(self.memory, address, size))
-        if self._linear(address, size):
-            return bytes(read_physical(self.memory, self.translate(address), size))
+            return bytes(self._ram.read(address, size))
+        phys = self._linear(address, size)
+        if phys is not None:
+            return bytes(self._ram.read(phys, size))
         out, at, end = bytearray(), address, address + size
         while at < end:
             step = min(end, (at | (PAGE - 1)) + 1) - at
             try:
-                out += read_physical(self.memory, self.translate(at), step)
+                out += self._ram.read(self.translate(at), step)
             except LiveMemoryError as e:
                 raise LiveMemoryError(f"reading {size} bytes at {address:#x}: {e}", at) from None
             at += step
@@ -131,18 +130,26 @@ class LiveKernel:
     def view(self, address: int, size: int) -> memoryview:
         """Guest RAM at kernel virtual ``address`` itself (no copy), for a range that is in one
         page or in a linear map; LiveMemoryError otherwise."""
-        if not self._linear(address, size) and address // PAGE != (address + size - 1) // PAGE:
-            raise LiveMemoryError(
-                f"{size} bytes at {address:#x} span pages of a page-walked mapping: read() them",
-                address,
-            )
-        return read_physical(self.memory, self.translate(address), size)
+        phys = self._linear(address, size)
+        if phys is None:
+            if address // PAGE != (address + size - 1) // PAGE:
+                raise LiveMemoryError(
+                    f"{size} bytes at {address:#x} span pages of a page-walked mapping: read()"
+                    " them",
+                    address,
+                )
+            phys = self._walker.translate(address)
+        return self._ram.read(phys, size)
 
-    def _linear(self, address: int, size: int) -> bool:
-        end = address + size
-        image = address >= START_KERNEL_MAP and end <= START_KERNEL_MAP + KERNEL_IMAGE_SIZE
-        direct = address >= self.page_offset_base and end <= self.page_offset_base + self._ram_top
-        return image or direct
+    def _linear(self, address: int, size: int) -> int | None:
+        """The guest physical address of ``[address, address + size)`` when all of it is in the
+        direct map or the kernel image's mapping (one offset each), else None (page-walked)."""
+        offset = address - self.page_offset_base
+        if offset >= 0 and offset + size <= self._ram_top:
+            return offset
+        if address >= START_KERNEL_MAP and address + size <= START_KERNEL_MAP + KERNEL_IMAGE_SIZE:
+            return (address - START_KERNEL_MAP + self._phys_base) & U64_MASK
+        return None
 
     def read_u64(self, address: int) -> int:
         return int(_U64.unpack(self.read(address, 8))[0])
@@ -174,38 +181,39 @@ class LiveKernel:
         return found
 
     def var_type(self, name: str) -> int:
-        """The BTF type id of global variable ``name``: its BTF VAR's type, else (BTF made by
-        pahole before 1.26 records per-CPU variables only) the type of a well-known one."""
+        """The BTF type id of variable ``name``: its BTF VAR's type, else its type in the
+        vmlinux's DWARF, else that of a well-known one (variables.py); LiveKernelError saying
+        what this kernel has when there is none."""
         tid = self._vars.get(name)
         if tid is None:
-            if f"var {name}" in self.btf:
-                var = self.btf.type(f"var {name}")
-                assert var.target is not None
-                tid = var.target
-            elif name in WELL_KNOWN:
-                tid = self.btf.type(WELL_KNOWN[name]).id
-            else:
-                raise LiveKernelError(
-                    f"{self.btf.what} has no BTF variable {name!r} (BTF made by pahole before"
-                    f" 1.26 holds per-CPU variables only): name its type, as in"
-                    f" object({name!r}, 'struct ...')"
-                )
-            self._vars[name] = tid
+            tid = self._vars[name] = self.variable_types.of(name)
         return tid
 
-    def object(self, name: str, type: str | int | None = None) -> Object:
-        """Variable ``name``, typed by its BTF type, or by ``type`` ("struct rq", a type id)
-        when given; ``per_cpu`` for per-CPU ones."""
-        try:
-            address = self.symbols[name]
-        except KeyError as e:
-            raise LiveKernelError(str(e.args[0])) from None
+    def object(
+        self, name: str, type: str | int | None = None, *, filename: str | None = None
+    ) -> Object:
+        """Variable ``name``, typed by its own type (var_type), or by ``type``: a C type
+        expression ("struct rq", "struct scx_sched *", "u64[4]") or a type id, which must be as
+        large as the variable; ``per_cpu`` for per-CPU ones. ``filename`` picks one of several
+        statics of that name by the file that defines it (as drgn's ``variable()``)."""
+        if name not in self.symbols:
+            raise LiveKernelError(self.variable_types.missing(name))
+        if filename is not None:
+            index, own = self.variable_types.static(name, filename)
+            symbol = self.symbols.all(name)[index]
+            address, size = symbol.value, symbol.size
+        else:
+            try:
+                address = self.symbols[name]
+            except KeyError as e:  # several statics of that name
+                raise LiveKernelError(self.variable_types.ambiguous(name, str(e.args[0]))) from None
+            own, size = None, self.symbols.symbol(name).size
         if self.symbols.is_percpu(name):  # its symbol is an offset, or the unused template
             raise LiveKernelError(f"{name!r} is a per-CPU variable: use per_cpu({name!r}, cpu)")
-        try:
-            tid = self.var_type(name) if type is None else self.btf.type(type).id
-        except BTFKeyError as e:
-            raise LiveKernelError(str(e)) from None
+        if type is not None:
+            tid = self.variable_types.named(name, type, size)
+        else:
+            tid = self.var_type(name) if own is None else own
         return Object(self, tid, address)
 
     def __getitem__(self, name: str) -> Object:
@@ -224,9 +232,10 @@ class LiveKernel:
         variable: str = "runqueues",
         cpus: Sequence[int] | None = None,
     ) -> Samples:
-        """``fields`` of ``variable`` (``runqueues``) on every online CPU, sampled on a host
-        thread every ``interval`` s for ``duration`` s, while the guest runs (sampling.py)."""
-        from .sampling import sample
+        """``fields`` of ``variable`` (``runqueues``) on every online CPU (or ``cpus``), sampled
+        on a host thread every ``interval`` s for ``duration`` s while the guest runs: a
+        ``monitor`` whose block only waits (monitor.py)."""
+        from .monitor import sample
 
         return sample(
             lambda cpu: self.per_cpu(variable, cpu),
@@ -234,6 +243,27 @@ class LiveKernel:
             fields,
             interval=interval,
             duration=duration,
+        )
+
+    def monitor(
+        self,
+        fields: Sequence[str],
+        *,
+        interval: float,
+        variable: str = "runqueues",
+        cpus: Sequence[int] | None = None,
+    ) -> Sampler:
+        """A context manager sampling ``fields`` of ``variable`` on every online CPU (or
+        ``cpus``) every ``interval`` s on a host thread for as long as its block runs:
+        ``with live.monitor(["nr_running"], interval=0.001) as mon: vm.run("...")``, then
+        ``mon.samples`` (monitor.py)."""
+        from .monitor import Sampler
+
+        return Sampler(
+            lambda cpu: self.per_cpu(variable, cpu),
+            self.cpus if cpus is None else cpus,
+            fields,
+            interval=interval,
         )
 
     @property
