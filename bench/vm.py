@@ -280,7 +280,9 @@ def versus(baseline: Path, pairs: int, rounds: int, args: argparse.Namespace) ->
             argv += ["--sysroot", str(args.sysroot)] + (
                 ["--release", args.release] if args.release else []
             )
-            done = subprocess.run(argv, env=env, capture_output=True, text=True, check=True)
+            done = subprocess.run(argv, env=env, capture_output=True, text=True, check=False)
+            if done.returncode:
+                sys.exit(f"the {name} tree's measurement failed:\n{done.stderr[-4000:]}")
             figures = json.loads(done.stdout.strip().splitlines()[-1])
             assert figures.pop("package").startswith(str(trees[name])), (name, figures)
             found[name].append(figures)

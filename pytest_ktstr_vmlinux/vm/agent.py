@@ -191,13 +191,13 @@ winpath() {  # PLEN CRC: the path the host put at window offset 0, into $p; 1 wh
 damaged() {  # SEQ WHAT
     say E $1 "damaged request: $2 in the transfer window does not match its checksum"
 }
-checksum() {  # FILE BYTES: the CRC-32 of FILE into $c, its size into $got, while its first
-    local pid  # BYTES go into the window
-    { stat -c %s "$1"; crc32 "$1"; } >$R/sum &
+checksum() {  # FILE BYTES: the CRC-32 of FILE into $c, while its first BYTES go into the window
+    local pid
+    crc32 "$1" >$R/sum &
     pid=$!
     towin "$1" 0 $2
     reap $pid
-    { read -r got; read -r c _; } <$R/sum
+    read -r c _ <$R/sum
 }
 # What a command's subshell forgets of the agent before it runs the command.
 FORGET='unset -f say waitfor reap killtree towin full fail winpath damaged checksum run finish
@@ -212,15 +212,14 @@ run() {  # SEQ TEXT: one subshell per command, no exec (under TCG an exec costs 
 }
 finish() {  # KIND SEQ STATUS: report a command's output, framed in the window when it fits
     local kind=$1 seq=$2 st=$3 o=$R/out.$2 e=$R/err.$2 ol=0 el=0 t
-    keep="$o $e"
-    if [ ! -f $o ] || [ ! -f $e ]; then
+    if [ -s $o ] || [ -s $e ]; then
+        keep="$o $e"
+        set -- $(stat -c %s $o $e; crc32 $o $e)
+        ol=$1 el=$2 t="ktstr $kind $seq $st $ol $el $3 $5"
+    elif [ "$st" != 0 ] && { [ ! -f $o ] || [ ! -f $e ]; }; then
         full $seq "the command's output files could not be made: " ||
             say E $seq "the command's output files could not be made in $R"
         return
-    fi
-    if [ -s $o ] || [ -s $e ]; then
-        set -- $(stat -c %s $o $e; crc32 $o $e)
-        ol=$1 el=$2 t="ktstr $kind $seq $st $ol $el $3 $5"
     fi
     # A command that failed, or wrote a lot, may have failed for want of room.
     if [ "$st" != 0 ] || [ $((ol + el)) -gt $CAP ]; then
@@ -300,18 +299,19 @@ get() {  # SEQ PLEN PCRC OFF MAX [PATH]
         say S $seq $size 0
         return
     fi
-    src=$R/chunk
+    src=$R/chunk got=$n
     if [ $n = $size ]; then  # all of it: read in place, when it does not change meanwhile
         checksum "$f" $n
         if [ "$f" = $R/get ] || [ "$(stat -c '%s %z' "$f")" = "$version" ]; then src=; fi
     fi
     if [ -n "$src" ]; then
         # A copy of the range first: crc32 reads whole files, and a file that changes must not
-        # make the CRC and the window disagree.
+        # make the CRC and the window disagree (a file that shrank gives fewer bytes).
         dd if="$f" of=$src bs=1M skip=$off count=$n iflag=skip_bytes,count_bytes 2>$R/msg &
         waitfor $seq $! || { : >$src; say E $seq "stopped"; return; }
         [ $status = 0 ] || { fail $seq; : >$src; return; }
-        checksum $src $n
+        got=$(stat -c %s $src)
+        checksum $src $got
         : >$src
     fi
     echo "ktstr S $seq $size $got $c" >$R/trailer
