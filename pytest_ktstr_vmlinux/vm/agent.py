@@ -27,9 +27,11 @@ Requests (host to guest), one line each, ``OP SEQ LEN BODY`` where LEN is BODY's
                              PATH, or when PLEN is not 0 at the PLEN-byte path at window offset
                              0 (CRC-32 PCRC); OFF 0 creates or truncates it (and its
                              directories); then chmod MODE (octal)
-    G SEQ LEN PLEN PCRC OFF MAX [PATH]
+    G SEQ LEN PLEN PCRC OFF MAX COPY [PATH]
                              copy up to MAX bytes of that file from byte OFF into the window
-                             (files under /proc and /sys are first copied whole)
+                             (files under /proc and /sys are first copied whole); a whole file
+                             is read in place unless COPY is 1: then, as for a range, a copy of
+                             the range is made first, so that it cannot change under the CRC
     K SEQ                    stop request SEQ: kill what it runs (and everything under it),
                              then answer it (the reader turns this into SIGUSR1; a SIGUSR1
                              from anyone else is ignored)
@@ -268,9 +270,9 @@ put() {  # SEQ PLEN PCRC DLEN OFF MODE [PATH]
     chmod $6 "$p" 2>$R/msg || { fail $seq; return; }
     say A $seq
 }
-get() {  # SEQ PLEN PCRC OFF MAX [PATH]
-    local seq=$1 off=$4 max=$5 f version size n src
-    if [ $2 = 0 ]; then p=$6; else winpath $2 $3 || { damaged $seq "the path"; return; }; fi
+get() {  # SEQ PLEN PCRC OFF MAX COPY [PATH]
+    local seq=$1 off=$4 max=$5 f size n src
+    if [ $2 = 0 ]; then p=$7; else winpath $2 $3 || { damaged $seq "the path"; return; }; fi
     f=$p
     case $p in
         /proc/*|/sys/*)
@@ -290,8 +292,7 @@ get() {  # SEQ PLEN PCRC OFF MAX [PATH]
         fi
         return
     fi
-    version=$(stat -c '%s %z' "$f")
-    size=${version%% *}
+    size=$(stat -c %s "$f")
     n=$((size - off))
     [ $n -le $max ] || n=$max
     [ $n -le $CAP ] || n=$CAP
@@ -300,13 +301,13 @@ get() {  # SEQ PLEN PCRC OFF MAX [PATH]
         return
     fi
     src=$R/chunk got=$n
-    if [ $n = $size ]; then  # all of it: read in place, when it does not change meanwhile
-        checksum "$f" $n
-        if [ "$f" = $R/get ] || [ "$(stat -c '%s %z' "$f")" = "$version" ]; then src=; fi
+    if [ $n = $size ] && [ $6 = 0 ]; then  # all of it, in place (should it change meanwhile,
+        checksum "$f" $n                 # the host sees the CRC disagree and asks for a COPY)
+        src=
     fi
     if [ -n "$src" ]; then
-        # A copy of the range first: crc32 reads whole files, and a file that changes must not
-        # make the CRC and the window disagree (a file that shrank gives fewer bytes).
+        # A copy of the range: crc32 reads whole files, and a file that changes must not make
+        # the CRC and the window disagree (a file that shrank gives fewer bytes).
         dd if="$f" of=$src bs=1M skip=$off count=$n iflag=skip_bytes,count_bytes 2>$R/msg &
         waitfor $seq $! || { : >$src; say E $seq "stopped"; return; }
         [ $status = 0 ] || { fail $seq; : >$src; return; }

@@ -176,8 +176,9 @@ class Agent:
             # The agent keeps the files until the next request that is not a G.
             deadline = max(deadline, time.monotonic() + GRACE_SECONDS + size / 1e6)
             try:
-                out = self._get(f"{RUN_DIR}/out.{done.seq}", deadline, done.out_len)
-                err = self._get(f"{RUN_DIR}/err.{done.seq}", deadline, done.err_len)
+                # A job the command left running may still write to them: copies.
+                out = self._get(f"{RUN_DIR}/out.{done.seq}", deadline, done.out_len, True)
+                err = self._get(f"{RUN_DIR}/err.{done.seq}", deadline, done.err_len, True)
             except AgentError as e:
                 raise GuestProtocolError(
                     f"the output of request {done.seq} could not be fetched: {e}"
@@ -236,13 +237,16 @@ class Agent:
     def get(self, path: str, deadline: float) -> bytes:
         return self._get(path, deadline)
 
-    def _get(self, path: str, deadline: float, length: int | None = None) -> bytes:
-        """The file, or its first ``length`` bytes, a window at a time."""
+    def _get(
+        self, path: str, deadline: float, length: int | None = None, copy: bool = False
+    ) -> bytes:
+        """The file, or its first ``length`` bytes, a window at a time; ``copy``: the agent
+        copies each range before it reads it (a file that may be changing)."""
         parts: list[bytes] = []
         offset, size = 0, None
         while (size is None or offset < size) and (length is None or offset < length):
             want = self.room if length is None else min(self.room, length - offset)
-            chunk, size = self._get_chunk(path, offset, want, deadline)
+            chunk, size = self._get_chunk(path, offset, want, deadline, copy)
             if size > self.limit:
                 raise AgentError(
                     f"{path} holds {size} bytes, more than the guest's memory ({self.limit}"
@@ -252,15 +256,20 @@ class Agent:
                 break  # the file shrank while it was read
             parts.append(chunk)
             offset += len(chunk)
-        return b"".join(parts)
+        return parts[0] if len(parts) == 1 else b"".join(parts)
 
-    def _get_chunk(self, path: str, offset: int, want: int, deadline: float) -> tuple[bytes, int]:
+    def _get_chunk(
+        self, path: str, offset: int, want: int, deadline: float, copy: bool
+    ) -> tuple[bytes, int]:
+        """One window's worth; after a frame that did not match (the window written over, or
+        the file changed as it was read in place), again from a copy."""
         encoded, inline = _path(path)
         problem = ""
-        for _ in range(RETRIES + 1):
+        for attempt in range(RETRIES + 1):
             self._settle(deadline)
             self._to_window(encoded)
-            fields: tuple[str | int, ...] = (len(encoded), crc(encoded), offset, want, *inline)
+            fields: tuple[str | int, ...] = (len(encoded), crc(encoded), offset, want)
+            fields += (int(copy or attempt > 0), *inline)
             seq = self._send(f"get {path}", "G", *fields)
             try:
                 reply = self._reply(seq, deadline, Chunk, timeout=RequestTimeout)
@@ -278,8 +287,8 @@ class Agent:
                 )
             if reply.count == 0:
                 return b"", reply.size
-            data = bytes(self.memory.read(self.window, reply.count))
-            tail = bytes(self.memory.read(self.window + reply.count, TRAILER_ROOM))
+            data = self.memory.read(self.window, reply.count).tobytes()
+            tail = self.memory.read(self.window + reply.count, TRAILER_ROOM).tobytes()
             expected = f"ktstr S {seq} {reply.size} {reply.count}"
             found = check_trailer(tail, expected, (("data", data),))
             if found is None:
@@ -287,8 +296,8 @@ class Agent:
             problem = found
             self.refetched += 1
         raise GuestProtocolError(
-            f"the transfer window did not hold the frame the agent wrote, "
-            f"{RETRIES + 1} times (something in the guest writes over it): {problem}"
+            f"the transfer window did not hold the frame the agent wrote, {RETRIES + 1} times,"
+            f" the last from a copy (something in the guest writes over it): {problem}"
         )
 
     # --- one request ------------------------------------------------------------------------

@@ -134,7 +134,7 @@ def test_any_damage_to_a_frame_is_seen(out: bytes, data: st.DataObject) -> None:
 
 def test_a_request_says_its_length_and_refuses_what_the_tty_would_change() -> None:
     assert request("C", 3, "echo hi") == b"C 3 7 echo hi\n"
-    assert request("G", 4, 0, "00000000", 0, 100, "/x") == b"G 4 19 0 00000000 0 100 /x\n"
+    assert request("G", 4, 0, "00000000", 0, 100, 0, "/x") == b"G 4 21 0 00000000 0 100 0 /x\n"
     for bad in ("a\nb", "\x7f", "é", "\0"):
         with pytest.raises(ValueError, match="printable ASCII only"):
             request("C", 1, bad)

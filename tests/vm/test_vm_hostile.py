@@ -200,6 +200,23 @@ def test_a_job_still_writing_to_the_commands_stdout_is_no_damaged_frame(guest: G
     assert guest.run("echo calm").stdout == b"calm\n"
 
 
+def test_a_file_replaced_while_it_is_read_comes_back_whole(guest: GuestVM) -> None:
+    """A whole file is read in place; one replaced meanwhile makes its CRC and the window
+    disagree, and is read again from a copy: one version of it, whole, and no error."""
+    churn = _background(
+        guest,
+        "while :; do head -c 4194304 /dev/urandom >/tmp/churn.new; mv /tmp/churn.new /tmp/churn;"
+        " done",
+    )
+    try:
+        while guest.run("test -e /tmp/churn").returncode:
+            pass
+        for _ in range(5):
+            assert len(guest.get("/tmp/churn")) == 4 << 20
+    finally:
+        guest.run(f"kill {churn}", check=True)
+
+
 # --- 4, 5. the agent's line: stray bytes, floods, forgeries ------------------------------
 
 
