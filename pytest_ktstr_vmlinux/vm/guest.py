@@ -226,7 +226,7 @@ class GuestVM:
         """One request: this guest's turn (within ``timeout``), then the errors of talking to
         its agent as GuestErrors. Yields the request's deadline (time.monotonic)."""
         deadline = time.monotonic() + timeout
-        if not self._lock.acquire(timeout=max(timeout, 0.0)):
+        if not self._lock.acquire(timeout=min(max(timeout, 0.0), threading.TIMEOUT_MAX)):
             raise GuestError(
                 f"{what}: another thread's request ({self._busy}) kept the guest for all of the"
                 f" {timeout:g} s timeout (requests to one guest run one at a time)"
