@@ -39,6 +39,7 @@ if TYPE_CHECKING:
         list_for_each,
         list_for_each_entry,
     )
+    from .live.helpers.percpu import per_cpu_ptr
     from .live.helpers.pid import find_task, for_each_task, pid_task
     from .live.helpers.rbtree import rbtree_inorder_for_each, rbtree_inorder_for_each_entry
     from .live.helpers.sched import task_cpu, task_state_to_char
@@ -112,6 +113,7 @@ _EXPORTS = {
     "pid_task": "live.helpers.pid",
     "rbtree_inorder_for_each": "live.helpers.rbtree",
     "rbtree_inorder_for_each_entry": "live.helpers.rbtree",
+    "per_cpu_ptr": "live.helpers.percpu",
     "task_cpu": "live.helpers.sched",
     "task_state_to_char": "live.helpers.sched",
     "xa_for_each": "live.helpers.xarray",
@@ -217,6 +219,7 @@ __all__ = [
     "list_for_each_entry",
     "load_vmlinux_bytes",
     "parse_kernel_spec",
+    "per_cpu_ptr",
     "pid_task",
     "probe_vmlinux",
     "rbtree_inorder_for_each",
