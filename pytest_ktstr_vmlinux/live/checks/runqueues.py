@@ -97,10 +97,13 @@ def imbalance(ticks: Sequence[Tick], th: Thresholds) -> Verdict:
     tick = ticks[found.start]
     busiest = max(tick.cpus, key=lambda c: tick.cpus[c][NR_RUNNING])
     idlest = min(tick.cpus, key=lambda c: tick.cpus[c][NR_RUNNING])
+    most, least = tick.cpus[busiest][NR_RUNNING], tick.cpus[idlest][NR_RUNNING]
+    seen = (
+        f"every CPU at {most}" if most == least else f"CPU {busiest}: {most}, CPU {idlest}: {least}"
+    )
     detail = (
         f"nr_running busiest/idlest {found.value:.2f} held for {th.sustained_samples} samples"
-        f" from {tick.at:.2f} s (CPU {busiest}: {tick.cpus[busiest][NR_RUNNING]}, CPU {idlest}:"
-        f" {tick.cpus[idlest][NR_RUNNING]}); bound {bound:g}"
+        f" from {tick.at:.2f} s ({seen}); bound {bound:g}"
     )
     passed = found.value <= bound
     return Verdict(
