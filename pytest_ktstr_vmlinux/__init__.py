@@ -16,6 +16,7 @@ if TYPE_CHECKING:
     from .errors import KernelArtifactError, KernelSpecError, VmlinuxNotFoundError
     from .formats.btf.queries import BTF
     from .formats.btf.types import BitfieldError, BTFKeyError
+    from .formats.dwarf.globaltypes import GlobalTypeError, GlobalTypes
     from .formats.kconfig import KernelConfig
     from .formats.symbols import KernelSymbols
     from .kernel.images import Candidate
@@ -79,6 +80,8 @@ _EXPORTS = {
     "BTFKeyError": "formats.btf.types",
     "BitfieldError": "formats.btf.types",
     "Candidate": "kernel.images",
+    "GlobalTypeError": "formats.dwarf.globaltypes",
+    "GlobalTypes": "formats.dwarf.globaltypes",
     "GuestBootError": "vm.errors",
     "GuestCommandError": "vm.errors",
     "GuestError": "vm.errors",
@@ -161,6 +164,8 @@ __all__ = [
     "BitfieldError",
     "Candidate",
     "Enumerator",
+    "GlobalTypeError",
+    "GlobalTypes",
     "GuestBootError",
     "GuestCommandError",
     "GuestError",

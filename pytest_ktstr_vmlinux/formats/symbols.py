@@ -73,6 +73,9 @@ class KernelSymbols:
         self.source = source
         # kallsyms of a kernel built without CONFIG_KALLSYMS_ALL: a missing name may be data.
         self.functions_only = False
+        # Whether st_size is each symbol's own size (.symtab), or only the distance to the next
+        # symbol (kallsyms has no sizes): an upper bound.
+        self.sizes_exact = True
         self._offset = 0
         self._memo: dict[bytes, tuple[int, ...]] = {}  # names looked up; shared by views
         self._fence: list[bytes] = []
@@ -121,6 +124,7 @@ class KernelSymbols:
         pack(parse_kallsyms(text, os.fspath(path)), out, os.fspath(path))
         ksyms = cls(out.getvalue(), os.fspath(path))
         ksyms.functions_only = "jiffies_64" not in ksyms
+        ksyms.sizes_exact = False
         return ksyms
 
     def __getitem__(self, name: str) -> int:

@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING, Protocol
 
 from ..formats.address import U64_MASK, u64
 from ..formats.btf.queries import BTF
-from ..formats.btf.types import BTFKeyError, BTFType
+from ..formats.btf.types import BTFType
 from ..formats.symbols import KernelSymbols
 from .errors import LiveKernelError, LiveMemoryError
 from .layout import KernelLayout, Monitor, control_registers, derive_layout
@@ -27,6 +27,7 @@ from .translate import (
     PageWalker,
     PhysicalMemory,
 )
+from .variables import TableSource, VariableTypes
 
 if TYPE_CHECKING:
     from .monitor import Sampler
@@ -37,19 +38,6 @@ PAGE = 4096
 CHECK_FIELDS = ("nr_running", "clock", "scx.nr_running", "scx.local_dsq.nr")
 DIRECT_MAP = {4: 0xFFFF888000000000, 5: 0xFF11000000000000}  # without CONFIG_RANDOMIZE_MEMORY
 _U64 = struct.Struct("<Q")
-# Variables every kernel has, with types that have not changed in years: what object() falls
-# back to when the BTF has no VAR for them.
-WELL_KNOWN = {
-    "init_task": "struct task_struct",
-    "init_uts_ns": "struct uts_namespace",
-    "jiffies_64": "u64",
-    "jiffies": "long unsigned int",
-    "system_state": "enum system_states",
-    "nr_cpu_ids": "unsigned int",
-    "__cpu_online_mask": "struct cpumask",
-    "__cpu_possible_mask": "struct cpumask",
-    "__cpu_present_mask": "struct cpumask",
-}
 
 
 class Guest(Protocol):
@@ -72,8 +60,11 @@ class LiveKernel:
         *,
         monitor: Monitor | None = None,
         layout: KernelLayout | None = None,
+        global_types: TableSource = None,
     ) -> None:
-        """``monitor`` (QEMU's, for CR3 and CR4) is needed unless ``layout`` is given."""
+        """``monitor`` (QEMU's, for CR3 and CR4) is needed unless ``layout`` is given.
+        ``global_types``: the vmlinux's DWARF globals table (GlobalTypes), or what makes it on
+        first use, for the variables whose type BTF does not hold (variables.py)."""
         if layout is None:
             if monitor is None:
                 raise LiveKernelError(
@@ -84,6 +75,8 @@ class LiveKernel:
         self.memory, self.btf, self.layout = memory, btf, layout
         self._phys_base = layout.phys_base
         self.symbols = symbols.relocated(u64(layout.slide - symbols.kaslr_offset))
+        link_time = symbols.relocated(u64(-symbols.kaslr_offset))
+        self.variable_types = VariableTypes(btf, link_time, global_types)
         self._walker = PageWalker(memory, layout.root, levels=layout.levels)
         self._ram = GuestRAM(memory)
         self._ram_top = max((r.end for r in memory.regions), default=0)
@@ -95,8 +88,10 @@ class LiveKernel:
         self._percpu = PerCPU(self.symbols, self.read)
 
     @classmethod
-    def from_guest(cls, guest: Guest, symbols: KernelSymbols, btf: BTF) -> LiveKernel:
-        return cls(guest.memory, symbols, btf, monitor=guest.qmp)
+    def from_guest(
+        cls, guest: Guest, symbols: KernelSymbols, btf: BTF, global_types: TableSource = None
+    ) -> LiveKernel:
+        return cls(guest.memory, symbols, btf, monitor=guest.qmp, global_types=global_types)
 
     def __repr__(self) -> str:
         return f"LiveKernel(slide={self.layout.slide:#x}, phys_base={self.layout.phys_base:#x})"
@@ -186,38 +181,39 @@ class LiveKernel:
         return found
 
     def var_type(self, name: str) -> int:
-        """The BTF type id of global variable ``name``: its BTF VAR's type, else (BTF made by
-        pahole before 1.26 records per-CPU variables only) the type of a well-known one."""
+        """The BTF type id of variable ``name``: its BTF VAR's type, else its type in the
+        vmlinux's DWARF, else that of a well-known one (variables.py); LiveKernelError saying
+        what this kernel has when there is none."""
         tid = self._vars.get(name)
         if tid is None:
-            if f"var {name}" in self.btf:
-                var = self.btf.type(f"var {name}")
-                assert var.target is not None
-                tid = var.target
-            elif name in WELL_KNOWN:
-                tid = self.btf.type(WELL_KNOWN[name]).id
-            else:
-                raise LiveKernelError(
-                    f"{self.btf.what} has no BTF variable {name!r} (BTF made by pahole before"
-                    f" 1.26 holds per-CPU variables only): name its type, as in"
-                    f" object({name!r}, 'struct ...')"
-                )
-            self._vars[name] = tid
+            tid = self._vars[name] = self.variable_types.of(name)
         return tid
 
-    def object(self, name: str, type: str | int | None = None) -> Object:
-        """Variable ``name``, typed by its BTF type, or by ``type`` ("struct rq", a type id)
-        when given; ``per_cpu`` for per-CPU ones."""
-        try:
-            address = self.symbols[name]
-        except KeyError as e:
-            raise LiveKernelError(str(e.args[0])) from None
+    def object(
+        self, name: str, type: str | int | None = None, *, filename: str | None = None
+    ) -> Object:
+        """Variable ``name``, typed by its own type (var_type), or by ``type``: a C type
+        expression ("struct rq", "struct scx_sched *", "u64[4]") or a type id, which must be as
+        large as the variable; ``per_cpu`` for per-CPU ones. ``filename`` picks one of several
+        statics of that name by the file that defines it (as drgn's ``variable()``)."""
+        if name not in self.symbols:
+            raise LiveKernelError(self.variable_types.missing(name))
+        if filename is not None:
+            index, own = self.variable_types.static(name, filename)
+            symbol = self.symbols.all(name)[index]
+            address, size = symbol.value, symbol.size
+        else:
+            try:
+                address = self.symbols[name]
+            except KeyError as e:  # several statics of that name
+                raise LiveKernelError(self.variable_types.ambiguous(name, str(e.args[0]))) from None
+            own, size = None, self.symbols.symbol(name).size
         if self.symbols.is_percpu(name):  # its symbol is an offset, or the unused template
             raise LiveKernelError(f"{name!r} is a per-CPU variable: use per_cpu({name!r}, cpu)")
-        try:
-            tid = self.var_type(name) if type is None else self.btf.type(type).id
-        except BTFKeyError as e:
-            raise LiveKernelError(str(e)) from None
+        if type is not None:
+            tid = self.variable_types.named(name, type, size)
+        else:
+            tid = self.var_type(name) if own is None else own
         return Object(self, tid, address)
 
     def __getitem__(self, name: str) -> Object:

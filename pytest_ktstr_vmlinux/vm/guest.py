@@ -9,6 +9,7 @@ console file and quotes its last lines.
 from __future__ import annotations
 
 import contextlib
+import functools
 import os
 import socket
 import subprocess
@@ -112,7 +113,7 @@ class GuestVM:
     @property
     def kernel(self) -> LiveKernel:
         """The running kernel read from the host (live.LiveKernel), typed by its vmlinux's
-        symbols and BTF (built through the guest's store); made on first use."""
+        symbols, BTF and DWARF (built through the guest's store when first needed)."""
         self._check_running("kernel")
         if self._live is None:
             if self._vmlinux is None:
@@ -122,12 +123,14 @@ class GuestVM:
                     " vmlinux), not a bare image path"
                 )
             from ..formats.btf.queries import BTF
+            from ..formats.dwarf.globaltypes import GlobalTypes
             from ..formats.symbols import KernelSymbols
             from ..live.kernel import LiveKernel
 
-            symbols = KernelSymbols.from_vmlinux(self._vmlinux, self._store)
-            btf = BTF.from_path(self._vmlinux, self._store)
-            self._live = LiveKernel.from_guest(self, symbols, btf)
+            vm, store = self._vmlinux, self._store
+            symbols, btf = KernelSymbols.from_vmlinux(vm, store), BTF.from_path(vm, store)
+            table = functools.partial(GlobalTypes.from_vmlinux, vm, store)
+            self._live = LiveKernel.from_guest(self, symbols, btf, table)
         return self._live
 
     # --- the agent -------------------------------------------------------------------------

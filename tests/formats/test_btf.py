@@ -159,7 +159,9 @@ def test_sizes_and_offsets_of_every_kind(order: str) -> None:
     assert (hi.bit_offset, hi.bitfield_size, hi.type_name) == (96, 0, "unsigned int")
     assert hi.offset == 12
     assert btf.member("struct outer", "cv").type_name == "const volatile u64"
-    assert btf.member("struct outer", "name").type_name == "restrict char *"
+    assert (
+        btf.member("struct outer", "name").type_name == "char *restrict"
+    )  # C spells a restrict pointer so
     assert btf.member("struct outer", "grid").type_name == "char[2][3]"
 
 

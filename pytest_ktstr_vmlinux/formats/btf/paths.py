@@ -80,7 +80,7 @@ class MemberPaths(TypeTable):
                     raise BTFKeyError(
                         f"{self.what}: {spec}: {path}: {self.type_name(current)} is not an array"
                     )
-                elem, _, nelems = self._unpack(self._types, self._rec(real).body)
+                elem, _, nelems = self._array(self._rec(real))
                 if nelems and index >= nelems:
                     raise BTFKeyError(
                         f"{self.what}: {spec}: {path}: index {index} is out of"

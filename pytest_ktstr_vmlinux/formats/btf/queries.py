@@ -37,6 +37,7 @@ import struct
 from bisect import bisect_left
 from collections.abc import Iterable
 
+from ...errors import KernelArtifactError
 from ...store.memory import MemoryStore, Store
 from .format import (
     _IS_REF,
@@ -44,12 +45,15 @@ from .format import (
     ARRAY,
     ARTIFACT_KIND,
     ARTIFACT_VERSION,
+    DATASEC,
     INT,
     KIND_NAMES,
     _build,
     _index,
 )
-from .paths import MemberPaths, parse_member_path
+from .overlay import Overlay
+from .paths import parse_member_path
+from .typeexpr import is_expression
 from .types import BitfieldError, BTFKeyError, BTFType, Member, Route, suggest
 
 __all__ = [
@@ -65,7 +69,7 @@ __all__ = [
 _FLAVOR = re.compile(r"___[^.\[]*")  # CO-RE: "nr_running___v2" is nr_running in another shape
 
 
-class BTF(MemberPaths):
+class BTF(Overlay):
     """A parsed BTF blob. Build with ``from_bytes`` or ``from_path``."""
 
     # --- construction ---------------------------------------------------------------------------
@@ -105,7 +109,7 @@ class BTF(MemberPaths):
     def _record(self, tid: int) -> BTFType:
         rec = self._rec(tid)
         if rec.kind == ARRAY:
-            target: int | None = self._unpack(self._types, rec.body)[0]
+            target: int | None = self._array(rec)[0]
         else:
             target = rec.st if _IS_REF[rec.kind] else None
         size = rec.st if rec.kind in _SIZED else None
@@ -117,8 +121,18 @@ class BTF(MemberPaths):
         has (even one several kinds share, which type() refuses). Builds no error message: a
         miss costs a lookup, not the close-match search type() would run for its KeyError."""
         if isinstance(spec, int):
-            return 0 < spec <= len(self)
-        return isinstance(spec, str) and bool(self._types_named(spec)[2])
+            return 0 < spec <= len(self) or spec in self._synthetic
+        if not isinstance(spec, str):
+            return False
+        if self._types_named(spec)[2]:
+            return True
+        if not is_expression(spec):
+            return False
+        try:
+            self._lookup(spec)
+        except (BTFKeyError, KernelArtifactError):
+            return False
+        return True
 
     def sizeof(self, spec: str | int) -> int:
         """Size in bytes: typedefs and qualifiers resolved, arrays = element size x count,
@@ -167,6 +181,20 @@ class BTF(MemberPaths):
                 continue
             return candidate
         return None
+
+    def datasecs(self) -> dict[str, int]:
+        """Each DATASEC's name and how many VARs it lists: kernels' BTF has ``.data..percpu``
+        alone (the build asks pahole for per-CPU variables only: --btf_features=var, not
+        global_var), so where a global's type comes from depends on this."""
+        names, found = self._names, dict[str, int]()
+        at = bisect_left(names, b".", key=self._name_key)  # section names start with "."
+        while at < len(names) and self._name_key(names[at]).startswith(b"."):
+            rec = self._rec(names[at])
+            if rec.kind == DATASEC:
+                name = self._text(rec.name_off)
+                found[name] = found.get(name, 0) + rec.vlen
+            at += 1
+        return found
 
     def int_encoding(self, spec: str | int) -> tuple[int, bool, bool]:
         """(bits, signed, bool) of the INT ``spec`` names, typedefs and qualifiers resolved."""

@@ -9,6 +9,7 @@ record, one string, one member list, and a type's id from a name ("struct rq"). 
 from __future__ import annotations
 
 import struct
+import threading
 from bisect import bisect_left
 from collections.abc import Iterable
 from typing import NamedTuple
@@ -45,6 +46,18 @@ from .format import (
     _sections,
     _u32,
     _word,
+)
+from .typeexpr import (
+    Array,
+    Base,
+    Function,
+    Pointer,
+    Qualified,
+    Tagged,
+    Typedef,
+    TypeExpr,
+    Void,
+    spell,
 )
 from .types import BTFKeyError, Member, Route, suggest
 
@@ -97,6 +110,12 @@ class TypeTable:
         self._sizes: dict[int, int] = {}
         self._encodings: dict[str | int, tuple[int, bool, bool]] = {}
         self._pointer_size: int | None = None
+        # The overlay (overlay.py): derived types an expression named that the BTF lacks, with
+        # ids after its own. Records by id, and each one's array or prototype data by id.
+        self._synthetic: dict[int, _Rec] = {}
+        self._derived: dict[int, tuple[int, ...]] = {}
+        self._made: dict[tuple[int, int, tuple[int, ...]], int] = {}
+        self._lock = threading.Lock()
 
     def __len__(self) -> int:
         """The number of types; their ids are 1 .. len(self)."""
@@ -118,32 +137,59 @@ class TypeTable:
                         self._pointer_size = 4
         return self._pointer_size
 
-    def type_name(self, tid: int, _depth: int = 0) -> str:
-        """A C-like spelling of type ``tid``: "struct rq", "u64", "char *", "int[4]"."""
+    def type_name(self, tid: int) -> str:
+        """A C spelling of type ``tid``: "struct rq", "u64", "char *", "int[4]", "int (*)[4]"
+        (typeexpr.py's); "..." where a chain goes on too long (or loops)."""
+        rec = self._rec(tid) if tid else None
+        if rec is not None and rec.kind in (FUNC, VAR, DATASEC, DECL_TAG):
+            return f"{KIND_NAMES[rec.kind].lower()} {self._text(rec.name_off)}"
+        return spell(self._expression(tid, 0))
+
+    def _expression(self, tid: int, depth: int) -> TypeExpr:
+        """Type ``tid`` as a type expression tree, ``depth`` steps into a chain."""
         if tid == 0:
-            return "void"
-        if _depth > 8:
-            return "..."
+            return Void()
+        if depth > 8:
+            return Typedef("...")
         rec = self._rec(tid)
         kind, name = rec.kind, self._text(rec.name_off)
         if kind in (STRUCT, UNION, ENUM, ENUM64, FWD):
             word = "union" if kind == UNION or (kind == FWD and rec.kflag) else "struct"
-            return f"{'enum' if kind in (ENUM, ENUM64) else word} {name or '(anon)'}"
-        if kind in (INT, FLOAT, TYPEDEF):
-            return name
+            return Tagged("enum" if kind in (ENUM, ENUM64) else word, name or "(anon)")
+        if kind in (INT, FLOAT):
+            return Base(name)
         if kind == ARRAY:
-            elem, _, nelems = self._unpack(self._types, rec.body)
-            base, bracket, dims = self.type_name(elem, _depth + 1).partition("[")
-            return f"{base}[{nelems}]{bracket}{dims}"  # char[2][3]: 2 arrays of char[3]
+            elem, _, nelems = self._array(rec)
+            return Array(self._expression(elem, depth + 1), nelems)
         if kind == PTR:
-            return f"{self.type_name(rec.st, _depth + 1)} *"
+            return Pointer(self._expression(rec.st, depth + 1))
         if kind in (CONST, VOLATILE, RESTRICT):
-            return f"{KIND_NAMES[kind].lower()} {self.type_name(rec.st, _depth + 1)}"
+            return Qualified(self._expression(rec.st, depth + 1), KIND_NAMES[kind].lower())
         if kind == TYPE_TAG:
-            return self.type_name(rec.st, _depth + 1)
+            return self._expression(rec.st, depth + 1)
         if kind == FUNC_PROTO:
-            return f"{self.type_name(rec.st, _depth + 1)} (*)()"
-        return f"{KIND_NAMES[kind].lower()} {name}"
+            params = self._params(tid, rec)
+            variadic = bool(params) and params[-1] == 0
+            made = tuple(self._expression(p, depth + 1) for p in params[: -1 if variadic else None])
+            return Function(self._expression(rec.st, depth + 1), made, variadic)
+        return Typedef(name or f"{KIND_NAMES[kind].lower()} [{tid}]")  # TYPEDEF, or no type
+
+    def _array(self, rec: _Rec) -> tuple[int, int, int]:
+        """(element type, index type, element count) of ARRAY ``rec``, real or derived."""
+        if rec.body < 0:
+            elem, index, nelems = self._derived[-rec.body]
+            return elem, index, nelems
+        elem, index, nelems = self._unpack(self._types, rec.body)
+        return elem, index, nelems
+
+    def _params(self, tid: int, rec: _Rec) -> tuple[int, ...]:
+        """The parameter types of FUNC_PROTO ``rec`` (a last 0: variadic)."""
+        if rec.body < 0:
+            return self._derived.get(tid, ())
+        end = rec.body + 8 * rec.vlen
+        return tuple(
+            t for _, t in struct.iter_unpack(self._order + "II", self._types[rec.body : end])
+        )
 
     # --- internals ------------------------------------------------------------------------------
 
@@ -152,6 +198,9 @@ class TypeTable:
 
     def _rec(self, tid: int) -> _Rec:
         if not 0 < tid < len(self._offsets):
+            derived = self._synthetic.get(tid)
+            if derived is not None:
+                return derived
             raise self._error(f"type id {tid} is out of range (ids are 1..{len(self)})")
         at = self._offsets[tid]
         name_off, info, st = self._unpack(self._types, at)
@@ -180,7 +229,7 @@ class TypeTable:
 
     def _lookup(self, spec: str | int) -> int:
         if isinstance(spec, int):
-            if not 0 < spec <= len(self):
+            if not 0 < spec <= len(self) and spec not in self._synthetic:
                 raise BTFKeyError(f"{self.what}: type id {spec} is out of range (1..{len(self)})")
             return spec
         tid = self._ids.get(spec)
@@ -281,7 +330,7 @@ class TypeTable:
             if rec.kind == PTR:
                 return count * self.pointer_size
             if rec.kind == ARRAY:
-                tid, _, nelems = self._unpack(self._types, rec.body)
+                tid, _, nelems = self._array(rec)
                 count *= nelems
             else:  # typedefs, qualifiers, type tags, VAR
                 tid = rec.st
