@@ -71,6 +71,7 @@ from .signature import (
     sha256_file,
     stat_signature,
 )
+from .trees import TREES_DIR, Trees
 
 __all__ = [
     "ArtifactStore",
@@ -105,9 +106,12 @@ class ArtifactStore:
         self.directory = prepare_store_dir(Path(directory))
         self.max_size = max_size
         self.racy_window_ns = racy_window_ns
+        self.lock_timeout = lock_timeout
+        self.on_lock_wait = on_lock_wait
         self.stats = StoreStats()
         self._warned: set[str] = set()
         self._owner = os.geteuid()  # prepare_store_dir refuses a directory anyone else owns
+        self._trees: Trees | None = None
         self._artifacts = prepare_subdir(self.directory / ARTIFACTS_DIR, self._warn)
         # A replaced artifacts/ lost every file the index names: that was the one warning.
         self._artifacts_replaced = bool(self._warned)
@@ -172,6 +176,41 @@ class ArtifactStore:
         with self._lock.held():
             yield
 
+    @property
+    def trees(self) -> Trees:
+        """The store's published directory trees (trees.py), made on first use."""
+        if self._trees is None:
+            self._trees = Trees(self)
+        return self._trees
+
+    @property
+    def owner(self) -> int:
+        return self._owner
+
+    def warn(self, message: str) -> None:
+        """One StoreWarning per message and store: damage found and repaired."""
+        self._warn(message)
+
+    def trim(self, *, keep_tree: str | None = None) -> None:
+        """Evict to the size cap now (a tree was published), never the tree ``keep_tree``."""
+        with self.locked():
+            index = self._index.read()
+            doomed = evict(
+                index,
+                artifacts=self._artifacts,
+                tmp=self._tmp,
+                exports=self._exports,
+                max_size=self.max_size,
+                keep="",
+                trees=self._tree_dirs(),
+                keep_tree=keep_tree,
+            )
+            if doomed:
+                self._index.write(index)
+            for path in doomed:
+                with contextlib.suppress(FileNotFoundError):
+                    path.unlink()
+
     # --- listing, clearing, exporting ------------------------------------------------------------
 
     def entries(self) -> list[dict[str, Any]]:
@@ -179,15 +218,18 @@ class ArtifactStore:
         return storeindex.list_entries(self._index.read(), self._artifacts)
 
     def total_size(self) -> int:
+        """The bytes its artifacts and published trees take."""
         total = 0
         for path in self._artifacts.iterdir():
             with contextlib.suppress(FileNotFoundError):
                 st = os.lstat(path)
                 total += st.st_size if stat.S_ISREG(st.st_mode) else 0
-        return total
+        trees = self._tree_dirs()
+        return total + (sum(t.size for t in trees.usage()) if trees is not None else 0)
 
     def clear(self) -> int:
-        """Remove every artifact and the index; returns the number of artifact files removed."""
+        """Remove every artifact, the index, and every tree no process uses (with the refs and
+        state kept beside them); returns the number of artifact files and trees removed."""
         with self.locked():
             removed = 0
             for directory in (self._artifacts, self._tmp, self._exports):
@@ -195,8 +237,17 @@ class ArtifactStore:
                     removed += remove_path(path) and directory is self._artifacts
             with contextlib.suppress(FileNotFoundError):
                 self._index.path.unlink()
+            trees = self._tree_dirs()
+            if trees is not None:
+                removed += trees.clear()
             storeindex.fsync_dir(self.directory)
         return removed
+
+    def _tree_dirs(self) -> Trees | None:
+        """The trees, when the store has any: a store that never fetched makes no trees/."""
+        if self._trees is None and not (self.directory / TREES_DIR).is_dir():
+            return None
+        return self.trees
 
     def export(self, stored: StoredArtifact, suffix: str) -> Path:
         """The payload of ``stored`` as a plain file (for tools that want a path, not bytes):
@@ -338,6 +389,7 @@ class ArtifactStore:
             exports=self._exports,
             max_size=self.max_size,
             keep=final.name,
+            trees=self._tree_dirs(),
         )
         try:
             self._index.write(index)
