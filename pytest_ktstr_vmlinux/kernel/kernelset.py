@@ -28,7 +28,7 @@ if TYPE_CHECKING:
     from .resolve import Kernel
 
 LABEL_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9._+-]*", re.ASCII)
-_SYSROOT_RE = re.compile(r"(.+)@([/~.].*)", re.DOTALL)
+_SYSROOT_RE = re.compile(r"(.*)@([/~.].*)", re.DOTALL)
 _UNSAFE = re.compile(r"[^A-Za-z0-9._+-]+", re.ASCII)
 
 

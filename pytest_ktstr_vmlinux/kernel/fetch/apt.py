@@ -6,7 +6,9 @@ and ``check/`` (InRelease files fetched to see whether a suite moved). The sourc
 beside ``lists/``, not in it: ``apt-get update`` removes from its lists directory every file it
 does not know. Nothing of the machine's apt state is read or written (sources, source parts,
 preferences and the dpkg status are ours or /dev/null). The machine's apt configuration still
-applies, so its proxy and timeouts are used; what would weaken verification is forced off.
+applies, so its proxy and timeouts are used; what would weaken verification is forced off, and
+the machine's update hooks (``APT::Update::Post-Invoke-Success``: PackageKit's, for one) are
+cleared by ``apt.conf`` beside the sources: our lists are none of the machine's business.
 
 apt checks the archive's signature over each InRelease file and every list's hash against it,
 and each downloaded package's SHA256 against its list: a package apt hands over is the one the
@@ -32,6 +34,12 @@ APT_GET = "apt-get"
 APT_CACHE = "apt-cache"
 APT_HELPER = "/usr/lib/apt/apt-helper"
 KEYRING = "/usr/share/keyrings/debian-archive-keyring.gpg"
+# Read after the machine's configuration (apt -c): hooks the machine runs on its own updates.
+APT_CONF = b"""\
+#clear APT::Update::Pre-Invoke;
+#clear APT::Update::Post-Invoke;
+#clear APT::Update::Post-Invoke-Success;
+"""
 # How often a download in progress is looked at, for the progress shown.
 POLL_SECONDS = 0.25
 
@@ -87,6 +95,7 @@ class AptRoot:
         self.arch = arch
         self._tools = tools
         self._sources_file = directory / "sources.list"
+        self._conf_file = directory / "apt.conf"
         self._lists = directory / "lists"
         self._cache = directory / "cache"
         self._check = directory / "check"
@@ -114,18 +123,19 @@ class AptRoot:
         if os.geteuid() == 0:
             # apt would drop to its _apt user, who cannot enter a store that is ours alone.
             settings["APT::Sandbox::User"] = "root"
-        return [f"-o{key}={value}" for key, value in settings.items()]
+        return [f"-c{self._conf_file}", *(f"-o{key}={value}" for key, value in settings.items())]
 
     def _prepare(self) -> None:
         for path in (self._lists, self._lists / "partial", self._cache / "archives" / "partial"):
             path.mkdir(mode=0o700, parents=True, exist_ok=True)
         text = "".join(source.line(KEYRING) for source in self.sources).encode()
-        try:
-            current = self._sources_file.read_bytes()
-        except FileNotFoundError:
-            current = b""
-        if current != text:
-            publish(self._sources_file, text, tmp_dir=self.directory, prefix="sources-")
+        for path, data in ((self._sources_file, text), (self._conf_file, APT_CONF)):
+            try:
+                current = path.read_bytes()
+            except FileNotFoundError:
+                current = b""
+            if current != data:
+                publish(path, data, tmp_dir=self.directory, prefix="conf-")
 
     def update(self) -> dict[str, str | None]:
         """``apt-get update``: lists fetched and verified. The SHA-256 of each source's verified
@@ -157,6 +167,7 @@ class AptRoot:
         the archive cannot be asked."""
         if set(recorded) != {s.inrelease_uri for s in self.sources}:
             return True
+        self._prepare()
         self._check.mkdir(mode=0o700, parents=True, exist_ok=True)
         pairs: list[str] = []
         targets = [self._check / f"{os.getpid()}-{i}.InRelease" for i in range(len(self.sources))]
@@ -180,6 +191,7 @@ class AptRoot:
     def probe(self, uris: Sequence[str]) -> dict[str, bytes | None]:
         """Fetch small files (InRelease of suites that may not exist): their bytes, or None for
         those the archive does not have. Unreachable when it cannot be asked at all."""
+        self._prepare()
         self._check.mkdir(mode=0o700, parents=True, exist_ok=True)
         found: dict[str, bytes | None] = {}
         for index, uri in enumerate(uris):

@@ -50,19 +50,20 @@ def unpack(dpkg_deb: str, deb: Path, root: Path, wanted: Callable[[str], bool]) 
         process = spawn([dpkg_deb, "--fsys-tarfile", str(deb)], stderr=errors)
         assert process.stdout is not None
         written: list[Unpacked] = []
+        damaged = None
         try:
-            with tarfile.open(fileobj=process.stdout, mode="r|", bufsize=_CHUNK) as tar:
-                for member in tar:
-                    path = _relative(member.name)
-                    if path is not None and wanted(path):
-                        written.append(_write(tar, member, path, root))
+            try:
+                with tarfile.open(fileobj=process.stdout, mode="r|", bufsize=_CHUNK) as tar:
+                    for member in tar:
+                        path = _relative(member.name)
+                        if path is not None and wanted(path):
+                            written.append(_write(tar, member, path, root))
+            except tarfile.TarError as e:
+                damaged = str(e)  # dpkg-deb's own complaint, if it has one, says more
             # Read to the end: dpkg-deb must not be left writing into a pipe nobody reads.
             while process.stdout.read(_CHUNK):
                 pass
             process.wait()
-        except tarfile.TarError as e:
-            stop(process)
-            raise ToolError(f"reading the data of {deb.name}", 0, str(e)) from None
         except BaseException:
             stop(process)
             raise
@@ -71,6 +72,8 @@ def unpack(dpkg_deb: str, deb: Path, root: Path, wanted: Callable[[str], bool]) 
             errors.seek(0)
             said = errors.read().decode(errors="replace")
             raise ToolError(f"dpkg-deb --fsys-tarfile {deb.name}", process.returncode, said)
+        if damaged is not None:
+            raise ToolError(f"reading the data of {deb.name}", 0, damaged)
     return written
 
 
@@ -96,7 +99,10 @@ def _write(tar: tarfile.TarFile, member: tarfile.TarInfo, path: str, root: Path)
         resolved = posixpath.normpath(posixpath.join(posixpath.dirname(path), link))
         if posixpath.isabs(link) or resolved.startswith("../") or resolved == "..":
             raise UnsafePackage(f"{path}: a symlink to {link}, outside the package's root")
-        os.symlink(link, target)
+        try:
+            os.symlink(link, target)
+        except FileExistsError:
+            raise UnsafePackage(f"{path}: in the package twice") from None
         return Unpacked(path, target=link)
     if not member.isreg():
         raise UnsafePackage(f"{path}: not a regular file or a symlink ({member.type!r})")
@@ -104,7 +110,10 @@ def _write(tar: tarfile.TarFile, member: tarfile.TarInfo, path: str, root: Path)
     assert source is not None
     digest = hashlib.sha256()
     size = 0
-    fd = os.open(target, _CREATE, 0o600)
+    try:
+        fd = os.open(target, _CREATE, 0o600)
+    except FileExistsError:
+        raise UnsafePackage(f"{path}: in the package twice") from None
     try:
         with os.fdopen(fd, "wb", closefd=False) as out:
             while chunk := source.read(_CHUNK):
