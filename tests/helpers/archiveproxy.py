@@ -37,7 +37,7 @@ class ArchiveProxy:
         self.held = threading.Event()
         self.release = threading.Event()
         self._lock = threading.Lock()
-        self._server = ThreadingHTTPServer(("127.0.0.1", 0), _handler(self))
+        self._server = _Server(("127.0.0.1", 0), _handler(self))
         self._server.daemon_threads = True
         self._thread = threading.Thread(target=self._server.serve_forever, daemon=True)
 
@@ -55,11 +55,17 @@ class ArchiveProxy:
         self._server.shutdown()
         self._server.server_close()
 
-    def debs(self) -> Counter[str]:
-        """How many times each package file was asked for."""
+    def mark(self) -> int:
+        """A point in the request log, for ``debs(since=...)``."""
         with self._lock:
-            names = [posixpath.basename(urllib.parse.urlsplit(r).path) for r in self.requests]
-        return Counter(urllib.parse.unquote(n) for n in names if n.endswith(".deb"))
+            return len(self.requests)
+
+    def debs(self, since: int = 0) -> Counter[str]:
+        """How many times each package file was asked for (since a ``mark``)."""
+        with self._lock:
+            paths = [urllib.parse.urlsplit(r).path for r in self.requests[since:]]
+        names = (urllib.parse.unquote(posixpath.basename(p)) for p in paths)
+        return Counter(n for n in names if n.endswith(".deb"))
 
     def hold(self, name_part: str, after: int) -> None:
         """Stop sending the first ``.deb`` whose name holds ``name_part`` after ``after`` bytes,
@@ -69,6 +75,11 @@ class ArchiveProxy:
     def record(self, url: str) -> None:
         with self._lock:
             self.requests.append(url)
+
+
+class _Server(ThreadingHTTPServer):
+    def handle_error(self, request: object, client_address: object) -> None:
+        pass  # a client that went away mid-reply (a fetch killed on purpose) is no news
 
 
 def _handler(proxy: ArchiveProxy) -> type[BaseHTTPRequestHandler]:
