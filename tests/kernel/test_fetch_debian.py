@@ -10,6 +10,7 @@ under the test kernels cache too, which later sessions only check for moved suit
 
 from __future__ import annotations
 
+import fnmatch
 import json
 import os
 import shutil
@@ -146,7 +147,7 @@ def test_debian_bookworm_resolves_and_pairs_by_build_id(
             f"ktstr: kernel=debian:bookworm (from option) image=*/boot/vmlinuz-{bookworm.release}"
             f" * paired=build-id suite=bookworm package_version={bookworm.version}",
             f"ktstr: fetched debian:bookworm/cloud-amd64: {bookworm.release} {bookworm.version}"
-            " (bookworm), * MB: cached; bookworm has not moved",
+            " (bookworm), * MB: cached; bookworm *",
         ]
     )
     case = junit(pytester).cases["test_identify.py::test_identify"]
@@ -176,11 +177,13 @@ def test_two_runs_with_xdist_fetch_each_package_once(
         [sys.executable, "-m", "pytest", *args, "-n", "2", "--junitxml=both.xml", *KERNELS],
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,
+        stdin=subprocess.DEVNULL,
     )
     alone = pytester.popen(
         [sys.executable, "-m", "pytest", *args, "--kernel=debian:sid"],
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,
+        stdin=subprocess.DEVNULL,
     )
     both_out = both.communicate(timeout=1800)[0].decode()
     alone_out = alone.communicate(timeout=1800)[0].decode()
@@ -202,10 +205,49 @@ def test_two_runs_with_xdist_fetch_each_package_once(
         for name in ("symbols", "vmlinux")
         for label in ("old", "new")
     }
-    assert "downloaded" in both_out + alone_out
+    # One of the runs downloaded sid; the other waited for it, then took what it published.
+    sid = "ktstr: fetched debian:sid/cloud-amd64: * MB: "
+    out = both_out + alone_out
+    assert (
+        len(fnmatch.filter(out.splitlines(), f"{sid}downloaded * MB in * s, unpacked by * s")) == 1
+    )
+    assert (
+        len(fnmatch.filter(out.splitlines(), f"{sid}fetched a moment ago by another process")) == 1
+    )
 
 
 # --- offline, and an archive that cannot be reached --------------------------------------------
+
+
+def _asked_long_ago(name: str) -> None:
+    """Make the store's last question about a suite old, as on the next day."""
+    trees = ArtifactStore(FETCH_STORE).trees
+    ref = trees.read_ref(name)
+    assert ref is not None
+    trees.write_ref(name, ref["tree"], {**ref["data"], "checked_ns": 0})
+
+
+def test_asked_recently_is_not_asked_again(
+    pytester: pytest.Pytester,
+    fetched: dict[str, FetchedKernel],
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    pytester.makepyfile(USES_VMLINUX)
+    _asked_long_ago("debian:bookworm/cloud-amd64")
+    with ArchiveProxy(DEB_CACHE) as proxy:
+        monkeypatch.setenv("http_proxy", proxy.url)
+        first = run(pytester, "--kernel=debian:bookworm", f"--kernel-cache-dir={FETCH_STORE}")
+        first.assert_outcomes(passed=2)
+        asked = len(proxy.requests)
+        assert asked == 3  # one InRelease per suite: bookworm, -updates, -security
+        first.stdout.fnmatch_lines(["ktstr: fetched debian:bookworm/cloud-amd64: * has not moved"])
+        again = run(pytester, "--kernel=debian:bookworm", f"--kernel-cache-dir={FETCH_STORE}")
+        again.assert_outcomes(passed=2)
+        assert len(proxy.requests) == asked
+        again.stdout.fnmatch_lines(
+            ["ktstr: fetched debian:bookworm/cloud-amd64: * was asked * s ago"]
+        )
 
 
 def test_offline_uses_the_cache_and_asks_nobody(
@@ -233,6 +275,7 @@ def test_offline_uses_the_cache_and_asks_nobody(
         monkeypatch.delenv("KTSTR_KERNEL_OFFLINE")
 
         # Online, with the archive unreachable: the run asks, hears nothing, and goes on.
+        _asked_long_ago("debian:sid/cloud-amd64")
         result = run(pytester, "--kernel=debian:sid", f"--kernel-cache-dir={FETCH_STORE}")
         result.assert_outcomes(passed=2)
         assert any("/dists/sid/InRelease" in r for r in closed.requests)
@@ -267,6 +310,7 @@ def test_a_moved_suite_is_asked_again_and_an_unchanged_kernel_not_downloaded(
     ref = store.trees.read_ref(name)
     assert ref is not None
     ref["data"]["state"]["verified"] = {k: "0" * 64 for k in ref["data"]["state"]["verified"]}
+    ref["data"]["checked_ns"] = 0
     store.trees.write_ref(name, ref["tree"], ref["data"])
     pytester.makepyfile(USES_VMLINUX)
     mark = proxied.mark()

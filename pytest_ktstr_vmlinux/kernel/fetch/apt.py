@@ -261,7 +261,7 @@ class AptRoot:
             raise ToolError("apt-get download", process.returncode, output)
         files = {}
         for record in records:
-            path = _deb_path(directory, record)
+            path = deb_path(directory, record)
             if path is None:
                 raise ToolError("apt-get download", 0, f"no file for {record.name} in {directory}")
             files[record.name] = path
@@ -287,7 +287,7 @@ def _watch(
         for record in records:
             if record.name in finished:
                 continue
-            path = _deb_path(directory, record)
+            path = deb_path(directory, record)
             if path is None:
                 continue
             size = path.stat().st_size
@@ -300,7 +300,7 @@ def _watch(
             return
 
 
-def _deb_path(directory: Path, record: PackageRecord) -> Path | None:
+def deb_path(directory: Path, record: PackageRecord) -> Path | None:
     # apt-get download names the file NAME_VERSION_ARCH.deb, the epoch's ':' quoted as %3a.
     version = record.version.replace(":", "%3a")
     for path in directory.glob(f"{record.name}_{version}_*.deb"):

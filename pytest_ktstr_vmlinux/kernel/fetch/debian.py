@@ -18,11 +18,15 @@ package's 2 GB of module debug files are read past.
 from __future__ import annotations
 
 import contextlib
+import functools
 import json
 import os
 import re
 import shutil
+import threading
 import time
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -42,12 +46,14 @@ from .apt import (
     AptSource,
     PackageRecord,
     Unreachable,
+    deb_path,
 )
 from .distro import Package, Plan, total_size
+from .follow import Follower
 from .process import ToolError, require_tools
 from .progress import MB, Progress
 from .specs import FetchSpec
-from .unpack import DPKG_DEB, unpack
+from .unpack import DPKG_DEB, Unpacked, UnsafePackage, unpack
 
 ARCHIVE = "http://deb.debian.org/debian"
 SECURITY_ARCHIVE = "http://deb.debian.org/debian-security"
@@ -215,36 +221,61 @@ class Debian:
             return root.moved(data["state"]["verified"])
 
     def build(self, plan: Plan, staging: Path, progress: Progress) -> dict[str, Any]:
+        """Download the plan's packages and unpack each while it downloads (follow.py), each
+        into a part of its own; what was unpacked from bytes that were not the signed package
+        is unpacked again from the file apt verified. The parts are then merged into
+        ``staging / "root"``."""
         root = self._root_at(plan.suite, plan.arch)
         assert root is not None  # planned through it a moment ago
-        debs = staging / "debs"
+        debs, parts = staging / "debs", staging / "parts"
         debs.mkdir(mode=0o700)
+        parts.mkdir(mode=0o700)
         records = [PackageRecord(p.name, p.version, p.size, p.sha256, ()) for p in plan.packages]
         progress.step(
             f"{self._spec}: downloading {', '.join(p.name for p in plan.packages)} {plan.version}"
-            f" from {plan.suite} ({total_size(plan.packages) / MB:.1f} MB)"
+            f" from {plan.suite} ({total_size(plan.packages) / MB:.1f} MB), unpacking as it comes"
         )
+        wanted = wanted_paths(plan.release).__contains__
+        done, abort = threading.Event(), threading.Event()
+        followers = {
+            r.name: Follower(functools.partial(deb_path, debs, r), r.size, r.sha256, done, abort)
+            for r in records
+        }
         started = time.monotonic()
-        with self._locked(root):
-            files = root.download(records, debs, progress.transfer)
-        downloaded = time.monotonic() - started
-        wanted = wanted_paths(plan.release)
-        unpacked: list[dict[str, Any]] = []
-        for package in plan.packages:
-            progress.step(f"{self._spec}: unpacking {package.name}")
-            found = unpack(
-                self._tools[DPKG_DEB], files[package.name], staging / "root", wanted.__contains__
-            )
-            unpacked += [
-                {"path": u.path, "size": u.size, "sha256": u.sha256, "target": u.target}
-                | {"package": package.name}
-                for u in found
-            ]
+        with ThreadPoolExecutor(len(records), thread_name_prefix="ktstr-unpack") as pool:
+            futures = {
+                r.name: pool.submit(
+                    self._unpack, f"{r.name}.deb", parts / r.name, wanted, followers[r.name]
+                )
+                for r in records
+            }
+            try:
+                with self._locked(root):
+                    files = root.download(records, debs, progress.transfer)
+            except BaseException:
+                abort.set()
+                raise
+            finally:
+                done.set()
+            downloaded = time.monotonic() - started
+            found: dict[str, list[Unpacked]] = {}
+            for name, future in futures.items():
+                try:
+                    found[name] = future.result()
+                except (ToolError, UnsafePackage):
+                    if followers[name].matched:
+                        raise  # the signed package itself cannot be unpacked
+        for record in records:
+            if record.name not in found or not followers[record.name].matched:
+                progress.step(f"{self._spec}: unpacking {record.name} again, from the whole file")
+                shutil.rmtree(parts / record.name, ignore_errors=True)
+                found[record.name] = self._unpack(files[record.name], parts / record.name, wanted)
+        _merge(parts, staging / "root")
         shutil.rmtree(debs)
         seconds = time.monotonic() - started
         progress.step(
             f"{self._spec}: {plan.release} {plan.version}: {total_size(plan.packages) / MB:.1f} MB"
-            f" downloaded in {downloaded:.1f} s, unpacked in {seconds - downloaded:.1f} s"
+            f" downloaded in {downloaded:.1f} s, unpacked by {seconds:.1f} s"
         )
         return {
             "distro": self.name,
@@ -252,11 +283,28 @@ class Debian:
             "version": plan.version,
             "arch": plan.arch,
             "packages": [vars(p) for p in plan.packages],
-            "files": unpacked,
+            "files": [
+                {"path": u.path, "size": u.size, "sha256": u.sha256, "target": u.target}
+                | {"package": name}
+                for name, unpacked in found.items()
+                for u in unpacked
+            ],
             "downloaded": total_size(plan.packages),
             "download_seconds": round(downloaded, 3),
             "seconds": round(seconds, 3),
         }
+
+    def _unpack(
+        self,
+        deb: Path | str,
+        part: Path,
+        wanted: Callable[[str], bool],
+        follower: Follower | None = None,
+    ) -> list[Unpacked]:
+        """Unpack ``deb`` (with a follower: as it downloads, ``deb`` only names it)."""
+        part.mkdir(mode=0o700, exist_ok=True)
+        feed = follower.pump if follower is not None else None
+        return unpack(self._tools[DPKG_DEB], deb, part, wanted, feed)
 
     # --- planning --------------------------------------------------------------------------------
 
@@ -434,6 +482,17 @@ class Debian:
             f"kernel {self._spec!r}: the Debian archive has no suite {suite!r}; its suites:"
             f" {listed}; releases also have -backports, -updates and -security"
         )
+
+
+def _merge(parts: Path, root: Path) -> None:
+    """Move every package's unpacked files into one root (packages never share a file)."""
+    for part in sorted(parts.iterdir()):
+        for directory, dirnames, filenames in os.walk(part):
+            relative = Path(directory).relative_to(part)
+            (root / relative).mkdir(mode=0o700, parents=True, exist_ok=True)
+            for name in filenames + [d for d in dirnames if os.path.islink(Path(directory, d))]:
+                os.rename(Path(directory, name), root / relative / name)
+    shutil.rmtree(parts)
 
 
 def _source(suite: str) -> AptSource:

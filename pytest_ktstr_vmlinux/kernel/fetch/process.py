@@ -78,6 +78,7 @@ def spawn(
     argv: Sequence[str],
     *,
     cwd: Path | None = None,
+    stdin: int | IO[bytes] | None = subprocess.DEVNULL,
     stdout: int | IO[bytes] | None = subprocess.PIPE,
     stderr: int | IO[bytes] | None = subprocess.PIPE,
 ) -> subprocess.Popen[bytes]:
@@ -86,7 +87,7 @@ def spawn(
         list(argv),
         cwd=cwd,
         env=environment(),
-        stdin=subprocess.DEVNULL,
+        stdin=stdin,
         stdout=stdout,
         stderr=stderr,
         preexec_fn=functools.partial(_child_setup, os.getpid()),
@@ -117,9 +118,11 @@ def stop(process: subprocess.Popen[bytes]) -> None:
             with contextlib.suppress(ProcessLookupError):
                 os.killpg(process.pid, signal.SIGKILL)
             process.wait()
+    # Not its input: a follower (follow.py) writing there owns and closes it.
     for stream in (process.stdout, process.stderr):
         if stream is not None:
-            stream.close()
+            with contextlib.suppress(OSError):
+                stream.close()
 
 
 def last_lines(output: str, count: int = 4) -> str:

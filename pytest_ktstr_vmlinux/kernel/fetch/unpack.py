@@ -14,11 +14,14 @@ from __future__ import annotations
 import hashlib
 import os
 import posixpath
+import subprocess
 import tarfile
 import tempfile
+import threading
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import BinaryIO
 
 from .process import ToolError, spawn, stop
 
@@ -41,14 +44,33 @@ class Unpacked:
     target: str | None = None
 
 
-def unpack(dpkg_deb: str, deb: Path, root: Path, wanted: Callable[[str], bool]) -> list[Unpacked]:
+def unpack(
+    dpkg_deb: str,
+    deb: Path | str,
+    root: Path,
+    wanted: Callable[[str], bool],
+    feed: Callable[[BinaryIO], None] | None = None,
+) -> list[Unpacked]:
     """Write the members of ``deb`` that ``wanted`` accepts (by relative path, ``usr/lib/...``)
-    under ``root``. ToolError when dpkg-deb fails; UnsafePackage for a member that would write
-    outside ``root`` or over what is there."""
+    under ``root``; with ``feed``, the package is not read from ``deb`` (then only its name) but
+    from what ``feed`` writes into dpkg-deb's input, in a thread of its own (follow.py).
+    ToolError when dpkg-deb fails; UnsafePackage for a member that would write outside ``root``
+    or over what is there."""
+    name = Path(deb).name
     # Its complaints go to a file: a pipe nobody reads while the data is read could fill up.
     with tempfile.TemporaryFile() as errors:
-        process = spawn([dpkg_deb, "--fsys-tarfile", str(deb)], stderr=errors)
+        source = "/dev/stdin" if feed is not None else str(deb)
+        process = spawn(
+            [dpkg_deb, "--fsys-tarfile", source],
+            stdin=subprocess.PIPE if feed is not None else subprocess.DEVNULL,
+            stderr=errors,
+        )
         assert process.stdout is not None
+        feeder = None
+        if feed is not None:
+            assert process.stdin is not None
+            feeder = threading.Thread(target=feed, args=(process.stdin,), daemon=True)
+            feeder.start()
         written: list[Unpacked] = []
         damaged = None
         try:
@@ -67,13 +89,16 @@ def unpack(dpkg_deb: str, deb: Path, root: Path, wanted: Callable[[str], bool]) 
         except BaseException:
             stop(process)
             raise
+        finally:
+            if feeder is not None:
+                feeder.join()
         process.stdout.close()
         if process.returncode != 0:
             errors.seek(0)
             said = errors.read().decode(errors="replace")
-            raise ToolError(f"dpkg-deb --fsys-tarfile {deb.name}", process.returncode, said)
+            raise ToolError(f"dpkg-deb --fsys-tarfile {name}", process.returncode, said)
         if damaged is not None:
-            raise ToolError(f"reading the data of {deb.name}", 0, damaged)
+            raise ToolError(f"reading the data of {name}", 0, damaged)
     return written
 
 
