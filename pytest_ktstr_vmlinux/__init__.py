@@ -18,6 +18,7 @@ if TYPE_CHECKING:
     from .formats.btf.types import BitfieldError, BTFKeyError
     from .formats.kconfig import KernelConfig
     from .formats.symbols import KernelSymbols
+    from .kernel.fetch.fetch import FetchedKernel, FetchOptions, fetch_kernel
     from .kernel.images import Candidate
     from .kernel.locate import Probe, ProbeReport, find_vmlinux, probe_vmlinux
     from .kernel.resolve import Kernel, resolve_kernel
@@ -57,6 +58,8 @@ _EXPORTS = {
     "BTFKeyError": "formats.btf.types",
     "BitfieldError": "formats.btf.types",
     "Candidate": "kernel.images",
+    "FetchOptions": "kernel.fetch.fetch",
+    "FetchedKernel": "kernel.fetch.fetch",
     "GuestBootError": "vm.errors",
     "GuestCommandError": "vm.errors",
     "GuestError": "vm.errors",
@@ -93,6 +96,7 @@ _EXPORTS = {
     "VmlinuxNotFoundError": "errors",
     "boot_guest": "vm.guest",
     "cached_vmlinux_bytes": "store.bytescache",
+    "fetch_kernel": "kernel.fetch.fetch",
     "find_vmlinux": "kernel.locate",
     "ktstr_test": "plugin.markers",
     "load_vmlinux_bytes": "store.bytescache",
@@ -107,6 +111,8 @@ __all__ = [
     "BTFKeyError",
     "BitfieldError",
     "Candidate",
+    "FetchOptions",
+    "FetchedKernel",
     "GuestBootError",
     "GuestCommandError",
     "GuestError",
@@ -143,6 +149,7 @@ __all__ = [
     "VmlinuxNotFoundError",
     "boot_guest",
     "cached_vmlinux_bytes",
+    "fetch_kernel",
     "find_vmlinux",
     "ktstr_test",
     "load_vmlinux_bytes",

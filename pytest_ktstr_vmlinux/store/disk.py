@@ -9,6 +9,7 @@ Layout of the store directory (0700, ours alone; see storedir.py)::
     artifacts/<sha>.art artifact files (artifact.py), named by a hash of their key
     exports/<sha>.<ext> payloads as plain files, for tools that want a path
     tmp/                files being written; anything here while we hold the lock is debris
+    trees/              published directory trees, their refs, locks and state (trees.py)
 
 Correctness never rests on the lock: the index and every artifact are published by write to
 tmp/, fsync, ``os.replace``, so a reader sees a whole old file or a whole new one, and verifies
@@ -22,9 +23,6 @@ neither. Exports are checked the same way and pinned while served (exports.py, p
 from __future__ import annotations
 
 import contextlib
-import dataclasses
-import hashlib
-import json
 import os
 import stat
 import time
@@ -35,7 +33,7 @@ from typing import Any
 
 from . import artifact, exports, stamps
 from . import index as storeindex
-from .artifact import Artifact, ArtifactCorrupt, ArtifactOutdated
+from .artifact import ArtifactCorrupt, ArtifactOutdated
 from .directory import (
     ARTIFACTS_DIR,
     DEFAULT_MAX_SIZE,
@@ -52,6 +50,7 @@ from .index import artifact_key, current_entry, signature_fields
 from .indexfile import IndexFile
 from .lock import StoreLock
 from .pins import Pins
+from .produce import write_artifact
 from .publish import OutOfSpace
 from .served import (
     MAX_BUILD_ATTEMPTS,
@@ -195,16 +194,7 @@ class ArtifactStore:
         """Evict to the size cap now (a tree was published), never the tree ``keep_tree``."""
         with self.locked():
             index = self._index.read()
-            doomed = evict(
-                index,
-                artifacts=self._artifacts,
-                tmp=self._tmp,
-                exports=self._exports,
-                max_size=self.max_size,
-                keep="",
-                trees=self._tree_dirs(),
-                keep_tree=keep_tree,
-            )
+            doomed = self._evict(index, "", keep_tree)
             if doomed:
                 self._index.write(index)
             for path in doomed:
@@ -242,6 +232,18 @@ class ArtifactStore:
                 removed += trees.clear()
             storeindex.fsync_dir(self.directory)
         return removed
+
+    def _evict(self, index: dict[str, Any], keep: str, keep_tree: str | None = None) -> list[Path]:
+        return evict(
+            index,
+            artifacts=self._artifacts,
+            tmp=self._tmp,
+            exports=self._exports,
+            max_size=self.max_size,
+            keep=keep,
+            trees=self._tree_dirs(),
+            keep_tree=keep_tree,
+        )
 
     def _tree_dirs(self) -> Trees | None:
         """The trees, when the store has any: a store that never fetched makes no trees/."""
@@ -290,9 +292,9 @@ class ArtifactStore:
         record = entry["artifacts"].get(artifact_key(kind, version))
         if record is None:
             return None
-        if is_racy(signature, entry["recorded_ns"], self.racy_window_ns) and not self._reverify(
-            key, signature, entry
-        ):
+        if is_racy(
+            signature, entry["recorded_ns"], self.racy_window_ns
+        ) and not self._index.reverify(key, signature, entry):
             return None
         path = self._artifacts / record["file"]
         checked = record.get("checked")
@@ -321,19 +323,6 @@ class ArtifactStore:
         if found.checked or stamps.use_is_due(found.signature):
             self._index.record_check(key, signature, kind, version, found)
         return StoredArtifact(key, signature, kind, version, file=found)
-
-    def _reverify(self, key: str, signature: StatSignature, entry: dict[str, Any]) -> bool:
-        """Racy entry: its content hash decides. A match is recorded so the check stops once the
-        timestamp window has passed (when the disk has room for that)."""
-        started_ns = time.time_ns()
-        try:
-            digest = sha256_file(key)
-        except OSError:
-            return False
-        if digest != entry.get("sha256"):
-            return False
-        self._index.record_settled(key, signature, started_ns)
-        return True
 
     def _build(
         self,
@@ -366,7 +355,17 @@ class ArtifactStore:
             # Same signature, other content: what was built from the old content is stale.
             doomed += [self._artifacts / n for n in entry_files(entry)]
             entry["artifacts"] = {}
-        made = self._write_artifact(key, signature, kind, version, build, digest_before)
+        made = write_artifact(
+            self.directory,
+            self._tmp,
+            self._artifacts,
+            key,
+            signature,
+            kind,
+            version,
+            build,
+            digest_before,
+        )
         if made is None:
             return None
         built, checked = made
@@ -382,15 +381,7 @@ class ArtifactStore:
         }
         index["sources"][key] = entry
         index["builds"] = index.get("builds", 0) + 1
-        doomed += evict(
-            index,
-            artifacts=self._artifacts,
-            tmp=self._tmp,
-            exports=self._exports,
-            max_size=self.max_size,
-            keep=final.name,
-            trees=self._tree_dirs(),
-        )
+        doomed += self._evict(index, final.name)
         try:
             self._index.write(index)
         except StoreFullError:
@@ -403,54 +394,7 @@ class ArtifactStore:
                     path.unlink()
         return StoredArtifact(key, signature, kind, version, file=built)
 
-    def _write_artifact(
-        self,
-        key: str,
-        signature: StatSignature,
-        kind: str,
-        version: int,
-        build: Build,
-        digest_before: str | None,
-    ) -> tuple[Artifact, stamps.Stamp] | None:
-        """Build in tmp/ and publish under the artifact's hashed name: the artifact, mapped, and
-        its stamp (checked in full: its digest was just computed from what was written). None
-        when the source moved meanwhile (re-hashed when ``digest_before`` is given). Nothing
-        stays in tmp/; a full disk is a StoreFullError naming the space needed."""
-        try:
-            made = artifact.build_file(self._tmp, kind, version, lambda out: build(Path(key), out))
-        except OutOfSpace as e:
-            what = f"writing the {kind} artifact of {key}"
-            raise full_error(self.directory, e, what, e.needed, exact=e.exact) from None
-        tmp = made.path
-        try:
-            moved = stat_signature(key, key) != signature
-            if not moved and digest_before is not None:
-                moved = sha256_file(key) != digest_before
-            if moved:
-                tmp.unlink()
-                return None
-            name = hashlib.sha256(
-                json.dumps([key, signature_fields(signature), kind, version]).encode()
-            ).hexdigest()
-            final = self._artifacts / f"{name}.art"
-            with contextlib.suppress(FileNotFoundError):
-                if stat.S_ISDIR(os.lstat(final).st_mode):
-                    remove_path(final)  # os.replace cannot put a file over a directory
-            os.replace(tmp, final)
-            storeindex.fsync_dir(self._artifacts)
-            checked = stamps.touch(final)
-        except BaseException:
-            with contextlib.suppress(FileNotFoundError):
-                tmp.unlink()
-            raise
-        built = dataclasses.replace(made, path=final, signature=_signature_of(checked))
-        return built, checked
-
     def _warn(self, message: str) -> None:
         if message not in self._warned:
             self._warned.add(message)
             warnings.warn(message, StoreWarning, stacklevel=3)
-
-
-def _signature_of(stamp: stamps.Stamp) -> StatSignature:
-    return StatSignature(*stamp[1:])

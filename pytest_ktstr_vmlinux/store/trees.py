@@ -24,20 +24,18 @@ Invariants, and why they hold:
   it, which it cannot get while any pin is held, and the kernel drops a crashed process's pins.
 - What is served is what was published: every file's stat signature (device, inode, size,
   mtime, ctime) is recorded after its last change, and compared at every open; a write, a
-  chmod, a replaced file all move it. A tree that fails the check is ``TreeDamaged``.
+  chmod, a replaced file all move it. A tree that fails the check is ``TreeDamaged``. (The files
+  of one tree, its record and its removal: treefiles.py.)
 """
 
 from __future__ import annotations
 
 import contextlib
-import fcntl
 import hashlib
 import json
 import os
 import re
 import secrets
-import shutil
-import stat
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -49,12 +47,27 @@ from .directory import prepare_subdir
 from .lock import StoreLock
 from .pins import Pins
 from .publish import fsync_dir, publish
-from .signature import StatSignature, not_ours_alone
-from .stamps import USE_TICK_NS
+from .signature import StatSignature
+from .treefiles import (  # TreeDamaged, TreeUsage: callers import them from here
+    OPEN_FLAGS,
+    RECORD_NAME,
+    USED_NAME,
+    TreeDamaged,
+    TreeUsage,
+    freeze,
+    read_json,
+    read_record,
+    record_use,
+    remove_tree,
+    remove_tree_dir,
+    touch,
+    tree_usage,
+    verify,
+)
+
+__all__ = ["RECORD_NAME", "TREES_DIR", "Tree", "TreeDamaged", "TreeUsage", "Trees", "key_of"]
 
 TREES_DIR = "trees"
-RECORD_NAME = "tree.json"
-USED_NAME = "used"
 ROOT_NAME = "root"
 REFS_DIR = "refs"
 LOCKS_DIR = "locks"
@@ -62,14 +75,7 @@ STAGING_DIR = "staging"
 STATE_DIR = "state"
 TREE_NAME_RE = re.compile(r"[0-9a-f]{64}", re.ASCII)
 _STATE_NAME_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9._+-]{0,127}", re.ASCII)
-_MAX_RECORD = 16 << 20
-_OPEN_FLAGS = os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC
 _ATTEMPTS = 5
-
-
-class TreeDamaged(KernelArtifactError):
-    """A published tree is not what was published: a file of it changed, went or was added
-    where a recorded one was. Remove it and build it again."""
 
 
 @dataclass(frozen=True)
@@ -81,17 +87,6 @@ class Tree:
     root: Path
     record: dict[str, Any]
     size: int
-
-
-@dataclass(frozen=True)
-class TreeUsage:
-    """What eviction and listings need of a tree: its size, its last use, whether it is held."""
-
-    name: str
-    path: Path
-    size: int
-    used_ns: int
-    record: dict[str, Any]
 
 
 class TreeHost(Protocol):
@@ -107,6 +102,11 @@ class TreeHost(Protocol):
     def warn(self, message: str) -> None: ...
 
     def trim(self, *, keep_tree: str | None = None) -> None: ...
+
+
+def _check_name(name: str) -> None:
+    if not TREE_NAME_RE.fullmatch(name):
+        raise ValueError(f"tree name {name!r}: 64 lowercase hex digits (a hash)")
 
 
 def key_of(name: str) -> str:
@@ -160,14 +160,14 @@ class Trees:
             yield path
         finally:
             if path.exists():
-                _remove_tree_dir(path)
+                remove_tree_dir(path)
 
     def sweep(self, name: str) -> None:
         """Remove what killed builds of ``name`` left in staging (hold ``locked(name)``)."""
         prefix = f"{key_of(name)[:32]}-"
         for entry in self._staging.iterdir():
             if entry.name.startswith(prefix):
-                _remove_tree_dir(entry)
+                remove_tree_dir(entry)
 
     def publish(self, name: str, staging: Path, record: dict[str, Any]) -> Tree:
         """Publish what ``staging`` (from ``staging(name)``) holds as the tree ``name``: its
@@ -175,12 +175,12 @@ class Trees:
         directory renamed into place (replacing a damaged tree of that name), the store trimmed
         to its size cap (never evicting this tree), and the tree pinned for this process."""
         _check_name(name)
-        files = _freeze(staging / ROOT_NAME)
+        files = freeze(staging / ROOT_NAME)
         size = sum(f["size"] for f in files if f["type"] == "file")
         body = {"name": name, "record": record, "size": size, "files": files}
         data = json.dumps(body, separators=(",", ":"), sort_keys=True).encode()
         publish(staging / RECORD_NAME, data, tmp_dir=staging, prefix="record-")
-        _touch(staging / USED_NAME)
+        touch(staging / USED_NAME)
         final = self.directory / name
         if os.path.lexists(final):
             self._discard(final)
@@ -203,22 +203,22 @@ class Trees:
         path = self.directory / name / RECORD_NAME
         for _ in range(_ATTEMPTS):
             try:
-                fd = os.open(path, _OPEN_FLAGS)
+                fd = os.open(path, OPEN_FLAGS)
             except FileNotFoundError:
                 return None
             except OSError as e:
                 raise TreeDamaged(f"kernel cache tree {path.parent}: {e.strerror}") from None
             try:
                 st = os.fstat(fd)
-                body = _read_record(fd, st, path, self._store.owner)
+                body = read_record(fd, st, path, self._store.owner)
             except BaseException:
                 os.close(fd)
                 raise
             if not self._pins.pin(path, fd, StatSignature.from_stat(st)):
                 continue  # removed or replaced this instant: look again
             root = path.parent / ROOT_NAME
-            _verify(root, body["files"])
-            _record_use(path.parent / USED_NAME)
+            verify(root, body["files"])
+            record_use(path.parent / USED_NAME)
             return Tree(name, root, body["record"], body["size"])
         return None
 
@@ -249,7 +249,7 @@ class Trees:
         said once) is recorded."""
         path = self._refs / f"{key_of(name)}.json"
         try:
-            fd = os.open(path, _OPEN_FLAGS)
+            fd = os.open(path, OPEN_FLAGS)
         except FileNotFoundError:
             return None
         except OSError as e:
@@ -258,7 +258,7 @@ class Trees:
         try:
             st = os.fstat(fd)
             try:
-                ref = _read_json(fd, st, path, self._store.owner)
+                ref = read_json(fd, st, path, self._store.owner)
             except TreeDamaged as e:
                 self._warn(f"{e}; ignoring it")
                 return None
@@ -281,11 +281,11 @@ class Trees:
         found = []
         for path in sorted(self._refs.glob("*.json")):
             try:
-                fd = os.open(path, _OPEN_FLAGS)
+                fd = os.open(path, OPEN_FLAGS)
             except OSError:
                 continue
             try:
-                found.append(_read_json(fd, os.fstat(fd), path, self._store.owner))
+                found.append(read_json(fd, os.fstat(fd), path, self._store.owner))
             except TreeDamaged:
                 continue
             finally:
@@ -314,9 +314,9 @@ class Trees:
         for usage in self.usage():
             removed += remove_tree(usage.path, self._staging)
         for path in self._refs.iterdir():
-            _remove_tree_dir(path)
+            remove_tree_dir(path)
         for path in (*self._state.iterdir(), *self._staging.iterdir()):
-            _remove_tree_dir(path)
+            remove_tree_dir(path)
         return removed
 
     def _discard(self, path: Path) -> None:
@@ -325,201 +325,3 @@ class Trees:
                 f"kernel cache tree {path} is damaged but in use by another process; end that"
                 " process and run again"
             )
-
-
-# --- used by eviction (evict.py), which runs under the store's lock ----------------------------
-
-
-def tree_usage(path: Path, owner: int) -> TreeUsage:
-    """The size a tree's record gives (else what its files take) and its last use."""
-    record: dict[str, Any] = {}
-    size = None
-    try:
-        fd = os.open(path / RECORD_NAME, _OPEN_FLAGS)
-    except OSError:
-        fd = -1
-    if fd >= 0:
-        try:
-            body = _read_record(fd, os.fstat(fd), path / RECORD_NAME, owner)
-            record, size = body["record"], body["size"]
-        except TreeDamaged:
-            pass
-        finally:
-            os.close(fd)
-    if size is None:
-        size = _du(path)
-    try:
-        used_ns = os.lstat(path / USED_NAME).st_mtime_ns
-    except OSError:
-        used_ns = 0
-    return TreeUsage(path.name, path, size, used_ns, record)
-
-
-def remove_tree(path: Path, staging: Path) -> bool:
-    """Remove the tree at ``path`` unless a process holds a pin on it; True when it is gone.
-
-    Held exclusively, it is renamed into ``staging`` (it is gone for every reader at that
-    instant) before its files are removed; a pin taken after the rename is on a file no longer
-    at the tree's path, which the pinning process sees (Pins.pin)."""
-    try:
-        fd = os.open(path / RECORD_NAME, _OPEN_FLAGS)
-    except FileNotFoundError:
-        fd = -1  # no record: damage or a stray directory, pinned by nobody
-    except OSError:
-        fd = -1
-    try:
-        if fd >= 0:
-            try:
-                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-            except BlockingIOError:
-                return False
-        doomed = staging / f"removed-{secrets.token_hex(8)}"
-        try:
-            os.rename(path, doomed)
-        except FileNotFoundError:
-            return True
-    finally:
-        if fd >= 0:
-            os.close(fd)
-    _remove_tree_dir(doomed)
-    return True
-
-
-# --- internals ---------------------------------------------------------------------------------
-
-
-def _check_name(name: str) -> None:
-    if not TREE_NAME_RE.fullmatch(name):
-        raise ValueError(f"tree name {name!r}: 64 lowercase hex digits (a hash)")
-
-
-def _freeze(root: Path) -> list[dict[str, Any]]:
-    """Make every file under ``root`` read-only and list it with its signature: regular files
-    and symlinks only, nothing reaching out of ``root``."""
-    files: list[dict[str, Any]] = []
-    for directory, dirnames, filenames in os.walk(root):
-        dirnames.sort()
-        for name in sorted(filenames + [d for d in dirnames if os.path.islink(Path(directory, d))]):
-            path = Path(directory, name)
-            relative = path.relative_to(root).as_posix()
-            st = os.lstat(path)
-            if stat.S_ISLNK(st.st_mode):
-                files.append({"path": relative, "type": "link", "target": os.readlink(path)})
-                continue
-            if not stat.S_ISREG(st.st_mode):
-                raise KernelArtifactError(f"{path}: not a regular file; a tree holds files only")
-            os.chmod(path, 0o444)
-            with open(path, "rb") as f:
-                os.fsync(f.fileno())
-            st = os.lstat(path)
-            files.append({"path": relative, "type": "file", "size": st.st_size, "sig": _sig(st)})
-        fsync_dir(Path(directory))
-    return files
-
-
-def _verify(root: Path, files: list[dict[str, Any]]) -> None:
-    for entry in files:
-        path = root / entry["path"]
-        try:
-            st = os.lstat(path)
-        except OSError as e:
-            raise TreeDamaged(f"kernel cache tree {root.parent}: {path}: {e.strerror}") from None
-        if entry["type"] == "link":
-            if not stat.S_ISLNK(st.st_mode) or os.readlink(path) != entry["target"]:
-                raise TreeDamaged(f"kernel cache tree {root.parent}: {path} is not the link it was")
-        elif _sig(st) != entry["sig"]:
-            raise TreeDamaged(
-                f"kernel cache tree {root.parent}: {path} changed since it was published"
-            )
-
-
-def _sig(st: os.stat_result) -> list[int]:
-    return [st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns, st.st_ctime_ns, st.st_mode]
-
-
-def _read_json(fd: int, st: os.stat_result, path: Path, owner: int) -> dict[str, Any]:
-    if not stat.S_ISREG(st.st_mode):
-        raise TreeDamaged(f"kernel cache {path} is not a regular file")
-    problem = not_ours_alone(st, owner)
-    if problem is not None:
-        raise TreeDamaged(f"kernel cache {path} is {problem}")
-    if st.st_size > _MAX_RECORD:
-        raise TreeDamaged(f"kernel cache {path} is {st.st_size} bytes: not a record of ours")
-    chunks = []
-    while chunk := os.read(fd, 1 << 20):
-        chunks.append(chunk)
-    try:
-        value = json.loads(b"".join(chunks))
-    except ValueError as e:
-        raise TreeDamaged(f"kernel cache {path} is not JSON: {e}") from None
-    if not isinstance(value, dict):
-        raise TreeDamaged(f"kernel cache {path} is not a record of ours")
-    return value
-
-
-def _read_record(fd: int, st: os.stat_result, path: Path, owner: int) -> dict[str, Any]:
-    body = _read_json(fd, st, path, owner)
-    files = body.get("files")
-    valid = (
-        body.get("name") == path.parent.name
-        and isinstance(body.get("record"), dict)
-        and type(body.get("size")) is int
-        and isinstance(files, list)
-        and all(_valid_file(f) for f in files)
-    )
-    if not valid:
-        raise TreeDamaged(f"kernel cache tree record {path} is malformed")
-    return body
-
-
-def _valid_file(entry: object) -> bool:
-    if not isinstance(entry, dict) or not isinstance(entry.get("path"), str):
-        return False
-    parts = entry["path"].split("/")
-    if entry["path"].startswith("/") or any(p in ("", ".", "..") for p in parts):
-        return False
-    if entry.get("type") == "link":
-        return isinstance(entry.get("target"), str)
-    sig = entry.get("sig")
-    return (
-        entry.get("type") == "file"
-        and type(entry.get("size")) is int
-        and isinstance(sig, list)
-        and len(sig) == 6
-        and all(type(x) is int for x in sig)
-    )
-
-
-def _record_use(path: Path) -> None:
-    # A use is recorded at most once a tick: eviction needs the order, not the instant.
-    with contextlib.suppress(OSError):
-        if os.lstat(path).st_mtime_ns + USE_TICK_NS < time.time_ns():
-            _touch(path)
-
-
-def _touch(path: Path) -> None:
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600)
-    try:
-        now = time.time_ns()
-        os.utime(fd, ns=(now, now))
-    finally:
-        os.close(fd)
-
-
-def _du(path: Path) -> int:
-    total = 0
-    for directory, _, filenames in os.walk(path):
-        for name in filenames:
-            with contextlib.suppress(OSError):
-                st = os.lstat(Path(directory, name))
-                total += st.st_size if stat.S_ISREG(st.st_mode) else 0
-    return total
-
-
-def _remove_tree_dir(path: Path) -> None:
-    # Directories stay 0700 (only files are made read-only), so removal needs no chmod.
-    if path.is_dir() and not path.is_symlink():
-        shutil.rmtree(path, ignore_errors=True)
-    else:
-        with contextlib.suppress(FileNotFoundError):
-            path.unlink()

@@ -11,7 +11,8 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from pytest_ktstr_vmlinux.errors import KernelSpecError
-from pytest_ktstr_vmlinux.kernel.fetch.debian import flavour_arch, wanted_paths
+from pytest_ktstr_vmlinux.kernel.fetch.archive import flavour_arch
+from pytest_ktstr_vmlinux.kernel.fetch.build import wanted_paths
 from pytest_ktstr_vmlinux.kernel.fetch.fetch import parse_offline
 from pytest_ktstr_vmlinux.kernel.fetch.specs import FetchSpec, parse_fetch_spec
 from pytest_ktstr_vmlinux.kernel.kernelset import KernelItem, parse_kernel_item

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from pytest_ktstr_vmlinux.kernel.fetch.debian import wanted_paths
+from pytest_ktstr_vmlinux.kernel.fetch.build import wanted_paths
 from pytest_ktstr_vmlinux.kernel.fetch.process import ToolError
 from pytest_ktstr_vmlinux.kernel.fetch.unpack import UnsafePackage, unpack
 

@@ -1,5 +1,4 @@
-"""Debian's kernels: which suites a spec means, which packages make a kernel, which files of
-them a kernel needs.
+"""Debian's kernels: which suites a spec means, and which packages make a kernel.
 
 ``debian:SUITE`` follows what a Debian system of that suite installs: a release (``bookworm``,
 ``stable``) gets its kernel updates through ``-updates`` and ``-security``, so those suites are
@@ -10,9 +9,10 @@ names the current release R. Since 2026 ``linux-image-R`` is itself a metapackag
 ``linux-binary-R`` (the image) and ``linux-base-R`` (config, System.map); before, it held them.
 The debug vmlinux is ``linux-image-R-dbg``. Every package is taken at the image's version.
 
-Of each package only the files the resolver looks for are unpacked (the image, config and
-debug-vmlinux layouts of kernel/images, config and locate, for R, and System.map): the debug
-package's 2 GB of module debug files are read past.
+Each spec is planned through an apt root of its suite and architecture (apt.py), which is made
+the first time a suite is asked for: the archive is asked which of the suites a release follows
+it has, and a suite it does not have is a usage error listing those it has. The tree is built
+by build.py.
 """
 
 from __future__ import annotations
@@ -21,124 +21,46 @@ import contextlib
 import functools
 import json
 import os
-import re
-import shutil
-import threading
-import time
-from collections.abc import Callable
-from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from ...errors import KernelSpecError
 from ...store.publish import publish
 from ...store.trees import Trees
-from ..config import DISTRO_CONFIG_LAYOUTS
-from ..images import DISTRO_IMAGE_LAYOUTS
-from ..locate import DISTRO_VMLINUX_LAYOUTS
 from .apt import (
     APT_CACHE,
     APT_GET,
     APT_HELPER,
     KEYRING,
     AptRoot,
-    AptSource,
-    PackageRecord,
     Unreachable,
-    deb_path,
 )
-from .distro import Package, Plan, total_size
-from .follow import Follower
+from .archive import (
+    ALIASES,
+    DEB_RE,
+    FLAVOUR_ARCH,
+    META_SKIP,
+    RELEASE_FLAVOUR_RE,
+    SEARCH,
+    KnownSuite,
+    default_flavour,
+    flavour_arch,
+    followed,
+    release_fields,
+    source,
+)
+from .build import build_tree
+from .distro import Package, Plan
 from .process import ToolError, require_tools
-from .progress import MB, Progress
+from .progress import Progress
 from .specs import FetchSpec
-from .unpack import DPKG_DEB, Unpacked, UnsafePackage, unpack
+from .unpack import DPKG_DEB
 
-ARCHIVE = "http://deb.debian.org/debian"
-SECURITY_ARCHIVE = "http://deb.debian.org/debian-security"
 TOOLS = (APT_GET, APT_CACHE, APT_HELPER, DPKG_DEB)
-ALIASES = ("oldoldstable", "oldstable", "stable", "testing", "unstable", "experimental")
-_ALONE = frozenset({"sid", "unstable", "experimental", "rc-buggy"})
-# Flavour (or its last words) -> Debian architecture; the longest match wins.
-_FLAVOUR_ARCH = {
-    "amd64": "amd64",
-    "arm64": "arm64",
-    "arm64-16k": "arm64",
-    "686": "i386",
-    "686-pae": "i386",
-    "armmp": "armhf",
-    "armmp-lpae": "armhf",
-    "rpi": "armel",
-    "marvell": "armel",
-    "powerpc64le": "ppc64el",
-    "powerpc64le-64k": "ppc64el",
-    "s390x": "s390x",
-    "riscv64": "riscv64",
-    "loong64": "loong64",
-}
-_DEFAULT_FLAVOUR = {
-    "amd64": "cloud-amd64",
-    "arm64": "cloud-arm64",
-    "i386": "686-pae",
-    "armhf": "armmp",
-    "ppc64el": "powerpc64le",
-    "s390x": "s390x",
-    "riscv64": "riscv64",
-    "loong64": "loong64",
-}
-_UNAME_ARCH = {
-    "x86_64": "amd64",
-    "aarch64": "arm64",
-    "i686": "i386",
-    "armv7l": "armhf",
-    "ppc64le": "ppc64el",
-    "s390x": "s390x",
-    "riscv64": "riscv64",
-    "loongarch64": "loong64",
-}
-# 6.1.0-57-cloud-amd64, 7.2.13+deb14-cloud-amd64: the flavour follows the version and ABI.
-_RELEASE_FLAVOUR_RE = re.compile(r"[0-9][^-]*(?:-[0-9]+)?-([a-z][a-z0-9-]*)", re.ASCII)
-_DEB_RE = re.compile(r"\+deb([0-9]+)-", re.ASCII)
-_SEARCH = ("stable", "oldstable", "testing", "unstable", "oldoldstable")
-_META_SKIP = ("-dbg", "-unsigned", "-signed-template")
-
-
-def host_arch() -> str:
-    machine = os.uname().machine
-    return _UNAME_ARCH.get(machine, machine)
-
-
-def flavour_arch(flavour: str) -> str | None:
-    """The Debian architecture a flavour builds for (``cloud-amd64`` -> ``amd64``)."""
-    for suffix in sorted(_FLAVOUR_ARCH, key=len, reverse=True):
-        if flavour == suffix or flavour.endswith(f"-{suffix}"):
-            return _FLAVOUR_ARCH[suffix]
-    return None
-
-
-def wanted_paths(release: str) -> frozenset[str]:
-    """The files of a kernel ``release`` the resolver looks for, as package paths."""
-    templates = [
-        *DISTRO_IMAGE_LAYOUTS,
-        *DISTRO_CONFIG_LAYOUTS,
-        *(template for template, _ in DISTRO_VMLINUX_LAYOUTS),
-        "/boot/System.map-{R}",
-        "/lib/modules/{R}/System.map",
-        "/usr/lib/modules/{R}/System.map",
-    ]
-    return frozenset(t.format(R=release).lstrip("/") for t in templates)
 
 
 class NoSuite(KernelSpecError):
     """The archive has no such suite; the message lists those it has."""
-
-
-@dataclass(frozen=True)
-class KnownSuite:
-    codename: str  # trixie
-    version: str  # 13 ("" for sid)
-    alias: str  # stable
 
 
 class Debian:
@@ -221,101 +143,24 @@ class Debian:
             return root.moved(data["state"]["verified"])
 
     def build(self, plan: Plan, staging: Path, progress: Progress) -> dict[str, Any]:
-        """Download the plan's packages and unpack each while it downloads (follow.py), each
-        into a part of its own; what was unpacked from bytes that were not the signed package
-        is unpacked again from the file apt verified. The parts are then merged into
-        ``staging / "root"``."""
         root = self._root_at(plan.suite, plan.arch)
         assert root is not None  # planned through it a moment ago
-        debs, parts = staging / "debs", staging / "parts"
-        debs.mkdir(mode=0o700)
-        parts.mkdir(mode=0o700)
-        records = [PackageRecord(p.name, p.version, p.size, p.sha256, ()) for p in plan.packages]
-        progress.step(
-            f"{self._spec}: downloading {', '.join(p.name for p in plan.packages)} {plan.version}"
-            f" from {plan.suite} ({total_size(plan.packages) / MB:.1f} MB), unpacking as it comes"
+        locked = functools.partial(self._locked, root)
+        record = build_tree(
+            root, self._tools[DPKG_DEB], plan, staging, progress, locked, self._spec
         )
-        wanted = wanted_paths(plan.release).__contains__
-        done, abort = threading.Event(), threading.Event()
-        followers = {
-            r.name: Follower(functools.partial(deb_path, debs, r), r.size, r.sha256, done, abort)
-            for r in records
-        }
-        started = time.monotonic()
-        with ThreadPoolExecutor(len(records), thread_name_prefix="ktstr-unpack") as pool:
-            futures = {
-                r.name: pool.submit(
-                    self._unpack, f"{r.name}.deb", parts / r.name, wanted, followers[r.name]
-                )
-                for r in records
-            }
-            try:
-                with self._locked(root):
-                    files = root.download(records, debs, progress.transfer)
-            except BaseException:
-                abort.set()
-                raise
-            finally:
-                done.set()
-            downloaded = time.monotonic() - started
-            found: dict[str, list[Unpacked]] = {}
-            for name, future in futures.items():
-                try:
-                    found[name] = future.result()
-                except (ToolError, UnsafePackage):
-                    if followers[name].matched:
-                        raise  # the signed package itself cannot be unpacked
-        for record in records:
-            if record.name not in found or not followers[record.name].matched:
-                progress.step(f"{self._spec}: unpacking {record.name} again, from the whole file")
-                shutil.rmtree(parts / record.name, ignore_errors=True)
-                found[record.name] = self._unpack(files[record.name], parts / record.name, wanted)
-        _merge(parts, staging / "root")
-        shutil.rmtree(debs)
-        seconds = time.monotonic() - started
-        progress.step(
-            f"{self._spec}: {plan.release} {plan.version}: {total_size(plan.packages) / MB:.1f} MB"
-            f" downloaded in {downloaded:.1f} s, unpacked by {seconds:.1f} s"
-        )
-        return {
-            "distro": self.name,
-            "release": plan.release,
-            "version": plan.version,
-            "arch": plan.arch,
-            "packages": [vars(p) for p in plan.packages],
-            "files": [
-                {"path": u.path, "size": u.size, "sha256": u.sha256, "target": u.target}
-                | {"package": name}
-                for name, unpacked in found.items()
-                for u in unpacked
-            ],
-            "downloaded": total_size(plan.packages),
-            "download_seconds": round(downloaded, 3),
-            "seconds": round(seconds, 3),
-        }
-
-    def _unpack(
-        self,
-        deb: Path | str,
-        part: Path,
-        wanted: Callable[[str], bool],
-        follower: Follower | None = None,
-    ) -> list[Unpacked]:
-        """Unpack ``deb`` (with a follower: as it downloads, ``deb`` only names it)."""
-        part.mkdir(mode=0o700, exist_ok=True)
-        feed = follower.pump if follower is not None else None
-        return unpack(self._tools[DPKG_DEB], deb, part, wanted, feed)
+        return {"distro": self.name, **record}
 
     # --- planning --------------------------------------------------------------------------------
 
     def _plan_release(self, release: str, progress: Progress) -> Plan:
-        match = _RELEASE_FLAVOUR_RE.fullmatch(release)
+        match = RELEASE_FLAVOUR_RE.fullmatch(release)
         flavour = match.group(1) if match else None
         arch = flavour_arch(flavour) if flavour else None
         if flavour is None or arch is None:
             raise KernelSpecError(
                 f"kernel {self._spec!r}: {release} names no Debian flavour this knows"
-                f" ({', '.join(sorted(_FLAVOUR_ARCH))}, with their prefixes: cloud-, rt-)"
+                f" ({', '.join(sorted(FLAVOUR_ARCH))}, with their prefixes: cloud-, rt-)"
             )
         searched: list[tuple[str, AptRoot]] = []
         for suite in self._search_order(release, arch):
@@ -386,9 +231,9 @@ class Debian:
         then stable, oldstable, testing, unstable, oldoldstable and the backports."""
         known = self._known_suites(arch)
         by_alias = {k.alias: k.codename for k in known}
-        major = _DEB_RE.search(release)
+        major = DEB_RE.search(release)
         order = [k.codename for k in known if major and k.version == major.group(1)]
-        order += [by_alias[a] for a in _SEARCH if a in by_alias]
+        order += [by_alias[a] for a in SEARCH if a in by_alias]
         order += [f"{by_alias[a]}-backports" for a in ("stable", "oldstable") if a in by_alias]
         return list(dict.fromkeys(order))
 
@@ -400,12 +245,7 @@ class Debian:
         found = self._root_at(suite, arch)
         if found is not None:
             return found
-        main = _source(suite)
-        extra = (
-            []
-            if suite in _ALONE or "-" in suite
-            else [_source(f"{suite}-updates"), _source(f"{suite}-security")]
-        )
+        main, extra = followed(suite)
         probe = AptRoot(self._trees.state_dir("debian-probe"), [], arch, self._tools)
         present = probe.probe([s.inrelease_uri for s in (main, *extra)])
         if present[main.inrelease_uri] is None:
@@ -428,16 +268,16 @@ class Debian:
             suites = [str(s) for s in record["suites"]]
         except (OSError, ValueError, KeyError, TypeError):
             return None
-        return AptRoot(directory, [_source(s) for s in suites], arch, self._tools)
+        return AptRoot(directory, [source(s) for s in suites], arch, self._tools)
 
     def _known_suites(self, arch: str) -> list[KnownSuite]:
         """The suites behind the archive's aliases (stable, testing, ...), in ALIASES order."""
         probe = AptRoot(self._trees.state_dir("debian-probe"), [], arch, self._tools)
-        fetched = probe.probe([_source(a).inrelease_uri for a in ALIASES])
+        fetched = probe.probe([source(a).inrelease_uri for a in ALIASES])
         found = []
         for alias in ALIASES:
-            data = fetched[_source(alias).inrelease_uri]
-            fields = _release_fields(data) if data is not None else {}
+            data = fetched[source(alias).inrelease_uri]
+            fields = release_fields(data) if data is not None else {}
             if "Codename" in fields:
                 version = fields.get("Version", "").split(".")[0]
                 found.append(KnownSuite(fields["Codename"], version, alias))
@@ -446,14 +286,14 @@ class Debian:
     # --- errors ----------------------------------------------------------------------------------
 
     def _flavour(self, spec: FetchSpec) -> str:
-        return spec.flavour or _DEFAULT_FLAVOUR.get(host_arch(), host_arch())
+        return spec.flavour or default_flavour()
 
     def _arch(self, flavour: str) -> str:
         arch = flavour_arch(flavour)
         if arch is None:
             raise KernelSpecError(
                 f"kernel {self._spec!r}: flavour {flavour!r} builds for no Debian architecture"
-                f" this knows; flavours end in one of: {', '.join(sorted(_FLAVOUR_ARCH))}"
+                f" this knows; flavours end in one of: {', '.join(sorted(FLAVOUR_ARCH))}"
                 " (amd64, cloud-amd64, rt-amd64, arm64, cloud-arm64, ...)"
             )
         return arch
@@ -464,7 +304,7 @@ class Debian:
         flavours = sorted(
             name.removeprefix("linux-image-")
             for name in names
-            if "." not in name and not name.endswith(_META_SKIP)
+            if "." not in name and not name.endswith(META_SKIP)
         )
         return (
             f"kernel {self._spec!r}: {suite} has no flavour {flavour!r} for {root.arch} (no"
@@ -482,29 +322,3 @@ class Debian:
             f"kernel {self._spec!r}: the Debian archive has no suite {suite!r}; its suites:"
             f" {listed}; releases also have -backports, -updates and -security"
         )
-
-
-def _merge(parts: Path, root: Path) -> None:
-    """Move every package's unpacked files into one root (packages never share a file)."""
-    for part in sorted(parts.iterdir()):
-        for directory, dirnames, filenames in os.walk(part):
-            relative = Path(directory).relative_to(part)
-            (root / relative).mkdir(mode=0o700, parents=True, exist_ok=True)
-            for name in filenames + [d for d in dirnames if os.path.islink(Path(directory, d))]:
-                os.rename(Path(directory, name), root / relative / name)
-    shutil.rmtree(parts)
-
-
-def _source(suite: str) -> AptSource:
-    return AptSource(SECURITY_ARCHIVE if suite.endswith("-security") else ARCHIVE, suite)
-
-
-def _release_fields(data: bytes) -> dict[str, str]:
-    """Codename, Suite and Version of an InRelease file (the first of each, outside any
-    multi-line field); read only to list and order suites, never to trust a package."""
-    fields: dict[str, str] = {}
-    for line in data.decode(errors="replace").splitlines():
-        key, sep, value = line.partition(": ")
-        if sep and key in ("Codename", "Suite", "Version") and key not in fields:
-            fields[key] = value.strip()
-    return fields
