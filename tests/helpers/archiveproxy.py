@@ -4,8 +4,8 @@ apt and apt-helper go through it when ``http_proxy`` names it, as they would thr
 company's proxy or apt-cacher-ng. It relays every request to the archive and counts it; it keeps
 each ``.deb`` it relayed on disk (under the test kernels cache), so a package crosses the network
 once per machine however many tests fetch it cold. It can also refuse every request (an archive
-that cannot be reached: apt hears ``503``), and hold one ``.deb`` halfway (a download in
-progress, for a test to kill its fetch at that moment).
+that cannot be reached: apt hears ``503``) or only the packages, and hold one ``.deb`` halfway
+(a download in progress, for a test to kill its fetch at that moment).
 """
 
 from __future__ import annotations
@@ -28,9 +28,10 @@ _RELAYED_HEADERS = ("Content-Type", "Last-Modified", "ETag")
 
 
 class ArchiveProxy:
-    def __init__(self, deb_cache: Path, *, refuse: bool = False) -> None:
+    def __init__(self, deb_cache: Path, *, refuse: bool = False, refuse_debs: bool = False) -> None:
         self.deb_cache = deb_cache
         self.refuse = refuse
+        self.refuse_debs = refuse_debs  # the lists come through, the packages do not
         self.requests: list[str] = []
         self.hold_name: str | None = None
         self.hold_after = 0
@@ -96,6 +97,9 @@ def _handler(proxy: ArchiveProxy) -> type[BaseHTTPRequestHandler]:
                 self._empty(503, "Service Unavailable")
                 return
             if url.path.endswith(".deb"):
+                if proxy.refuse_debs:
+                    self._empty(503, "Service Unavailable")
+                    return
                 self._deb(url.path)
             else:
                 self._relay(url.path)

@@ -400,6 +400,28 @@ def test_a_host_without_apt_is_told_what_is_needed(
     ).assert_outcomes(passed=2)
 
 
+def test_a_download_that_fails_says_so_and_keeps_nothing(
+    pytester: pytest.Pytester,
+    fetched: dict[str, FetchedKernel],
+    fresh_store: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    pytester.makepyfile(USES_VMLINUX)
+    with ArchiveProxy(DEB_CACHE, refuse_debs=True) as proxy:
+        monkeypatch.setenv("http_proxy", proxy.url)
+        result = run(pytester, "--kernel=debian:bookworm", f"--kernel-cache-dir={fresh_store}")
+    assert result.ret == USAGE_ERROR
+    result.stderr.fnmatch_lines(
+        [
+            "ERROR: ktstr: kernel 'debian:bookworm': the Debian archive could not be reached"
+            " (*503*); nothing was kept: check the network (or apt's proxy settings) and run again"
+        ]
+    )
+    assert _trees(fresh_store) == []
+    assert list((fresh_store / "trees" / "staging").iterdir()) == []
+    assert list((fresh_store / "trees" / "refs").iterdir()) == []
+
+
 # --- a fetch killed halfway --------------------------------------------------------------------
 
 
