@@ -64,6 +64,15 @@ def test_vmlinux(vmlinux_path, kernel):
 """
 
 
+PINNED = """
+import os
+
+def test_the_workers_use_the_controllers_kernels(kernel):
+    assert os.environ["PYTEST_XDIST_WORKER"]
+    assert kernel.fetched.status == "pinned", kernel.fetched
+"""
+
+
 def _require_apt() -> None:
     missing = [t for t in TOOLS if shutil.which(t) is None and not os.access(t, os.X_OK)]
     if missing:
@@ -170,7 +179,7 @@ def test_two_runs_with_xdist_fetch_each_package_once(
     """A run over two debian: kernels with -n 2, and a second run started alongside asking for
     one of them, on one empty store: every package crosses the proxy once. The controller
     fetches and hands its workers the trees; the other run waits on the store's lock."""
-    pytester.makepyfile(test_uses=USES_VMLINUX)
+    pytester.makepyfile(test_uses=USES_VMLINUX, test_pinned=PINNED)
     mark = proxied.mark()
     args = ["-p", "no:cacheprovider", f"--kernel-cache-dir={fresh_store}"]
     both = pytester.popen(
@@ -180,7 +189,7 @@ def test_two_runs_with_xdist_fetch_each_package_once(
         stdin=subprocess.DEVNULL,
     )
     alone = pytester.popen(
-        [sys.executable, "-m", "pytest", *args, "--kernel=debian:sid"],
+        [sys.executable, "-m", "pytest", *args, "test_uses.py", "--kernel=debian:sid"],
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,
         stdin=subprocess.DEVNULL,
@@ -201,8 +210,12 @@ def test_two_runs_with_xdist_fetch_each_package_once(
     assert list((fresh_store / "trees" / "staging").iterdir()) == []
     outcomes = junit(pytester, "both.xml").outcomes()
     assert outcomes == {
-        f"test_uses.py::test_{name}[{label}]": "passed"
-        for name in ("symbols", "vmlinux")
+        f"test_{module}.py::test_{name}[{label}]": "passed"
+        for module, names in (
+            ("uses", ("symbols", "vmlinux")),
+            ("pinned", ("the_workers_use_the_controllers_kernels",)),
+        )
+        for name in names
         for label in ("old", "new")
     }
     # One of the runs downloaded sid; the other waited for it, then took what it published.
