@@ -153,64 +153,87 @@ def _fetch(
     ref = trees.read_ref(name)
     tree = _open(trees, ref["tree"], raw, options) if ref is not None else None
     if ref is not None and tree is not None:
-        if options.offline:
-            return _fetched(name, ref["data"], tree, OFFLINE, "cached, not checked (offline)")
-        age = time.time_ns() - int(ref["data"].get("checked_ns", 0))
-        if 0 <= age < RECHECK_NS:
-            note = f"cached; {_suite(ref)} was asked {age / 1e9:.0f} s ago"
-            return _fetched(name, ref["data"], tree, CURRENT, note)
-        try:
-            moved = distro.moved(ref)
-        except Unreachable as e:
-            note = f"cached; could not ask the archive whether it moved ({e.reason})"
-            return _fetched(name, ref["data"], tree, UNCHECKED, note)
-        if not moved:
-            # Recorded without the lock: a ref is replaced whole, and any writer's is true.
-            trees.write_ref(name, ref["tree"], {**ref["data"], "checked_ns": time.time_ns()})
-            note = f"cached; {_suite(ref)} has not moved"
-            return _fetched(name, ref["data"], tree, CURRENT, note)
+        kept = _reuse(distro, name, ref, tree, trees, options)
+        if kept is not None:
+            return kept
     elif options.offline:
         raise KernelSpecError(
             f"kernel {raw!r} is not in the kernel cache, and offline it cannot be fetched: run"
             " once online to fetch it"
         )
     with trees.locked(name):
-        # Another process may have fetched it while this one waited for the lock.
-        latest = trees.read_ref(name)
-        if latest is not None and (ref is None or latest["written_ns"] != ref["written_ns"]):
-            fresh = _open(trees, latest["tree"], raw, options)
-            if fresh is not None:
-                note = "fetched a moment ago by another process"
-                return _fetched(name, latest["data"], fresh, CURRENT, note)
-        try:
-            plan = distro.plan(spec, options.progress)
-        except (KernelSpecError, Unreachable) as e:
-            if ref is not None and tree is not None:  # what the store has still stands
-                why = e.reason if isinstance(e, Unreachable) else str(e)
-                note = f"cached; the archive moved, but asking it again failed ({why})"
-                return _fetched(name, ref["data"], tree, UNCHECKED, note)
-            if isinstance(e, Unreachable):
-                raise KernelSpecError(
-                    f"kernel {raw!r}: the Debian archive cannot be reached ({e.reason}); check"
-                    " the network (or apt's proxy settings) and run again"
-                ) from None
-            raise
-        tree_name = plan.tree_name(distro.name)
-        before = ref["tree"] if ref is not None else None
-        built, tree = _tree(distro, plan, tree_name, raw, trees, options)
-        data = _ref_data(name, plan)
-        trees.write_ref(name, tree_name, data)
+        return _fetch_locked(distro, spec, name, raw, trees, options, ref, tree)
+
+
+def _reuse(
+    distro: Distro,
+    name: str,
+    ref: dict[str, Any],
+    tree: Tree,
+    trees: Trees,
+    options: FetchOptions,
+) -> FetchedKernel | None:
+    """What the store has, unless the archive says its suite moved (None: it did)."""
+    if options.offline:
+        return _fetched(name, ref["data"], tree, OFFLINE, "cached, not checked (offline)")
+    age = time.time_ns() - int(ref["data"].get("checked_ns", 0))
+    if 0 <= age < RECHECK_NS:
+        note = f"cached; {_suite(ref)} was asked {age / 1e9:.0f} s ago"
+        return _fetched(name, ref["data"], tree, CURRENT, note)
+    try:
+        moved = distro.moved(ref)
+    except Unreachable as e:
+        note = f"cached; could not ask the archive whether it moved ({e.reason})"
+        return _fetched(name, ref["data"], tree, UNCHECKED, note)
+    if moved:
+        return None
+    # Recorded without the lock: a ref is replaced whole, and any writer's is true.
+    trees.write_ref(name, ref["tree"], {**ref["data"], "checked_ns": time.time_ns()})
+    return _fetched(name, ref["data"], tree, CURRENT, f"cached; {_suite(ref)} has not moved")
+
+
+def _fetch_locked(
+    distro: Distro,
+    spec: FetchSpec,
+    name: str,
+    raw: str,
+    trees: Trees,
+    options: FetchOptions,
+    ref: dict[str, Any] | None,
+    tree: Tree | None,
+) -> FetchedKernel:
+    """Plan and, if the plan stands for a tree the store lacks, build it (hold ``locked(name)``).
+    ``ref`` and ``tree`` are what the store had: used still when the archive cannot say more."""
+    # Another process may have fetched it while this one waited for the lock.
+    latest = trees.read_ref(name)
+    if latest is not None and (ref is None or latest["written_ns"] != ref["written_ns"]):
+        fresh = _open(trees, latest["tree"], raw, options)
+        if fresh is not None:
+            note = "fetched a moment ago by another process"
+            return _fetched(name, latest["data"], fresh, CURRENT, note)
+    try:
+        plan = distro.plan(spec, options.progress)
+    except (KernelSpecError, Unreachable) as e:
+        if ref is not None and tree is not None:  # what the store has still stands
+            why = e.reason if isinstance(e, Unreachable) else str(e)
+            note = f"cached; the archive moved, but asking it again failed ({why})"
+            return _fetched(name, ref["data"], tree, UNCHECKED, note)
+        raise
+    tree_name = plan.tree_name(distro.name)
+    built, found = _tree(distro, plan, tree_name, raw, trees, options)
+    data = _ref_data(name, plan)
+    trees.write_ref(name, tree_name, data)
     if built is not None:
         note = (
             f"downloaded {built['downloaded'] / MB:.1f} MB in {built['download_seconds']:.1f} s,"
             f" unpacked by {built['seconds']:.1f} s"
         )
-        return _fetched(name, data, tree, DOWNLOADED, note)
-    if before == tree_name:
-        note = f"cached; {plan.suite} moved, its kernel did not"
-    else:
-        note = "cached (another spec or process fetched it)"
-    return _fetched(name, data, tree, CURRENT, note)
+        return _fetched(name, data, found, DOWNLOADED, note)
+    if ref is not None and ref["tree"] == tree_name:
+        return _fetched(
+            name, data, found, CURRENT, f"cached; {plan.suite} moved, its kernel did not"
+        )
+    return _fetched(name, data, found, CURRENT, "cached (another spec or process fetched it)")
 
 
 def _tree(
