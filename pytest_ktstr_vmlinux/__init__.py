@@ -19,6 +19,7 @@ if TYPE_CHECKING:
     from .formats.dwarf.globaltypes import GlobalTypeError, GlobalTypes
     from .formats.kconfig import KernelConfig
     from .formats.symbols import KernelSymbols
+    from .kernel.fetch.fetch import FetchedKernel, FetchOptions, fetch_kernel
     from .kernel.images import Candidate
     from .kernel.locate import Probe, ProbeReport, find_vmlinux, probe_vmlinux
     from .kernel.resolve import Kernel, resolve_kernel
@@ -81,6 +82,8 @@ _EXPORTS = {
     "Candidate": "kernel.images",
     "GlobalTypeError": "formats.dwarf.globaltypes",
     "GlobalTypes": "formats.dwarf.globaltypes",
+    "FetchOptions": "kernel.fetch.fetch",
+    "FetchedKernel": "kernel.fetch.fetch",
     "GuestBootError": "vm.errors",
     "GuestCommandError": "vm.errors",
     "GuestError": "vm.errors",
@@ -147,6 +150,7 @@ _EXPORTS = {
     "VmlinuxNotFoundError": "errors",
     "boot_guest": "vm.guest",
     "cached_vmlinux_bytes": "store.bytescache",
+    "fetch_kernel": "kernel.fetch.fetch",
     "find_vmlinux": "kernel.locate",
     "ktstr_test": "plugin.markers",
     "load_vmlinux_bytes": "store.bytescache",
@@ -162,6 +166,8 @@ __all__ = [
     "BitfieldError",
     "Candidate",
     "Enumerator",
+    "FetchOptions",
+    "FetchedKernel",
     "GlobalTypeError",
     "GlobalTypes",
     "GuestBootError",
@@ -203,6 +209,7 @@ __all__ = [
     "cached_vmlinux_bytes",
     "container_of",
     "cpumask_to_cpulist",
+    "fetch_kernel",
     "find_task",
     "find_vmlinux",
     "for_each_cpu",
