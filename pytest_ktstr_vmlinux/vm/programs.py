@@ -213,7 +213,12 @@ def install_program(vm: Guest, named: str) -> str:
     packed = pack_programs(
         [named], arch=vm.line.arch, applets=busybox_applets(find_busybox(vm.line.arch))
     )
-    files = [f for f in packed.files if f.path != GUEST_LD_CACHE]
+    # What it needs first, the program last: each put of a program checks its libraries.
+    program = packed.paths[named]
+    files = sorted(
+        (f for f in packed.files if f.path != GUEST_LD_CACHE),
+        key=lambda f: (f.target is not None, f.path == os.path.realpath(program)),
+    )
     present = set(_present(vm, [f.path for f in files]))
     for f in files:
         if f.path in present:
@@ -226,7 +231,7 @@ def install_program(vm: Guest, named: str) -> str:
     cache = next((f for f in packed.files if f.path == GUEST_LD_CACHE), None)
     if cache is not None:
         vm.put(GUEST_LD_CACHE, _merged_cache(vm, cache.data), mode=0o644)
-    return packed.paths[named]
+    return program
 
 
 def check_runnable(vm: Guest, guest_path: str, data: memoryview, source: object) -> None:
@@ -242,7 +247,11 @@ def check_runnable(vm: Guest, guest_path: str, data: memoryview, source: object)
         " needs"
     )
     try:
+        if parse_dynamic(data).soname is not None:
+            return  # a library (libc.so.6 has an interpreter too): put to be loaded, not run
         needed = needed_in_guest(bytes(data), host or guest_path)
+    except (NotElfError, ElfDynamicError):
+        return
     except GuestProgramError as e:
         raise GuestProgramError(
             f"put {guest_path}: written, but it is a dynamically linked program and this host"

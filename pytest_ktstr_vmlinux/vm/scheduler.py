@@ -40,6 +40,7 @@ if TYPE_CHECKING:
             self, program: str, args: Sequence[str] = (), *, timeout: float = ...
         ) -> Scheduler: ...
 
+
 SYSFS = "/sys/kernel/sched_ext"
 RUN_DIR = "/run/ktstr-scheduler"
 DEFAULT_ATTACH_TIMEOUT = 120.0  # TCG on busy cores: loading the BPF programs takes seconds
@@ -49,6 +50,45 @@ POLL_US = 20000
 ERROR_KINDS = ("runtime error", "scx_bpf_error", "runnable task stall")
 _LINE = re.compile(r"^(?:\[[\s\d.]+\]\s*)?(sched_ext: .*)$")
 _NUMBERS = itertools.count(1)
+LIBRARY = f"{RUN_DIR}/lib.sh"
+_LIB = f". {LIBRARY};"
+# The guest side, put once per start: every command the host then sends is short (a command
+# longer than a request line goes through the transfer window as a script).
+SCRIPT = f"""S={SYSFS}
+start() {{  # DIR: prints enable_seq, then the pid of DIR/command started in the background
+    [ -d $S ] || {{ echo no sched_ext; return 0; }}
+    cat $S/enable_seq
+    {{ ( . $1/command ) & echo $! > $1/pid; wait $!; echo $? > $1/status; }} \\
+        > $1/output 2>&1 < /dev/null &
+    while [ ! -s $1/pid ]; do usleep 1000; done
+    cat $1/pid
+}}
+running() {{  # DIR: the program has not exited
+    [ ! -s $1/status ] && kill -0 $(cat $1/pid) 2>/dev/null
+}}
+attach() {{  # DIR SEQ POLLS: attached, ENABLE_SEQ, OPS; or exited; or timeout
+    i=0
+    while :; do
+        e=$(cat $S/enable_seq)
+        if [ "$(cat $S/state)" = enabled ] && [ "$e" -gt $2 ] && [ -r $S/root/ops ]; then
+            echo attached; echo $e; cat $S/root/ops; return 0
+        fi
+        [ ! -s $1/status ] || {{ echo exited; return 0; }}
+        i=$((i + 1)); [ $i -lt $3 ] || {{ echo timeout; return 0; }}; usleep {POLL_US}
+    done
+}}
+probe() {{  # DIR: state, enable_seq, ops while the program runs
+    running $1 && cat $S/state $S/enable_seq $S/root/ops
+}}
+stop() {{  # DIR POLLS: SIGINT, then wait for its exit and sched_ext disabled
+    kill -INT $(cat $1/pid) 2>/dev/null
+    i=0
+    until [ -s $1/status ] && [ "$(cat $S/state)" = disabled ]; do
+        i=$((i + 1)); [ $i -lt $2 ] || {{ echo timeout; return 0; }}; usleep {POLL_US}
+    done
+    echo stopped
+}}
+"""
 
 
 class SchedulerError(GuestError):
@@ -111,15 +151,9 @@ class Scheduler:
 
     def start(self, timeout: float) -> None:
         command = " ".join(shlex.quote(a) for a in (self.program, *self.args))
-        d = self.dir
-        started = self.vm.run(
-            f"[ -d {SYSFS} ] || {{ echo no sched_ext; exit 0; }}; mkdir -p {d} &&"
-            f" cat {SYSFS}/enable_seq && "
-            f"{{ {command} & echo $! > {d}/pid; wait $!; echo $? > {d}/status; }}"
-            f" > {d}/output 2>&1 < /dev/null &"
-            f" while [ ! -s {d}/pid ]; do usleep 1000; done; cat {d}/pid",
-            check=True,
-        )
+        self.vm.put(LIBRARY, SCRIPT.encode())
+        self.vm.put(f"{self.dir}/command", f"exec {command}\n".encode())
+        started = self.vm.run(f"{_LIB} start {self.dir}", check=True)
         if started.stdout.strip() == b"no sched_ext":
             raise SchedulerError(
                 f"starting {self.program}: the guest's kernel has no sched_ext ({SYSFS} is"
@@ -133,15 +167,10 @@ class Scheduler:
         if len(words) != 2 or not all(w.isdigit() for w in words):
             raise GuestError(f"starting {self.program}: {started.stdout!r} is not its pid")
         self._seq, self.pid = int(words[0]), int(words[1])
-        waited = _poll(
-            self.vm,
-            f"s=$(cat {SYSFS}/state); e=$(cat {SYSFS}/enable_seq)\n"
-            f'if [ "$s" = enabled ] && [ "$e" -gt {self._seq} ] && [ -r {SYSFS}/root/ops ]; then'
-            f" echo attached; echo $e; cat {SYSFS}/root/ops; exit 0; fi\n"
-            f"if [ -s {self.dir}/status ]; then echo exited; exit 0; fi",
-            timeout,
+        waited = self.vm.run(
+            f"{_LIB} attach {self.dir} {self._seq} {_polls(timeout)}", timeout=timeout + 60
         )
-        lines = waited.decode(errors="replace").split("\n")
+        lines = waited.stdout.decode(errors="replace").split("\n")
         if lines[0] == "attached" and self._running():
             self._enabled_seq, self.name = lines[1].strip(), lines[2].strip()
             return
@@ -153,7 +182,7 @@ class Scheduler:
         raise self._error(how, "exited" if lines[0] != "timeout" else "not attached")
 
     def _running(self) -> bool:
-        return self.vm.run(f"[ ! -s {self.dir}/status ] && kill -0 {self.pid}").returncode == 0
+        return self.vm.run(f"{_LIB} running {self.dir}").returncode == 0
 
     # --- looking at it ----------------------------------------------------------------------
 
@@ -173,10 +202,7 @@ class Scheduler:
         return not self.stopped and self._still_attached()
 
     def _still_attached(self) -> bool:
-        probe = self.vm.run(
-            f"[ ! -s {self.dir}/status ] && kill -0 {self.pid} && cat {SYSFS}/state"
-            f" {SYSFS}/enable_seq {SYSFS}/root/ops"
-        )
+        probe = self.vm.run(f"{_LIB} probe {self.dir}")
         words = probe.stdout.decode(errors="replace").split("\n")
         return probe.returncode == 0 and words[:3] == ["enabled", self._enabled_seq, self.name]
 
@@ -199,15 +225,9 @@ class Scheduler:
         if self.stopped:
             return
         self.check()
-        self.vm.run(f"kill -INT {self.pid} 2>/dev/null; true")
-        result = _poll(
-            self.vm,
-            f'if [ -s {self.dir}/status ] && [ "$(cat {SYSFS}/state)" = disabled ]; then'
-            " echo stopped; exit 0; fi",
-            timeout,
-        )
+        result = self.vm.run(f"{_LIB} stop {self.dir} {_polls(timeout)}", timeout=timeout + 60)
         self.stopped = True
-        if result.strip() != b"stopped":
+        if result.stdout.strip() != b"stopped":
             self.vm.run(f"kill -KILL {self.pid} 2>/dev/null; true")
             raise self._error(f"did not stop within {timeout:g} s of SIGINT", "not stopped")
         found = exit_of(self._log(), self.name)
@@ -269,16 +289,8 @@ class Scheduler:
         return f" (its process exited with status {status})" if status else ""
 
 
-def _poll(vm: Guest, body: str, timeout: float) -> bytes:
-    """Run ``body`` in the guest every POLL_US until it exits the loop (it ``exit 0``s after
-    saying why), at most ``timeout`` seconds; ``timeout`` when it never did."""
-    polls = max(1, int(timeout * 1e6 // POLL_US))
-    result = vm.run(
-        f"i=0; while :; do\n{body}\n"
-        f"i=$((i + 1)); [ $i -lt {polls} ] || {{ echo timeout; exit 0; }}; usleep {POLL_US}\ndone",
-        timeout=timeout + 60,
-    )
-    return result.stdout
+def _polls(timeout: float) -> int:
+    return max(1, int(timeout * 1e6 // POLL_US))
 
 
 def start_scheduler(vm: SchedulerGuest, program: str, args: list[str], timeout: float) -> Scheduler:
