@@ -117,7 +117,7 @@ def main() -> int:
         rqs = [live.per_cpu("runqueues", cpu) for cpu in live.cpus]
         runqueues = prog["runqueues"]
 
-        readers = [rq.member(f).reader() for rq in rqs for f in fields]
+        readers = [rq.member_(f).reader_() for rq in rqs for f in fields]
 
         def ours() -> None:  # what sample() does for each row
             for read in readers:
@@ -126,7 +126,7 @@ def main() -> int:
         def ours_lookup() -> None:  # the same through member paths, looked up each time
             for rq in rqs:
                 for f in fields:
-                    rq.member(f).value()
+                    rq.member_(f).value_()
 
         def theirs() -> None:
             for cpu in live.cpus:

@@ -13,7 +13,7 @@ from collections.abc import Iterator
 
 import pytest
 
-from pytest_ktstr_vmlinux import BTF, GuestVM, LiveKernel, Object
+from pytest_ktstr_vmlinux import BTF, GuestVM, LiveKernel, Object, container_of
 
 SAMPLE_SECONDS = 2.0
 
@@ -22,8 +22,8 @@ def tasks(live: LiveKernel) -> Iterator[Object]:
     """Every task, from init_task's ``tasks`` ring."""
     head = live["init_task"].tasks
     node = head.next
-    while node.value() != head.address:
-        task = node.container_of("struct task_struct", "tasks")
+    while node.value_() != head.address_:
+        task = container_of(node, "struct task_struct", "tasks")
         yield task
         node = task.tasks.next
 
@@ -53,11 +53,13 @@ def test_runqueues_under_a_cpu_bound_workload(
         assert clocks[-1] > clocks[0], f"CPU {cpu}: rq clock stuck at {clocks[0]}"
         stuck = [t for t, c, n, _ in samples.rows if c == cpu and n == 0]
         assert not stuck, f"CPU {cpu}: a loop is runnable there, yet nr_running was 0 at {stuck}"
-    where = {task.pid.value(): task for task in tasks(live)}
+    where = {task.pid.value_(): task for task in tasks(live)}
     for cpu, pid in pinned_loops.items():
         task = where[pid]
-        on = task.get("cpu") or task["thread_info.cpu"]  # moved into task_struct in 5.16
-        assert on.value() == cpu, f"loop {pid} pinned to CPU {cpu} is on CPU {on.value()}"
+        on = task.get_("cpu")  # moved into task_struct in 5.16
+        if on is None:
+            on = task["thread_info.cpu"]
+        assert on.value_() == cpu, f"loop {pid} pinned to CPU {cpu} is on CPU {on.value_()}"
 
 
 def test_sched_ext_runqueues(kernel_vm: GuestVM, kernel_btf: BTF) -> None:
@@ -66,5 +68,5 @@ def test_sched_ext_runqueues(kernel_vm: GuestVM, kernel_btf: BTF) -> None:
     live = kernel_vm.kernel
     for cpu in live.cpus:
         scx = live.per_cpu("runqueues", cpu).scx
-        assert scx.nr_running.value() >= 0
-        assert isinstance(scx.value(), dict)
+        assert scx.nr_running.value_() >= 0
+        assert isinstance(scx.value_(), dict)

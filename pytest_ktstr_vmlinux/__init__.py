@@ -24,7 +24,7 @@ if TYPE_CHECKING:
     from .kernel.spec import KernelSpec, SpecKind, SpecSource, parse_kernel_spec
     from .live.errors import LiveKernelError, LiveMemoryError, MissingMemberError
     from .live.kernel import LiveKernel
-    from .live.objects import Object
+    from .live.objects import Enumerator, Object, container_of, sizeof
     from .live.sampling import Samples
     from .plugin.markers import ktstr_test
     from .store.bytescache import VmlinuxBytesCache, cached_vmlinux_bytes, load_vmlinux_bytes
@@ -79,6 +79,9 @@ _EXPORTS = {
     "MissingMemberError": "live.errors",
     "NotAStoreError": "store.directory",
     "Object": "live.objects",
+    "Enumerator": "live.objects",
+    "container_of": "live.objects",
+    "sizeof": "live.objects",
     "Probe": "kernel.locate",
     "ProbeReport": "kernel.locate",
     "Samples": "live.sampling",
@@ -107,6 +110,7 @@ __all__ = [
     "BTFKeyError",
     "BitfieldError",
     "Candidate",
+    "Enumerator",
     "GuestBootError",
     "GuestCommandError",
     "GuestError",
@@ -143,12 +147,14 @@ __all__ = [
     "VmlinuxNotFoundError",
     "boot_guest",
     "cached_vmlinux_bytes",
+    "container_of",
     "find_vmlinux",
     "ktstr_test",
     "load_vmlinux_bytes",
     "parse_kernel_spec",
     "probe_vmlinux",
     "resolve_kernel",
+    "sizeof",
 ]
 
 

@@ -21,6 +21,7 @@ from ..errors import KernelArtifactError
 from ..regularfile import read_regular
 from ..store.memory import MemoryStore, Store
 from ..store.signature import read_error
+from .address import u64
 from .symbolpack import (
     HEADER,
     KIND,
@@ -163,7 +164,7 @@ class KernelSymbols:
 
     def lookup(self, addr: int) -> tuple[str, int] | None:
         """(name, offset) of the nearest sized symbol at or before ``addr`` that contains it."""
-        found = self._lookup(addr - self._offset, slid=True)
+        found = self._lookup(u64(addr - self._offset), slid=True)
         if found is None and self._offset:
             found = self._lookup(addr, slid=False)
         return found
@@ -172,7 +173,7 @@ class KernelSymbols:
         """A view slid by ``kaslr_offset``, sharing the tables. SHN_ABS constants and zero-based
         per-CPU offsets do not move: KASLR relocates only what is linked at an address."""
         view = copy.copy(self)
-        view._offset = self._offset + kaslr_offset
+        view._offset = u64(self._offset + kaslr_offset)
         return view
 
     @property
@@ -263,7 +264,7 @@ class KernelSymbols:
 
     def _value(self, i: int) -> int:
         value = self._values[i]
-        return value + self._offset if self._offset and self._slides(i) else value
+        return u64(value + self._offset) if self._offset and self._slides(i) else value
 
     def _symbol(self, i: int) -> Symbol:
         info, shndx = self._info[i], self._shndx[i]

@@ -5,7 +5,16 @@ values typed by BTF (``objects``), and ``LiveKernel``, which puts them together 
 
 from .errors import LiveKernelError, LiveMemoryError
 from .kernel import LiveKernel
-from .objects import Object
+from .objects import Enumerator, Object, container_of, sizeof
 from .sampling import Samples
 
-__all__ = ["LiveKernel", "LiveKernelError", "LiveMemoryError", "Object", "Samples"]
+__all__ = [
+    "Enumerator",
+    "LiveKernel",
+    "LiveKernelError",
+    "LiveMemoryError",
+    "Object",
+    "Samples",
+    "container_of",
+    "sizeof",
+]

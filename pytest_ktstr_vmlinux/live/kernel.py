@@ -12,6 +12,7 @@ import struct
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Protocol
 
+from ..formats.address import u64
 from ..formats.btf.queries import BTF
 from ..formats.btf.types import BTFKeyError, BTFType
 from ..formats.symbols import KernelSymbols
@@ -78,7 +79,7 @@ class LiveKernel:
                 )
             layout = derive_layout(memory, symbols, control_registers(monitor))
         self.memory, self.btf, self.layout = memory, btf, layout
-        self.symbols = symbols.relocated(layout.slide - symbols.kaslr_offset)
+        self.symbols = symbols.relocated(u64(layout.slide - symbols.kaslr_offset))
         self._walker = PageWalker(memory, layout.root, levels=layout.levels)
         self._ram_top = max((r.end for r in memory.regions), default=0)
         self._real: dict[int, BTFType] = {}
@@ -101,7 +102,7 @@ class LiveKernel:
         """The guest physical address of kernel virtual ``vaddr``; LiveMemoryError when it is
         not mapped."""
         if START_KERNEL_MAP <= vaddr < START_KERNEL_MAP + KERNEL_IMAGE_SIZE:
-            return vaddr - START_KERNEL_MAP + self.layout.phys_base
+            return u64(vaddr - START_KERNEL_MAP + self.layout.phys_base)
         if self.page_offset_base <= vaddr < self.page_offset_base + self._ram_top:
             return vaddr - self.page_offset_base
         return self._walker.translate(vaddr)

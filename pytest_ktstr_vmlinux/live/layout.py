@@ -14,6 +14,7 @@ import re
 from dataclasses import dataclass
 from typing import Protocol
 
+from ..formats.address import u64
 from ..formats.symbols import KernelSymbols
 from .errors import LiveKernelError, LiveMemoryError
 from .translate import (
@@ -42,7 +43,9 @@ class Monitor(Protocol):
 class KernelLayout:
     """The running kernel's placement. ``slide``: its virtual KASLR offset from the vmlinux's
     link addresses; ``phys_base``: what the kernel calls phys_base (image va - START_KERNEL_MAP
-    + phys_base = pa); ``root``: the physical address of its page tables; ``levels``: 4 or 5."""
+    + phys_base = pa, in u64 arithmetic: when the kernel sits below its link address phys_base
+    is a wrapped "negative" u64, as the kernel holds it); ``root``: the physical address of its
+    page tables; ``levels``: 4 or 5."""
 
     slide: int
     phys_base: int
@@ -67,7 +70,7 @@ def derive_layout(
     """The layout, from the guest's page tables; LiveKernelError saying why when it cannot be."""
     levels = 5 if registers.get("CR4", 0) & CR4_LA57 else 4
     cr3 = registers["CR3"] & ADDRESS_MASK
-    text_link = symbols["_text"] - symbols.kaslr_offset
+    text_link = u64(symbols["_text"] - symbols.kaslr_offset)
     tried = []
     for root in dict.fromkeys((cr3, cr3 & ~PTI_USER_PGD)):
         walker = PageWalker(memory, root, levels=levels)
@@ -81,8 +84,8 @@ def derive_layout(
             continue
         text_va, text_pa = found
         layout = KernelLayout(
-            slide=text_va - text_link,
-            phys_base=text_pa - (text_va - START_KERNEL_MAP),
+            slide=u64(text_va - text_link),
+            phys_base=u64(text_pa - (text_va - START_KERNEL_MAP)),
             root=root,
             levels=levels,
         )
@@ -102,8 +105,8 @@ def _implausible(
 ) -> str | None:
     if layout.slide % ALIGN or layout.phys_base % ALIGN:
         return f"slide or phys_base {layout.phys_base:#x} is not 2 MiB aligned"
-    banner = symbols["linux_banner"] - symbols.kaslr_offset + layout.slide
-    phys = banner - START_KERNEL_MAP + layout.phys_base
+    banner = u64(symbols["linux_banner"] - symbols.kaslr_offset + layout.slide)
+    phys = u64(banner - START_KERNEL_MAP + layout.phys_base)
     try:
         seen = bytes(read_physical(memory, phys, len(BANNER)))
     except LiveMemoryError as e:

@@ -1,23 +1,32 @@
-"""A value in the live kernel typed by BTF: ``Object``.
+"""A value in the live kernel typed by BTF: ``Object``, with drgn's conventions.
 
 An Object is an address and a type, nothing read yet: member access, indexing and pointer
-dereference make new Objects by arithmetic on BTF offsets, and only ``value()``/``string()``
-read guest memory, and then only the bytes of that member. A pointer is dereferenced when a
-member is looked up through it (``task.mm.owner``), as in C's ``->``.
+dereference make new Objects by arithmetic on BTF offsets (u64, wrapping as the kernel's does),
+and only ``value_()``/``string_()``/``read_()`` read guest memory, and then only the bytes of that
+member. A pointer is dereferenced when a member is looked up through it (``task.mm.owner``, C's
+``->``).
+
+The invariant that keeps C's names usable: every attribute of Object's own ends in ``_``
+(``address_``, ``type_``, ``value_()``, ...) and no C member does, so ``obj.NAME`` is always the
+member NAME: ``page.index``, ``bpf_prog.type``, ``kmem_cache.size``. A member that does end in
+``_`` is reached with ``member_("name_")`` or ``obj["name_"]``. Scalars compare, convert and hash
+by value (``rq.nr_running == 2``, ``int(obj)``, ``bool(ptr)``); a struct, union or array has no
+single value to compare, which is a ``TypeError``, never a silent ``False``.
 """
 
 from __future__ import annotations
 
 import struct
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from typing import Any, Protocol
 
+from ..formats.address import u64
 from ..formats.btf.queries import BTF, parse_member_path
-from ..formats.btf.types import BTFKeyError, BTFType
+from ..formats.btf.types import BitfieldError, BTFKeyError, BTFType
 from .errors import LiveKernelError, LiveMemoryError, MissingMemberError
 
 _TRANSPARENT = frozenset({"TYPEDEF", "CONST", "VOLATILE", "RESTRICT", "TYPE_TAG"})
-_MISSING = object()
+_SCALAR = frozenset({"INT", "ENUM", "ENUM64", "PTR", "FLOAT"})
 STRING_LIMIT = 4096  # a char * is read up to its NUL, at most this far
 
 
@@ -33,11 +42,26 @@ class Memory(Protocol):
     def view(self, address: int, size: int) -> memoryview: ...
 
 
-class Object:
-    """``address``, ``type`` (the BTF type as declared); ``value()``, ``string()``,
-    ``obj.member``, ``obj["a.b[2].c"]``, ``obj[3]``, ``deref()``, ``get(path, default)``."""
+class Enumerator(int):
+    """An enum's value: an ``int`` in every way (it compares, hashes and formats as its number)
+    that also carries ``name``, the enumerator with that value (None when the enum has none)."""
 
-    __slots__ = ("_bit", "_kernel", "_width", "address", "fixed", "type_id")
+    name: str | None
+
+    def __new__(cls, value: int, name: str | None) -> Enumerator:
+        made = super().__new__(cls, value)
+        made.name = name
+        return made
+
+    def __repr__(self) -> str:
+        return f"{self.name or '?'}({int(self)})"
+
+
+class Object:
+    """``address_``, ``type_``, ``value_()``, ``string_()``, members as ``obj.name`` or
+    ``obj["a.b[2].c"]``, elements as ``obj[3]``, ``deref_()``, ``get_(path, default)``."""
+
+    __slots__ = ("_bit", "_kernel", "_type_id", "_width", "address_", "fixed_")
 
     def __init__(
         self,
@@ -48,41 +72,57 @@ class Object:
         width: int = 0,
         fixed: bool = True,
     ) -> None:
-        self._kernel, self.type_id, self.address = kernel, type_id, address
-        self._bit, self._width = bit, width  # a bitfield: its bits from ``address``
+        self._kernel, self._type_id, self.address_ = kernel, type_id, u64(address)
+        self._bit, self._width = bit, width  # a bitfield: its bits from ``address_``
         # Whether the address is fixed: reached without following a pointer, which can change.
-        self.fixed = fixed
+        self.fixed_ = fixed
 
     # --- the type ---------------------------------------------------------------------------
 
     @property
-    def type(self) -> BTFType:
-        return self._kernel.btf.type(self.type_id)
+    def type_(self) -> BTFType:
+        """The BTF type as declared (typedefs and qualifiers kept)."""
+        return self._kernel.btf.type(self._type_id)
 
     @property
-    def type_name(self) -> str:
-        return self._kernel.btf.type_name(self.type_id)
+    def type_id_(self) -> int:
+        return self._type_id
+
+    def type_name_(self) -> str:
+        """The type as C spells it: ``"struct rq"``, ``"u64"``, ``"char *"``."""
+        return self._kernel.btf.type_name(self._type_id)
 
     def _real(self) -> BTFType:
         """The type with typedefs and qualifiers stripped (a typedef chain of any length)."""
-        return self._kernel.real_type(self.type_id)
+        return self._kernel.real_type(self._type_id)
+
+    def _size(self) -> int:
+        return self._kernel.btf.sizeof(self._type_id)
 
     def __repr__(self) -> str:
-        return f"Object({self.type_name!r} at {self.address:#x})"
+        return f"Object({self.type_name_()!r}, address_={self.address_:#x})"
+
+    def __dir__(self) -> list[str]:
+        real = self._real()
+        if real.kind == "PTR" and real.target:
+            real = self._kernel.real_type(real.target) if real.target else real
+        names = [m.name for m in _named_members(self._kernel, real)]
+        return sorted({*names, *(n for n in type(self).__dict__ if n.endswith("_"))})
 
     # --- navigating -------------------------------------------------------------------------
 
     def __getattr__(self, name: str) -> Object:
-        if name.startswith("__"):
+        # Only Python's own dunders are refused: C has members like task_struct.__state.
+        if name.startswith("__") and name.endswith("__"):
             raise AttributeError(name)
-        return self.member(name)
+        return self.member_(name)
 
     def __getitem__(self, key: int | str) -> Object:
         if isinstance(key, int):
-            return self.index(key)
-        return self.member(key)
+            return self._element(key)
+        return self.member_(key)
 
-    def member(self, path: str) -> Object:
+    def member_(self, path: str) -> Object:
         """The member at ``path`` (dots, [index]); pointers on the way are dereferenced."""
         try:
             parts = parse_member_path(path)
@@ -93,24 +133,24 @@ class Object:
             if name is not None:
                 current = current._field(name)
             for index in indices:
-                current = current.index(index)
+                current = current._element(index)
         return current
 
-    def get(self, path: str, default: Any = None) -> Any:
+    def get_(self, path: str, default: Any = None) -> Any:
         """The member at ``path``, or ``default`` when the type has no such member (a field
         that moved between kernel releases); an unreadable address still raises."""
         try:
-            return self.member(path)
+            return self.member_(path)
         except MissingMemberError:
             return default
 
     def _field(self, name: str) -> Object:
         real = self._real()
         if real.kind == "PTR":
-            return self.deref()._field(name)
+            return self.deref_()._field(name)
         if real.kind not in ("STRUCT", "UNION"):
             raise MissingMemberError(
-                f"{self.type_name} at {self.address:#x} is not a struct or union: it has no"
+                f"{self.type_name_()} at {self.address_:#x} is not a struct or union: it has no"
                 f" member {name!r}"
             )
         try:
@@ -119,95 +159,97 @@ class Object:
             raise MissingMemberError(str(e)) from None
         if m.bitfield_size:
             bits = self._bit + m.bit_offset
-            start = self.address + bits // 8
-            return Object(self._kernel, m.type_id, start, bits % 8, m.bitfield_size, self.fixed)
-        return Object(self._kernel, m.type_id, self.address + m.bit_offset // 8, fixed=self.fixed)
+            start = self.address_ + bits // 8
+            return Object(self._kernel, m.type_id, start, bits % 8, m.bitfield_size, self.fixed_)
+        return Object(self._kernel, m.type_id, self.address_ + m.bit_offset // 8, fixed=self.fixed_)
 
-    def index(self, i: int) -> Object:
-        """Element ``i`` of an array (bounds checked), or ``ptr[i]`` of a pointer."""
+    def _element(self, i: int) -> Object:
+        """Element ``i`` of an array (bounds checked), or ``ptr[i]`` of a pointer (C's)."""
         real = self._real()
         if real.kind == "ARRAY":
             assert real.target is not None
             size = self._kernel.btf.sizeof(real.target)
             count = self._kernel.btf.sizeof(real.id) // size if size else 0
             if count and not 0 <= i < count:
-                raise LiveKernelError(f"index {i} is out of range for {self.type_name}")
-            return Object(self._kernel, real.target, self.address + i * size, fixed=self.fixed)
+                raise LiveKernelError(f"index {i} is out of range for {self.type_name_()}")
+            return Object(self._kernel, real.target, self.address_ + i * size, fixed=self.fixed_)
         if real.kind == "PTR":
-            target = self.deref()
-            return Object(
-                self._kernel, target.type_id, target.address + i * target.size, fixed=False
-            )
-        raise LiveKernelError(f"{self.type_name} at {self.address:#x} cannot be indexed")
+            target = self.deref_()
+            size = target._size()
+            return Object(self._kernel, target._type_id, target.address_ + i * size, fixed=False)
+        raise LiveKernelError(f"{self.type_name_()} at {self.address_:#x} cannot be indexed")
 
-    def deref(self) -> Object:
+    def __iter__(self) -> Iterator[Object]:
+        """The elements of an array."""
+        for i in range(len(self)):
+            yield self._element(i)
+
+    def __len__(self) -> int:
+        """The number of elements of an array (drgn's ``len()``)."""
+        real = self._real()
+        if real.kind != "ARRAY" or real.target is None:
+            raise TypeError(f"{self.type_name_()} is not an array: it has no length")
+        size = self._kernel.btf.sizeof(real.target)
+        return self._kernel.btf.sizeof(real.id) // size if size else 0
+
+    def deref_(self) -> Object:
         """What a pointer points to; LiveMemoryError for NULL."""
         real = self._real()
         if real.kind != "PTR":
-            raise LiveKernelError(f"{self.type_name} at {self.address:#x} is not a pointer")
-        target = self._kernel.read_u64(self.address)
+            raise LiveKernelError(f"{self.type_name_()} at {self.address_:#x} is not a pointer")
+        target = self._kernel.read_u64(self.address_)
         if target == 0:
             raise LiveMemoryError(
-                f"NULL pointer: {self.type_name} at {self.address:#x} is NULL", target
+                f"NULL pointer: {self.type_name_()} at {self.address_:#x} is NULL", target
             )
         return Object(self._kernel, real.target or 0, target, fixed=False)
 
-    def container_of(self, type_spec: str | int, member: str) -> Object:
-        """The ``type_spec`` whose ``member`` this object is (list_head rings): C's container_of."""
-        btf = self._kernel.btf
-        tid = btf.type(type_spec).id
-        target = self.deref() if self._real().kind == "PTR" else self
-        return Object(self._kernel, tid, target.address - btf.offsetof(tid, member))
-
     # --- reading ----------------------------------------------------------------------------
 
-    @property
-    def size(self) -> int:
-        return self._kernel.btf.sizeof(self.type_id)
-
-    def read(self) -> bytes:
+    def read_(self) -> bytes:
         """This object's bytes, and no more."""
-        return self._kernel.read(self.address, self.size)
+        return self._kernel.read(self.address_, self._size())
 
-    def value(self) -> Any:
-        """int, bool, float, (name, value) for an enum, the address for a pointer, bytes for a
-        char array, a list for another array, a dict for a struct or union."""
+    def value_(self) -> Any:
+        """int, bool, float, an ``Enumerator`` (an int with its ``name``) for an enum, the
+        address for a pointer, bytes for a char array, a list for another array, a dict for a
+        struct or union."""
         real = self._real()
         kind = real.kind
         if kind == "INT":
             return self._int(real)
         if kind in ("ENUM", "ENUM64"):
             signed = any(v < 0 for _, v in real.enumerators)
-            number = int.from_bytes(self.read(), "little", signed=signed)
+            number = int.from_bytes(self.read_(), "little", signed=signed)
             names = [n for n, v in real.enumerators if v == number]
-            return (names[0] if names else None, number)
+            return Enumerator(number, names[0] if names else None)
         if kind == "PTR":
-            return self._kernel.read_u64(self.address)
+            return self._kernel.read_u64(self.address_)
         if kind == "FLOAT":
-            data = self.read()
+            data = self.read_()
             if len(data) not in (4, 8):  # long double: no Python float holds it
                 return data
             return struct.unpack("<f" if len(data) == 4 else "<d", data)[0]
         if kind == "ARRAY":
             assert real.target is not None
             if self._is_char(real.target):
-                return self.read()
-            count = self.size // max(self._kernel.btf.sizeof(real.target), 1)
-            return [self.index(i).value() for i in range(count)]
+                return self.read_()
+            return [element.value_() for element in self]
         if kind in ("STRUCT", "UNION"):
-            return {m.name: self._field(m.name).value() for m in _named_members(self, real)}
-        raise LiveKernelError(f"{self.type_name} at {self.address:#x} has no value to read")
+            members = _named_members(self._kernel, real)
+            return {m.name: self._field(m.name).value_() for m in members}
+        raise LiveKernelError(f"{self.type_name_()} at {self.address_:#x} has no value to read")
 
-    def reader(self) -> Callable[[], Any]:
-        """A function that reads ``value()`` again: for an integer, an enum's number or a
+    def reader_(self) -> Callable[[], Any]:
+        """A function that reads ``value_()`` again: for an integer, an enum's number or a
         pointer, a view of its bytes in guest RAM taken now and read as often as called (a
-        fraction of a microsecond); for anything else, ``value``. The view does not notice a
+        fraction of a microsecond); for anything else, ``value_``. The view does not notice a
         guest that has shut down: it goes on reading the RAM's last contents."""
         real = self._real()
         if self._width or real.kind not in ("INT", "ENUM", "ENUM64", "PTR"):
-            return self.value
+            return self.value_
         signed = real.kind == "INT" and self._kernel.btf.int_encoding(real.id)[1]
-        view = self._kernel.view(self.address, self.size)
+        view = self._kernel.view(self.address_, self._size())
         if real.kind == "INT" and self._kernel.btf.int_encoding(real.id)[2]:
             return lambda: view[0] != 0
         return lambda: int.from_bytes(view, "little", signed=signed)
@@ -216,50 +258,136 @@ class Object:
         _, signed, is_bool = self._kernel.btf.int_encoding(real.id)
         if self._width:
             nbytes = (self._bit + self._width + 7) // 8
-            raw = int.from_bytes(self._kernel.read(self.address, nbytes), "little")
+            raw = int.from_bytes(self._kernel.read(self.address_, nbytes), "little")
             number = raw >> self._bit & ((1 << self._width) - 1)
             if signed and number >> (self._width - 1):
                 number -= 1 << self._width
             return number
-        number = int.from_bytes(self.read(), "little", signed=signed)
+        number = int.from_bytes(self.read_(), "little", signed=signed)
         return bool(number) if is_bool else number
 
     def _is_char(self, tid: int) -> bool:
         real = self._kernel.real_type(tid)
         return real.kind == "INT" and real.size == 1
 
-    def string(self) -> str:
+    def string_(self) -> str:
         """A char array up to its NUL, or the string a ``char *`` points to."""
         real = self._real()
         if real.kind == "ARRAY" and real.target is not None and self._is_char(real.target):
-            data = self.read()
+            data = self.read_()
         elif real.kind == "PTR" and real.target is not None and self._is_char(real.target):
-            data = self._kernel.read_string(self.deref().address, STRING_LIMIT)
+            data = self._kernel.read_string(self.deref_().address_, STRING_LIMIT)
         else:
-            raise LiveKernelError(f"{self.type_name} at {self.address:#x} is not a string")
+            raise LiveKernelError(f"{self.type_name_()} at {self.address_:#x} is not a string")
         return data.split(b"\0", 1)[0].decode("utf-8", "replace")
 
-    def __int__(self) -> int:
-        value = self.value()
-        return int(value[1] if isinstance(value, tuple) else value)
+    # --- a scalar as a Python number (drgn's conversions and comparisons) -------------------
+
+    def _scalar(self, doing: str) -> int | float:
+        real = self._real()
+        if real.kind in _SCALAR:
+            value = self.value_()
+            if isinstance(value, (int, float)):
+                return value
+        raise TypeError(
+            f"cannot {doing} {self.type_name_()} at {self.address_:#x}: a"
+            f" {real.kind.lower()} has no single value (compare its members, or value_())"
+        )
+
+    def _other(self, other: object, doing: str) -> int | float | None:
+        if isinstance(other, Object):
+            return other._scalar(doing)
+        if isinstance(other, (int, float)):
+            return other
+        return None
 
     def __eq__(self, other: object) -> bool:
-        if isinstance(other, Object):
-            return (self.address, self.type_id) == (other.address, other.type_id)
-        return NotImplemented
+        theirs = self._other(other, "compare")
+        if theirs is None:
+            return NotImplemented
+        return self._scalar("compare") == theirs
 
-    def __hash__(self) -> int:
-        return hash((self.address, self.type_id))
+    def __ne__(self, other: object) -> bool:
+        theirs = self._other(other, "compare")
+        if theirs is None:
+            return NotImplemented
+        return self._scalar("compare") != theirs
+
+    def __lt__(self, other: object) -> bool:
+        theirs = self._other(other, "compare")
+        if theirs is None:
+            return NotImplemented
+        return self._scalar("compare") < theirs
+
+    def __le__(self, other: object) -> bool:
+        theirs = self._other(other, "compare")
+        if theirs is None:
+            return NotImplemented
+        return self._scalar("compare") <= theirs
+
+    def __gt__(self, other: object) -> bool:
+        theirs = self._other(other, "compare")
+        if theirs is None:
+            return NotImplemented
+        return self._scalar("compare") > theirs
+
+    def __ge__(self, other: object) -> bool:
+        theirs = self._other(other, "compare")
+        if theirs is None:
+            return NotImplemented
+        return self._scalar("compare") >= theirs
+
+    # Its value can change under it: an Object is no dict key (as in drgn).
+    __hash__ = None  # type: ignore[assignment]
+
+    def __int__(self) -> int:
+        return int(self._scalar("convert to int"))
+
+    def __index__(self) -> int:
+        value = self._scalar("use as an index")
+        if isinstance(value, float):
+            raise TypeError(f"{self.type_name_()} is a floating-point type, not an integer")
+        return value
+
+    def __float__(self) -> float:
+        return float(self._scalar("convert to float"))
+
+    def __bool__(self) -> bool:
+        return bool(self._scalar("test the truth of"))
 
 
-def _named_members(obj: Object, real: BTFType) -> list[Any]:
-    """Members by name, with those of anonymous struct/union members brought up."""
+def container_of(ptr: Object, type: str | int, member: str) -> Object:
+    """The ``type`` whose ``member`` ``ptr`` points to (or is): C's and drgn's container_of,
+    as ``container_of(node, "struct task_struct", "tasks")`` for a ``list_head`` ring."""
+    kernel = ptr._kernel
+    btf = kernel.btf
+    try:
+        tid = btf.type(type).id
+        offset = btf.offsetof(tid, member)
+    except BTFKeyError as e:
+        raise MissingMemberError(str(e)) from None
+    except BitfieldError as e:
+        raise LiveKernelError(f"container_of({type!r}, {member!r}): {e}") from None
+    address = ptr.deref_().address_ if ptr._real().kind == "PTR" else ptr.address_
+    return Object(kernel, tid, address - offset, fixed=False)
+
+
+def sizeof(obj: Object) -> int:
+    """The size in bytes of ``obj``'s type (drgn's ``sizeof``)."""
+    return obj._size()
+
+
+def _named_members(
+    kernel: Memory, real: BTFType, _outer: frozenset[int] = frozenset()
+) -> list[Any]:
+    """Members by name, with those of anonymous struct/union members brought up (a damaged
+    BTF whose anonymous member contains itself is walked once, not forever)."""
     out = []
     for m in real.members:
         if m.name:
             out.append(m)
         else:
-            inner = obj._kernel.real_type(m.type_id)
-            if inner.kind in ("STRUCT", "UNION"):
-                out.extend(_named_members(obj, inner))
+            inner = kernel.real_type(m.type_id)
+            if inner.kind in ("STRUCT", "UNION") and inner.id not in _outer:
+                out.extend(_named_members(kernel, inner, _outer | {real.id}))
     return out

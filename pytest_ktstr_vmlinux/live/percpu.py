@@ -11,6 +11,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
+from ..formats.address import u64
 from ..formats.symbols import KernelSymbols
 from .errors import LiveKernelError
 
@@ -59,7 +60,8 @@ class PerCPU:
                 f"{self.span[1]:#x}, {scheme}): the symbols do not fit this kernel's per-CPU"
                 " layout"
             )
-        return value + int.from_bytes(self.read(self.offsets + 8 * cpu, 8), "little")
+        # u64 arithmetic: with .data..percpu linked in place the offsets are "negative".
+        return u64(value + int.from_bytes(self.read(self.offsets + 8 * cpu, 8), "little"))
 
     def mask(self, name: str) -> tuple[int, ...]:
         """The CPUs set in cpumask ``name`` (``__cpu_online_mask``), below nr_cpu_ids."""

@@ -122,7 +122,7 @@ def _reader(base: Object, path: str) -> Callable[[], Any]:
     """Reads ``base``'s member ``path`` (a missing one fails now, with close matches, not in
     the sampling thread): a view of its bytes when no pointer leads there, else a fresh lookup
     each time, since a pointer on the way may change."""
-    member = base.member(path)
-    if member.fixed:
-        return member.reader()
-    return lambda: base.member(path).value()
+    member = base.member_(path)
+    if member.fixed_:
+        return member.reader_()
+    return lambda: base.member_(path).value_()

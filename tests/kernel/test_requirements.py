@@ -25,7 +25,7 @@ from pytest_ktstr_vmlinux.kernel.requirements import (
     check,
 )
 from pytest_ktstr_vmlinux.kernel.versions import KernelVersion
-from tests.formats.test_btf import STRUCT, TYPEDEF, VAR, Builder
+from tests.helpers.btf import STRUCT, TYPEDEF, VAR, Builder
 
 
 def parse(**kwargs: object) -> Requirements:
