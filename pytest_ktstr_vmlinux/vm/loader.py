@@ -24,7 +24,15 @@ import posixpath
 from collections import deque
 from dataclasses import dataclass, field
 
-from ..formats.elf import ELFCLASS32, ELFCLASS64, EM_386, EM_AARCH64, EM_X86_64, ElfIdent
+from ..formats.elf import (
+    ELFCLASS32,
+    ELFCLASS64,
+    EM_386,
+    EM_AARCH64,
+    EM_X86_64,
+    ElfIdent,
+    NotElfError,
+)
 from ..formats.elfdynamic import DynamicInfo, ElfDynamicError, parse_dynamic
 from ..formats.ldcache import (
     FLAG_AARCH64_LIB64,
@@ -103,6 +111,8 @@ def read_object(path: str, what: str) -> tuple[bytes, int, DynamicInfo]:
         raise GuestProgramError(f"{what} {path}: cannot be read: {reason}") from None
     try:
         return data, mode, parse_dynamic(data)
+    except NotElfError:
+        raise GuestProgramError(f"{what} {path}: not an ELF file") from None
     except ElfDynamicError as e:
         raise GuestProgramError(f"{what} {path}: a damaged ELF file: {e}") from None
 

@@ -25,10 +25,16 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
-from ..formats.elf import ELFMAG, NotElfError, arch_matches
+from ..formats.elf import (
+    EHDR_IDENT_AND_MACHINE,
+    ELFMAG,
+    NotElfError,
+    arch_matches,
+    parse_elf_ident,
+)
 from ..formats.elfdynamic import ET_DYN, ET_EXEC, ElfDynamicError, parse_dynamic
 from ..formats.ldcache import CacheEntry, LdCacheError, build_cache, parse_cache
-from ..regularfile import NotRegularFile, read_regular
+from ..regularfile import NotRegularFile, open_regular, read_regular
 from .errors import GuestProgramError
 from .initramfs import GuestFile, busybox_applets, find_busybox
 from .loader import CACHE_FLAGS, LoadedObject, LoaderSearch
@@ -100,6 +106,7 @@ class _Packer:
         path = find_program(named, what)
         real = os.path.realpath(path)
         try:
+            self._check_machine(real, path, what)  # before reading it all: a vmlinux is huge
             data = read_regular(real)
             mode = os.stat(real).st_mode & 0o7777
         except (OSError, NotRegularFile) as e:
@@ -131,12 +138,6 @@ class _Packer:
             ) from None
         except ElfDynamicError as e:
             raise GuestProgramError(f"{what}: {path} is a damaged ELF file: {e}") from None
-        ident = info.ident
-        if ident.arch is None or not arch_matches(ident.arch, self.arch):
-            raise GuestProgramError(
-                f"{what}: {path} is an ELF for {ident.arch or ident.machine_name}"
-                f" ({ident.machine_name}), the guest is {self.arch}: pack a build for {self.arch}"
-            )
         if info.e_type not in (ET_EXEC, ET_DYN):
             raise GuestProgramError(f"{what}: {path} is an ELF file but not an executable")
         if info.interpreter is None:
@@ -146,6 +147,21 @@ class _Packer:
             self.objects.setdefault(obj.path, obj)
             if obj.how != "program":
                 self._add(GuestFile(obj.path, obj.data, obj.mode))
+
+    def _check_machine(self, real: str, path: str, what: str) -> None:
+        with open_regular(real) as f:
+            head = f.read(EHDR_IDENT_AND_MACHINE)
+        if not head.startswith(ELFMAG):
+            return
+        try:
+            ident = parse_elf_ident(head)
+        except NotElfError as e:
+            raise GuestProgramError(f"{what}: {path} is a damaged ELF file: {e}") from None
+        if ident.arch is None or not arch_matches(ident.arch, self.arch):
+            raise GuestProgramError(
+                f"{what}: {path} is an ELF for {ident.arch or ident.machine_name}"
+                f" ({ident.machine_name}), the guest is {self.arch}: pack a build for {self.arch}"
+            )
 
     def _script(self, path: str, data: bytes, what: str, depth: int) -> None:
         line = data[2:SHEBANG_MAX].split(b"\n", 1)[0].strip()
