@@ -91,6 +91,14 @@ class GuestLine:
     topology: Topology | None = None  # None: -smp cpus
     ram_nodes: tuple[tuple[int, int], ...] = ()  # (fd, size) per NUMA node, when several
 
+    def _tcg_x86_cpu(self) -> list[str]:
+        """QEMU's default qemu64 says AuthenticAMD, and Linux reads an AMD CPU's threads from
+        the topoext leaf, which TCG does not give it: SMT siblings would show as cores. With
+        Intel's vendor string Linux reads CPUID leaf 0xB, where QEMU puts the threads."""
+        if self.topology is not None and self.topology.threads > 1:
+            return ["-cpu", "qemu64,vendor=GenuineIntel"]
+        return []
+
     @property
     def smp(self) -> Topology:
         return self.topology or Topology.choose(self.cpus)
@@ -100,11 +108,11 @@ class GuestLine:
         cpu = (
             ["-cpu", "host"]
             if self.accel == "kvm"
-            else (["-cpu", "max"] if t.machine == "virt" else [])
+            else (["-cpu", "max"] if t.machine == "virt" else self._tcg_x86_cpu())
         )
         return [
             str(self.qemu),
-            "-accel", self.accel,
+            "-accel", tcg_single(self.accel),
             *cpu,
             *memory_args(t.machine, self.memory, self.ram_fd, self.smp, self.ram_nodes),
             "-nodefaults", "-no-user-config", "-display", "none", "-no-reboot",
@@ -118,6 +126,15 @@ class GuestLine:
             "-initrd", str(self.initrd),
             "-append", self.cmdline,
         ]  # fmt: skip
+
+
+def tcg_single(accel: str) -> str:
+    """TCG with every vCPU on one host thread. Multi-threaded TCG lets one vCPU run code
+    another is patching (text_poke_bp: int3, then the new bytes, then IPIs to sync every CPU)
+    from a translation made before the patch ended: the kernel then meets an int3 nobody is
+    patching and dies ("Oops: int3" in do_pick_task_scx when sched_ext flips its static keys:
+    2 of 10 boots enabling six schedulers under load, 0 of 5 with one thread, QEMU 7.2)."""
+    return "tcg,thread=single" if accel == "tcg" else accel
 
 
 def memory_args(
