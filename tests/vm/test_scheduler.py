@@ -102,7 +102,7 @@ def test_under_load_every_cpu_runs_scx_tasks_and_none_is_rejected(guest: GuestVM
     try:
         most = _scx_running_everywhere(guest.kernel, time.monotonic() + 120)
     finally:
-        guest.run("pkill stress-ng; true")
+        guest.run("killall stress-ng; true")
     assert all(most.values()), most  # every CPU's rq.scx.nr_running was > 0
     assert _sysfs(guest, "nr_rejected") == rejected == "0"
     assert guest.scheduler is not None and guest.scheduler.alive
@@ -169,7 +169,7 @@ def test_a_stalled_scheduler_is_kicked_out_in_the_kernels_words(
     deadline = time.monotonic() + 300
     while time.monotonic() < deadline and _sysfs(guest, "state") != "disabled":
         time.sleep(1)
-    guest.run(f"kill -CONT {scheduler.pid}; pkill stress-ng; true")
+    guest.run(f"kill -CONT {scheduler.pid}; killall stress-ng; true")
     with pytest.raises(SchedulerError) as e:
         scheduler.check()
     log = guest.run("dmesg", check=True).stdout.decode()
