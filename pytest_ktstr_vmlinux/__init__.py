@@ -43,12 +43,14 @@ if TYPE_CHECKING:
         GuestBootError,
         GuestCommandError,
         GuestError,
+        GuestProgramError,
         GuestResult,
         GuestStoppedError,
         GuestTimeoutError,
         GuestUnavailableError,
     )
     from .vm.guest import GuestVM, boot_guest
+    from .vm.scheduler import Scheduler, SchedulerError
 
 # Public name -> the module that defines it; __all__ lists the same names (a test checks).
 _EXPORTS = {
@@ -60,6 +62,7 @@ _EXPORTS = {
     "GuestBootError": "vm.errors",
     "GuestCommandError": "vm.errors",
     "GuestError": "vm.errors",
+    "GuestProgramError": "vm.errors",
     "GuestResult": "vm.errors",
     "GuestStoppedError": "vm.errors",
     "GuestTimeoutError": "vm.errors",
@@ -85,6 +88,8 @@ _EXPORTS = {
     "Probe": "kernel.locate",
     "ProbeReport": "kernel.locate",
     "Samples": "live.sampling",
+    "Scheduler": "vm.scheduler",
+    "SchedulerError": "vm.scheduler",
     "SpecKind": "kernel.spec",
     "SpecSource": "kernel.spec",
     "StatSignature": "store.signature",
@@ -114,6 +119,7 @@ __all__ = [
     "GuestBootError",
     "GuestCommandError",
     "GuestError",
+    "GuestProgramError",
     "GuestResult",
     "GuestStoppedError",
     "GuestTimeoutError",
@@ -136,6 +142,8 @@ __all__ = [
     "Probe",
     "ProbeReport",
     "Samples",
+    "Scheduler",
+    "SchedulerError",
     "SpecKind",
     "SpecSource",
     "StatSignature",

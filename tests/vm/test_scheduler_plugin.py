@@ -17,6 +17,7 @@ from tests.helpers.runs import junit, run
 
 pytestmark = pytest.mark.real_kernel
 
+EXAMPLE = Path(__file__).resolve().parents[2] / "examples/test_scx.py"
 VM_OPTIONS = ("--kernel-vm-accel=tcg", "--kernel-vm-timeout=900", "-p", "no:randomly")
 
 TESTS = """
@@ -70,13 +71,19 @@ def test_scheduler_tests_on_a_sched_ext_kernel(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     monkeypatch.setenv("SCX", str(scx_schedulers))
+    monkeypatch.setenv("PATH", f"{scx_schedulers}{os.pathsep}{os.environ['PATH']}")
     pytester.makepyfile(test_scx=TESTS)
-    result = run(pytester, f"--kernel={sid_kernel.image}", *VM_OPTIONS)
+    shutil.copy(EXAMPLE, pytester.path / "test_scx_example.py")  # finds scx_simple on PATH
+    kernel = (f"--kernel-sysroot={sid_kernel.sysroot}", f"--kernel={sid_kernel.release}")
+    result = run(pytester, *kernel, *VM_OPTIONS)
     outcomes = junit(pytester).outcomes()
     assert outcomes == {
         "test_scx.py::test_under_scx_simple[ktstr_vm]": "passed",
         "test_scx.py::test_whose_scheduler_dies[ktstr_vm]": "failed",
         "test_scx.py::test_factory_boots_a_scheduler": "passed",
+        "test_scx_example.py::test_the_scheduler_holds_and_every_cpu_runs_its_tasks[ktstr_vm]": (
+            "passed"
+        ),
     }, result.stdout.str()
     failure = junit(pytester).cases["test_scx.py::test_whose_scheduler_dies[ktstr_vm]"]
     text = result.stdout.str()
