@@ -13,19 +13,9 @@ from collections.abc import Iterator
 
 import pytest
 
-from pytest_ktstr_vmlinux import BTF, GuestVM, LiveKernel, Object, container_of
+from pytest_ktstr_vmlinux import BTF, GuestVM, find_task, task_cpu
 
 SAMPLE_SECONDS = 2.0
-
-
-def tasks(live: LiveKernel) -> Iterator[Object]:
-    """Every task, from init_task's ``tasks`` ring."""
-    head = live["init_task"].tasks
-    node = head.next
-    while node.value_() != head.address_:
-        task = container_of(node, "struct task_struct", "tasks")
-        yield task
-        node = task.tasks.next
 
 
 @pytest.fixture
@@ -53,13 +43,11 @@ def test_runqueues_under_a_cpu_bound_workload(
         assert clocks[-1] > clocks[0], f"CPU {cpu}: rq clock stuck at {clocks[0]}"
         stuck = [t for t, c, n, _ in samples.rows if c == cpu and n == 0]
         assert not stuck, f"CPU {cpu}: a loop is runnable there, yet nr_running was 0 at {stuck}"
-    where = {task.pid.value_(): task for task in tasks(live)}
     for cpu, pid in pinned_loops.items():
-        task = where[pid]
-        on = task.get_("cpu")  # moved into task_struct in 5.16
-        if on is None:
-            on = task["thread_info.cpu"]
-        assert on.value_() == cpu, f"loop {pid} pinned to CPU {cpu} is on CPU {on.value_()}"
+        task = find_task(live, pid)
+        assert task is not None, f"loop {pid} is not in the guest's PID table"
+        on = task_cpu(task)  # task->cpu, thread_info.cpu, ...: wherever the release keeps it
+        assert on == cpu, f"loop {pid} pinned to CPU {cpu} is on CPU {on}"
 
 
 def test_sched_ext_runqueues(kernel_vm: GuestVM, kernel_btf: BTF) -> None:

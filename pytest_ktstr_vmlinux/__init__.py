@@ -23,6 +23,26 @@ if TYPE_CHECKING:
     from .kernel.resolve import Kernel, resolve_kernel
     from .kernel.spec import KernelSpec, SpecKind, SpecSource, parse_kernel_spec
     from .live.errors import LiveKernelError, LiveMemoryError, MissingMemberError
+    from .live.helpers.cpumask import (
+        cpumask_to_cpulist,
+        for_each_cpu,
+        for_each_online_cpu,
+        for_each_possible_cpu,
+        for_each_present_cpu,
+    )
+    from .live.helpers.idr import idr_find, idr_for_each, idr_for_each_entry
+    from .live.helpers.list import (
+        hlist_empty,
+        hlist_for_each,
+        hlist_for_each_entry,
+        list_empty,
+        list_for_each,
+        list_for_each_entry,
+    )
+    from .live.helpers.pid import find_task, for_each_task, pid_task
+    from .live.helpers.rbtree import rbtree_inorder_for_each, rbtree_inorder_for_each_entry
+    from .live.helpers.sched import task_cpu, task_state_to_char
+    from .live.helpers.xarray import xa_for_each, xa_is_value, xa_is_zero, xa_load, xa_to_value
     from .live.kernel import LiveKernel
     from .live.objects import Enumerator, Object, container_of, sizeof
     from .live.sampling import Samples
@@ -75,6 +95,32 @@ _EXPORTS = {
     "KernelSpec": "kernel.spec",
     "KernelSpecError": "errors",
     "KernelSymbols": "formats.symbols",
+    "cpumask_to_cpulist": "live.helpers.cpumask",
+    "for_each_cpu": "live.helpers.cpumask",
+    "for_each_online_cpu": "live.helpers.cpumask",
+    "for_each_possible_cpu": "live.helpers.cpumask",
+    "for_each_present_cpu": "live.helpers.cpumask",
+    "idr_find": "live.helpers.idr",
+    "idr_for_each": "live.helpers.idr",
+    "idr_for_each_entry": "live.helpers.idr",
+    "hlist_empty": "live.helpers.list",
+    "hlist_for_each": "live.helpers.list",
+    "hlist_for_each_entry": "live.helpers.list",
+    "list_empty": "live.helpers.list",
+    "list_for_each": "live.helpers.list",
+    "list_for_each_entry": "live.helpers.list",
+    "find_task": "live.helpers.pid",
+    "for_each_task": "live.helpers.pid",
+    "pid_task": "live.helpers.pid",
+    "rbtree_inorder_for_each": "live.helpers.rbtree",
+    "rbtree_inorder_for_each_entry": "live.helpers.rbtree",
+    "task_cpu": "live.helpers.sched",
+    "task_state_to_char": "live.helpers.sched",
+    "xa_for_each": "live.helpers.xarray",
+    "xa_is_value": "live.helpers.xarray",
+    "xa_is_zero": "live.helpers.xarray",
+    "xa_load": "live.helpers.xarray",
+    "xa_to_value": "live.helpers.xarray",
     "LiveKernel": "live.kernel",
     "LiveKernelError": "live.errors",
     "LiveMemoryError": "live.errors",
@@ -156,13 +202,39 @@ __all__ = [
     "boot_guest",
     "cached_vmlinux_bytes",
     "container_of",
+    "cpumask_to_cpulist",
+    "find_task",
     "find_vmlinux",
+    "for_each_cpu",
+    "for_each_online_cpu",
+    "for_each_possible_cpu",
+    "for_each_present_cpu",
+    "for_each_task",
+    "hlist_empty",
+    "hlist_for_each",
+    "hlist_for_each_entry",
+    "idr_find",
+    "idr_for_each",
+    "idr_for_each_entry",
     "ktstr_test",
+    "list_empty",
+    "list_for_each",
+    "list_for_each_entry",
     "load_vmlinux_bytes",
     "parse_kernel_spec",
+    "pid_task",
     "probe_vmlinux",
+    "rbtree_inorder_for_each",
+    "rbtree_inorder_for_each_entry",
     "resolve_kernel",
     "sizeof",
+    "task_cpu",
+    "task_state_to_char",
+    "xa_for_each",
+    "xa_is_value",
+    "xa_is_zero",
+    "xa_load",
+    "xa_to_value",
 ]
 
 

@@ -88,6 +88,12 @@ class Object:
     def type_id_(self) -> int:
         return self._type_id
 
+    @property
+    def prog_(self) -> Memory:
+        """What this object reads through: the LiveKernel (drgn's ``prog_``), which helpers
+        such as ``task_state_to_char`` ask for the kernel's symbols."""
+        return self._kernel
+
     def type_name_(self) -> str:
         """The type as C spells it: ``"struct rq"``, ``"u64"``, ``"char *"``."""
         return self._kernel.btf.type_name(self._type_id)

@@ -22,7 +22,15 @@ import pytest
 from pytest_ktstr_vmlinux.formats.btf.queries import BTF
 from pytest_ktstr_vmlinux.formats.symbols import KernelSymbols
 from pytest_ktstr_vmlinux.kernel.resolve import resolve_kernel
-from pytest_ktstr_vmlinux.live import LiveKernel, LiveKernelError, LiveMemoryError, container_of
+from pytest_ktstr_vmlinux.live import (
+    LiveKernel,
+    LiveKernelError,
+    LiveMemoryError,
+    container_of,
+    find_task,
+    for_each_task,
+    list_for_each_entry,
+)
 from pytest_ktstr_vmlinux.live.errors import MissingMemberError
 from pytest_ktstr_vmlinux.store.memory import MemoryStore
 from pytest_ktstr_vmlinux.vm import GuestError, GuestVM, boot_guest
@@ -121,10 +129,9 @@ def test_the_layout_is_the_one_the_guest_reports(guest: GuestVM, live: LiveKerne
 def test_a_vmalloc_address_is_walked(live: LiveKernel) -> None:
     """kthreadd's stack is in vmalloc space (CONFIG_VMAP_STACK): only the page walk finds it;
     its lowest word is STACK_END_MAGIC (CONFIG_SCHED_STACK_END_CHECK), as the kernel wrote it."""
-    init = live["init_task"]
-    kthreadd = container_of(init.tasks.next, "struct task_struct", "tasks").tasks.next
-    task = container_of(kthreadd, "struct task_struct", "tasks")
-    assert task.pid.value_() == 2
+    task = find_task(live, 2)
+    assert task is not None
+    assert task.comm.string_() == "kthreadd"
     stack = task.stack.value_()
     assert not live._linear(stack, 8)
     assert int.from_bytes(live.read(stack, 4), "little") == 0x57AC6E9D
@@ -229,13 +236,7 @@ def test_the_task_list_is_the_guests(guest: GuestVM, live: LiveKernel) -> None:
         comm, fields = rest.rsplit(") ", 1)
         if fields.split()[1] == "2" or number in ("1", "2"):  # pid 1 and kernel threads stay
             shown[int(number)] = comm
-    init = live["init_task"]
-    seen = {}
-    node = init.tasks.next
-    while node.value_() != init.tasks.address_:
-        task = container_of(node, "struct task_struct", "tasks")
-        seen[task.pid.value_()] = task.comm.string_()
-        node = task.tasks.next
+    seen = {task.pid.value_(): task.comm.string_() for task in for_each_task(live)}
     assert set(shown) <= set(seen), set(shown) - set(seen)
     for pid, proc_name in shown.items():
         # /proc shows a kthread's full name, and a kworker's workqueue after its name ("-" or
@@ -399,8 +400,9 @@ def test_drgn_agrees_on_the_paused_guest(
 ) -> None:
     """drgn (DWARF, its own page walk, vmcoreinfo's KASLR offset) reading the same RAM."""
     drgn = pytest.importorskip("drgn")
-    from drgn.helpers.linux.list import list_for_each_entry
+    from drgn.helpers.linux.list import list_for_each_entry as drgn_list_for_each_entry
     from drgn.helpers.linux.percpu import per_cpu
+    from drgn.helpers.linux.pid import for_each_task as drgn_for_each_task
 
     vmcoreinfo = _vmcoreinfo(guest)
     prog = drgn.Program(drgn.host_platform)
@@ -429,16 +431,16 @@ def test_drgn_agrees_on_the_paused_guest(
         init = prog["init_task"]
         theirs_tasks = [
             (t.pid.value_(), t.comm.string_().decode())
-            for t in list_for_each_entry("struct task_struct", init.tasks.address_of_(), "tasks")
+            for t in drgn_list_for_each_entry(
+                "struct task_struct", init.tasks.address_of_(), "tasks"
+            )
         ]
-        ours_tasks = []
-        head = live["init_task"].tasks
-        node = head.next
-        while node.value_() != head.address_:
-            task = container_of(node, "struct task_struct", "tasks")
-            ours_tasks.append((task.pid.value_(), task.comm.string_()))
-            node = task.tasks.next
-        assert ours_tasks == theirs_tasks
+        leaders = list_for_each_entry("struct task_struct", live["init_task"].tasks, "tasks")
+        assert [(t.pid.value_(), t.comm.string_()) for t in leaders] == theirs_tasks
+        # Every thread, walked two ways: drgn's through the PID IDR, ours through the lists.
+        assert sorted(t.pid.value_() for t in for_each_task(live)) == [
+            t.pid.value_() for t in drgn_for_each_task(prog)
+        ]
     finally:
         guest.qmp.resume()
 
