@@ -50,6 +50,7 @@ POLL_US = 20000
 ERROR_KINDS = ("runtime error", "scx_bpf_error", "runnable task stall")
 _LINE = re.compile(r"^(?:\[[\s\d.]+\]\s*)?(sched_ext: .*)$")
 _NUMBERS = itertools.count(1)
+_ENABLED_LINE = re.compile(r'sched_ext: BPF scheduler ".*" enabled')
 LIBRARY = f"{RUN_DIR}/lib.sh"
 _LIB = f". {LIBRARY};"
 # The guest side, put once per start: every command the host then sends is short (a command
@@ -120,10 +121,18 @@ def sched_ext_lines(log: str) -> list[str]:
     return out
 
 
-def exit_of(lines: list[str], name: str | None) -> Exit | None:
-    """The last exit the log reports of scheduler ``name`` (any when None)."""
+def exit_of(lines: list[str], name: str | None, enable_seq: int = 0) -> Exit | None:
+    """The last exit the log reports of scheduler ``name`` (any when None); with
+    ``enable_seq``, only after the kernel's ``enable_seq``-th ``enabled`` line (one is logged
+    per enable, as enable_seq counts them), so an earlier run of the same scheduler is not
+    taken for this one, as long as the log has all of them."""
+    enables = sum(1 for line in lines if _ENABLED_LINE.match(line))
+    skip = enable_seq if enable_seq and enables >= enable_seq else 0
     found = None
     for i, line in enumerate(lines):
+        if skip:
+            skip -= bool(_ENABLED_LINE.match(line))
+            continue
         match = re.match(r'sched_ext: BPF (?:sub-)?scheduler "(.*)" disabled \((.*)\)$', line)
         if match and (name is None or match[1] == name):
             prefix = f"sched_ext: {match[1]}: "
@@ -181,6 +190,10 @@ class Scheduler:
         self.vm.run(f"kill -KILL {self.pid} 2>/dev/null; true")
         raise self._error(how, "exited" if lines[0] != "timeout" else "not attached")
 
+    @property
+    def _seq_number(self) -> int:
+        return int(self._enabled_seq) if self._enabled_seq.isdigit() else 0
+
     def _running(self) -> bool:
         return self.vm.run(f"{_LIB} running {self.dir}").returncode == 0
 
@@ -230,7 +243,7 @@ class Scheduler:
         if result.stdout.strip() != b"stopped":
             self.vm.run(f"kill -KILL {self.pid} 2>/dev/null; true")
             raise self._error(f"did not stop within {timeout:g} s of SIGINT", "not stopped")
-        found = exit_of(self._log(), self.name)
+        found = exit_of(self._log(), self.name, self._seq_number)
         if found is not None and found.kind in ERROR_KINDS:
             raise self._error("was kicked out before it was stopped", found.kind)
 
@@ -252,13 +265,13 @@ class Scheduler:
         deadline = time.monotonic() + 5
         while self.vm.alive:
             log = self._log()
-            found = exit_of(log, self.name)
+            found = exit_of(log, self.name, self._seq_number)
             if found is not None or time.monotonic() > deadline:
                 break
             time.sleep(0.2)
         if not self.vm.alive:
             log = self._log()
-            found = exit_of(log, self.name)
+            found = exit_of(log, self.name, self._seq_number)
         output = self._output_or_empty()
         kind, reason = (found.kind, found.reason) if found else (fallback_kind, how)
         label = f"{self.program} ({self.name!r})" if self.name else self.program

@@ -44,6 +44,18 @@ def test_the_last_exit_of_a_scheduler_is_its_kind_and_message() -> None:
     assert exit_of(lines, None) == exit_of(lines, "qmap")  # any scheduler: the last exit
 
 
+def test_an_earlier_run_of_the_same_scheduler_is_not_this_ones_exit() -> None:
+    """enable_seq 3 is the third enable: qmap's second run, whose exit is the stall; had that
+    run not exited yet, its exit is None, not the first run's scx_bpf_error."""
+    lines = sched_ext_lines(LOG)
+    assert exit_of(lines, "qmap", enable_seq=3).kind == "runnable task stall"  # type: ignore[union-attr]
+    assert exit_of(lines[:-2], "qmap", enable_seq=3) is None
+    assert exit_of(lines[:-2], "qmap", enable_seq=2) == Exit(
+        "scx_bpf_error", "test triggering error"
+    )
+    assert exit_of(lines, "qmap", enable_seq=9) == exit_of(lines, "qmap")  # the log lost some
+
+
 def test_a_sub_scheduler_and_a_console_with_carriage_returns() -> None:
     console = (
         '[ 1.0] sched_ext: BPF sub-scheduler "child" disabled (runtime error)\r\n'
