@@ -46,6 +46,18 @@ def test_factory_boots_a_scheduler(kernel_vm_factory):
 """
 
 
+SHARED = """
+
+def test_starts_a_scheduler_in_the_shared_guest(kernel_vm):
+    assert kernel_vm.start_scheduler(SCHEDULER).name == "simple"
+
+
+def test_the_shared_guest_is_back_on_the_fair_class(kernel_vm):
+    assert kernel_vm.get("/sys/kernel/sched_ext/state") == b"disabled\\n"
+    assert kernel_vm.scheduler.stopped  # stopped by the plugin after the test that started it
+"""
+
+
 def _qemu_recorder(root: Path) -> Path:
     """A qemu-system-x86_64 first on PATH that records each start, then runs the real one."""
     real = shutil.which("qemu-system-x86_64")
@@ -72,7 +84,7 @@ def test_scheduler_tests_on_a_sched_ext_kernel(
 ) -> None:
     monkeypatch.setenv("SCX", str(scx_schedulers))
     monkeypatch.setenv("PATH", f"{scx_schedulers}{os.pathsep}{os.environ['PATH']}")
-    pytester.makepyfile(test_scx=TESTS)
+    pytester.makepyfile(test_scx=TESTS + SHARED)
     shutil.copy(EXAMPLE, pytester.path / "test_scx_example.py")  # finds scx_simple on PATH
     kernel = (f"--kernel-sysroot={sid_kernel.sysroot}", f"--kernel={sid_kernel.release}")
     result = run(pytester, *kernel, *VM_OPTIONS)
@@ -81,6 +93,8 @@ def test_scheduler_tests_on_a_sched_ext_kernel(
         "test_scx.py::test_under_scx_simple[ktstr_vm]": "passed",
         "test_scx.py::test_whose_scheduler_dies[ktstr_vm]": "failed",
         "test_scx.py::test_factory_boots_a_scheduler": "passed",
+        "test_scx.py::test_starts_a_scheduler_in_the_shared_guest": "passed",
+        "test_scx.py::test_the_shared_guest_is_back_on_the_fair_class": "passed",
         "test_scx_example.py::test_the_scheduler_holds_and_every_cpu_runs_its_tasks[ktstr_vm]": (
             "passed"
         ),
