@@ -35,7 +35,8 @@ from ..formats.elf import (
 from ..formats.elfdynamic import ET_DYN, ET_EXEC, ElfDynamicError, parse_dynamic
 from ..formats.ldcache import CacheEntry, LdCacheError, build_cache, parse_cache
 from ..regularfile import NotRegularFile, open_regular, read_regular
-from .errors import GuestProgramError
+from .agent import INLINE_MAX
+from .errors import GuestProgramError, GuestResult
 from .initramfs import GuestFile, busybox_applets, find_busybox
 from .loader import CACHE_FLAGS, LoadedObject, LoaderSearch
 
@@ -45,6 +46,7 @@ if TYPE_CHECKING:
 GUEST_PATH = ("/usr/local/sbin", "/usr/local/bin", "/usr/sbin", "/usr/bin", "/sbin", "/bin")
 LINK_DIR = "/usr/local/bin"
 GUEST_LD_CACHE = "/etc/ld.so.cache"
+SCRIPT = "/run/ktstr-programs/script"
 SHEBANG_MAX = 256  # the kernel reads this much of a script's first line (BINPRM_BUF_SIZE)
 SCRIPT_DEPTH = 4  # interpreters of interpreters the kernel follows (BINPRM_MAX_RECURSION)
 _OWN = ("/init", "/bin/busybox")
@@ -223,7 +225,7 @@ def install_program(vm: Guest, named: str) -> str:
         if "/" not in named
         else f"[ -x {shlex.quote(named)} ] && echo {shlex.quote(named)}"
     )
-    found = vm.run(where).stdout.decode(errors="replace").strip()
+    found = _run(vm, where).stdout.decode(errors="replace").strip()
     if found.startswith("/"):
         return found
     packed = pack_programs(
@@ -241,7 +243,7 @@ def install_program(vm: Guest, named: str) -> str:
             continue
         if f.target is not None:
             link, target = shlex.quote(f.path), shlex.quote(f.target)
-            vm.run(f"mkdir -p $(dirname {link}) && ln -sfn {target} {link}", check=True)
+            _run(vm, f"mkdir -p $(dirname {link}) && ln -sfn {target} {link}", check=True)
         else:
             vm.put(f.path, f.data, mode=f.mode)
     cache = next((f for f in packed.files if f.path == GUEST_LD_CACHE), None)
@@ -288,8 +290,18 @@ def _present(vm: Guest, paths: list[str]) -> list[str]:
     if not paths:
         return []
     quoted = " ".join(shlex.quote(p) for p in paths)
-    listing = vm.run(f'for f in {quoted}; do [ -e "$f" ] && echo "$f"; done; true')
+    listing = _run(vm, f'for f in {quoted}; do [ -e "$f" ] && echo "$f"; done; true')
     return listing.stdout.decode(errors="surrogateescape").splitlines()
+
+
+def _run(vm: Guest, command: str, *, check: bool = False) -> GuestResult:
+    """``command`` in the guest; a long one as a script file first, so the request line stays
+    short (a long command goes through the transfer window, where the agent of protocol 1
+    loses every 64th: it clears its command files before running the one it just wrote)."""
+    if len(command) <= INLINE_MAX:
+        return vm.run(command, check=check)
+    vm.put(SCRIPT, command.encode())
+    return vm.run(f". {SCRIPT}", check=check)
 
 
 def _missing(vm: Guest, paths: list[str]) -> list[str]:
