@@ -180,7 +180,7 @@ class Scheduler:
             f"{_LIB} attach {self.dir} {self._seq} {_polls(timeout)}", timeout=timeout + 60
         )
         lines = waited.stdout.decode(errors="replace").split("\n")
-        if lines[0] == "attached" and self._running():
+        if lines[0] == "attached" and len(lines) >= 3 and self._running():
             self._enabled_seq, self.name = lines[1].strip(), lines[2].strip()
             return
         how = {
