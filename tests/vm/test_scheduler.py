@@ -185,3 +185,26 @@ def test_a_stalled_scheduler_is_kicked_out_in_the_kernels_words(
     assert "is no longer attached: runnable task stall: " in message
     assert f"sched_ext: userland: {said[2]}" in message  # the kernel's lines, quoted
     assert e.value.log and all(line.startswith("sched_ext: ") for line in e.value.log)
+
+
+def test_scx_bpf_error_fails_with_its_message(guest: GuestVM, scx_schedulers: Path) -> None:
+    """scx_erroring (scx_simple with -e N, built by build-scx.sh: scx_qmap -e of Linux 7.2 does
+    not load when built with clang-19) calls scx_bpf_error() at its 300th enqueue."""
+    scheduler = guest.start_scheduler(scx_schedulers / "scx_erroring", ["-e", "300"])
+    assert scheduler.name == "erroring"
+    deadline = time.monotonic() + 300
+    while time.monotonic() < deadline and _sysfs(guest, "state") != "disabled":
+        guest.run("ls -R /sys/kernel > /dev/null")  # tasks to enqueue
+    with pytest.raises(SchedulerError) as e:
+        scheduler.check()
+    log = guest.run("dmesg", check=True).stdout.decode()
+    said = re.search(
+        r'BPF scheduler "erroring" disabled \((.*)\)\n.*sched_ext: erroring: (.*)', log
+    )
+    assert said is not None, log[-3000:]
+    assert (e.value.kind, e.value.reason) == (said[1], said[2])
+    assert e.value.kind == "scx_bpf_error"
+    assert e.value.reason.endswith("scx_erroring: enqueue 300, as -e asked")
+    assert "EXIT: scx_bpf_error" in e.value.output  # the scheduler's own report (UEI_REPORT)
+    with pytest.raises(SchedulerError):
+        scheduler.stop()  # stopping a scheduler the kernel kicked out says so again
