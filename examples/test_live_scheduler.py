@@ -3,8 +3,9 @@ workload runs: no agent in the guest, no stop.
 
 Boots the kernel under test (``kernel_vm``), pins one CPU-bound loop to each CPU, samples every
 CPU's ``struct rq`` for two seconds, and checks that each rq clock advances, that no CPU with a
-runnable loop shows nr_running at 0, and that each loop is on the CPU it is pinned to. On a
-kernel with sched_ext it also reads the ``scx_rq`` state.
+runnable loop shows nr_running at 0, and that each loop is on the CPU it is pinned to; then
+monitors the runqueues while ``run()`` waits for a pinned loop. On a kernel with sched_ext it
+also reads the ``scx_rq`` state.
 """
 
 from __future__ import annotations
@@ -58,3 +59,17 @@ def test_sched_ext_runqueues(kernel_vm: GuestVM, kernel_btf: BTF) -> None:
         scx = live.per_cpu("runqueues", cpu).scx
         assert scx.nr_running.value_() >= 0
         assert isinstance(scx.value_(), dict)
+
+
+def test_runqueues_while_run_waits(kernel_vm: GuestVM) -> None:
+    """The host watches the command it waits for: monitor() samples every CPU's rq on a host
+    thread at 1 kHz while run() blocks on a loop pinned to CPU 0."""
+    live = kernel_vm.kernel
+    busy = "taskset -c 0 timeout 2 sh -c 'echo $$; while :; do :; done'"
+    with live.monitor(["nr_running", "curr.pid"], interval=0.001) as mon:
+        pid = int(kernel_vm.run(busy).stdout.split()[0])
+    samples = mon.samples
+    running = [row for row in samples.rows if row[1] == 0 and row[3] == pid]
+    assert running, f"loop {pid} was never seen running on CPU 0: {mon}"
+    assert all(nr_running >= 1 for _, _, nr_running, _ in running)
+    print(f"{samples.ticks} ticks, {samples.missed_ticks} missed, {samples.max_gap():.3f} s gap")

@@ -44,6 +44,7 @@ if TYPE_CHECKING:
     from .live.helpers.sched import task_cpu, task_state_to_char
     from .live.helpers.xarray import xa_for_each, xa_is_value, xa_is_zero, xa_load, xa_to_value
     from .live.kernel import LiveKernel
+    from .live.monitor import Sampler
     from .live.objects import Enumerator, Object, container_of, sizeof
     from .live.sampling import Samples
     from .plugin.markers import ktstr_test
@@ -133,6 +134,7 @@ _EXPORTS = {
     "sizeof": "live.objects",
     "Probe": "kernel.locate",
     "ProbeReport": "kernel.locate",
+    "Sampler": "live.monitor",
     "Samples": "live.sampling",
     "Scheduler": "vm.scheduler",
     "SchedulerError": "vm.scheduler",
@@ -187,6 +189,7 @@ __all__ = [
     "Object",
     "Probe",
     "ProbeReport",
+    "Sampler",
     "Samples",
     "Scheduler",
     "SchedulerError",

@@ -1,7 +1,8 @@
 """Reading the running guest kernel from the host: its RAM translated through the guest's own
 page tables (``translate``), the KASLR slide and physical base found in the guest (``layout``),
 values typed by BTF (``objects``), and ``LiveKernel``, which puts them together (``kernel``);
-walks over the kernel's lists, tasks, CPU masks, IDRs, XArrays and rbtrees (``helpers``).
+walks over the kernel's lists, tasks, CPU masks, IDRs, XArrays and rbtrees (``helpers``);
+``monitor`` samples per-CPU fields on a host thread into a ``Samples`` table (``sampling``).
 """
 
 from .errors import LiveKernelError, LiveMemoryError
@@ -34,6 +35,7 @@ from .helpers import (
     xa_to_value,
 )
 from .kernel import LiveKernel
+from .monitor import Sampler
 from .objects import Enumerator, Object, container_of, sizeof
 from .sampling import Samples
 
@@ -43,6 +45,7 @@ __all__ = [
     "LiveKernelError",
     "LiveMemoryError",
     "Object",
+    "Sampler",
     "Samples",
     "container_of",
     "cpumask_to_cpulist",

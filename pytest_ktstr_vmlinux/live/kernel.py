@@ -12,7 +12,7 @@ import struct
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Protocol
 
-from ..formats.address import u64
+from ..formats.address import U64_MASK, u64
 from ..formats.btf.queries import BTF
 from ..formats.btf.types import BTFKeyError, BTFType
 from ..formats.symbols import KernelSymbols
@@ -23,12 +23,13 @@ from .percpu import PerCPU
 from .translate import (
     KERNEL_IMAGE_SIZE,
     START_KERNEL_MAP,
+    GuestRAM,
     PageWalker,
     PhysicalMemory,
-    read_physical,
 )
 
 if TYPE_CHECKING:
+    from .monitor import Sampler
     from .sampling import Samples
 
 PAGE = 4096
@@ -79,8 +80,10 @@ class LiveKernel:
                 )
             layout = derive_layout(memory, symbols, control_registers(monitor))
         self.memory, self.btf, self.layout = memory, btf, layout
+        self._phys_base = layout.phys_base
         self.symbols = symbols.relocated(u64(layout.slide - symbols.kaslr_offset))
         self._walker = PageWalker(memory, layout.root, levels=layout.levels)
+        self._ram = GuestRAM(memory)
         self._ram_top = max((r.end for r in memory.regions), default=0)
         self._real: dict[int, BTFType] = {}
         self._vars: dict[str, int] = {}
@@ -101,26 +104,27 @@ class LiveKernel:
     def translate(self, vaddr: int) -> int:
         """The guest physical address of kernel virtual ``vaddr``; LiveMemoryError when it is
         not mapped."""
-        if START_KERNEL_MAP <= vaddr < START_KERNEL_MAP + KERNEL_IMAGE_SIZE:
-            return u64(vaddr - START_KERNEL_MAP + self.layout.phys_base)
-        if self.page_offset_base <= vaddr < self.page_offset_base + self._ram_top:
-            return vaddr - self.page_offset_base
-        return self._walker.translate(vaddr)
+        phys = self._linear(vaddr, 1)
+        return self._walker.translate(vaddr) if phys is None else phys
 
     def read(self, address: int, size: int, physical: bool = False) -> bytes:
         """``size`` bytes at kernel virtual (or guest physical) ``address``; LiveMemoryError
         naming the address for any part that is not mapped or not RAM."""
+        direct = address - self.page_offset_base  # the direct map first: most reads are there
+        if not physical and size >= 0 and 0 <= direct <= self._ram_top - size:
+            return bytes(self._ram.read(direct, size))
         if address < 0 or size < 0 or address + size > 1 << 64:
             raise LiveMemoryError(f"cannot read {size} bytes at {address:#x}", address)
         if physical:
-            return bytes(read_physical(self.memory, address, size))
-        if self._linear(address, size):
-            return bytes(read_physical(self.memory, self.translate(address), size))
+            return bytes(self._ram.read(address, size))
+        phys = self._linear(address, size)
+        if phys is not None:
+            return bytes(self._ram.read(phys, size))
         out, at, end = bytearray(), address, address + size
         while at < end:
             step = min(end, (at | (PAGE - 1)) + 1) - at
             try:
-                out += read_physical(self.memory, self.translate(at), step)
+                out += self._ram.read(self.translate(at), step)
             except LiveMemoryError as e:
                 raise LiveMemoryError(f"reading {size} bytes at {address:#x}: {e}", at) from None
             at += step
@@ -129,18 +133,26 @@ class LiveKernel:
     def view(self, address: int, size: int) -> memoryview:
         """Guest RAM at kernel virtual ``address`` itself (no copy), for a range that is in one
         page or in a linear map; LiveMemoryError otherwise."""
-        if not self._linear(address, size) and address // PAGE != (address + size - 1) // PAGE:
-            raise LiveMemoryError(
-                f"{size} bytes at {address:#x} span pages of a page-walked mapping: read() them",
-                address,
-            )
-        return read_physical(self.memory, self.translate(address), size)
+        phys = self._linear(address, size)
+        if phys is None:
+            if address // PAGE != (address + size - 1) // PAGE:
+                raise LiveMemoryError(
+                    f"{size} bytes at {address:#x} span pages of a page-walked mapping: read()"
+                    " them",
+                    address,
+                )
+            phys = self._walker.translate(address)
+        return self._ram.read(phys, size)
 
-    def _linear(self, address: int, size: int) -> bool:
-        end = address + size
-        image = address >= START_KERNEL_MAP and end <= START_KERNEL_MAP + KERNEL_IMAGE_SIZE
-        direct = address >= self.page_offset_base and end <= self.page_offset_base + self._ram_top
-        return image or direct
+    def _linear(self, address: int, size: int) -> int | None:
+        """The guest physical address of ``[address, address + size)`` when all of it is in the
+        direct map or the kernel image's mapping (one offset each), else None (page-walked)."""
+        offset = address - self.page_offset_base
+        if offset >= 0 and offset + size <= self._ram_top:
+            return offset
+        if address >= START_KERNEL_MAP and address + size <= START_KERNEL_MAP + KERNEL_IMAGE_SIZE:
+            return (address - START_KERNEL_MAP + self._phys_base) & U64_MASK
+        return None
 
     def read_u64(self, address: int) -> int:
         return int(_U64.unpack(self.read(address, 8))[0])
@@ -222,9 +234,10 @@ class LiveKernel:
         variable: str = "runqueues",
         cpus: Sequence[int] | None = None,
     ) -> Samples:
-        """``fields`` of ``variable`` (``runqueues``) on every online CPU, sampled on a host
-        thread every ``interval`` s for ``duration`` s, while the guest runs (sampling.py)."""
-        from .sampling import sample
+        """``fields`` of ``variable`` (``runqueues``) on every online CPU (or ``cpus``), sampled
+        on a host thread every ``interval`` s for ``duration`` s while the guest runs: a
+        ``monitor`` whose block only waits (monitor.py)."""
+        from .monitor import sample
 
         return sample(
             lambda cpu: self.per_cpu(variable, cpu),
@@ -232,6 +245,27 @@ class LiveKernel:
             fields,
             interval=interval,
             duration=duration,
+        )
+
+    def monitor(
+        self,
+        fields: Sequence[str],
+        *,
+        interval: float,
+        variable: str = "runqueues",
+        cpus: Sequence[int] | None = None,
+    ) -> Sampler:
+        """A context manager sampling ``fields`` of ``variable`` on every online CPU (or
+        ``cpus``) every ``interval`` s on a host thread for as long as its block runs:
+        ``with live.monitor(["nr_running"], interval=0.001) as mon: vm.run("...")``, then
+        ``mon.samples`` (monitor.py)."""
+        from .monitor import Sampler
+
+        return Sampler(
+            lambda cpu: self.per_cpu(variable, cpu),
+            self.cpus if cpus is None else cpus,
+            fields,
+            interval=interval,
         )
 
     @property

@@ -9,9 +9,15 @@ member. A pointer is dereferenced when a member is looked up through it (``task.
 The invariant that keeps C's names usable: every attribute of Object's own ends in ``_``
 (``address_``, ``type_``, ``value_()``, ...) and no C member does, so ``obj.NAME`` is always the
 member NAME: ``page.index``, ``bpf_prog.type``, ``kmem_cache.size``. A member that does end in
-``_`` is reached with ``member_("name_")`` or ``obj["name_"]``. Scalars compare, convert and hash
-by value (``rq.nr_running == 2``, ``int(obj)``, ``bool(ptr)``); a struct, union or array has no
-single value to compare, which is a ``TypeError``, never a silent ``False``.
+``_`` is reached with ``member_("name_")`` or ``obj["name_"]``.
+
+Speed: what a (type, member path) resolves to, through pointers, is the BTF's ``route``, kept
+per pair; sizes and integer encodings are kept per type id; so a member lookup is a dict hit
+and one read per pointer on the way, and ``value_()`` of an integer one read.
+
+Scalars compare and convert by value (``rq.nr_running == 2``, ``int(obj)``, ``bool(ptr)``); a
+struct, union or array has no single value to compare, which is a ``TypeError``, never a silent
+``False`` (scalar.py).
 """
 
 from __future__ import annotations
@@ -20,10 +26,12 @@ import struct
 from collections.abc import Callable, Iterator
 from typing import Any, Protocol
 
-from ..formats.address import u64
+from ..errors import KernelArtifactError
+from ..formats.address import U64_MASK
 from ..formats.btf.queries import BTF, parse_member_path
 from ..formats.btf.types import BitfieldError, BTFKeyError, BTFType
 from .errors import LiveKernelError, LiveMemoryError, MissingMemberError
+from .scalar import Scalar
 
 _TRANSPARENT = frozenset({"TYPEDEF", "CONST", "VOLATILE", "RESTRICT", "TYPE_TAG"})
 _SCALAR = frozenset({"INT", "ENUM", "ENUM64", "PTR", "FLOAT"})
@@ -57,7 +65,7 @@ class Enumerator(int):
         return f"{self.name or '?'}({int(self)})"
 
 
-class Object:
+class Object(Scalar):
     """``address_``, ``type_``, ``value_()``, ``string_()``, members as ``obj.name`` or
     ``obj["a.b[2].c"]``, elements as ``obj[3]``, ``deref_()``, ``get_(path, default)``."""
 
@@ -72,7 +80,7 @@ class Object:
         width: int = 0,
         fixed: bool = True,
     ) -> None:
-        self._kernel, self._type_id, self.address_ = kernel, type_id, u64(address)
+        self._kernel, self._type_id, self.address_ = kernel, type_id, address & U64_MASK
         self._bit, self._width = bit, width  # a bitfield: its bits from ``address_``
         # Whether the address is fixed: reached without following a pointer, which can change.
         self.fixed_ = fixed
@@ -130,6 +138,27 @@ class Object:
 
     def member_(self, path: str) -> Object:
         """The member at ``path`` (dots, [index]); pointers on the way are dereferenced."""
+        kernel = self._kernel
+        try:
+            # Resolved once per (type, path) by the BTF; only the pointers are read each time.
+            offsets, tid, width = kernel.btf.route(self._type_id, path)
+        except (BTFKeyError, ValueError, KernelArtifactError):
+            return self._walk(path)  # step by step, to say what is wrong where
+        address, fixed = self.address_, self.fixed_
+        if len(offsets) > 1:
+            fixed = False
+            for bits in offsets[:-1]:
+                target = kernel.read_u64((address + (bits >> 3)) & U64_MASK)
+                if not target:
+                    return self._walk(path)  # names the NULL pointer
+                address = target
+        bits = offsets[-1]
+        if width:
+            return Object(kernel, tid, address + (bits >> 3), bits & 7, width, fixed)
+        return Object(kernel, tid, address + (bits >> 3), fixed=fixed)
+
+    def _walk(self, path: str) -> Object:
+        """``member_`` one step at a time: slower, and its errors say which step failed."""
         try:
             parts = parse_member_path(path)
         except ValueError as e:
@@ -220,7 +249,7 @@ class Object:
         """int, bool, float, an ``Enumerator`` (an int with its ``name``) for an enum, the
         address for a pointer, bytes for a char array, a list for another array, a dict for a
         struct or union."""
-        real = self._real()
+        real = self._kernel.real_type(self._type_id)
         kind = real.kind
         if kind == "INT":
             return self._int(real)
@@ -261,15 +290,17 @@ class Object:
         return lambda: int.from_bytes(view, "little", signed=signed)
 
     def _int(self, real: BTFType) -> int | bool:
-        _, signed, is_bool = self._kernel.btf.int_encoding(real.id)
+        kernel = self._kernel
+        _, signed, is_bool = kernel.btf.int_encoding(real.id)
         if self._width:
             nbytes = (self._bit + self._width + 7) // 8
-            raw = int.from_bytes(self._kernel.read(self.address_, nbytes), "little")
+            raw = int.from_bytes(kernel.read(self.address_, nbytes), "little")
             number = raw >> self._bit & ((1 << self._width) - 1)
             if signed and number >> (self._width - 1):
                 number -= 1 << self._width
             return number
-        number = int.from_bytes(self.read_(), "little", signed=signed)
+        # An INT's own size: the declared type's (a typedef of it) is the same.
+        number = int.from_bytes(kernel.read(self.address_, real.size or 0), "little", signed=signed)
         return bool(number) if is_bool else number
 
     def _is_char(self, tid: int) -> bool:
@@ -287,7 +318,7 @@ class Object:
             raise LiveKernelError(f"{self.type_name_()} at {self.address_:#x} is not a string")
         return data.split(b"\0", 1)[0].decode("utf-8", "replace")
 
-    # --- a scalar as a Python number (drgn's conversions and comparisons) -------------------
+    # --- a scalar as a Python number (drgn's conversions and comparisons: scalar.py) --------
 
     def _scalar(self, doing: str) -> int | float:
         real = self._real()
@@ -299,67 +330,6 @@ class Object:
             f"cannot {doing} {self.type_name_()} at {self.address_:#x}: a"
             f" {real.kind.lower()} has no single value (compare its members, or value_())"
         )
-
-    def _other(self, other: object, doing: str) -> int | float | None:
-        if isinstance(other, Object):
-            return other._scalar(doing)
-        if isinstance(other, (int, float)):
-            return other
-        return None
-
-    def __eq__(self, other: object) -> bool:
-        theirs = self._other(other, "compare")
-        if theirs is None:
-            return NotImplemented
-        return self._scalar("compare") == theirs
-
-    def __ne__(self, other: object) -> bool:
-        theirs = self._other(other, "compare")
-        if theirs is None:
-            return NotImplemented
-        return self._scalar("compare") != theirs
-
-    def __lt__(self, other: object) -> bool:
-        theirs = self._other(other, "compare")
-        if theirs is None:
-            return NotImplemented
-        return self._scalar("compare") < theirs
-
-    def __le__(self, other: object) -> bool:
-        theirs = self._other(other, "compare")
-        if theirs is None:
-            return NotImplemented
-        return self._scalar("compare") <= theirs
-
-    def __gt__(self, other: object) -> bool:
-        theirs = self._other(other, "compare")
-        if theirs is None:
-            return NotImplemented
-        return self._scalar("compare") > theirs
-
-    def __ge__(self, other: object) -> bool:
-        theirs = self._other(other, "compare")
-        if theirs is None:
-            return NotImplemented
-        return self._scalar("compare") >= theirs
-
-    # Its value can change under it: an Object is no dict key (as in drgn).
-    __hash__ = None  # type: ignore[assignment]
-
-    def __int__(self) -> int:
-        return int(self._scalar("convert to int"))
-
-    def __index__(self) -> int:
-        value = self._scalar("use as an index")
-        if isinstance(value, float):
-            raise TypeError(f"{self.type_name_()} is a floating-point type, not an integer")
-        return value
-
-    def __float__(self) -> float:
-        return float(self._scalar("convert to float"))
-
-    def __bool__(self) -> bool:
-        return bool(self._scalar("test the truth of"))
 
 
 def container_of(ptr: Object, type: str | int, member: str) -> Object:

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
-from ..formats.address import u64
+from ..formats.address import U64_MASK
 from ..formats.symbols import KernelSymbols
 from .errors import LiveKernelError
 
@@ -24,9 +24,13 @@ class PerCPU:
         self.span = (start or 0, symbols.get("__per_cpu_end") or 0)
         self.offsets = symbols.get("__per_cpu_offset")
         self._nr_cpu_ids: int | None = None
+        # Each variable's symbol, checked once: per_cpu() is called for every CPU of every
+        # sample, and then reads only __per_cpu_offset[cpu].
+        self._bases: dict[str, int] = {}
 
     @property
     def nr_cpu_ids(self) -> int:
+        """Read once: the kernel sets it at boot, from the possible CPUs, and never again."""
         if self._nr_cpu_ids is None:
             found = self.symbols.get("nr_cpu_ids")
             self._nr_cpu_ids = (
@@ -35,6 +39,23 @@ class PerCPU:
         return self._nr_cpu_ids
 
     def address(self, name: str, cpu: int) -> int:
+        base = self._bases.get(name)
+        if base is None:
+            base = self._bases[name] = self._base(name)
+        if self.offsets is None:
+            if cpu != 0:
+                raise LiveKernelError(f"CPU {cpu}: the kernel is built without SMP, CPU 0 only")
+            return base
+        if not 0 <= cpu < (self._nr_cpu_ids or self.nr_cpu_ids):
+            raise LiveKernelError(
+                f"CPU {cpu} does not exist: the guest's kernel has nr_cpu_ids={self.nr_cpu_ids}"
+            )
+        # u64 arithmetic: with .data..percpu linked in place the offsets are "negative".
+        offset = int.from_bytes(self.read(self.offsets + 8 * cpu, 8), "little")
+        return (base + offset) & U64_MASK
+
+    def _base(self, name: str) -> int:
+        """The symbol of per-CPU variable ``name``, checked against the per-CPU scheme."""
         symbols = self.symbols
         try:
             percpu = symbols.is_percpu(name)
@@ -44,24 +65,15 @@ class PerCPU:
             raise LiveKernelError(
                 f"{name!r} is not a per-CPU variable (not in .data..percpu): use object({name!r})"
             )
-        if self.offsets is None:
-            if cpu != 0:
-                raise LiveKernelError(f"CPU {cpu}: the kernel is built without SMP, CPU 0 only")
-            return symbols[name]
-        if not 0 <= cpu < self.nr_cpu_ids:
-            raise LiveKernelError(
-                f"CPU {cpu} does not exist: the guest's kernel has nr_cpu_ids={self.nr_cpu_ids}"
-            )
         value = symbols[name]
-        if self.span[1] and not self.span[0] <= value < self.span[1]:
+        if self.offsets is not None and self.span[1] and not self.span[0] <= value < self.span[1]:
             scheme = "linked at 0" if self.zero_based else "linked in place"
             raise LiveKernelError(
                 f"{name!r} is at {value:#x}, outside .data..percpu ({self.span[0]:#x}-"
                 f"{self.span[1]:#x}, {scheme}): the symbols do not fit this kernel's per-CPU"
                 " layout"
             )
-        # u64 arithmetic: with .data..percpu linked in place the offsets are "negative".
-        return u64(value + int.from_bytes(self.read(self.offsets + 8 * cpu, 8), "little"))
+        return value
 
     def mask(self, name: str) -> tuple[int, ...]:
         """The CPUs set in cpumask ``name`` (``__cpu_online_mask``), below nr_cpu_ids."""

@@ -1,9 +1,11 @@
-"""Sampling per-CPU fields of the live kernel while the guest runs: ``Samples``.
+"""``Samples``: the table a monitor of per-CPU fields fills (monitor.py takes the samples).
 
-The samples are taken on a host thread of their own at a fixed interval (the guest is never
-stopped); each row is (time since the start, CPU, one value per field). A field is a member
-path of the per-CPU variable (``runqueues``: ``nr_running``, ``clock``, ``cfs.nr_running``),
-looked up afresh for each sample, so a pointer on the way is followed as it is then.
+Each row is (time since the first tick, CPU, one value per field); one tick adds one row per
+CPU, all at once, and then its counts (``ticks``, ``missed_ticks``): a reader in another thread
+may see a tick's rows a moment before they are counted, never a tick counted without its rows.
+The counts make a monitor that fell behind or stopped visible: ``missed_ticks`` (scheduled
+ticks that passed while the thread could not run) and ``max_gap`` (the longest time between two
+rows of one CPU).
 """
 
 from __future__ import annotations
@@ -11,22 +13,49 @@ from __future__ import annotations
 import csv
 import io
 import os
-import threading
-import time
-from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
 from .errors import LiveKernelError
-from .objects import Object
 
 
 @dataclass
 class Samples:
-    """A table: ``rows`` of (time, cpu, *values); ``column(name)``, ``to_csv()``."""
+    """A table: ``rows`` of (time, cpu, *values); ``column(name)``, ``to_csv()``, ``plot()``.
+
+    What the monitor that filled it did: ``cpus`` it sampled, every ``interval`` seconds from
+    ``started`` (``time.monotonic()`` at the first tick, time 0 of the rows); ``ticks`` taken (each
+    one row per CPU), ``missed_ticks`` (due while the thread could not run, skipped rather than
+    taken late in a bunch); ``scheduled_ticks``, their sum; ``max_gap(cpu)``."""
 
     fields: tuple[str, ...]
     rows: list[tuple[Any, ...]] = field(default_factory=list)
+    cpus: tuple[int, ...] = ()
+    interval: float = 0.0
+    started: float = 0.0
+    ticks: int = 0
+    missed_ticks: int = 0
+
+    @property
+    def scheduled_ticks(self) -> int:
+        """The ticks due from the first to the last: ``ticks + missed_ticks``."""
+        return self.ticks + self.missed_ticks
+
+    def max_gap(self, cpu: int | None = None) -> float:
+        """The longest time in seconds between two consecutive rows of ``cpu`` (of any one CPU
+        when None); 0.0 with fewer than two. About ``interval`` for a monitor that kept up:
+        ``missed_ticks`` says how many ticks were lost, this how long the longest blind spot
+        was, during which nothing was seen."""
+        last: dict[int, float] = {}
+        gap = 0.0
+        for row in self.rows:
+            at, which = row[0], row[1]
+            if cpu is None or which == cpu:
+                before = last.get(which)
+                if before is not None and at - before > gap:
+                    gap = at - before
+                last[which] = at
+        return gap
 
     @property
     def columns(self) -> tuple[str, ...]:
@@ -77,52 +106,3 @@ class Samples:
         writer.writerow(self.columns)
         writer.writerows(self.rows)
         return out.getvalue()
-
-
-def sample(
-    per_cpu: Callable[[int], Object],
-    cpus: Sequence[int],
-    fields: Sequence[str],
-    *,
-    interval: float,
-    duration: float,
-) -> Samples:
-    """Sample ``fields`` of ``per_cpu(cpu)`` on ``cpus`` every ``interval`` seconds for
-    ``duration`` seconds, on a host thread; the table when done."""
-    if interval <= 0 or duration < 0:
-        raise ValueError(f"interval={interval}, duration={duration}: interval > 0, duration >= 0")
-    chosen = tuple(cpus)
-    if not chosen:
-        raise LiveKernelError("no CPUs to sample")
-    readers = {cpu: [_reader(per_cpu(cpu), path) for path in fields] for cpu in chosen}
-    table = Samples(tuple(fields))
-    failed: list[BaseException] = []
-
-    def run() -> None:
-        start = time.monotonic()
-        tick = 0
-        try:
-            while (now := time.monotonic() - start) <= duration:
-                for cpu, reads in readers.items():
-                    table.rows.append((now, cpu, *(read() for read in reads)))
-                tick += 1
-                time.sleep(max(0.0, tick * interval - (time.monotonic() - start)))
-        except BaseException as e:  # re-raised in the caller's thread
-            failed.append(e)
-
-    thread = threading.Thread(target=run, name="ktstr-live-sample", daemon=True)
-    thread.start()
-    thread.join()
-    if failed:
-        raise failed[0]
-    return table
-
-
-def _reader(base: Object, path: str) -> Callable[[], Any]:
-    """Reads ``base``'s member ``path`` (a missing one fails now, with close matches, not in
-    the sampling thread): a view of its bytes when no pointer leads there, else a fresh lookup
-    each time, since a pointer on the way may change."""
-    member = base.member_(path)
-    if member.fixed_:
-        return member.reader_()
-    return lambda: base.member_(path).value_()

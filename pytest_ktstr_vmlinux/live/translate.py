@@ -37,17 +37,36 @@ class PhysicalMemory(Protocol):
 
 def read_physical(memory: PhysicalMemory, phys: int, size: int) -> memoryview:
     """``size`` bytes at guest physical ``phys``; LiveMemoryError when not all of it is RAM."""
-    if not any(r.start <= phys and phys + size <= r.end for r in memory.regions):
-        spans = ", ".join(f"{r.start:#x}-{r.end:#x}" for r in memory.regions)
-        raise LiveMemoryError(
-            f"guest physical {phys:#x}+{size:#x} is not in guest RAM ({spans})", phys
-        )
-    try:
-        return memory.read(phys, size)
-    except ValueError:  # in RAM, yet unreadable: the mapping was let go
-        raise LiveMemoryError(
-            f"guest physical {phys:#x}: the guest's RAM is gone (the guest has stopped)", phys
-        ) from None
+    return GuestRAM(memory).read(phys, size)
+
+
+class GuestRAM:
+    """Reads of guest physical memory, its RAM ranges taken once (a guest's RAM does not move):
+    what every read of a live kernel ends in, so it checks the range with one comparison per
+    region and copies nothing."""
+
+    def __init__(self, memory: PhysicalMemory) -> None:
+        self.memory = memory
+        self.spans = tuple((r.start, r.end) for r in memory.regions)
+
+    def read(self, phys: int, size: int) -> memoryview:
+        """``size`` bytes at guest physical ``phys``; LiveMemoryError when not all of it is RAM,
+        or the RAM is gone."""
+        end = phys + size
+        for start, stop in self.spans:
+            if start <= phys and end <= stop:
+                break
+        else:
+            spans = ", ".join(f"{start:#x}-{stop:#x}" for start, stop in self.spans)
+            raise LiveMemoryError(
+                f"guest physical {phys:#x}+{size:#x} is not in guest RAM ({spans})", phys
+            )
+        try:
+            return self.memory.read(phys, size)
+        except ValueError:  # in RAM, yet unreadable: the mapping was let go
+            raise LiveMemoryError(
+                f"guest physical {phys:#x}: the guest's RAM is gone (the guest has stopped)", phys
+            ) from None
 
 
 class PageWalker:
@@ -55,9 +74,10 @@ class PageWalker:
 
     def __init__(self, memory: PhysicalMemory, root: int, *, levels: int = 4) -> None:
         self.memory, self.root, self.levels = memory, root & ADDRESS_MASK, levels
+        self.ram = GuestRAM(memory)
 
     def entry(self, table: int, index: int) -> int:
-        return int(_U64.unpack(read_physical(self.memory, table + 8 * index, 8))[0])
+        return int(_U64.unpack(self.ram.read(table + 8 * index, 8))[0])
 
     def translate(self, vaddr: int) -> int:
         table = self.root

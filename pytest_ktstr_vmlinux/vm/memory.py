@@ -39,6 +39,7 @@ class GuestMemory:
         QEMU's order), those files do, one after the other."""
         self.regions = regions
         self.size = sum(r.size for r in regions)
+        self._spans = tuple((r.start, r.start + r.size, r.offset) for r in regions)
         self._files = list(nodes) or [(fd, self.size)]
         if sum(size for _, size in self._files) != self.size:
             raise ValueError("the node files' sizes do not add up to the RAM regions'")
@@ -97,13 +98,18 @@ class GuestMemory:
     def offset(self, phys: int, size: int = 1) -> int:
         """Where guest physical ``[phys, phys + size)`` is in ``buffer``; ValueError when that
         range is not all in one RAM region."""
-        for region in self.regions:
-            if region.start <= phys and phys + size <= region.end:
-                return region.offset + phys - region.start
+        end = phys + size
+        for start, stop, offset in self._spans:
+            if start <= phys and end <= stop:
+                return offset + phys - start
         spans = ", ".join(f"{r.start:#x}-{r.end:#x}" for r in self.regions)
         raise ValueError(f"guest physical {phys:#x}+{size:#x} is not in guest RAM ({spans})")
 
     def read(self, phys: int, size: int) -> memoryview:
+        """A view of guest physical ``[phys, phys + size)``; ValueError when it is not RAM, or
+        once the RAM is closed, even while views taken before keep the mapping alive."""
+        if self._fd < 0:
+            raise ValueError("the guest's RAM is closed")
         start = self.offset(phys, size)
         return self.buffer[start : start + size]
 

@@ -313,6 +313,15 @@ def test_sampling_sees_pinned_busy_loops(guest: GuestVM, live: LiveKernel) -> No
         check=True,
     ).stdout.split()
     try:
+        # A loop started in the background may not have run taskset yet when run() returns:
+        # wait until each one is bound to its CPU (which moves it there) before sampling.
+        guest.run(
+            "c=0; for p in " + " ".join(p.decode() for p in pids) + "; do while ! grep -q"
+            ' "^Cpus_allowed_list:[[:space:]]*$c$" /proc/$p/status; do :; done;'
+            " c=$((c + 1)); done",
+            check=True,
+            timeout=60,
+        )
         busy = live.sample(["nr_running", "clock"], interval=0.02, duration=0.5)
     finally:
         guest.run(f"kill {' '.join(p.decode() for p in pids)}", check=True)

@@ -86,6 +86,7 @@ def test_every_member_named_like_an_api_attribute_is_the_member(kernel: FakeKern
 
 
 def test_the_api_is_only_names_ending_in_an_underscore() -> None:
+    # C members reached as obj.name become properties of Object: they are members, not API.
     public = [n for n in dir(Object) if not n.startswith("_")]
     assert public, "Object has an API"
     assert all(n.endswith("_") for n in public), [n for n in public if not n.endswith("_")]
@@ -220,3 +221,56 @@ def test_get_and_missing_members(kernel: FakeKernel) -> None:
     assert not hasattr(task, "pri")
     assert "prio" in dir(task)
     assert "value_" in dir(task)
+
+
+def test_member_paths_through_pointers_agree_with_steps(kernel: FakeKernel) -> None:
+    """member_() replays the BTF's route of (type, path); step by step (``_walk``) is what it
+    falls back on to say what is wrong: both land on the same member, every time."""
+    child, parent, grand = BASE, BASE + 0x100, BASE + 0x200
+    kernel.write_u64(child + 40, parent)  # child.parent
+    kernel.write_u64(parent + 40, grand)
+    kernel.write(grand + 4, struct.pack("<i", -3))  # grand.prio
+    kernel.write_u64(grand + 8, grand + 8)  # grand.tasks.next: itself
+    task = kernel.object("struct task", child)
+    for path in ("parent.parent.prio", "parent.parent.tasks.next.next", "parent[0].prio"):
+        fast, slow = task.member_(path), task._walk(path)
+        assert (fast.address_, fast.type_id_, fast.fixed_) == (
+            slow.address_,
+            slow.type_id_,
+            slow.fixed_,
+        )
+    assert task.member_("parent.parent.prio") == -3
+    assert task["parent.parent.tasks.next"].address_ == grand + 8
+    assert task.parent.parent.prio.address_ == grand + 4
+    assert task.member_("parent[2]").address_ == parent + 2 * 48  # ptr[i]: C's indexing
+    assert task.prio.fixed_
+    assert not task.member_("parent.prio").fixed_  # a pointer on the way may change
+    kernel.write_u64(parent + 40, 0)  # the second pointer is now NULL: said, not cached
+    with pytest.raises(LiveMemoryError, match=r"NULL pointer: struct task \* at 0x"):
+        task.member_("parent.parent.prio")
+    kernel.write_u64(parent + 40, grand)
+    assert task.member_("parent.parent.prio") == -3
+
+
+def test_a_member_of_one_type_is_not_anothers(kernel: FakeKernel) -> None:
+    task = kernel.object("struct task", BASE)
+    kernel.write(BASE + 4, struct.pack("<i", 9))
+    assert task.prio == 9
+    node = kernel.object("struct list_head", BASE)
+    with pytest.raises(MissingMemberError, match="no member 'prio'"):
+        node.prio  # noqa: B018
+    assert not hasattr(node, "prio")
+    assert "prio" not in dir(node)
+
+
+def test_missing_paths_say_which_step(kernel: FakeKernel) -> None:
+    task = kernel.object("struct task", BASE)
+    kernel.write_u64(BASE + 40, BASE)  # task.parent: itself
+    with pytest.raises(MissingMemberError, match="did you mean 'prio'"):
+        task.member_("parent.prioo")
+    with pytest.raises(LiveKernelError, match="index 3 is out of range"):
+        kernel.object("struct holder", BASE).member_("nums[3]")
+    with pytest.raises(LiveKernelError, match="malformed member path"):
+        task.member_("parent..prio")
+    with pytest.raises(MissingMemberError, match="not a struct or union"):
+        task.member_("prio.x")

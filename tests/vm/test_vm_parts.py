@@ -286,8 +286,12 @@ def test_guest_memory_is_unnamed_read_only_and_addressed_by_region() -> None:
         assert bytes(ram.buffer[4 * MiB + 100 : 4 * MiB + 108]) == b"above 4G"
         with pytest.raises(ValueError, match="not in guest RAM"):
             ram.read(4 * MiB - 4, 8)  # runs past the end of the region below 4 GiB
+        kept = ram.read(100, 8)  # a view a reader holds keeps the mapping after close()
     finally:
         ram.close()
+    with pytest.raises(ValueError, match="RAM is closed"):  # yet no read is served from it
+        ram.read(100, 8)
+    kept.release()
 
 
 # --- the console ----------------------------------------------------------------------------

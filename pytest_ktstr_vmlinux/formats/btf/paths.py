@@ -2,16 +2,18 @@
 
 A path goes through anonymous struct/union members as C does, and through array indices; each
 outer type's members are flattened once and each (type, path) answer is kept, because a test
-asks for the same few offsets again and again.
+asks for the same few offsets again and again. ``route`` also goes through pointers (``->``),
+saying where they are read: what the live layer computes once per (type, path) and replays for
+each read, since BTF is immutable and only the pointers' values change.
 """
 
 from __future__ import annotations
 
 import re
 
-from .format import _COMPOSITE, ARRAY
+from .format import _COMPOSITE, ARRAY, PTR
 from .table import TypeTable
-from .types import BTFKeyError, suggest
+from .types import BTFKeyError, Route, suggest
 
 # [0-9], not \d: int() would take any script's digits, and no C index is written in them.
 _PATH_PART = re.compile(r"([A-Za-z_$][\w$]*)?((?:\[[0-9]+\])*)")
@@ -26,15 +28,34 @@ class MemberPaths(TypeTable):
         tid = self._lookup(spec)
         found = self._paths.get((tid, path))
         if found is None:
-            found = self._paths[(tid, path)] = self._walk_path(spec, tid, path)
+            (bits,), current, width = self._walk(spec, tid, path, pointers=False)
+            found = self._paths[(tid, path)] = (current, bits, width)
         return found
 
-    def _walk_path(self, spec: str | int, tid: int, path: str) -> tuple[int, int, int]:
+    def route(self, spec: str | int, path: str) -> Route:
+        """How ``path`` is reached from ``spec`` through the pointers on the way (``Route``);
+        memoized. ``ptr.name`` follows ``ptr`` (as often as pointers to pointers ask) and
+        ``ptr[i]`` indexes what it points to, as ``Object.member_`` does. BTFKeyError (or
+        ValueError for a malformed path) when there is no such member."""
+        found = self._routes.get((spec, path))
+        if found is None:
+            found = self._walk(spec, self._lookup(spec), path, pointers=True)
+            self._routes[(spec, path)] = found
+        return found
+
+    def _walk(self, spec: str | int, tid: int, path: str, *, pointers: bool) -> Route:
+        """``path`` from ``tid``, through pointers when ``pointers`` (else one offset)."""
+        offsets: list[int] = []
         current, bits, width = tid, 0, 0
         for name, indices in parse_member_path(path):
             if name is not None:
-                outer = self._resolve(current)
-                if not outer or self._rec(outer).kind not in _COMPOSITE:
+                outer, seen = self._resolve(current), [current]
+                while pointers and outer and not width and self._rec(outer).kind == PTR:
+                    offsets.append(bits)
+                    current, bits = self._rec(outer).st, 0
+                    self._no_loop(current, seen)
+                    outer = self._resolve(current)
+                if width or not outer or self._rec(outer).kind not in _COMPOSITE:
                     raise BTFKeyError(
                         f"{self.what}: {spec}: cannot look up {name!r} in"
                         f" {self.type_name(current)}: not a struct or union"
@@ -48,20 +69,27 @@ class MemberPaths(TypeTable):
                 offset, width, current = members[name]
                 bits += offset
             for index in indices:
-                array_id = self._resolve(current)
-                if not array_id or self._rec(array_id).kind != ARRAY:
+                real = self._resolve(current)
+                kind = self._rec(real).kind if real and not width else None
+                if kind == PTR and pointers:
+                    offsets.append(bits)
+                    current = self._rec(real).st
+                    bits = index * self._size(current) * 8
+                    continue
+                if kind != ARRAY:
                     raise BTFKeyError(
                         f"{self.what}: {spec}: {path}: {self.type_name(current)} is not an array"
                     )
-                elem, _, nelems = self._unpack(self._types, self._rec(array_id).body)
+                elem, _, nelems = self._unpack(self._types, self._rec(real).body)
                 if nelems and index >= nelems:
                     raise BTFKeyError(
                         f"{self.what}: {spec}: {path}: index {index} is out of"
-                        f" range for {self.type_name(array_id)}"
+                        f" range for {self.type_name(real)}"
                     )
                 bits += index * self._size(elem) * 8
                 current, width = elem, 0
-        return current, bits, width
+        offsets.append(bits)
+        return Route(tuple(offsets), current, width)
 
     def _flat(self, tid: int) -> dict[str, tuple[int, int, int]]:
         """Member name -> (bit offset, bitfield size, type) for STRUCT/UNION ``tid``, with the

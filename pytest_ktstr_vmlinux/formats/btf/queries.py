@@ -50,9 +50,17 @@ from .format import (
     _index,
 )
 from .paths import MemberPaths, parse_member_path
-from .types import BitfieldError, BTFKeyError, BTFType, Member, suggest
+from .types import BitfieldError, BTFKeyError, BTFType, Member, Route, suggest
 
-__all__ = ["BTF", "BTFKeyError", "BTFType", "BitfieldError", "Member", "parse_member_path"]
+__all__ = [
+    "BTF",
+    "BTFKeyError",
+    "BTFType",
+    "BitfieldError",
+    "Member",
+    "Route",
+    "parse_member_path",
+]
 
 _FLAVOR = re.compile(r"___[^.\[]*")  # CO-RE: "nr_running___v2" is nr_running in another shape
 
@@ -162,6 +170,12 @@ class BTF(MemberPaths):
 
     def int_encoding(self, spec: str | int) -> tuple[int, bool, bool]:
         """(bits, signed, bool) of the INT ``spec`` names, typedefs and qualifiers resolved."""
+        found = self._encodings.get(spec)
+        if found is None:
+            found = self._encodings[spec] = self._encoding(spec)
+        return found
+
+    def _encoding(self, spec: str | int) -> tuple[int, bool, bool]:
         tid = self._resolve(self._lookup(spec))
         rec = self._rec(tid) if tid else None
         if rec is None or rec.kind != INT:

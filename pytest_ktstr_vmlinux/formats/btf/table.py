@@ -46,7 +46,7 @@ from .format import (
     _u32,
     _word,
 )
-from .types import BTFKeyError, Member, suggest
+from .types import BTFKeyError, Member, Route, suggest
 
 # Words that may start a type() query, and the kinds each one finds.
 _KIND_WORDS: dict[str, frozenset[int]] = {
@@ -92,6 +92,10 @@ class TypeTable:
         self._ids: dict[str, int] = {}
         self._paths: dict[tuple[int, str], tuple[int, int, int]] = {}
         self._flats: dict[int, dict[str, tuple[int, int, int]]] = {}
+        self._routes: dict[tuple[str | int, str], Route] = {}
+        # Answers kept per type id: the live layer asks for the same few again each sample.
+        self._sizes: dict[int, int] = {}
+        self._encodings: dict[str | int, tuple[int, bool, bool]] = {}
         self._pointer_size: int | None = None
 
     def __len__(self) -> int:
@@ -257,6 +261,12 @@ class TypeTable:
         seen.append(tid)
 
     def _size(self, tid: int) -> int:
+        found = self._sizes.get(tid)
+        if found is None:
+            found = self._sizes[tid] = self._measure(tid)
+        return found
+
+    def _measure(self, tid: int) -> int:
         seen, count = [tid], 1
         while True:
             rec = self._rec(tid) if tid else None

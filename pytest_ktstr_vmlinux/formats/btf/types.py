@@ -10,7 +10,7 @@ from __future__ import annotations
 import difflib
 from collections.abc import Iterable
 from dataclasses import dataclass, field
-from typing import Protocol
+from typing import NamedTuple, Protocol
 
 from ...errors import KernelArtifactError
 
@@ -48,6 +48,19 @@ class Member:
                 " .bitfield_size"
             )
         return self.bit_offset // 8
+
+
+class Route(NamedTuple):
+    """How memory reaches member path P of type T, pointers followed as C's ``->`` does: the
+    member is ``offsets[0]`` bits from the object's start when there is one offset; else a
+    pointer is read there, and each further offset counts from where the pointer before it
+    points (``rq.curr.pid``: ``curr``'s offset in ``struct rq``, then ``pid``'s in
+    ``struct task_struct``). ``type_id`` is the member's type as declared, ``bitfield_size`` 0
+    unless it is a bitfield."""
+
+    offsets: tuple[int, ...]
+    type_id: int
+    bitfield_size: int
 
 
 class MemberDecoder(Protocol):
