@@ -71,8 +71,8 @@ def test_marker_gives_a_guest_of_its_own(kernel_vm):
 def test_the_shared_guest_is_readable_live(kernel_vm, kernel, kernel_symbols, kernel_btf):
     live = kernel_vm.kernel
     assert live is kernel_vm.kernel
-    assert live.object("init_uts_ns").name.release.string() == kernel.release
-    assert live.per_cpu("runqueues", 0).cpu.value() == 0
+    assert live.object("init_uts_ns").name.release.string_() == kernel.release
+    assert live.per_cpu("runqueues", 0).cpu.value_() == 0
     assert live.cpus == (0,)
     # The fixtures' artifacts, slid to where the guest's kernel runs.
     assert live.symbols.source == kernel_symbols.source
