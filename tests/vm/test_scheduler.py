@@ -3,8 +3,9 @@ tools/sched_ext schedulers built by tests/kernels/build-scx.sh. Every value is c
 what the guest says (/sys/kernel/sched_ext, its kernel log) or what the host reads of the kernel
 (scx_root->ops.name, every CPU's rq->scx.nr_running), never against our own bookkeeping.
 
-One guest serves the module, booted with scx_simple and stress-ng; the tests run in order on it
-(simple attached, then stopped, then others started from the host, then a stall).
+Two guests serve the module: one booted with scx_simple for the test of its whole life, one booted
+without a scheduler where each other test starts its own from the host and leaves none attached,
+so the tests hold in any order and on any xdist worker.
 """
 
 from __future__ import annotations
@@ -31,16 +32,10 @@ CPUS = 2
 SYSFS = "/sys/kernel/sched_ext"
 
 
-@pytest.fixture(scope="module")
-def guest(
-    sid_kernel: DebianKernel,
-    scx_schedulers: Path,
-    guest_tools: None,
-    tmp_path_factory: pytest.TempPathFactory,
-) -> Iterator[GuestVM]:
+def _boot(sid_kernel: DebianKernel, tmp: pytest.TempPathFactory, scheduler: Path | None) -> GuestVM:
     store = MemoryStore()
     kernel = resolve_kernel(sid_kernel.release, sysroot=sid_kernel.sysroot, store=store)
-    vm = boot_guest(
+    return boot_guest(
         kernel,
         store=store,
         cpus=CPUS,
@@ -51,11 +46,40 @@ def guest(
         # sched_ext's watchdog (30 s at most) does: the stall test wants the watchdog's words.
         cmdline="rcupdate.rcu_cpu_stall_timeout=120",
         programs=["stress-ng"],
-        scheduler=scx_schedulers / "scx_simple",
-        log_dir=tmp_path_factory.mktemp("scheduler"),
+        scheduler=scheduler,
+        log_dir=tmp.mktemp("scheduler"),
     )
-    with vm:
+
+
+@pytest.fixture(scope="module")
+def guest(
+    sid_kernel: DebianKernel,
+    scx_schedulers: Path,
+    guest_tools: None,
+    tmp_path_factory: pytest.TempPathFactory,
+) -> Iterator[GuestVM]:
+    """Booted with scx_simple, for the one test of its whole life."""
+    with _boot(sid_kernel, tmp_path_factory, scx_schedulers / "scx_simple") as vm:
         yield vm
+
+
+@pytest.fixture(scope="module")
+def bare_guest(
+    sid_kernel: DebianKernel, guest_tools: None, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[GuestVM]:
+    """Booted without a scheduler: each test starts its own (tests may run in any order, and
+    under -n 2 on either worker, each with a guest of its own)."""
+    with _boot(sid_kernel, tmp_path_factory, None) as vm:
+        yield vm
+
+
+@pytest.fixture
+def bare(bare_guest: GuestVM) -> Iterator[GuestVM]:
+    """The bare guest with no scheduler attached, before and after the test."""
+    yield bare_guest
+    scheduler = bare_guest.scheduler
+    if scheduler is not None and not scheduler.stopped and scheduler.alive:
+        scheduler.stop()
 
 
 def _sysfs(vm: GuestVM, name: str) -> str:
@@ -86,7 +110,10 @@ def _scx_running_everywhere(live: LiveKernel, deadline: float) -> dict[int, int]
     return most
 
 
-def test_scx_simple_attached_at_boot(guest: GuestVM) -> None:
+def test_scx_simple_attaches_holds_under_load_and_stops(guest: GuestVM) -> None:
+    """One scheduler's life, in order: attached at boot (sysfs, the kernel log, the host's read
+    of scx_root), every CPU running scx tasks under stress-ng with nothing rejected, then
+    stop() and the guest back on the fair class."""
     scheduler = guest.scheduler
     assert scheduler is not None and scheduler.alive
     assert _sysfs(guest, "state") == "enabled" == scheduler.state
@@ -95,8 +122,6 @@ def test_scx_simple_attached_at_boot(guest: GuestVM) -> None:
     log = guest.run("dmesg", check=True).stdout.decode()
     assert 'sched_ext: BPF scheduler "simple" enabled' in log
 
-
-def test_under_load_every_cpu_runs_scx_tasks_and_none_is_rejected(guest: GuestVM) -> None:
     rejected = _sysfs(guest, "nr_rejected")
     guest.run(f"stress-ng --cpu {CPUS} -t 60 >/dev/null 2>&1 &", check=True)
     try:
@@ -105,13 +130,9 @@ def test_under_load_every_cpu_runs_scx_tasks_and_none_is_rejected(guest: GuestVM
         guest.run("killall stress-ng; true")
     assert all(most.values()), most  # every CPU's rq.scx.nr_running was > 0
     assert _sysfs(guest, "nr_rejected") == rejected == "0"
-    assert guest.scheduler is not None and guest.scheduler.alive
-    assert "local=" in guest.scheduler.output  # scx_simple's own report, every second
+    assert scheduler.alive
+    assert "local=" in scheduler.output  # scx_simple's own report, every second
 
-
-def test_stop_returns_the_guest_to_the_fair_class(guest: GuestVM) -> None:
-    scheduler = guest.scheduler
-    assert scheduler is not None
     scheduler.stop()
     assert not scheduler.alive
     assert _sysfs(guest, "state") == "disabled"
@@ -125,20 +146,20 @@ def test_stop_returns_the_guest_to_the_fair_class(guest: GuestVM) -> None:
 
 
 def test_flatcg_attaches_from_the_host_and_runs_cgroups(
-    guest: GuestVM, scx_schedulers: Path
+    bare: GuestVM, scx_schedulers: Path
 ) -> None:
     """scx_flatcg is not in the initramfs: start_scheduler copies it and its libraries in. Its
     hierarchy is cgroup v2 with the cpu controller, which the guest's init mounts."""
-    assert guest.run("grep -w cgroup2 /proc/mounts", check=True).returncode == 0
-    guest.run(
+    assert bare.run("grep -w cgroup2 /proc/mounts", check=True).returncode == 0
+    bare.run(
         "echo +cpu > /sys/fs/cgroup/cgroup.subtree_control && mkdir -p /sys/fs/cgroup/a"
         " /sys/fs/cgroup/b && echo 50 > /sys/fs/cgroup/a/cpu.weight",
         check=True,
     )
-    scheduler = guest.start_scheduler(scx_schedulers / "scx_flatcg")
-    assert (scheduler.name, _sysfs(guest, "root/ops")) == ("flatcg", "flatcg")
-    assert root_ops_name(guest.kernel) == "flatcg"
-    guest.run(
+    scheduler = bare.start_scheduler(scx_schedulers / "scx_flatcg")
+    assert (scheduler.name, _sysfs(bare, "root/ops")) == ("flatcg", "flatcg")
+    assert root_ops_name(bare.kernel) == "flatcg"
+    bare.run(
         'for g in a b; do sh -c "echo \\$\\$ > /sys/fs/cgroup/$g/cgroup.procs;'
         ' exec stress-ng --cpu 1 -t 5" >/dev/null 2>&1 & done; wait',
         check=True,
@@ -146,33 +167,33 @@ def test_flatcg_attaches_from_the_host_and_runs_cgroups(
     )
     assert scheduler.alive
     scheduler.stop()
-    assert _sysfs(guest, "state") == "disabled"
+    assert _sysfs(bare, "state") == "disabled"
 
 
-def test_central_attaches_and_holds_a_workload(guest: GuestVM, scx_schedulers: Path) -> None:
-    scheduler = guest.start_scheduler(scx_schedulers / "scx_central")
-    assert (scheduler.name, root_ops_name(guest.kernel)) == ("central", "central")
-    guest.run(f"stress-ng --cpu {CPUS} -t 5 >/dev/null 2>&1", check=True, timeout=300)
+def test_central_attaches_and_holds_a_workload(bare: GuestVM, scx_schedulers: Path) -> None:
+    scheduler = bare.start_scheduler(scx_schedulers / "scx_central")
+    assert (scheduler.name, root_ops_name(bare.kernel)) == ("central", "central")
+    bare.run(f"stress-ng --cpu {CPUS} -t 5 >/dev/null 2>&1", check=True, timeout=300)
     assert scheduler.alive
     scheduler.stop()
 
 
 def test_a_stalled_scheduler_is_kicked_out_in_the_kernels_words(
-    guest: GuestVM, scx_schedulers: Path
+    bare: GuestVM, scx_schedulers: Path
 ) -> None:
     """scx_userland dispatches from user space: with that process stopped, runnable tasks wait
     until sched_ext's watchdog kicks the scheduler out (at most 30 s): a task that did not run,
     or the watchdog's own work that could not."""
-    scheduler = guest.start_scheduler(scx_schedulers / "scx_userland")
-    guest.run(f"stress-ng --cpu {CPUS} -t 120 >/dev/null 2>&1 &", check=True)
-    guest.run(f"kill -STOP {scheduler.pid}", check=True)
+    scheduler = bare.start_scheduler(scx_schedulers / "scx_userland")
+    bare.run(f"stress-ng --cpu {CPUS} -t 120 >/dev/null 2>&1 &", check=True)
+    bare.run(f"kill -STOP {scheduler.pid}", check=True)
     deadline = time.monotonic() + 300
-    while time.monotonic() < deadline and _sysfs(guest, "state") != "disabled":
+    while time.monotonic() < deadline and _sysfs(bare, "state") != "disabled":
         time.sleep(1)
-    guest.run(f"kill -CONT {scheduler.pid}; killall stress-ng; true")
+    bare.run(f"kill -CONT {scheduler.pid}; killall stress-ng; true")
     with pytest.raises(SchedulerError) as e:
         scheduler.check()
-    log = guest.run("dmesg", check=True).stdout.decode()
+    log = bare.run("dmesg", check=True).stdout.decode()
     said = re.search(
         r'BPF scheduler "userland" disabled \((.*)\)\n.*sched_ext: userland: (.*)', log
     )
@@ -187,17 +208,17 @@ def test_a_stalled_scheduler_is_kicked_out_in_the_kernels_words(
     assert e.value.log and all(line.startswith("sched_ext: ") for line in e.value.log)
 
 
-def test_scx_bpf_error_fails_with_its_message(guest: GuestVM, scx_schedulers: Path) -> None:
+def test_scx_bpf_error_fails_with_its_message(bare: GuestVM, scx_schedulers: Path) -> None:
     """scx_erroring (scx_simple with -e N, built by build-scx.sh: scx_qmap -e of Linux 7.2 does
     not load when built with clang-19) calls scx_bpf_error() at its 300th enqueue."""
-    scheduler = guest.start_scheduler(scx_schedulers / "scx_erroring", ["-e", "300"])
+    scheduler = bare.start_scheduler(scx_schedulers / "scx_erroring", ["-e", "300"])
     assert scheduler.name == "erroring"
     deadline = time.monotonic() + 300
-    while time.monotonic() < deadline and _sysfs(guest, "state") != "disabled":
-        guest.run("ls -R /sys/kernel > /dev/null")  # tasks to enqueue
+    while time.monotonic() < deadline and _sysfs(bare, "state") != "disabled":
+        bare.run("ls -R /sys/kernel > /dev/null")  # tasks to enqueue
     with pytest.raises(SchedulerError) as e:
         scheduler.check()
-    log = guest.run("dmesg", check=True).stdout.decode()
+    log = bare.run("dmesg", check=True).stdout.decode()
     said = re.search(
         r'BPF scheduler "erroring" disabled \((.*)\)\n.*sched_ext: erroring: (.*)', log
     )
