@@ -66,12 +66,14 @@ if TYPE_CHECKING:
         GuestBootError,
         GuestCommandError,
         GuestError,
+        GuestProgramError,
         GuestResult,
         GuestStoppedError,
         GuestTimeoutError,
         GuestUnavailableError,
     )
     from .vm.guest import GuestVM, boot_guest
+    from .vm.scheduler import Scheduler, SchedulerError
 
 # Public name -> the module that defines it; __all__ lists the same names (a test checks).
 _EXPORTS = {
@@ -87,6 +89,7 @@ _EXPORTS = {
     "GuestBootError": "vm.errors",
     "GuestCommandError": "vm.errors",
     "GuestError": "vm.errors",
+    "GuestProgramError": "vm.errors",
     "GuestResult": "vm.errors",
     "GuestStoppedError": "vm.errors",
     "GuestTimeoutError": "vm.errors",
@@ -139,6 +142,8 @@ _EXPORTS = {
     "ProbeReport": "kernel.locate",
     "Sampler": "live.monitor",
     "Samples": "live.sampling",
+    "Scheduler": "vm.scheduler",
+    "SchedulerError": "vm.scheduler",
     "SpecKind": "kernel.spec",
     "SpecSource": "kernel.spec",
     "StatSignature": "store.signature",
@@ -173,6 +178,7 @@ __all__ = [
     "GuestBootError",
     "GuestCommandError",
     "GuestError",
+    "GuestProgramError",
     "GuestResult",
     "GuestStoppedError",
     "GuestTimeoutError",
@@ -196,6 +202,8 @@ __all__ = [
     "ProbeReport",
     "Sampler",
     "Samples",
+    "Scheduler",
+    "SchedulerError",
     "SpecKind",
     "SpecSource",
     "StatSignature",
