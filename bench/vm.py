@@ -33,7 +33,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from kernels import DEBIAN_SYSROOT, MISSING, debian_release
+from testkernels import DEBIAN_SYSROOT, MISSING, debian_release
 
 from pytest_ktstr_vmlinux.store.disk import ArtifactStore
 from pytest_ktstr_vmlinux.vm import GuestVM, boot_guest

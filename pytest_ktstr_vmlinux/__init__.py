@@ -19,6 +19,7 @@ if TYPE_CHECKING:
     from .formats.dwarf.globaltypes import GlobalTypeError, GlobalTypes
     from .formats.kconfig import KernelConfig
     from .formats.symbols import KernelSymbols
+    from .kernel.fetch.fetch import FetchedKernel, FetchOptions, fetch_kernel
     from .kernel.images import Candidate
     from .kernel.locate import Probe, ProbeReport, find_vmlinux, probe_vmlinux
     from .kernel.resolve import Kernel, resolve_kernel
@@ -66,12 +67,14 @@ if TYPE_CHECKING:
         GuestBootError,
         GuestCommandError,
         GuestError,
+        GuestProgramError,
         GuestResult,
         GuestStoppedError,
         GuestTimeoutError,
         GuestUnavailableError,
     )
     from .vm.guest import GuestVM, boot_guest
+    from .vm.scheduler import Scheduler, SchedulerError
 
 # Public name -> the module that defines it; __all__ lists the same names (a test checks).
 _EXPORTS = {
@@ -82,9 +85,12 @@ _EXPORTS = {
     "Candidate": "kernel.images",
     "GlobalTypeError": "formats.dwarf.globaltypes",
     "GlobalTypes": "formats.dwarf.globaltypes",
+    "FetchOptions": "kernel.fetch.fetch",
+    "FetchedKernel": "kernel.fetch.fetch",
     "GuestBootError": "vm.errors",
     "GuestCommandError": "vm.errors",
     "GuestError": "vm.errors",
+    "GuestProgramError": "vm.errors",
     "GuestResult": "vm.errors",
     "GuestStoppedError": "vm.errors",
     "GuestTimeoutError": "vm.errors",
@@ -138,6 +144,8 @@ _EXPORTS = {
     "ProbeReport": "kernel.locate",
     "Sampler": "live.monitor",
     "Samples": "live.sampling",
+    "Scheduler": "vm.scheduler",
+    "SchedulerError": "vm.scheduler",
     "SpecKind": "kernel.spec",
     "SpecSource": "kernel.spec",
     "StatSignature": "store.signature",
@@ -149,6 +157,7 @@ _EXPORTS = {
     "VmlinuxNotFoundError": "errors",
     "boot_guest": "vm.guest",
     "cached_vmlinux_bytes": "store.bytescache",
+    "fetch_kernel": "kernel.fetch.fetch",
     "find_vmlinux": "kernel.locate",
     "ktstr_test": "plugin.markers",
     "load_vmlinux_bytes": "store.bytescache",
@@ -164,11 +173,14 @@ __all__ = [
     "BitfieldError",
     "Candidate",
     "Enumerator",
+    "FetchOptions",
+    "FetchedKernel",
     "GlobalTypeError",
     "GlobalTypes",
     "GuestBootError",
     "GuestCommandError",
     "GuestError",
+    "GuestProgramError",
     "GuestResult",
     "GuestStoppedError",
     "GuestTimeoutError",
@@ -192,6 +204,8 @@ __all__ = [
     "ProbeReport",
     "Sampler",
     "Samples",
+    "Scheduler",
+    "SchedulerError",
     "SpecKind",
     "SpecSource",
     "StatSignature",
@@ -205,6 +219,7 @@ __all__ = [
     "cached_vmlinux_bytes",
     "container_of",
     "cpumask_to_cpulist",
+    "fetch_kernel",
     "find_task",
     "find_vmlinux",
     "for_each_cpu",

@@ -10,6 +10,7 @@ from .errors import (
     GuestBootError,
     GuestCommandError,
     GuestError,
+    GuestProgramError,
     GuestResult,
     GuestStoppedError,
     GuestTimeoutError,
@@ -20,12 +21,15 @@ from .guest import GuestVM, boot_guest
 from .layout import RamRegion
 from .memory import GuestMemory
 from .qmp import GuestQMP
+from .scheduler import Scheduler, SchedulerError
+from .topology import Topology
 
 __all__ = [
     "GuestBootError",
     "GuestCommandError",
     "GuestError",
     "GuestMemory",
+    "GuestProgramError",
     "GuestQMP",
     "GuestResult",
     "GuestStoppedError",
@@ -34,5 +38,8 @@ __all__ = [
     "GuestVM",
     "GuestWarning",
     "RamRegion",
+    "Scheduler",
+    "SchedulerError",
+    "Topology",
     "boot_guest",
 ]

@@ -37,6 +37,7 @@ LIGHT = {
     "pytest_ktstr_vmlinux.plugin.settings",
     "pytest_ktstr_vmlinux.plugin.strict",
     "pytest_ktstr_vmlinux.plugin.vm",
+    "pytest_ktstr_vmlinux.plugin.vmsettings",
 }
 
 RECORDER = """
