@@ -59,7 +59,8 @@ def _thresholds(marks: list[pytest.Mark], where: str) -> Any:
     try:
         return Thresholds.of(merged)
     except LiveKernelError as e:
-        pytest.fail(f"{where}: {CHECKS_MARKER}: {e}", pytrace=False)
+        problem = str(e)
+    pytest.fail(f"{where}: {CHECKS_MARKER}: {problem}", pytrace=False)
 
 
 @pytest.hookimpl(wrapper=True)

@@ -3,6 +3,8 @@ exemptions (an idle CPU, a stopped task, a change of scheduler), and the thresho
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
@@ -282,3 +284,48 @@ def test_worst_sustained_is_what_a_window_held(values: list[float | None], windo
         if None not in values[i : i + window]
     ]
     assert (found.value if found else None) == (max(windows) if windows else None)
+
+
+# --- the plot ----------------------------------------------------------------------------------
+
+
+def _red_pixels(path: Path) -> int:
+    from matplotlib.image import imread
+
+    image = imread(path)[:, :, :3]
+    red = (0xD6 / 255, 0x27 / 255, 0x28 / 255)  # a stall's lane, a violation's band
+    return int(sum((abs(image[:, :, i] - red[i]) < 0.02) for i in range(3)).__eq__(3).sum())
+
+
+def test_the_failure_plot_shows_what_broke(tmp_path: Path) -> None:
+    """Rendered and looked at: a stall is red where and when it was; a healthy run has no red
+    but the legend's (the bounds are drawn dark, the CPUs' lines in other colours)."""
+    pytest.importorskip("matplotlib")
+    from matplotlib.image import imread
+
+    from pytest_ktstr_vmlinux.live.checks.plot import plot_checks
+
+    stalled = busy(4, 40, stop_cpu=1, stop_from=10)
+    checks = evaluate(stalled, TH, tasks=None, events=None)
+    bad = Path(plot_checks(stalled, checks, tmp_path / "bad.png", title="a stall on CPU 1"))
+    healthy = busy(4, 40)
+    good = tmp_path / "good.png"
+    plot_checks(healthy, evaluate(healthy, TH, tasks=None, events=None), good)
+    assert bad.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    height, width, _ = imread(bad).shape
+    assert width >= 900 and height >= 500  # three panels, a lane per CPU
+    assert _red_pixels(good) < 300  # the lanes' legend swatch alone
+    assert _red_pixels(bad) > 2000  # CPU 1's lane from 1 s on, and the violation's band
+    # The red lane is CPU 1's, the second from the bottom of four: count red per lane band.
+    image = imread(bad)[:, :, :3]
+    red_rows = [y for y in range(height) if _is_red_row(image[y])]
+    assert red_rows, "no lane is red"
+    assert max(red_rows) - min(red_rows) < height / 4  # one lane, not the whole figure
+
+
+def _is_red_row(row: object) -> bool:
+    import numpy as np
+
+    pixels = np.asarray(row)
+    red = np.array([0xD6, 0x27, 0x28]) / 255
+    return int((np.abs(pixels - red) < 0.02).all(axis=1).sum()) > 300  # a long red bar

@@ -24,6 +24,10 @@ from .series import Tick, thin, ticks_of
 from .verdicts import Checks
 
 STALL, IDLE, ADVANCING = "#d62728", "#d9d9d9", "#2ca02c"
+BOUND = "#444444"  # a bound is a dark dashed line: red is kept for what broke one
+# matplotlib's default colours without its red, which means a violation here.
+LINES = ["#1f77b4", "#ff7f0e", "#2ca02c", "#9467bd", "#8c564b", "#e377c2", "#7f7f7f", "#bcbd22",
+         "#17becf"]  # fmt: skip
 
 
 def _pyplot() -> Any:
@@ -69,9 +73,11 @@ def plot_checks(
         gridspec_kw={"height_ratios": [heights.get(p, 1.9) for p in panels]},
     )
     try:
+        for ax in axes[:, 0]:
+            ax.set_prop_cycle(color=LINES)
         by_name = dict(zip(panels, axes[:, 0], strict=True))
         _nr_running(by_name["nr_running"], ticks, cpus)
-        _clock_lanes(by_name["clock"], ticks, cpus)
+        _clock_lanes(by_name["clock"], judged, cpus)
         _imbalance(by_name["imbalance"], judged, checks)
         if "dsq" in by_name:
             _dsq(by_name["dsq"], ticks, cpus, checks)
@@ -110,8 +116,10 @@ def _nr_running(ax: Any, ticks: Sequence[Tick], cpus: Sequence[int]) -> None:
 
 
 def _clock_lanes(ax: Any, ticks: Sequence[Tick], cpus: Sequence[int]) -> None:
-    """One lane per CPU: green while its rq clock advances, grey while it stands still on an
-    idle CPU, red while it stands still with runnable tasks."""
+    """One lane per CPU over the judged samples (as the stall check sees them: a busy CPU's
+    clock advances only on its ticks, so between rows a millisecond apart it stands still):
+    green while its rq clock advances, grey while it stands still on an idle CPU, red while it
+    stands still with runnable tasks."""
     for lane, cpu in enumerate(cpus):
         spans: list[tuple[float, float, str]] = []
         for prev, cur in itertools.pairwise(ticks):
@@ -152,7 +160,7 @@ def _imbalance(ax: Any, judged: Sequence[Tick], checks: Checks) -> None:
         ratios.append(max(counts) / max(1, min(counts)))
     ax.step(times, ratios, where="post", color="#1f77b4", label="busiest / idlest")
     bound = checks.thresholds.max_imbalance_ratio
-    ax.axhline(bound, color=STALL, linestyle="--", linewidth=1, label=f"bound {bound:g}")
+    ax.axhline(bound, color=BOUND, linestyle="--", linewidth=1, label=f"bound {bound:g}")
     ax.set_ylabel("imbalance\n(judged)")
     ax.set_ylim(bottom=0)
     _legend(ax)
@@ -164,7 +172,7 @@ def _dsq(ax: Any, ticks: Sequence[Tick], cpus: Sequence[int], checks: Checks) ->
         depths = [t.cpus.get(cpu, {}).get(DSQ, 0) for t in ticks]
         ax.step(times, depths, where="post", label=f"CPU {cpu}", linewidth=1)
     bound = checks.thresholds.max_local_dsq_depth
-    ax.axhline(bound, color=STALL, linestyle="--", linewidth=1, label=f"bound {bound:g}")
+    ax.axhline(bound, color=BOUND, linestyle="--", linewidth=1, label=f"bound {bound:g}")
     ax.set_ylabel("local DSQ\n(tasks)")
     ax.set_ylim(bottom=0)
     _legend(ax)

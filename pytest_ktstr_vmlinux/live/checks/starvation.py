@@ -1,5 +1,6 @@
-"""``not_starved`` / ``max_gap_ms``: every task of the workload ran within ``max_gap_ms`` while it
-was runnable, seen from the host.
+"""``not_starved`` / ``max_gap_ms``: every task ran within ``max_gap_ms`` while it was runnable,
+seen from the host: the workload's tasks and the kernel's own threads, whose starvation (a
+kworker that never runs) breaks the system as surely.
 
 A task is runnable when its state is TASK_RUNNING and it is queued on a runqueue (``on_rq``):
 waiting for a CPU, or on one. While runnable it must run, and running shows as its
@@ -78,7 +79,7 @@ def not_starved(tasks: Mapping[int, TaskTrack], th: Thresholds, looked: int) -> 
     if not th.not_starved:
         return not_run("not_starved", bound, "not_starved=False")
     if not tasks:
-        return not_run("not_starved", bound, "no workload task was seen (user tasks only)")
+        return not_run("not_starved", bound, "no task was seen")
     worst: tuple[Gap, TaskTrack] | None = None
     for track in tasks.values():
         gap = longest_gap(track.samples)

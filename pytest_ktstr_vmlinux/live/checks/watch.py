@@ -22,7 +22,6 @@ from ..scx import SchedExt
 from .events import EventSample
 from .starvation import TaskSample, TaskTrack
 
-PF_KTHREAD = 0x00200000  # include/linux/sched.h
 TASK_RUNNING = 0
 
 
@@ -36,8 +35,10 @@ class _TaskReaders:
 
 
 class TaskWatch:
-    """The user tasks (no kernel threads) alive while the monitor runs, each looked at every
-    ``every`` seconds: ``tracks`` by pid, ``looks`` taken."""
+    """Every task alive while the monitor runs, the workload's and the kernel's own threads
+    (a kworker starved by a scheduler stalls the system as surely as a starved worker; the
+    idle tasks are not tasks), each looked at every ``every`` seconds: ``tracks`` by pid,
+    ``looks`` taken."""
 
     def __init__(self, live: Program, *, every: float = 0.01, rescan: float = 0.25) -> None:
         self.live, self.every, self.rescan = live, every, rescan
@@ -60,14 +61,18 @@ class TaskWatch:
     def _scan(self) -> None:
         seen = set()
         for task in for_each_task(self.live):
-            if int(task.flags) & PF_KTHREAD or int(task.exit_state):
+            if int(task.exit_state):
                 continue
             pid = int(task.pid)
             seen.add(pid)
             if pid not in self._readers:
                 self._readers[pid] = self._readers_of(task)
-                if pid not in self.tracks:
-                    self.tracks[pid] = TaskTrack(pid, task.comm.string_())
+            comm = task.comm.string_()  # again at every scan: exec changes it
+            track = self.tracks.get(pid)
+            if track is None:
+                self.tracks[pid] = TaskTrack(pid, comm)
+            else:
+                track.comm = comm
         for gone in set(self._readers) - seen:
             del self._readers[gone]
 
@@ -128,4 +133,6 @@ class EventWatch:
         stats = [self.scx.events(cpu) for cpu in self.cpus]
         if any(s is None for s in stats):  # detached between the two reads
             return {}
-        return {name: [s.member_(name).reader_() for s in stats if s] for name in self.names}
+        return {
+            name: [s.member_(name).reader_() for s in stats if s is not None] for name in self.names
+        }
