@@ -290,11 +290,13 @@ def test_worst_sustained_is_what_a_window_held(values: list[float | None], windo
 
 
 def _red_pixels(path: Path) -> int:
+    """Pixels of a stall's lane and a violation's band colour (#d62728)."""
+    import numpy as np
     from matplotlib.image import imread
 
-    image = imread(path)[:, :, :3]
-    red = (0xD6 / 255, 0x27 / 255, 0x28 / 255)  # a stall's lane, a violation's band
-    return int(sum((abs(image[:, :, i] - red[i]) < 0.02) for i in range(3)).__eq__(3).sum())
+    image = np.asarray(imread(path))[:, :, :3]
+    red = np.array([0xD6, 0x27, 0x28]) / 255
+    return int((np.abs(image - red) < 0.02).all(axis=2).sum())
 
 
 def test_the_failure_plot_shows_what_broke(tmp_path: Path) -> None:
