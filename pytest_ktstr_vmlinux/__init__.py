@@ -24,6 +24,7 @@ if TYPE_CHECKING:
     from .kernel.locate import Probe, ProbeReport, find_vmlinux, probe_vmlinux
     from .kernel.resolve import Kernel, resolve_kernel
     from .kernel.spec import KernelSpec, SpecKind, SpecSource, parse_kernel_spec
+    from .live.checks import Checks, ChecksFailed, Thresholds, Verdict
     from .live.errors import LiveKernelError, LiveMemoryError, MissingMemberError
     from .live.helpers.cpumask import (
         cpumask_to_cpulist,
@@ -50,6 +51,7 @@ if TYPE_CHECKING:
     from .live.monitor import Sampler
     from .live.objects import Enumerator, Object, container_of, sizeof
     from .live.sampling import Samples
+    from .live.scx import SchedExt
     from .plugin.markers import ktstr_test
     from .store.bytescache import VmlinuxBytesCache, cached_vmlinux_bytes, load_vmlinux_bytes
     from .store.directory import (
@@ -78,6 +80,11 @@ if TYPE_CHECKING:
 
 # Public name -> the module that defines it; __all__ lists the same names (a test checks).
 _EXPORTS = {
+    "Checks": "live.checks",
+    "ChecksFailed": "live.checks",
+    "SchedExt": "live.scx",
+    "Thresholds": "live.checks",
+    "Verdict": "live.checks",
     "ArtifactStore": "store.disk",
     "BTF": "formats.btf.queries",
     "BTFKeyError": "formats.btf.types",
@@ -172,6 +179,8 @@ __all__ = [
     "BTFKeyError",
     "BitfieldError",
     "Candidate",
+    "Checks",
+    "ChecksFailed",
     "Enumerator",
     "FetchOptions",
     "FetchedKernel",
@@ -204,6 +213,7 @@ __all__ = [
     "ProbeReport",
     "Sampler",
     "Samples",
+    "SchedExt",
     "Scheduler",
     "SchedulerError",
     "SpecKind",
@@ -213,6 +223,8 @@ __all__ = [
     "StoreLockTimeout",
     "StoreUnavailableError",
     "StoreWarning",
+    "Thresholds",
+    "Verdict",
     "VmlinuxBytesCache",
     "VmlinuxNotFoundError",
     "boot_guest",

@@ -63,15 +63,32 @@ def _thresholds(marks: list[pytest.Mark], where: str) -> Any:
     pytest.fail(f"{where}: {CHECKS_MARKER}: {problem}", pytrace=False)
 
 
-@pytest.hookimpl(wrapper=True)
-def pytest_pyfunc_call(pyfuncitem: pytest.Function) -> Generator[None, object, object]:
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """The hook around each test is registered only when a collected test is marked: a suite
+    without the marker runs no code of this module per test."""
+    marked = any(item.get_closest_marker(CHECKS_MARKER) for item in items)
+    if marked and not config.pluginmanager.has_plugin(AROUND_PLUGIN):
+        config.pluginmanager.register(_AroundTests(), AROUND_PLUGIN)
+
+
+AROUND_PLUGIN = "ktstr-vmlinux-checks"
+
+
+class _AroundTests:
+    @pytest.hookimpl(wrapper=True)
+    def pytest_pyfunc_call(self, pyfuncitem: pytest.Function) -> Generator[None, object, object]:
+        __tracebackhide__ = True  # the failure is the checks', not this hook's
+        return (yield from _around(pyfuncitem))
+
+
+def _around(pyfuncitem: pytest.Function) -> Generator[None, object, object]:
     marks = list(pyfuncitem.iter_markers(CHECKS_MARKER))
     vm: Any = pyfuncitem.funcargs.get(VM_FIXTURE) if marks else None
     if vm is None:
         return (yield)
     from ..live.checks import ChecksFailed
 
-    __tracebackhide__ = True  # the failure is the checks', not this hook's
+    __tracebackhide__ = True
     thresholds = _thresholds(marks, pyfuncitem.nodeid)
     monitor = vm.kernel.monitor()
     try:

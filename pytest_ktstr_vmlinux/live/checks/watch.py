@@ -2,7 +2,7 @@
 tasks (``TaskWatch``) and sched_ext's event counters (``EventWatch``).
 
 Both are called on every monitor tick and act only when their own interval has passed, so the
-runqueues can be read at 1 kHz while tasks are looked at every 10 ms and the counters every
+runqueues can be read at 1 kHz while tasks are looked at every 25 ms and the counters every
 check interval. A task is read through views of its ``task_struct`` (slab memory, in the direct
 map) taken when it was first found; the task list is walked again every ``rescan`` seconds to
 find new tasks and forget gone ones, and a view whose ``pid`` no longer reads as the task's (its
@@ -40,7 +40,7 @@ class TaskWatch:
     idle tasks are not tasks), each looked at every ``every`` seconds: ``tracks`` by pid,
     ``looks`` taken."""
 
-    def __init__(self, live: Program, *, every: float = 0.01, rescan: float = 0.25) -> None:
+    def __init__(self, live: Program, *, every: float = 0.025, rescan: float = 0.5) -> None:
         self.live, self.every, self.rescan = live, every, rescan
         self.tracks: dict[int, TaskTrack] = {}
         self.looks = 0
