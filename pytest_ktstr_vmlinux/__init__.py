@@ -24,6 +24,7 @@ if TYPE_CHECKING:
     from .kernel.locate import Probe, ProbeReport, find_vmlinux, probe_vmlinux
     from .kernel.resolve import Kernel, resolve_kernel
     from .kernel.spec import KernelSpec, SpecKind, SpecSource, parse_kernel_spec
+    from .live.checks import Checks, ChecksFailed, Thresholds, Verdict
     from .live.errors import LiveKernelError, LiveMemoryError, MissingMemberError
     from .live.helpers.cpumask import (
         cpumask_to_cpulist,
@@ -41,6 +42,7 @@ if TYPE_CHECKING:
         list_for_each,
         list_for_each_entry,
     )
+    from .live.helpers.percpu import per_cpu_ptr
     from .live.helpers.pid import find_task, for_each_task, pid_task
     from .live.helpers.rbtree import rbtree_inorder_for_each, rbtree_inorder_for_each_entry
     from .live.helpers.sched import task_cpu, task_state_to_char
@@ -49,6 +51,7 @@ if TYPE_CHECKING:
     from .live.monitor import Sampler
     from .live.objects import Enumerator, Object, container_of, sizeof
     from .live.sampling import Samples
+    from .live.scx import SchedExt
     from .plugin.markers import ktstr_test
     from .store.bytescache import VmlinuxBytesCache, cached_vmlinux_bytes, load_vmlinux_bytes
     from .store.directory import (
@@ -77,6 +80,11 @@ if TYPE_CHECKING:
 
 # Public name -> the module that defines it; __all__ lists the same names (a test checks).
 _EXPORTS = {
+    "Checks": "live.checks",
+    "ChecksFailed": "live.checks",
+    "SchedExt": "live.scx",
+    "Thresholds": "live.checks",
+    "Verdict": "live.checks",
     "ArtifactStore": "store.disk",
     "BTF": "formats.btf.queries",
     "BTFKeyError": "formats.btf.types",
@@ -121,6 +129,7 @@ _EXPORTS = {
     "pid_task": "live.helpers.pid",
     "rbtree_inorder_for_each": "live.helpers.rbtree",
     "rbtree_inorder_for_each_entry": "live.helpers.rbtree",
+    "per_cpu_ptr": "live.helpers.percpu",
     "task_cpu": "live.helpers.sched",
     "task_state_to_char": "live.helpers.sched",
     "xa_for_each": "live.helpers.xarray",
@@ -170,6 +179,8 @@ __all__ = [
     "BTFKeyError",
     "BitfieldError",
     "Candidate",
+    "Checks",
+    "ChecksFailed",
     "Enumerator",
     "FetchOptions",
     "FetchedKernel",
@@ -202,6 +213,7 @@ __all__ = [
     "ProbeReport",
     "Sampler",
     "Samples",
+    "SchedExt",
     "Scheduler",
     "SchedulerError",
     "SpecKind",
@@ -211,6 +223,8 @@ __all__ = [
     "StoreLockTimeout",
     "StoreUnavailableError",
     "StoreWarning",
+    "Thresholds",
+    "Verdict",
     "VmlinuxBytesCache",
     "VmlinuxNotFoundError",
     "boot_guest",
@@ -237,6 +251,7 @@ __all__ = [
     "list_for_each_entry",
     "load_vmlinux_bytes",
     "parse_kernel_spec",
+    "per_cpu_ptr",
     "pid_task",
     "probe_vmlinux",
     "rbtree_inorder_for_each",

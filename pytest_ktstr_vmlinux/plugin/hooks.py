@@ -31,8 +31,13 @@ if TYPE_CHECKING:
     from ..kernel.resolve import Kernel
 
 # Registered with this module, and so disabled with it by -p no:ktstr_vmlinux: the kernel
-# fixtures; the guest fixtures (kernel_vm, kernel_vm_factory), their options and ktstr_vm marker.
-pytest_plugins = ["pytest_ktstr_vmlinux.plugin.fixtures", "pytest_ktstr_vmlinux.plugin.vm"]
+# fixtures; the guest fixtures (kernel_vm, kernel_vm_factory), their options and ktstr_vm marker;
+# the ktstr_checks marker (the host monitor around a test).
+pytest_plugins = [
+    "pytest_ktstr_vmlinux.plugin.fixtures",
+    "pytest_ktstr_vmlinux.plugin.vm",
+    "pytest_ktstr_vmlinux.plugin.monitor",
+]
 
 KERNEL_FIXTURE = "kernel"
 WORKER_STATS = "ktstr_store_stats"
