@@ -32,7 +32,7 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
-from kernels import DEBIAN_SYSROOT, MISSING, debian_release, vmlinux_of
+from testkernels import DEBIAN_SYSROOT, MISSING, debian_release, vmlinux_of
 
 from pytest_ktstr_vmlinux.formats.btf.queries import BTF
 from pytest_ktstr_vmlinux.store.disk import ArtifactStore

@@ -18,7 +18,7 @@ import sys
 import time
 from pathlib import Path
 
-from kernels import debian_vmlinux
+from testkernels import debian_vmlinux
 
 
 def _default_vmlinux() -> Path | None:

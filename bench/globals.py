@@ -35,7 +35,7 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
-from kernels import KERNELS, debian_vmlinux
+from testkernels import KERNELS, debian_vmlinux
 
 from pytest_ktstr_vmlinux.formats.btf.typeexpr import Array, parse
 from pytest_ktstr_vmlinux.formats.dwarf.globaltypes import GlobalTypes

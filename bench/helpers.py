@@ -28,8 +28,8 @@ import tempfile
 from collections.abc import Callable
 from pathlib import Path
 
-from kernels import DEBIAN_SYSROOT, MISSING, debian_release, vmlinux_of
 from live import drgn_program, timed
+from testkernels import DEBIAN_SYSROOT, MISSING, debian_release, vmlinux_of
 
 from pytest_ktstr_vmlinux.kernel.resolve import resolve_kernel
 from pytest_ktstr_vmlinux.live import (

@@ -28,7 +28,7 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
-from kernels import DEBIAN_SYSROOT, MISSING, debian_release, vmlinux_of
+from testkernels import DEBIAN_SYSROOT, MISSING, debian_release, vmlinux_of
 
 from pytest_ktstr_vmlinux.formats.decompress import decompress, detect_compression
 from pytest_ktstr_vmlinux.kernel.identity import PAIRED_BUILD_ID

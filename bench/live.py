@@ -45,7 +45,7 @@ from pathlib import Path
 from types import ModuleType
 from typing import Any
 
-from kernels import DEBIAN_SYSROOT, MISSING, debian_release, vmlinux_of
+from testkernels import DEBIAN_SYSROOT, MISSING, debian_release, vmlinux_of
 
 from pytest_ktstr_vmlinux.formats.btf.queries import BTF
 from pytest_ktstr_vmlinux.formats.symbols import KernelSymbols

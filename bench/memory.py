@@ -33,7 +33,7 @@ from io import BytesIO
 from pathlib import Path
 from typing import Any
 
-from kernels import DEBIAN_SYSROOT, debian_release
+from testkernels import DEBIAN_SYSROOT, debian_release
 
 ROOT = Path(__file__).resolve().parents[2]
 MIB = 1 << 20

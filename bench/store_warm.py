@@ -31,7 +31,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from kernels import DEBIAN_SYSROOT, MISSING, debian_release, vmlinux_of
+from testkernels import DEBIAN_SYSROOT, MISSING, debian_release, vmlinux_of
 
 ROOT = Path(__file__).resolve().parents[2]
 DEFAULT_BASE = "24950dc"

@@ -41,7 +41,7 @@ from pathlib import Path
 from typing import Any, BinaryIO
 from unittest import mock
 
-from kernels import debian_vmlinux
+from testkernels import debian_vmlinux
 
 from pytest_ktstr_vmlinux.formats import symsort
 from pytest_ktstr_vmlinux.formats.symbols import KIND, VERSION, KernelSymbols

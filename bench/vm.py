@@ -42,7 +42,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from kernels import DEBIAN_SYSROOT, MISSING, debian_release
+from testkernels import DEBIAN_SYSROOT, MISSING, debian_release
 
 import pytest_ktstr_vmlinux
 from pytest_ktstr_vmlinux.store.disk import ArtifactStore

@@ -27,7 +27,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from kernels import DEBIAN_SYSROOT, MISSING, debian_release, vmlinux_of
+from testkernels import DEBIAN_SYSROOT, MISSING, debian_release, vmlinux_of
 
 CONFTEST = """
 import pytest

@@ -19,10 +19,12 @@ if TYPE_CHECKING:
     from .formats.dwarf.globaltypes import GlobalTypeError, GlobalTypes
     from .formats.kconfig import KernelConfig
     from .formats.symbols import KernelSymbols
+    from .kernel.fetch.fetch import FetchedKernel, FetchOptions, fetch_kernel
     from .kernel.images import Candidate
     from .kernel.locate import Probe, ProbeReport, find_vmlinux, probe_vmlinux
     from .kernel.resolve import Kernel, resolve_kernel
     from .kernel.spec import KernelSpec, SpecKind, SpecSource, parse_kernel_spec
+    from .live.checks import Checks, ChecksFailed, Thresholds, Verdict
     from .live.errors import LiveKernelError, LiveMemoryError, MissingMemberError
     from .live.helpers.cpumask import (
         cpumask_to_cpulist,
@@ -40,6 +42,7 @@ if TYPE_CHECKING:
         list_for_each,
         list_for_each_entry,
     )
+    from .live.helpers.percpu import per_cpu_ptr
     from .live.helpers.pid import find_task, for_each_task, pid_task
     from .live.helpers.rbtree import rbtree_inorder_for_each, rbtree_inorder_for_each_entry
     from .live.helpers.sched import task_cpu, task_state_to_char
@@ -48,6 +51,7 @@ if TYPE_CHECKING:
     from .live.monitor import Sampler
     from .live.objects import Enumerator, Object, container_of, sizeof
     from .live.sampling import Samples
+    from .live.scx import SchedExt
     from .plugin.markers import ktstr_test
     from .store.bytescache import VmlinuxBytesCache, cached_vmlinux_bytes, load_vmlinux_bytes
     from .store.directory import (
@@ -65,6 +69,7 @@ if TYPE_CHECKING:
         GuestBootError,
         GuestCommandError,
         GuestError,
+        GuestProgramError,
         GuestProtocolError,
         GuestResult,
         GuestStoppedError,
@@ -72,9 +77,15 @@ if TYPE_CHECKING:
         GuestUnavailableError,
     )
     from .vm.guest import GuestVM, boot_guest
+    from .vm.scheduler import Scheduler, SchedulerError
 
 # Public name -> the module that defines it; __all__ lists the same names (a test checks).
 _EXPORTS = {
+    "Checks": "live.checks",
+    "ChecksFailed": "live.checks",
+    "SchedExt": "live.scx",
+    "Thresholds": "live.checks",
+    "Verdict": "live.checks",
     "ArtifactStore": "store.disk",
     "BTF": "formats.btf.queries",
     "BTFKeyError": "formats.btf.types",
@@ -82,9 +93,12 @@ _EXPORTS = {
     "Candidate": "kernel.images",
     "GlobalTypeError": "formats.dwarf.globaltypes",
     "GlobalTypes": "formats.dwarf.globaltypes",
+    "FetchOptions": "kernel.fetch.fetch",
+    "FetchedKernel": "kernel.fetch.fetch",
     "GuestBootError": "vm.errors",
     "GuestCommandError": "vm.errors",
     "GuestError": "vm.errors",
+    "GuestProgramError": "vm.errors",
     "GuestResult": "vm.errors",
     "GuestProtocolError": "vm.errors",
     "GuestStoppedError": "vm.errors",
@@ -117,6 +131,7 @@ _EXPORTS = {
     "pid_task": "live.helpers.pid",
     "rbtree_inorder_for_each": "live.helpers.rbtree",
     "rbtree_inorder_for_each_entry": "live.helpers.rbtree",
+    "per_cpu_ptr": "live.helpers.percpu",
     "task_cpu": "live.helpers.sched",
     "task_state_to_char": "live.helpers.sched",
     "xa_for_each": "live.helpers.xarray",
@@ -138,6 +153,8 @@ _EXPORTS = {
     "ProbeReport": "kernel.locate",
     "Sampler": "live.monitor",
     "Samples": "live.sampling",
+    "Scheduler": "vm.scheduler",
+    "SchedulerError": "vm.scheduler",
     "SpecKind": "kernel.spec",
     "SpecSource": "kernel.spec",
     "StatSignature": "store.signature",
@@ -149,6 +166,7 @@ _EXPORTS = {
     "VmlinuxNotFoundError": "errors",
     "boot_guest": "vm.guest",
     "cached_vmlinux_bytes": "store.bytescache",
+    "fetch_kernel": "kernel.fetch.fetch",
     "find_vmlinux": "kernel.locate",
     "ktstr_test": "plugin.markers",
     "load_vmlinux_bytes": "store.bytescache",
@@ -163,12 +181,17 @@ __all__ = [
     "BTFKeyError",
     "BitfieldError",
     "Candidate",
+    "Checks",
+    "ChecksFailed",
     "Enumerator",
+    "FetchOptions",
+    "FetchedKernel",
     "GlobalTypeError",
     "GlobalTypes",
     "GuestBootError",
     "GuestCommandError",
     "GuestError",
+    "GuestProgramError",
     "GuestProtocolError",
     "GuestResult",
     "GuestStoppedError",
@@ -193,6 +216,9 @@ __all__ = [
     "ProbeReport",
     "Sampler",
     "Samples",
+    "SchedExt",
+    "Scheduler",
+    "SchedulerError",
     "SpecKind",
     "SpecSource",
     "StatSignature",
@@ -200,12 +226,15 @@ __all__ = [
     "StoreLockTimeout",
     "StoreUnavailableError",
     "StoreWarning",
+    "Thresholds",
+    "Verdict",
     "VmlinuxBytesCache",
     "VmlinuxNotFoundError",
     "boot_guest",
     "cached_vmlinux_bytes",
     "container_of",
     "cpumask_to_cpulist",
+    "fetch_kernel",
     "find_task",
     "find_vmlinux",
     "for_each_cpu",
@@ -225,6 +254,7 @@ __all__ = [
     "list_for_each_entry",
     "load_vmlinux_bytes",
     "parse_kernel_spec",
+    "per_cpu_ptr",
     "pid_task",
     "probe_vmlinux",
     "rbtree_inorder_for_each",

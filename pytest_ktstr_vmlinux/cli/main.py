@@ -5,6 +5,10 @@
     locate [SPEC] [--kernel-sysroot DIR] [--vmlinux PATH] [--json]   the probe report
     symbols | addr | offsetof | btf SPEC ... [--kernel-sysroot DIR] [--vmlinux PATH]  (query.py)
     cache path | list [--json] | clear [--cache-dir DIR]             the on-disk artifact store
+    kernels [--json] | kernels remove SPEC [--cache-dir DIR]          fetched kernels (kernels.py)
+
+A SPEC may be a distro kernel to fetch (``debian:sid``), fetched into the store as the plugin
+does, with progress on stderr; $KTSTR_KERNEL_OFFLINE=1 uses the store's copy without asking.
 
 Exit status: 0 on success (``locate``: a vmlinux was found); 1 for a bad argument, a bad file or
 no vmlinux, with one clear line on stderr (no vmlinux: that line, then the probe report); 2 when
@@ -26,6 +30,8 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import KernelArtifactError, VmlinuxNotFoundError
+from ..kernel.fetch.fetch import ENV_OFFLINE, FetchOptions, parse_offline
+from ..kernel.fetch.progress import TerminalProgress
 from ..kernel.identity import vmlinux_identity
 from ..kernel.resolve import Kernel, resolve_kernel
 from ..kernel.spec import RUNNING, SpecSource, check_sysroot, select_setting
@@ -33,6 +39,7 @@ from ..store.choose import ENV_CACHE_DIR, ENV_LOCK_TIMEOUT, open_store
 from ..store.directory import default_store_dir
 from ..store.disk import DEFAULT_LOCK_TIMEOUT, ArtifactStore
 from ..store.lock import parse_lock_timeout
+from .kernels import list_kernels, remove_kernel
 from .query import check_query_arguments, run_query
 
 EXIT_OK = 0
@@ -101,6 +108,14 @@ def _run(argv: Sequence[str] | None, prog: str) -> int:
     cache.add_argument("action", choices=["path", "list", "clear"])
     cache.add_argument("--cache-dir", help="store directory (default: $KTSTR_CACHE_DIR, else XDG)")
     cache.add_argument("--json", action="store_true", help="machine-readable list")
+    kernels = verbs.add_parser("kernels", help="the fetched kernels (debian:...) of the store")
+    kernels.add_argument(
+        "action", nargs="*", metavar="remove SPEC", help="remove the kernel SPEC names"
+    )
+    kernels.add_argument(
+        "--cache-dir", help="store directory (default: $KTSTR_CACHE_DIR, else XDG)"
+    )
+    kernels.add_argument("--json", action="store_true", help="machine-readable list")
     # NAMEs may follow options (`symbols SPEC --kernel-sysroot DIR runqueues`).
     args, extra = parser.parse_known_args(argv)
     if extra and (args.verb != "symbols" or any(a.startswith("-") for a in extra)):
@@ -109,6 +124,10 @@ def _run(argv: Sequence[str] | None, prog: str) -> int:
         args.names += extra
     if args.verb == "cache":
         return _cache(args.action, args.cache_dir, as_json=args.json)
+    if args.verb == "kernels":
+        if args.action and (args.action[0] != "remove" or len(args.action) != 2):
+            parser.error("kernels takes no argument, or `remove SPEC`")
+        return _kernels(args.action[1] if args.action else None, args.cache_dir, as_json=args.json)
     if args.verb in queries:
         try:
             check_query_arguments(args)
@@ -131,7 +150,12 @@ def _run(argv: Sequence[str] | None, prog: str) -> int:
         if problem is not None:
             print(f"ktstr-vmlinux: warning: {problem}", file=sys.stderr)
         kernel = resolve_kernel(
-            raw, vmlinux=args.vmlinux, sysroot=sysroot, source=source, store=store
+            raw,
+            vmlinux=args.vmlinux,
+            sysroot=sysroot,
+            source=source,
+            store=store,
+            fetch=_fetch_options(),
         )
         if args.verb in queries:
             return run_query(args, kernel)
@@ -225,6 +249,40 @@ def _notice(message: str) -> None:
 def _one_line(error: Exception) -> str:
     text = error.args[0] if isinstance(error, KeyError) and error.args else error
     return " ".join(str(text).split())
+
+
+def _fetch_options() -> FetchOptions:
+    """Fetching as the plugin does: $KTSTR_KERNEL_OFFLINE, progress on stderr."""
+    raw = os.environ.get(ENV_OFFLINE, "")
+    offline = parse_offline(raw, f"${ENV_OFFLINE}")
+    progress = TerminalProgress(_to_stderr, tty=sys.stderr.isatty(), prefix=PROG)
+    return FetchOptions(offline=offline, progress=progress)
+
+
+def _to_stderr(text: str) -> None:
+    sys.stderr.write(text)
+    sys.stderr.flush()
+
+
+def _kernels(remove: str | None, cache_dir: str | None, *, as_json: bool) -> int:
+    try:
+        store = _open_cache(cache_dir)
+        if remove is not None:
+            remove_kernel(store, remove)
+        else:
+            list_kernels(store, as_json=as_json)
+    except (KernelArtifactError, ValueError) as e:
+        return _fail(e)
+    return EXIT_OK
+
+
+def _open_cache(cache_dir: str | None) -> ArtifactStore:
+    """The store named by --cache-dir > $KTSTR_CACHE_DIR > the default (ValueError: a bad
+    argument or setting)."""
+    if cache_dir is not None and not cache_dir.strip():
+        raise ValueError(f"--cache-dir {cache_dir!r} is empty; name a directory")
+    directory = Path(cache_dir or os.environ.get(ENV_CACHE_DIR) or default_store_dir())
+    return ArtifactStore(directory, lock_timeout=lock_timeout(), on_lock_wait=_notice)
 
 
 def _cache(action: str, cache_dir: str | None, *, as_json: bool) -> int:

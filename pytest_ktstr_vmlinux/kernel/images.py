@@ -125,7 +125,7 @@ def find_image(spec: KernelSpec, sysroot: Sysroot) -> FoundImage:
         release = uname.release
         image = find_distro_image(release, sysroot, refused)
         arch = (image_arch(image) if image else None) or arch_from_uname(uname.machine)
-    else:
+    else:  # a release, or a fetch spec once fetched
         assert spec.release is not None
         release = spec.release
         image = find_distro_image(release, sysroot, refused)

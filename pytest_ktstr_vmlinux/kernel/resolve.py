@@ -16,6 +16,7 @@ from ..regularfile import FileChanged
 from ..store.lock import StoreLockTimeout
 from ..store.memory import MemoryStore, Store
 from .config import PROC_CONFIG, config_file_candidates, find_config, read_proc_config
+from .fetch.fetch import FetchedKernel, FetchOptions, fetch_kernel
 from .identity import (
     PAIRED_BUILD_ID,
     UNVERIFIED,
@@ -60,6 +61,8 @@ class Kernel:
     tree: Path | None = None
     # What the run calls this kernel in test ids and reports (kernelset.py); "" until labelled.
     label: str = ""
+    # For a fetch spec: where the kernel came from and what this run did to get it.
+    fetched: FetchedKernel | None = None
     store: Store = dataclasses.field(default_factory=MemoryStore, repr=False, compare=False)
 
     @property
@@ -137,20 +140,30 @@ def resolve_kernel(
     store: Store | None = None,
     verify: bool = True,
     allow_extracted: bool = False,
+    fetch: FetchOptions | None = None,
 ) -> Kernel:
     """Resolve ``spec`` (see spec.py for its forms) to a Kernel.
 
     ``vmlinux`` skips the search; ``sysroot`` prefixes every absolute distro path probed;
     ``store`` caches identities; ``verify`` (default) requires the vmlinux to pair with the image
-    (build-id, else banner). Raises KernelSpecError when the spec or ``vmlinux`` names something
-    that cannot be used (a file of it that is a FIFO, or changed while it was read, included), or
-    an explicit ``vmlinux`` does not pair; a vmlinux that is merely not found, or a candidate that
-    is a symlink loop, is reported in ``Kernel.report``, not raised.
+    (build-id, else banner). A fetch spec (``debian:sid``) is fetched into ``store`` (which must
+    be on disk) as ``fetch`` says, and resolved in its own root there: ``sysroot`` is not used.
+    Raises KernelSpecError when the spec or ``vmlinux`` names something that cannot be used (a
+    file of it that is a FIFO, or changed while it was read, included), or an explicit
+    ``vmlinux`` does not pair; a vmlinux that is merely not found, or a candidate that is a
+    symlink loop, is reported in ``Kernel.report``, not raised.
     """
     if isinstance(spec, str):
         spec = parse_kernel_spec(spec, source=source, base=base)
+    fetched = None
+    if spec.kind is SpecKind.FETCH:
+        assert spec.fetch is not None
+        store = store or MemoryStore()
+        fetched = fetch_kernel(spec.fetch, spec.raw, store, fetch)
+        sysroot = fetched.sysroot
     try:
-        return _resolve(spec, vmlinux, sysroot, base, store, verify, allow_extracted)
+        kernel = _resolve(spec, vmlinux, sysroot, base, store, verify, allow_extracted, fetched)
+        return dataclasses.replace(kernel, fetched=fetched) if fetched else kernel
     except KernelSpecError:
         raise
     except KernelArtifactError as e:
@@ -167,12 +180,16 @@ def _resolve(
     store: Store | None,
     verify: bool,
     allow_extracted: bool,
+    fetched: FetchedKernel | None = None,
 ) -> Kernel:
     """spec -> what it names (FoundImage) -> what the vmlinux must match -> the vmlinux paired
     with it (probed, given, or extracted from the image) -> Kernel."""
     store = store or MemoryStore()
     root = Sysroot(sysroot)
-    found = find_image(spec, root)
+    # A fetched kernel is found by its release in its own root, as an installed one would be.
+    found = find_image(
+        dataclasses.replace(spec, release=fetched.release) if fetched else spec, root
+    )
     info, expect, unverifiable = (
         _expectation(spec, found.image, root, store) if verify else (None, None, None)
     )

@@ -4,6 +4,8 @@ A spec is, in this order of recognition:
 
 - ``running``: the host's kernel;
 - an existing path: a directory is a build tree, an ELF file is a vmlinux, any other file an image;
+- a fetch spec, ``DISTRO:WHAT`` (``debian:sid``, ``debian:6.1.0-57-cloud-amd64``): a distro
+  kernel the store fetches (fetch/);
 - a release string such as ``6.1.0-56-cloud-amd64``, found through the distro layouts.
 
 A spec that looks like a path (it has a ``/``, or starts with ``.`` or ``~``) but does not exist
@@ -23,6 +25,7 @@ from ..errors import KernelSpecError
 from ..formats.elf import ElfIdent, NotElfError, read_elf_ident
 from ..formats.image import is_release
 from ..regularfile import NotRegularFile, file_type, is_symlink_loop
+from .fetch.specs import FetchSpec, looks_like_fetch_spec, parse_fetch_spec
 
 RUNNING = "running"
 
@@ -33,6 +36,7 @@ class SpecKind(str, enum.Enum):
     TREE = "tree"
     RELEASE = "release"
     RUNNING = "running"
+    FETCH = "fetch"
 
 
 class SpecSource(str, enum.Enum):
@@ -49,13 +53,15 @@ class SpecSource(str, enum.Enum):
 
 @dataclass(frozen=True)
 class KernelSpec:
-    """A classified kernel spec: ``path`` for path kinds, ``release`` for the release kind."""
+    """A classified kernel spec: ``path`` for path kinds, ``release`` for the release kind,
+    ``fetch`` for the fetch kind (and, once fetched, ``release`` too)."""
 
     raw: str
     kind: SpecKind
     source: SpecSource = SpecSource.OPTION
     path: Path | None = None
     release: str | None = None
+    fetch: FetchSpec | None = None
 
     @property
     def named_by_user(self) -> bool:
@@ -90,12 +96,15 @@ def parse_kernel_spec(
     if text == RUNNING:
         return KernelSpec(raw, SpecKind.RUNNING, source)
     path = Path(base or os.getcwd(), os.path.expanduser(text))
+    if not os.path.lexists(path) and looks_like_fetch_spec(text):
+        return KernelSpec(raw, SpecKind.FETCH, source, fetch=parse_fetch_spec(text, origin))
     if os.path.lexists(path) or _looks_like_path(text):
         return _classify_path(raw, path, source, origin)
     if is_release(text):
         return KernelSpec(raw, SpecKind.RELEASE, source, release=text)
     raise KernelSpecError(
-        f"{origin} is not an existing path, a release like 6.1.0-56-cloud-amd64, or 'running'"
+        f"{origin} is not an existing path, a release like 6.1.0-56-cloud-amd64, a distro kernel"
+        " like debian:sid, or 'running'"
         f" (looked for {path})"
     )
 

@@ -34,6 +34,8 @@ if TYPE_CHECKING:
     from .sampling import Samples
 
 PAGE = 4096
+# What the monitor's checks judge in each CPU's struct rq, those the kernel has (live/checks/).
+CHECK_FIELDS = ("nr_running", "clock", "scx.nr_running", "scx.local_dsq.nr")
 DIRECT_MAP = {4: 0xFFFF888000000000, 5: 0xFF11000000000000}  # without CONFIG_RANDOMIZE_MEMORY
 _U64 = struct.Struct("<Q")
 
@@ -219,6 +221,10 @@ class LiveKernel:
     def __getitem__(self, name: str) -> Object:
         return self.object(name)
 
+    def per_cpu_offset(self, cpu: int) -> int:
+        """``__per_cpu_offset[cpu]``, a u64 (per_cpu_ptr() adds it to a ``__percpu`` pointer)."""
+        return self._percpu.offset(cpu)
+
     def per_cpu(self, name: str, cpu: int) -> Object:
         """Per-CPU variable ``name`` of ``cpu``: ``per_cpu("runqueues", 0)`` is CPU 0's rq."""
         return Object(self, self.var_type(name), self._percpu.address(name, cpu))
@@ -247,23 +253,42 @@ class LiveKernel:
 
     def monitor(
         self,
-        fields: Sequence[str],
+        fields: Sequence[str] | None = None,
         *,
-        interval: float,
+        interval: float = 0.001,
         variable: str = "runqueues",
         cpus: Sequence[int] | None = None,
+        tasks: bool | None = None,
+        events: bool | None = None,
     ) -> Sampler:
         """A context manager sampling ``fields`` of ``variable`` on every online CPU (or
         ``cpus``) every ``interval`` s on a host thread for as long as its block runs:
         ``with live.monitor(["nr_running"], interval=0.001) as mon: vm.run("...")``, then
-        ``mon.samples`` (monitor.py)."""
+        ``mon.samples`` (monitor.py). Without ``fields``, what the checks judge
+        (``CHECK_FIELDS`` that the kernel has), and the workload's tasks and sched_ext's state
+        and event counters are watched too (``tasks``, ``events``), so ``mon.checks()`` can
+        judge them all (live/checks/)."""
+        from .checks import EventWatch, TaskWatch
         from .monitor import Sampler
+        from .scx import SchedExt
 
+        chosen = self.cpus if cpus is None else tuple(cpus)
+        watch = fields is None
+        if fields is None:
+            if variable != "runqueues":
+                raise LiveKernelError(f"monitor(variable={variable!r}) needs the fields to read")
+            fields = [f for f in CHECK_FIELDS if self.btf.has_member("struct rq", f)]
+        task_watch = TaskWatch(self) if (watch if tasks is None else tasks) else None
+        event_watch = None
+        if watch if events is None else events:
+            event_watch = EventWatch(SchedExt(self), chosen, every=0.1)
         return Sampler(
             lambda cpu: self.per_cpu(variable, cpu),
-            self.cpus if cpus is None else cpus,
+            chosen,
             fields,
             interval=interval,
+            tasks=task_watch,
+            events=event_watch,
         )
 
     @property

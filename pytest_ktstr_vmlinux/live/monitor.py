@@ -39,6 +39,7 @@ from collections.abc import Callable, Sequence
 from types import TracebackType
 from typing import Any
 
+from .checks import Checks, EventWatch, TaskWatch, Thresholds, evaluate
 from .errors import LiveKernelError
 from .objects import Object
 from .sampling import Samples
@@ -82,6 +83,8 @@ class Sampler:
         *,
         interval: float,
         clock: Callable[[], float] = time.monotonic,
+        tasks: TaskWatch | None = None,
+        events: EventWatch | None = None,
     ) -> None:
         if not interval > 0 or math.isinf(interval):
             raise ValueError(f"interval={interval}: a number of seconds > 0")
@@ -100,6 +103,8 @@ class Sampler:
         self._next = 1  # the next tick due
         self._switch = max(interval / 2, SWITCH_FLOOR)
         self._error: BaseException | None = None
+        # Watched on the same thread, each at its own pace (checks/watch.py).
+        self.tasks, self.events = tasks, events
 
     @property
     def error(self) -> BaseException | None:
@@ -195,6 +200,18 @@ class Sampler:
         table.rows.extend(rows)
         table.ticks += 1
         table.missed_ticks += missed
+        if self.tasks is not None:
+            self.tasks.tick(at)
+        if self.events is not None:
+            self.events.tick(at)
+
+    # --- the checks -------------------------------------------------------------------------
+
+    def checks(self, thresholds: Thresholds | None = None, **overrides: Any) -> Checks:
+        """ktstr's checks on what this monitor saw (live/checks/): ``assert mon.checks()``,
+        or ``mon.checks(max_gap_ms=500)``; thresholds left unset are ktstr's defaults."""
+        chosen = (thresholds or Thresholds()).merged(overrides)
+        return evaluate(self.samples, chosen, tasks=self.tasks, events=self.events)
 
 
 def sample(

@@ -55,17 +55,21 @@ class PerCPU:
         base = self._bases.get(name)
         if base is None:
             base = self._bases[name] = self._base(name)
+        # u64 arithmetic: with .data..percpu linked in place the offsets are "negative".
+        return (base + self.offset(cpu)) & U64_MASK
+
+    def offset(self, cpu: int) -> int:
+        """``__per_cpu_offset[cpu]`` (0 without SMP, whose one CPU is 0): what turns a per-CPU
+        address, a variable's or a ``__percpu`` pointer's, into CPU ``cpu``'s copy."""
         if self.offsets is None:
             if cpu != 0:
                 raise LiveKernelError(f"CPU {cpu}: the kernel is built without SMP, CPU 0 only")
-            return base
+            return 0
         if not 0 <= cpu < (self._nr_cpu_ids or self.nr_cpu_ids):
             raise LiveKernelError(
                 f"CPU {cpu} does not exist: the guest's kernel has nr_cpu_ids={self.nr_cpu_ids}"
             )
-        # u64 arithmetic: with .data..percpu linked in place the offsets are "negative".
-        offset = int.from_bytes(self.read(self.offsets + 8 * cpu, 8), "little")
-        return (base + offset) & U64_MASK
+        return int.from_bytes(self.read(self.offsets + 8 * cpu, 8), "little")
 
     def _base(self, name: str) -> int:
         """The symbol of per-CPU variable ``name``, checked against the per-CPU scheme."""

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import csv
 import io
+import itertools
 import os
 from dataclasses import dataclass, field
 from typing import Any
@@ -71,9 +72,13 @@ class Samples:
         at = self.columns.index(name)
         return [row[at] for row in self.rows if cpu is None or row[1] == cpu]
 
-    def plot(self, path: str | os.PathLike[str]) -> None:
-        """A PNG at ``path``: one panel per field, one line per CPU, over time (a stall shows
-        as a flat line). Needs matplotlib: ``pip install 'pytest-ktstr-vmlinux[plot]'``."""
+    def plot(self, path: str | os.PathLike[str], *, title: str = "") -> None:
+        """A PNG at ``path``: a panel per field, each CPU's values as steps (the samples are
+        what was read at each tick, not a curve between them), CPUs offset a little so equal
+        values stay visible. A field that only ever grows (``clock``, a counter) is drawn as
+        its rate of change per second, where 0 is a stand-still (which an idle CPU's clock
+        rightly shows: its tick is stopped). Needs matplotlib: ``pip install
+        'pytest-ktstr-vmlinux[plot]'``; the checks' own plot is ``checks.plot``."""
         try:
             import matplotlib
 
@@ -85,18 +90,30 @@ class Samples:
                 " 'pytest-ktstr-vmlinux[plot]' (or matplotlib); to_csv() needs nothing"
             ) from None
         cpus = sorted(set(self.column("cpu")))
-        height = 2.2 * len(self.fields)
+        height = 2.0 * len(self.fields) + 1.0
         fig, axes = plt.subplots(
-            len(self.fields), 1, sharex=True, squeeze=False, figsize=(8, height)
+            len(self.fields), 1, sharex=True, squeeze=False, figsize=(10, height)
         )
         try:
             for ax, name in zip(axes[:, 0], self.fields, strict=True):
-                for cpu in cpus:
-                    ax.plot(self.column("time", cpu), self.column(name, cpu), label=f"CPU {cpu}")
-                ax.set_ylabel(name)
-            axes[0, 0].legend(loc="upper right", fontsize="small")
+                growing = all(_grows(self.column(name, cpu)) for cpu in cpus)
+                spread = 0.0 if growing else 0.25 / max(1, len(cpus))
+                for i, cpu in enumerate(cpus):
+                    times, values = self.column("time", cpu), self.column(name, cpu)
+                    if growing:
+                        times, values = times[1:], _per_second(times, values)
+                    shown = [v + i * spread if isinstance(v, (int, float)) else v for v in values]
+                    ax.step(times, shown, where="post", label=f"CPU {cpu}", linewidth=1)
+                ax.set_ylabel(f"{name}\n(per second)" if growing else name)
+            axes[0, 0].legend(
+                loc="upper left", bbox_to_anchor=(1.005, 1.0), fontsize="small", frameon=False
+            )
             axes[-1, 0].set_xlabel("seconds")
-            fig.savefig(path, format="png")
+            interval = f"every {self.interval * 1000:g} ms, " if self.interval else ""
+            heading = f"{title}\n" if title else ""
+            fig.suptitle(f"{heading}{interval}{len(cpus)} CPUs", fontsize="medium")
+            fig.tight_layout()
+            fig.savefig(path, format="png", dpi=90)
         finally:
             plt.close(fig)
 
@@ -106,3 +123,16 @@ class Samples:
         writer.writerow(self.columns)
         writer.writerows(self.rows)
         return out.getvalue()
+
+
+def _grows(values: list[Any]) -> bool:
+    """Whether a column only ever grows (a clock, a counter): numbers, never falling."""
+    numbers = [v for v in values if isinstance(v, (int, float)) and not isinstance(v, bool)]
+    return len(numbers) == len(values) > 1 and all(a <= b for a, b in itertools.pairwise(numbers))
+
+
+def _per_second(times: list[float], values: list[Any]) -> list[float]:
+    return [
+        (b - a) / (t1 - t0) if t1 > t0 else 0.0
+        for t0, t1, a, b in zip(times, times[1:], values, values[1:], strict=False)
+    ]

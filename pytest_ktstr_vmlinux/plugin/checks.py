@@ -3,6 +3,7 @@ error), checked before a kernel test's fixtures are built."""
 
 from __future__ import annotations
 
+import functools
 from typing import TYPE_CHECKING
 
 import pytest
@@ -10,6 +11,7 @@ import pytest
 from ..kernel.kernelset import kernel_name
 from .markers import MARKER
 from .strict import skip_or_fail
+from .vmsettings import scheduler_of
 
 if TYPE_CHECKING:
     from ..kernel.requirements import Requirements
@@ -31,12 +33,15 @@ class KernelTests:
         if kernel is None:
             return
         marks = list(item.iter_markers(MARKER))
-        if not marks:
+        scheduler = scheduler_of(item)
+        if not marks and scheduler is None:
             return
         from ..kernel.requirements import check
         from ..store.lock import StoreLockTimeout
 
         requirements = [mark_requirements(mark, item.nodeid) for mark in marks]
+        if scheduler is not None:  # a ktstr_vm(scheduler=...) test needs sched_ext
+            requirements.append(sched_ext_requirement())
         busy: str | None = None
         try:
             verdict = check(requirements, self.run.artifacts(kernel))
@@ -46,10 +51,20 @@ class KernelTests:
             pytest.fail(f"ktstr: {busy}", pytrace=False)
         if not verdict.ok:
             message = f"ktstr: {verdict.reason(kernel_name(kernel))}"
+            if scheduler is not None and not marks:
+                message += f" (ktstr_vm scheduler={scheduler!r} needs sched_ext)"
             if verdict.unchecked and not verdict.unmet and kernel.spec.named_by_user:
                 # As for the fixtures: a kernel the user named never turns green by skipping.
                 pytest.fail(f"{message}. {unchecked_help(kernel)}", pytrace=False)
             skip_or_fail(item.config, message, at_test=True)
+
+
+@functools.lru_cache(maxsize=1)
+def sched_ext_requirement() -> Requirements:
+    """What a test that runs a sched_ext scheduler needs: ``ktstr(config=["SCHED_CLASS_EXT"])``."""
+    from ..kernel.requirements import Requirements
+
+    return Requirements.parse((), {"config": ["SCHED_CLASS_EXT"]})
 
 
 def unchecked_help(kernel: Kernel) -> str:

@@ -25,14 +25,19 @@ from .markers import HELP_MARKER, MARKER
 from .options import add_options
 from .results import KernelResults, case_properties
 from .run import RUN_KEY, KernelRun
-from .settings import is_xdist_worker
+from .settings import WORKER_FETCHED, is_xdist_worker
 
 if TYPE_CHECKING:
     from ..kernel.resolve import Kernel
 
 # Registered with this module, and so disabled with it by -p no:ktstr_vmlinux: the kernel
-# fixtures; the guest fixtures (kernel_vm, kernel_vm_factory), their options and ktstr_vm marker.
-pytest_plugins = ["pytest_ktstr_vmlinux.plugin.fixtures", "pytest_ktstr_vmlinux.plugin.vm"]
+# fixtures; the guest fixtures (kernel_vm, kernel_vm_factory), their options and ktstr_vm marker;
+# the ktstr_checks marker (the host monitor around a test).
+pytest_plugins = [
+    "pytest_ktstr_vmlinux.plugin.fixtures",
+    "pytest_ktstr_vmlinux.plugin.vm",
+    "pytest_ktstr_vmlinux.plugin.monitor",
+]
 
 KERNEL_FIXTURE = "kernel"
 WORKER_STATS = "ktstr_store_stats"
@@ -176,6 +181,11 @@ class _XdistStoreStats:
     def __init__(self, run: KernelRun) -> None:
         self.run = run
 
+    def pytest_configure_node(self, node: Any) -> None:
+        """Hand each worker the kernels fetched here, so that it tests the very same ones."""
+        fetched = {k.fetched.spec: k.fetched.tree for k in self.run.kernel_list() if k.fetched}
+        node.workerinput[WORKER_FETCHED] = fetched
+
     def pytest_testnodedown(self, node: Any, error: object) -> None:
         stats = getattr(node, "workeroutput", {}).get(WORKER_STATS)
         if isinstance(stats, dict):
@@ -190,16 +200,21 @@ def pytest_report_header(config: pytest.Config) -> list[str] | None:
         return None
     kernels = run.kernels()
     several = len(kernels) > 1
-    return [header_line(k) + (f" label={k.label}" if several else "") for k in kernels.values()]
+    lines = [header_line(k) + (f" label={k.label}" if several else "") for k in kernels.values()]
+    # One line per fetched kernel: what this run did to have it (downloaded, found current).
+    lines += [f"ktstr: fetched {k.fetched.summary()}" for k in kernels.values() if k.fetched]
+    return lines
 
 
 def header_line(kernel: Kernel) -> str:
     vmlinux = str(kernel.vmlinux) if kernel.vmlinux else kernel.report.summary()
+    fetched = kernel.fetched
+    origin = f" suite={fetched.suite} package_version={fetched.version}" if fetched else ""
     return (
         f"ktstr: kernel={kernel.spec.raw} (from {kernel.source.value})"
         f" image={kernel.image or 'none'} vmlinux={vmlinux}"
         f" release={kernel.release or 'unknown'}"
-        f" build_id={kernel.build_id or 'none'} paired={kernel.paired}"
+        f" build_id={kernel.build_id or 'none'} paired={kernel.paired}{origin}"
     )
 
 

@@ -5,18 +5,33 @@ from __future__ import annotations
 
 import pytest
 
-from .settings import INI_CACHE_DIR, INI_CACHE_MAX_SIZE, INI_KERNEL, INI_LOCK_TIMEOUT, INI_SYSROOT
+from .settings import (
+    INI_CACHE_DIR,
+    INI_CACHE_MAX_SIZE,
+    INI_KERNEL,
+    INI_LOCK_TIMEOUT,
+    INI_OFFLINE,
+    INI_SYSROOT,
+)
 
 HELP_KERNEL = (
     "kernel to test: an image (bzImage, Image, vmlinuz-R), a vmlinux ELF, a build-tree directory,"
-    " a release (6.1.0-56-cloud-amd64) or 'running', optionally labelled (deb=SPEC). Repeat it"
-    " to run every kernel test once per kernel. Precedence: --kernel > $KTSTR_KERNEL_LIST >"
-    " $KTSTR_KERNEL > ini ktstr_kernel > running; the list and the ini separate kernels by ';'."
+    " a release (6.1.0-56-cloud-amd64), a Debian kernel to fetch (debian:sid,"
+    " debian:bookworm/rt-amd64, debian:6.1.0-57-cloud-amd64) or 'running', optionally labelled"
+    " (deb=SPEC) and with its own sysroot (SPEC@/path/to/root). Repeat it to run every kernel"
+    " test once per kernel. Precedence: --kernel > $KTSTR_KERNEL_LIST > $KTSTR_KERNEL > ini"
+    " ktstr_kernel > running; the list and the ini separate kernels by ';'."
+)
+HELP_OFFLINE = (
+    "use fetched kernels (debian:...) from the kernel cache without asking the archive whether"
+    " their suite moved; a kernel the cache lacks is then an error. Precedence:"
+    " --kernel-offline > $KTSTR_KERNEL_OFFLINE (1/0) > ini ktstr_kernel_offline > online."
 )
 HELP_SYSROOT = (
     "directory standing in for / when probing distro paths (/boot, /usr/lib/debug, /lib/modules):"
-    " a guest root filesystem. Paths you give are not rewritten. Precedence: --kernel-sysroot >"
-    " $KTSTR_KERNEL_SYSROOT > ini ktstr_kernel_sysroot > none."
+    " a guest root filesystem, for every kernel that names none of its own (SPEC@DIR). Paths you"
+    " give are not rewritten. Precedence: --kernel-sysroot > $KTSTR_KERNEL_SYSROOT > ini"
+    " ktstr_kernel_sysroot > none."
 )
 HELP_VMLINUX = "the vmlinux ELF to use for the kernel; skips the search (still verified)."
 HELP_NO_VERIFY = (
@@ -60,6 +75,9 @@ def add_options(parser: pytest.Parser) -> None:
         "--kernel-sysroot", dest="ktstr_kernel_sysroot", metavar="DIR", help=HELP_SYSROOT
     )
     group.addoption(
+        "--kernel-offline", dest="ktstr_kernel_offline", action="store_true", help=HELP_OFFLINE
+    )
+    group.addoption(
         "--no-kernel-verify", dest="ktstr_no_verify", action="store_true", help=HELP_NO_VERIFY
     )
     group.addoption(
@@ -86,6 +104,7 @@ def add_options(parser: pytest.Parser) -> None:
     )
     parser.addini(INI_KERNEL, help=HELP_KERNEL, default="")
     parser.addini(INI_SYSROOT, help=HELP_SYSROOT, default="")
+    parser.addini(INI_OFFLINE, help=HELP_OFFLINE, default="")
     parser.addini(INI_CACHE_DIR, help=HELP_CACHE_DIR, default="")
     parser.addini(INI_CACHE_MAX_SIZE, help=HELP_CACHE_MAX_SIZE, default="")
     parser.addini(INI_LOCK_TIMEOUT, help=HELP_LOCK_TIMEOUT, default="")

@@ -24,34 +24,50 @@ if TYPE_CHECKING:
 PROP_KERNEL = "ktstr_kernel"
 PROP_RELEASE = "ktstr_release"
 PROP_BUILD_ID = "ktstr_build_id"
+PROP_FETCHED_SUITE = "ktstr_suite"
+PROP_PACKAGE_VERSION = "ktstr_package_version"
 PROP_SUITE = "ktstr_kernels"
 _SKIPPED_PREFIX = "Skipped: "
 
 
 def case_properties(kernel: Kernel) -> list[tuple[str, str]]:
-    """The per-test-case JUnit properties; "" for what is unknown."""
-    return [
+    """The per-test-case JUnit properties; "" for what is unknown. A fetched kernel's also say
+    the suite it came from and its package version."""
+    properties = [
         (PROP_KERNEL, kernel.label),
         (PROP_RELEASE, kernel.release or ""),
         (PROP_BUILD_ID, kernel.build_id or ""),
     ]
+    if kernel.fetched is not None:
+        properties.append((PROP_FETCHED_SUITE, kernel.fetched.suite))
+        properties.append((PROP_PACKAGE_VERSION, kernel.fetched.version))
+    return properties
 
 
 def suite_property(kernels: Sequence[Kernel]) -> str:
     """The JUnit suite property's value: every kernel, in the order given."""
-    return json.dumps(
-        [
-            {
-                "label": k.label,
-                "spec": k.spec.raw,
-                "release": k.release or "",
-                "build_id": k.build_id or "",
-                "image": str(k.image or ""),
-                "vmlinux": str(k.vmlinux or ""),
-            }
-            for k in kernels
-        ]
-    )
+    return json.dumps([_kernel_json(k) for k in kernels])
+
+
+def _kernel_json(kernel: Kernel) -> dict[str, Any]:
+    found: dict[str, Any] = {
+        "label": kernel.label,
+        "spec": kernel.spec.raw,
+        "release": kernel.release or "",
+        "build_id": kernel.build_id or "",
+        "image": str(kernel.image or ""),
+        "vmlinux": str(kernel.vmlinux or ""),
+    }
+    fetched = kernel.fetched
+    if fetched is not None:
+        found["fetched"] = {
+            "spec": fetched.spec,
+            "suite": fetched.suite,
+            "package_version": fetched.version,
+            "packages": list(fetched.packages),
+            "status": fetched.status,
+        }
+    return found
 
 
 @dataclass

@@ -17,6 +17,7 @@ from .settings import is_xdist_worker, kernels_named
 
 if TYPE_CHECKING:
     from ..kernel.artifacts import KernelArtifacts
+    from ..kernel.fetch.progress import Progress
     from ..kernel.resolve import Kernel
     from ..store.bytescache import VmlinuxBytesCache
     from ..store.memory import Store
@@ -69,7 +70,7 @@ class KernelRun:
 
             store = self.store()
             try:
-                kernels = resolve_kernels(self.config, store)
+                kernels = resolve_kernels(self.config, store, live_progress(self.config))
             except KernelArtifactError as e:  # a bad spec, or the store's lock held too long
                 raise pytest.UsageError(f"ktstr: {e}") from None
             self._kernels = {k.label: k for k in kernels}
@@ -131,3 +132,19 @@ def live_notice(config: pytest.Config) -> Callable[[str], None]:
             print(f"ktstr: {message}", file=sys.stderr, flush=True)
 
     return notice
+
+
+def live_progress(config: pytest.Config) -> Progress | None:
+    """What fetching a kernel says, on the terminal past pytest's capture while it happens; an
+    xdist worker says nothing (its controller fetched, and it is handed the result)."""
+    if is_xdist_worker(config):
+        return None
+    from ..kernel.fetch.progress import TerminalProgress
+
+    def write(text: str) -> None:
+        capture = config.pluginmanager.getplugin("capturemanager")
+        with capture.global_and_fixture_disabled() if capture else contextlib.nullcontext():
+            sys.stderr.write(text)
+            sys.stderr.flush()
+
+    return TerminalProgress(write, tty=sys.stderr.isatty())

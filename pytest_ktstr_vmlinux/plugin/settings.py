@@ -22,6 +22,7 @@ import pytest
 from ..errors import KernelSpecError
 
 if TYPE_CHECKING:
+    from ..kernel.fetch.progress import Progress
     from ..kernel.kernelset import KernelItem
     from ..kernel.resolve import Kernel
     from ..kernel.spec import SpecSource
@@ -35,6 +36,9 @@ INI_SYSROOT = "ktstr_kernel_sysroot"
 INI_CACHE_DIR = "ktstr_cache_dir"
 INI_CACHE_MAX_SIZE = "ktstr_cache_max_size"
 INI_LOCK_TIMEOUT = "ktstr_lock_timeout"
+INI_OFFLINE = "ktstr_kernel_offline"
+# The xdist controller hands its workers the trees of the kernels it fetched (spec -> tree).
+WORKER_FETCHED = "ktstr_fetched"
 
 
 def kernels_named(config: pytest.Config) -> bool:
@@ -53,11 +57,15 @@ def kernels_named(config: pytest.Config) -> bool:
     return any((ini_value(config, name) or "").strip() for name in (INI_KERNEL, INI_SYSROOT))
 
 
-def resolve_kernels(config: pytest.Config, store: Store) -> list[Kernel]:
-    """Every kernel of the run, labelled, in the order given; KernelSpecError for bad input."""
+def resolve_kernels(
+    config: pytest.Config, store: Store, progress: Progress | None = None
+) -> list[Kernel]:
+    """Every kernel of the run, labelled, in the order given; KernelSpecError for bad input.
+    ``progress`` hears what fetching a distro kernel does."""
+    from ..kernel.fetch.fetch import FetchOptions
     from ..kernel.kernelset import assign_labels
     from ..kernel.resolve import resolve_kernel
-    from ..kernel.spec import SpecSource, parse_kernel_spec
+    from ..kernel.spec import SpecKind, SpecSource, check_sysroot, parse_kernel_spec
 
     items, source = _kernel_items(config)
     invocation = config.invocation_params.dir
@@ -69,20 +77,55 @@ def resolve_kernels(config: pytest.Config, store: Store) -> list[Kernel]:
             " given; pass their images or build trees and let each find its own"
         )
     sysroot = _sysroot(config, invocation)
-    kernels = [
-        resolve_kernel(
-            parse_kernel_spec(item.spec, source=source, base=base),
+    fetch = FetchOptions(offline=kernel_offline(config), pinned=_pinned(config))
+    if progress is not None:
+        fetch = dataclasses.replace(fetch, progress=progress)
+    kernels = []
+    for item in items:
+        spec = parse_kernel_spec(item.spec, source=source, base=base)
+        own = check_sysroot(item.sysroot, source, base) if item.sysroot is not None else None
+        if own is not None and spec.kind is SpecKind.FETCH:
+            raise KernelSpecError(
+                f"kernel {item.spec}@{item.sysroot} (from {source.value}): a fetched kernel has"
+                f" its own root in the kernel cache; drop @{item.sysroot}"
+            )
+        kernel = resolve_kernel(
+            spec,
             vmlinux=vmlinux,
-            sysroot=sysroot,
+            sysroot=own or sysroot,
             base=invocation,
             store=store,
             verify=not config.getoption("ktstr_no_verify"),
             allow_extracted=config.getoption("ktstr_allow_extracted"),
+            fetch=fetch,
         )
-        for item in items
-    ]
+        kernels.append(kernel)
     labels = assign_labels(items, kernels)
     return [dataclasses.replace(k, label=label) for k, label in zip(kernels, labels, strict=True)]
+
+
+def kernel_offline(config: pytest.Config) -> bool:
+    """--kernel-offline > $KTSTR_KERNEL_OFFLINE > ini ktstr_kernel_offline > online."""
+    from ..kernel.fetch.fetch import ENV_OFFLINE, parse_offline
+    from ..kernel.spec import SpecSource
+
+    if config.getoption("ktstr_kernel_offline"):
+        return True
+    setting = chosen_setting(config, None, ENV_OFFLINE, INI_OFFLINE)
+    if setting is None:
+        return False
+    raw, source = setting
+    origin = f"${ENV_OFFLINE}" if source is SpecSource.ENV else f"ini {INI_OFFLINE}"
+    return parse_offline(raw, origin)
+
+
+def _pinned(config: pytest.Config) -> dict[str, str]:
+    """On an xdist worker, the controller's fetched kernels: spec -> tree."""
+    workerinput = getattr(config, "workerinput", None)
+    given = workerinput.get(WORKER_FETCHED) if isinstance(workerinput, dict) else None
+    if not isinstance(given, dict):
+        return {}
+    return {str(k): str(v) for k, v in given.items()}
 
 
 def _kernel_items(config: pytest.Config) -> tuple[list[KernelItem], SpecSource]:
@@ -90,18 +133,22 @@ def _kernel_items(config: pytest.Config) -> tuple[list[KernelItem], SpecSource]:
     from ..kernel.kernelset import KernelItem, parse_kernel_item, split_kernel_list
     from ..kernel.spec import RUNNING, SpecSource
 
+    invocation = config.invocation_params.dir
     options = [v for v in config.getoption("ktstr_kernel") or () if v.strip()]
     if options:
-        return [parse_kernel_item(v, "--kernel") for v in options], SpecSource.OPTION
+        items = [parse_kernel_item(v, "--kernel", invocation) for v in options]
+        return items, SpecSource.OPTION
     listed = split_kernel_list(os.environ.get(ENV_KERNEL_LIST, ""))
     if listed:
-        return [parse_kernel_item(v, f"${ENV_KERNEL_LIST}") for v in listed], SpecSource.ENV
+        items = [parse_kernel_item(v, f"${ENV_KERNEL_LIST}", invocation) for v in listed]
+        return items, SpecSource.ENV
     single = os.environ.get(ENV_KERNEL, "").strip()
     if single:
-        return [parse_kernel_item(single, f"${ENV_KERNEL}")], SpecSource.ENV
+        return [parse_kernel_item(single, f"${ENV_KERNEL}", invocation)], SpecSource.ENV
     ini = split_kernel_list(ini_value(config, INI_KERNEL) or "")
     if ini:
-        return [parse_kernel_item(v, f"ini {INI_KERNEL}") for v in ini], SpecSource.INI
+        origin = f"ini {INI_KERNEL}"
+        return [parse_kernel_item(v, origin, _ini_base(config)) for v in ini], SpecSource.INI
     return [KernelItem(None, RUNNING)], SpecSource.DEFAULT
 
 

@@ -9,6 +9,7 @@ Layout of the store directory (0700, ours alone; see storedir.py)::
     artifacts/<sha>.art artifact files (artifact.py), named by a hash of their key
     exports/<sha>.<ext> payloads as plain files, for tools that want a path
     tmp/                files being written; anything here while we hold the lock is debris
+    trees/              published directory trees, their refs, locks and state (trees.py)
 
 Correctness never rests on the lock: the index and every artifact are published by write to
 tmp/, fsync, ``os.replace``, so a reader sees a whole old file or a whole new one, and verifies
@@ -22,9 +23,6 @@ neither. Exports are checked the same way and pinned while served (exports.py, p
 from __future__ import annotations
 
 import contextlib
-import dataclasses
-import hashlib
-import json
 import os
 import stat
 import time
@@ -35,7 +33,7 @@ from typing import Any
 
 from . import artifact, exports, stamps
 from . import index as storeindex
-from .artifact import Artifact, ArtifactCorrupt, ArtifactOutdated
+from .artifact import ArtifactCorrupt, ArtifactOutdated
 from .directory import (
     ARTIFACTS_DIR,
     DEFAULT_MAX_SIZE,
@@ -52,6 +50,7 @@ from .index import artifact_key, current_entry, signature_fields
 from .indexfile import IndexFile
 from .lock import StoreLock
 from .pins import Pins
+from .produce import write_artifact
 from .publish import OutOfSpace
 from .served import (
     MAX_BUILD_ATTEMPTS,
@@ -71,6 +70,7 @@ from .signature import (
     sha256_file,
     stat_signature,
 )
+from .trees import TREES_DIR, Trees
 
 __all__ = [
     "ArtifactStore",
@@ -105,9 +105,12 @@ class ArtifactStore:
         self.directory = prepare_store_dir(Path(directory))
         self.max_size = max_size
         self.racy_window_ns = racy_window_ns
+        self.lock_timeout = lock_timeout
+        self.on_lock_wait = on_lock_wait
         self.stats = StoreStats()
         self._warned: set[str] = set()
         self._owner = os.geteuid()  # prepare_store_dir refuses a directory anyone else owns
+        self._trees: Trees | None = None
         self._artifacts = prepare_subdir(self.directory / ARTIFACTS_DIR, self._warn)
         # A replaced artifacts/ lost every file the index names: that was the one warning.
         self._artifacts_replaced = bool(self._warned)
@@ -172,6 +175,32 @@ class ArtifactStore:
         with self._lock.held():
             yield
 
+    @property
+    def trees(self) -> Trees:
+        """The store's published directory trees (trees.py), made on first use."""
+        if self._trees is None:
+            self._trees = Trees(self)
+        return self._trees
+
+    @property
+    def owner(self) -> int:
+        return self._owner
+
+    def warn(self, message: str) -> None:
+        """One StoreWarning per message and store: damage found and repaired."""
+        self._warn(message)
+
+    def trim(self, *, keep_tree: str | None = None) -> None:
+        """Evict to the size cap now (a tree was published), never the tree ``keep_tree``."""
+        with self.locked():
+            index = self._index.read()
+            doomed = self._evict(index, "", keep_tree)
+            if doomed:
+                self._index.write(index)
+            for path in doomed:
+                with contextlib.suppress(FileNotFoundError):
+                    path.unlink()
+
     # --- listing, clearing, exporting ------------------------------------------------------------
 
     def entries(self) -> list[dict[str, Any]]:
@@ -179,15 +208,18 @@ class ArtifactStore:
         return storeindex.list_entries(self._index.read(), self._artifacts)
 
     def total_size(self) -> int:
+        """The bytes its artifacts and published trees take."""
         total = 0
         for path in self._artifacts.iterdir():
             with contextlib.suppress(FileNotFoundError):
                 st = os.lstat(path)
                 total += st.st_size if stat.S_ISREG(st.st_mode) else 0
-        return total
+        trees = self._tree_dirs()
+        return total + (sum(t.size for t in trees.usage()) if trees is not None else 0)
 
     def clear(self) -> int:
-        """Remove every artifact and the index; returns the number of artifact files removed."""
+        """Remove every artifact, the index, and every tree no process uses (with the refs and
+        state kept beside them); returns the number of artifact files and trees removed."""
         with self.locked():
             removed = 0
             for directory in (self._artifacts, self._tmp, self._exports):
@@ -195,8 +227,29 @@ class ArtifactStore:
                     removed += remove_path(path) and directory is self._artifacts
             with contextlib.suppress(FileNotFoundError):
                 self._index.path.unlink()
+            trees = self._tree_dirs()
+            if trees is not None:
+                removed += trees.clear()
             storeindex.fsync_dir(self.directory)
         return removed
+
+    def _evict(self, index: dict[str, Any], keep: str, keep_tree: str | None = None) -> list[Path]:
+        return evict(
+            index,
+            artifacts=self._artifacts,
+            tmp=self._tmp,
+            exports=self._exports,
+            max_size=self.max_size,
+            keep=keep,
+            trees=self._tree_dirs(),
+            keep_tree=keep_tree,
+        )
+
+    def _tree_dirs(self) -> Trees | None:
+        """The trees, when the store has any: a store that never fetched makes no trees/."""
+        if self._trees is None and not (self.directory / TREES_DIR).is_dir():
+            return None
+        return self.trees
 
     def export(self, stored: StoredArtifact, suffix: str) -> Path:
         """The payload of ``stored`` as a plain file (for tools that want a path, not bytes):
@@ -239,9 +292,9 @@ class ArtifactStore:
         record = entry["artifacts"].get(artifact_key(kind, version))
         if record is None:
             return None
-        if is_racy(signature, entry["recorded_ns"], self.racy_window_ns) and not self._reverify(
-            key, signature, entry
-        ):
+        if is_racy(
+            signature, entry["recorded_ns"], self.racy_window_ns
+        ) and not self._index.reverify(key, signature, entry):
             return None
         path = self._artifacts / record["file"]
         checked = record.get("checked")
@@ -270,19 +323,6 @@ class ArtifactStore:
         if found.checked or stamps.use_is_due(found.signature):
             self._index.record_check(key, signature, kind, version, found)
         return StoredArtifact(key, signature, kind, version, file=found)
-
-    def _reverify(self, key: str, signature: StatSignature, entry: dict[str, Any]) -> bool:
-        """Racy entry: its content hash decides. A match is recorded so the check stops once the
-        timestamp window has passed (when the disk has room for that)."""
-        started_ns = time.time_ns()
-        try:
-            digest = sha256_file(key)
-        except OSError:
-            return False
-        if digest != entry.get("sha256"):
-            return False
-        self._index.record_settled(key, signature, started_ns)
-        return True
 
     def _build(
         self,
@@ -315,7 +355,17 @@ class ArtifactStore:
             # Same signature, other content: what was built from the old content is stale.
             doomed += [self._artifacts / n for n in entry_files(entry)]
             entry["artifacts"] = {}
-        made = self._write_artifact(key, signature, kind, version, build, digest_before)
+        made = write_artifact(
+            self.directory,
+            self._tmp,
+            self._artifacts,
+            key,
+            signature,
+            kind,
+            version,
+            build,
+            digest_before,
+        )
         if made is None:
             return None
         built, checked = made
@@ -331,14 +381,7 @@ class ArtifactStore:
         }
         index["sources"][key] = entry
         index["builds"] = index.get("builds", 0) + 1
-        doomed += evict(
-            index,
-            artifacts=self._artifacts,
-            tmp=self._tmp,
-            exports=self._exports,
-            max_size=self.max_size,
-            keep=final.name,
-        )
+        doomed += self._evict(index, final.name)
         try:
             self._index.write(index)
         except StoreFullError:
@@ -351,54 +394,7 @@ class ArtifactStore:
                     path.unlink()
         return StoredArtifact(key, signature, kind, version, file=built)
 
-    def _write_artifact(
-        self,
-        key: str,
-        signature: StatSignature,
-        kind: str,
-        version: int,
-        build: Build,
-        digest_before: str | None,
-    ) -> tuple[Artifact, stamps.Stamp] | None:
-        """Build in tmp/ and publish under the artifact's hashed name: the artifact, mapped, and
-        its stamp (checked in full: its digest was just computed from what was written). None
-        when the source moved meanwhile (re-hashed when ``digest_before`` is given). Nothing
-        stays in tmp/; a full disk is a StoreFullError naming the space needed."""
-        try:
-            made = artifact.build_file(self._tmp, kind, version, lambda out: build(Path(key), out))
-        except OutOfSpace as e:
-            what = f"writing the {kind} artifact of {key}"
-            raise full_error(self.directory, e, what, e.needed, exact=e.exact) from None
-        tmp = made.path
-        try:
-            moved = stat_signature(key, key) != signature
-            if not moved and digest_before is not None:
-                moved = sha256_file(key) != digest_before
-            if moved:
-                tmp.unlink()
-                return None
-            name = hashlib.sha256(
-                json.dumps([key, signature_fields(signature), kind, version]).encode()
-            ).hexdigest()
-            final = self._artifacts / f"{name}.art"
-            with contextlib.suppress(FileNotFoundError):
-                if stat.S_ISDIR(os.lstat(final).st_mode):
-                    remove_path(final)  # os.replace cannot put a file over a directory
-            os.replace(tmp, final)
-            storeindex.fsync_dir(self._artifacts)
-            checked = stamps.touch(final)
-        except BaseException:
-            with contextlib.suppress(FileNotFoundError):
-                tmp.unlink()
-            raise
-        built = dataclasses.replace(made, path=final, signature=_signature_of(checked))
-        return built, checked
-
     def _warn(self, message: str) -> None:
         if message not in self._warned:
             self._warned.add(message)
             warnings.warn(message, StoreWarning, stacklevel=3)
-
-
-def _signature_of(stamp: stamps.Stamp) -> StatSignature:
-    return StatSignature(*stamp[1:])

@@ -12,12 +12,32 @@ file it names. Removal only unlinks: a worker that maps an evicted artifact keep
 from __future__ import annotations
 
 import shutil
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 from ..errors import KernelArtifactError
 from . import pins
 from .signature import stat_signature
+
+
+class TreeUse(Protocol):
+    """A published tree as eviction sees it (trees.TreeUsage)."""
+
+    @property
+    def name(self) -> str: ...
+    @property
+    def size(self) -> int: ...
+    @property
+    def used_ns(self) -> int: ...
+
+
+class EvictableTrees(Protocol):
+    """The store's trees as eviction uses them (trees.Trees)."""
+
+    def usage(self) -> Sequence[TreeUse]: ...
+
+    def remove(self, name: str) -> bool: ...
 
 
 def evict(
@@ -28,9 +48,13 @@ def evict(
     exports: Path,
     max_size: int,
     keep: str,
+    trees: EvictableTrees | None = None,
+    keep_tree: str | None = None,
 ) -> list[Path]:
     """Drop from ``index`` what must go; returns the artifact files to unlink after it is
-    written (orphans and debris, which no index names, are removed at once)."""
+    written (orphans and debris, which no index names, are removed at once). Published
+    ``trees`` count toward the cap and are evicted in the same least-recently-used order (at
+    once: no index names them), except ``keep_tree`` and any tree a process uses."""
     doomed: list[Path] = []
     for source, entry in list(index["sources"].items()):
         try:
@@ -55,9 +79,17 @@ def evict(
         st = path.stat()
         sizes[path.name] = (st.st_mtime_ns, st.st_size)
     total = sum(size for _, size in sizes.values())
-    for name, (_, size) in sorted(sizes.items(), key=lambda item: item[1][0]):
+    candidates = [(used, name, size, False) for name, (used, size) in sizes.items()]
+    for tree in trees.usage() if trees is not None else ():
+        total += tree.size
+        candidates.append((tree.used_ns, tree.name, tree.size, True))
+    for _, name, size, is_tree in sorted(candidates):
         if total <= max_size:
             break
+        if is_tree:
+            if name != keep_tree and trees is not None and trees.remove(name):
+                total -= size
+            continue
         if name == keep or name in pinned:
             continue
         entry = index["sources"][owners[name]]

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -21,7 +22,7 @@ from .artifact import Artifact
 from .directory import INDEX_NAME, StoreFullError, full_error
 from .lock import StoreLock
 from .publish import OutOfSpace
-from .signature import StatSignature
+from .signature import StatSignature, sha256_file
 
 
 class IndexFile:
@@ -84,6 +85,19 @@ class IndexFile:
             except OSError:
                 return
             self.write_if_room(index)
+
+    def reverify(self, key: str, signature: StatSignature, entry: dict[str, Any]) -> bool:
+        """A racy entry: its content hash decides. A match is recorded so the check stops once
+        the timestamp window has passed (when the disk has room for that)."""
+        started_ns = time.time_ns()
+        try:
+            digest = sha256_file(key)
+        except OSError:
+            return False
+        if digest != entry.get("sha256"):
+            return False
+        self.record_settled(key, signature, started_ns)
+        return True
 
     def record_settled(self, key: str, signature: StatSignature, started_ns: int) -> None:
         """A racy source's content was found unchanged at ``started_ns``: recorded, so the

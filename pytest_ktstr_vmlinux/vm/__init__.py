@@ -10,6 +10,7 @@ from .errors import (
     GuestBootError,
     GuestCommandError,
     GuestError,
+    GuestProgramError,
     GuestProtocolError,
     GuestResult,
     GuestStoppedError,
@@ -21,12 +22,15 @@ from .guest import GuestVM, boot_guest
 from .layout import RamRegion
 from .memory import GuestMemory
 from .qmp import GuestQMP
+from .scheduler import Scheduler, SchedulerError
+from .topology import Topology
 
 __all__ = [
     "GuestBootError",
     "GuestCommandError",
     "GuestError",
     "GuestMemory",
+    "GuestProgramError",
     "GuestProtocolError",
     "GuestQMP",
     "GuestResult",
@@ -36,5 +40,8 @@ __all__ = [
     "GuestVM",
     "GuestWarning",
     "RamRegion",
+    "Scheduler",
+    "SchedulerError",
+    "Topology",
     "boot_guest",
 ]

@@ -79,9 +79,11 @@ FSTAB = (
     "sysfs /sys sysfs defaults 0 0\n"
     "devtmpfs /dev devtmpfs defaults 0 0\n"
 )
+# cgroup v2 too: sched_ext's cgroup-aware schedulers (scx_flatcg) work on its hierarchy.
 FSTAB_DEV = (
     "devpts /dev/pts devpts defaults 0 0\n"
     "tmpfs /dev/shm tmpfs defaults 0 0\n"
+    "cgroup2 /sys/fs/cgroup cgroup2 defaults 0 0\n"
     f"tmpfs {RUN_DIR} tmpfs mode=0700 0 0\n"
 )
 FSTAB_PATH, FSTAB_DEV_PATH = "ktstr/fstab", "ktstr/fstab.dev"

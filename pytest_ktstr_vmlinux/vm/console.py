@@ -139,9 +139,6 @@ class Console:
             data = bytes(self._head) + self._gap().encode() + bytes(self._tail)
         return data.decode("utf-8", "replace").replace("\r\n", "\n")
 
-    def tail(self, lines: int = TAIL_LINES) -> str:
-        return "\n".join(self.text().rstrip("\n").split("\n")[-lines:])
-
     def trouble(self) -> tuple[str, str] | None:
         """``("panic", line)`` or ``("oops", line)`` for the first such line on the console (a
         panic wins over an oops), else None."""
@@ -156,11 +153,16 @@ class Console:
 
     def report(self, lines: int = TAIL_LINES) -> str:
         """What every failure message ends with: where the console is, then its last lines."""
-        tail = self.tail(lines)
-        body = "\n".join(f"  | {line}" for line in tail.split("\n")) if tail else "  (empty)"
-        where = (
-            f"console {self.path}"
-            if self.path is not None
-            else "console (kept in memory only: boot with log_dir= to keep it in a file)"
-        )
-        return f"{where}, last {lines} lines:\n{body}"
+        return report(self.text(), self.path, lines)
+
+
+def report(text: str, path: Path | None, lines: int = TAIL_LINES) -> str:
+    """A console's ``text`` as failure messages end: where it is kept, then its last lines."""
+    tail = "\n".join(text.rstrip("\n").split("\n")[-lines:])
+    body = "\n".join(f"  | {line}" for line in tail.split("\n")) if tail else "  (empty)"
+    where = (
+        f"console {path}"
+        if path is not None
+        else "console (kept in memory only: boot with log_dir= to keep it in a file)"
+    )
+    return f"{where}, last {lines} lines:\n{body}"

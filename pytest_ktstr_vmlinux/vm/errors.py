@@ -78,3 +78,10 @@ class GuestStoppedError(GuestError):
 class GuestWarning(UserWarning):
     """Something about guests worth one line: KVM was asked for (``auto``) but is unusable
     here, so guests run under TCG, much slower."""
+
+
+class GuestProgramError(GuestError):
+    """A program for the guest cannot be packed with what it needs to run there (``programs=``):
+    not found, another machine's, a library or interpreter missing on the host; or a program
+    ``put`` into a guest that lacks its loader or libraries. The message names the file and
+    what is missing."""

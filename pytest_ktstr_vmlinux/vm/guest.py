@@ -24,6 +24,7 @@ from pathlib import Path
 from types import TracebackType
 from typing import IO, TYPE_CHECKING
 
+from ..formats.elf import ELFMAG
 from ..regularfile import RegularFile
 from .accel import choose_accel
 from .channel import Channel, ChannelClosed, ChannelTimeout
@@ -37,17 +38,30 @@ from .errors import (
     GuestStoppedError,
     GuestTimeoutError,
 )
-from .initramfs import FileSource, find_busybox, guest_files, initramfs_path
+from .initramfs import (
+    FileSource,
+    busybox_applets,
+    find_busybox,
+    guest_files,
+    initramfs_path,
+    merge_files,
+)
 from .layout import WINDOW_SIZE, kernel_footprint, place_window, ram_regions
 from .memory import GuestMemory
+from .programs import check_runnable, pack_programs
 from .qemu import GuestLine, MiB, find_qemu, kill, spawn, target
 from .qmp import GuestQMP
 from .requests import Agent, AgentError, AgentLost, CommandTimeout, RequestTimeout
+from .scheduler import DEFAULT_ATTACH_TIMEOUT, start_at_boot, start_scheduler
+from .topology import Topology
 
 if TYPE_CHECKING:
+    from collections.abc import Sequence
+
     from ..kernel.resolve import Kernel
     from ..live.kernel import LiveKernel
     from ..store.memory import Store
+    from .scheduler import Scheduler
 
 DEFAULT_CPUS = 2
 DEFAULT_MEMORY = 512 * MiB
@@ -60,6 +74,11 @@ class GuestVM:
     ``console``, ``memory`` and ``qmp`` look at it from the host; ``shutdown()`` (or leaving a
     ``with`` block) stops it, and a guest nobody stopped is killed when it is collected or the
     process exits."""
+
+    # Set after construction (boot_guest, start_scheduler): the guest path of each program
+    # packed at boot, and the sched_ext scheduler started last.
+    programs: Mapping[str, str] = {}
+    _scheduler: Scheduler | None = None
 
     def __init__(
         self,
@@ -145,6 +164,26 @@ class GuestVM:
             self._live = LiveKernel.from_guest(self, symbols, btf, table)
         return self._live
 
+    @property
+    def scheduler(self) -> Scheduler | None:
+        """The sched_ext scheduler started last (``scheduler=`` at boot, ``start_scheduler``):
+        ``name``, ``state``, ``output``, ``alive``, ``stop()``; None before any."""
+        return self._scheduler
+
+    def start_scheduler(
+        self,
+        program: str | os.PathLike[str],
+        args: Sequence[str] = (),
+        *,
+        timeout: float = DEFAULT_ATTACH_TIMEOUT,
+    ) -> Scheduler:
+        """Start the sched_ext scheduler ``program`` (packed at boot, a guest path, or a host
+        program, which is copied in with its libraries first) with ``args``, and wait until
+        sched_ext says it is attached; SchedulerError (kind, reason in the kernel's words)
+        when it does not attach in ``timeout`` seconds."""
+        self._scheduler = start_scheduler(self, os.fspath(program), list(args), timeout)
+        return self._scheduler
+
     # --- the agent -------------------------------------------------------------------------
 
     def run(
@@ -197,9 +236,10 @@ class GuestVM:
         at a time, and must not change meanwhile."""
         _check_guest_path(guest_path)
         if isinstance(data, (bytes, bytearray, memoryview)):
+            view = memoryview(data).cast("B")
             with self._request(f"put {guest_path}", timeout) as deadline:
-                view = memoryview(data).cast("B")
                 self._agent.put(guest_path, view, 0o644 if mode is None else mode, deadline)
+            check_runnable(self, guest_path, view, data)
             return
         host = RegularFile(data)  # a FIFO, a device, a directory: NotRegularFile
         try:
@@ -212,6 +252,8 @@ class GuestVM:
             with self._request(f"put {guest_path}", timeout) as deadline:
                 self._agent.put(guest_path, host, perm, deadline)
             host.require_unchanged()
+            if host.pread(0, 4) == ELFMAG:  # a program: can the guest run it? (programs.py)
+                check_runnable(self, guest_path, memoryview(host.read_exact(0, host.size)), data)
         finally:
             host.close()
 
@@ -324,29 +366,45 @@ def boot_guest(
     *,
     store: Store,
     arch: str | None = None,
-    cpus: int = DEFAULT_CPUS,
+    cpus: int | None = None,
     memory: int = DEFAULT_MEMORY,
     cmdline: str = "",
     files: Mapping[str, FileSource] | None = None,
     timeout: float = DEFAULT_BOOT_TIMEOUT,
     accel: str = "auto",
     log_dir: str | os.PathLike[str] | None = None,
+    programs: Sequence[str | os.PathLike[str]] = (),
+    scheduler: str | os.PathLike[str] | None = None,
+    scheduler_args: Sequence[str] = (),
+    sockets: int | None = None,
+    cores: int | None = None,
+    threads: int | None = None,
+    numa_nodes: int | None = None,
 ) -> GuestVM:
     """Boot ``kernel`` (a Kernel with an image, or an image path) and wait for its agent.
 
     ``memory`` in bytes (a whole number of MiB), ``cmdline`` appended to the kernel's, ``files``
     added to the initramfs (guest path -> bytes or host path), ``timeout`` seconds for the boot.
+    ``programs`` (host programs by path or name) are packed with their loader and libraries;
+    ``scheduler`` too, then started with ``scheduler_args`` once the guest is up. ``cpus`` (2
+    by default), or ``sockets`` x ``cores`` x ``threads``, over ``numa_nodes`` nodes.
     """
     image, arch = _image(kernel, arch)
-    if cpus < 1:
-        raise ValueError(f"cpus={cpus}: a guest needs at least one CPU")
+    topology = Topology.choose(
+        cpus, sockets=sockets, cores=cores, threads=threads, numa_nodes=numa_nodes,
+        default_cpus=DEFAULT_CPUS,
+    )  # fmt: skip
     if memory <= 0 or memory % MiB:
         raise ValueError(f"memory={memory}: a positive whole number of MiB, in bytes")
+    if isinstance(programs, (str, os.PathLike)):
+        raise ValueError(f"programs={programs!r}: a list of programs, not one")
     if arch != "x86_64":
         raise GuestError(f"{image}: booting {arch} guests is not supported yet; x86_64 only")
     qemu = find_qemu(arch)
     busybox = find_busybox(arch)
-    added = guest_files(files)
+    wanted = [*programs, *([scheduler] if scheduler is not None else [])]
+    packed = pack_programs(wanted, arch=arch, applets=busybox_applets(busybox))
+    added = merge_files(packed.files, guest_files(files))
     initrd = initramfs_path(store, busybox, added)
     regions = ram_regions(target(arch).machine, memory)
     with open(image, "rb") as f:
@@ -360,7 +418,8 @@ def boot_guest(
         logs.mkdir(parents=True, exist_ok=True)
     console = Console(logs / "console.log" if logs is not None else None)
     qemu_log = open(logs / "qemu.log", "w+b") if logs is not None else tempfile.TemporaryFile()  # noqa: SIM115
-    ram = GuestMemory.create(regions)
+    nodes = topology.node_sizes(memory) if topology.numa_nodes > 1 else []
+    ram = GuestMemory.create(regions, node_sizes=nodes)
     host_console, guest_console = socket.socketpair()
     host_channel, guest_channel = socket.socketpair()
     host_qmp, guest_qmp = socket.socketpair()
@@ -368,7 +427,7 @@ def boot_guest(
         qemu=qemu,
         arch=arch,
         accel=chosen,
-        cpus=cpus,
+        cpus=topology.cpus,
         memory=memory,
         image=image,
         initrd=initrd,
@@ -376,6 +435,9 @@ def boot_guest(
             part
             for part in (
                 f"console={target(arch).console},115200 panic=-1",
+                # Under TCG on a busy host the IO-APIC timer check can miss its window and
+                # panic ("IO-APIC + timer doesn't work!"); QEMU's timer is known to be wired.
+                "no_timer_check" if chosen == "tcg" else "",
                 f"memmap={WINDOW_SIZE // MiB}M${window:#x} ktstr.window={window:#x},{WINDOW_SIZE}",
                 cmdline.strip(),
             )
@@ -385,11 +447,13 @@ def boot_guest(
         ram_fd=ram.fd,
         channel_fd=guest_channel.fileno(),
         qmp_fd=guest_qmp.fileno(),
+        topology=topology,
+        ram_nodes=tuple(zip(ram.fds, nodes, strict=False)),
     )
     guest_ends = (guest_console, guest_channel, guest_qmp)
     process = spawn(
         line.argv(),
-        pass_fds=(ram.fd, *(end.fileno() for end in guest_ends)),
+        pass_fds=(*ram.fds, *(end.fileno() for end in guest_ends)),
         stdout=qemu_log,
         stderr=qemu_log,
     )
@@ -409,7 +473,10 @@ def boot_guest(
         vmlinux=None if isinstance(kernel, (str, os.PathLike)) else kernel.vmlinux,
         store=store,
     )
+    vm.programs = packed.paths
     _wait_ready(vm, timeout)
+    if scheduler is not None:
+        start_at_boot(vm, packed.paths[os.fspath(scheduler)], list(scheduler_args))
     return vm
 
 

@@ -7,6 +7,7 @@ the busybox binary (an upgrade rebuilds it) and the kind names a hash of everyth
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import os
 import posixpath
@@ -42,6 +43,7 @@ class GuestFile:
     path: str  # absolute, normalized, in the guest
     data: bytes
     mode: int  # permission bits
+    target: str | None = None  # a symlink to this guest path instead of a file
 
 
 def find_busybox(arch: str, explicit: str | os.PathLike[str] | None = None) -> Path:
@@ -106,7 +108,7 @@ def content_kind(files: tuple[GuestFile, ...]) -> str:
     for part in (str(agent.PROTOCOL), agent.INIT, agent.AGENT):
         digest.update(part.encode() + b"\0")
     for f in files:
-        digest.update(f"{f.path}\0{f.mode:o}\0{len(f.data)}\0".encode())
+        digest.update(f"{f.path}\0{f.mode:o}\0{len(f.data)}\0{f.target}\0".encode())
         digest.update(f.data)
     return KIND_PREFIX + digest.hexdigest()[:40]
 
@@ -133,8 +135,18 @@ def write_initramfs(out: BinaryIO, busybox: Path, files: tuple[GuestFile, ...]) 
             if parent not in made:
                 made.add(parent)
                 entries.append(Entry.directory(parent))
-        entries.append(Entry.file(name, f.data, f.mode))
+        if f.target is not None:
+            entries.append(Entry.symlink(name, f.target))
+        else:
+            entries.append(Entry.file(name, f.data, f.mode))
     write_archive(out, entries)
+
+
+def merge_files(*groups: tuple[GuestFile, ...]) -> tuple[GuestFile, ...]:
+    """Several groups of guest files as one, sorted by path; of two with one path, the later
+    group's wins (a test's ``files`` over what ``programs`` packed)."""
+    merged = {f.path: f for group in groups for f in group}
+    return tuple(sorted(merged.values(), key=lambda f: f.path))
 
 
 def initramfs_path(store: Store, busybox: Path, files: tuple[GuestFile, ...]) -> Path:
@@ -143,6 +155,20 @@ def initramfs_path(store: Store, busybox: Path, files: tuple[GuestFile, ...]) ->
         busybox, content_kind(files), VERSION, lambda path, out: write_initramfs(out, path, files)
     )
     return store.export(built, ".cpio")
+
+
+def busybox_applets(busybox: Path) -> frozenset[str]:
+    """The guest paths busybox's applets get (``/bin/sh``, ``/usr/bin/env``, ...), asked once
+    per version of the binary."""
+    st = busybox.stat()
+    return _applets(str(busybox), st.st_ino, st.st_size, st.st_mtime_ns)
+
+
+@functools.lru_cache(maxsize=4)
+def _applets(path: str, ino: int, size: int, mtime_ns: int) -> frozenset[str]:
+    links = applet_links(Path(path))
+    # A busybox that cannot run here: /init installs every applet in /bin.
+    return frozenset(f"/{a}" for a in links) if links else frozenset({"/bin/sh", "/bin/env"})
 
 
 def applet_links(busybox: Path) -> list[str]:

@@ -1,18 +1,26 @@
-"""The guest's physical RAM as the host sees it: the file QEMU backs it with, mapped read-only.
+"""The guest's physical RAM as the host sees it: the files QEMU backs it with, mapped read-only.
 
-The file is made in a private (0700) directory, preferably on /dev/shm, sized, and unlinked
+Each file is made in a private (0700) directory, preferably on /dev/shm, sized, and unlinked
 with its directory at once: QEMU gets it as an inherited descriptor (``mem-path=/proc/self/fd/N``
 with ``share=on``), so the guest's stores land in the very pages the host maps. Nothing of it
 is ever left on disk, whatever happens to the worker: the memory goes when the last of QEMU and
 this process lets go of it.
+
+A guest with several NUMA nodes has one file per node (QEMU 7.2's memory-backend-file cannot
+start at an offset of a shared file). They are mapped side by side, node 0 first, into one
+reserved range of addresses, so ``buffer`` is still all of guest RAM in QEMU's order and a
+region's ``offset`` still indexes it; the one mapping object owns the range, so closing it (or
+a view that outlives ``close``) unmaps every file at once.
 """
 
 from __future__ import annotations
 
 import contextlib
+import ctypes
 import mmap
 import os
 import tempfile
+from collections.abc import Sequence
 
 from .errors import GuestError
 from .layout import RamRegion
@@ -24,36 +32,65 @@ class GuestMemory:
     """``buffer`` is the RAM file (read-only memoryview); ``regions`` say which guest physical
     addresses each part of it backs; ``read(phys, size)`` is a zero-copy view of one range."""
 
-    def __init__(self, fd: int, regions: tuple[RamRegion, ...]) -> None:
+    def __init__(
+        self, fd: int, regions: tuple[RamRegion, ...], nodes: Sequence[tuple[int, int]] = ()
+    ) -> None:
+        """``fd`` backs all of ``regions``; or, with ``nodes`` (``(fd, size)`` per NUMA node, in
+        QEMU's order), those files do, one after the other."""
         self.regions = regions
         self.size = sum(r.size for r in regions)
         self._spans = tuple((r.start, r.start + r.size, r.offset) for r in regions)
+        self._files = list(nodes) or [(fd, self.size)]
+        if sum(size for _, size in self._files) != self.size:
+            raise ValueError("the node files' sizes do not add up to the RAM regions'")
+        if len(self._files) == 1:
+            self._map = mmap.mmap(fd, self.size, mmap.MAP_SHARED, mmap.PROT_READ)
+            self.buffer = memoryview(self._map)
+        else:
+            self._map = _map_side_by_side(self._files)
+            self.buffer = memoryview(self._map).toreadonly()
         self._fd = fd
-        self._map = mmap.mmap(fd, self.size, mmap.MAP_SHARED, mmap.PROT_READ)
-        self.buffer = memoryview(self._map)
 
     @classmethod
-    def create(cls, regions: tuple[RamRegion, ...], directory: str | None = None) -> GuestMemory:
+    def create(
+        cls,
+        regions: tuple[RamRegion, ...],
+        directory: str | None = None,
+        node_sizes: Sequence[int] = (),
+    ) -> GuestMemory:
+        """New RAM files for ``regions``: one, or one per NUMA node of ``node_sizes``."""
         size = sum(r.size for r in regions)
         base = directory or _ram_base(size)
+        fds: list[int] = []
         try:
             private = tempfile.mkdtemp(prefix=f"ktstr-vm-{os.getpid()}-", dir=base)
             try:
-                fd, path = tempfile.mkstemp(prefix="ram-", dir=private)
-                os.unlink(path)
+                for part in node_sizes or [size]:
+                    fd, path = tempfile.mkstemp(prefix="ram-", dir=private)
+                    fds.append(fd)
+                    os.unlink(path)
+                    os.ftruncate(fd, part)
             finally:
                 os.rmdir(private)
-            os.ftruncate(fd, size)
         except OSError as e:
+            for fd in fds:
+                os.close(fd)
             raise GuestError(
                 f"cannot make a {size >> 20} MiB guest RAM file in {base}: {e.strerror}"
             ) from None
-        return cls(fd, regions)
+        if len(fds) == 1:
+            return cls(fds[0], regions)
+        return cls(fds[0], regions, list(zip(fds, node_sizes, strict=True)))
 
     @property
     def fd(self) -> int:
-        """The RAM file, for QEMU to inherit."""
+        """The RAM file (of node 0), for QEMU to inherit."""
         return self._fd
+
+    @property
+    def fds(self) -> tuple[int, ...]:
+        """Every RAM file, one per NUMA node, in QEMU's order."""
+        return tuple(fd for fd, _ in self._files)
 
     def __len__(self) -> int:
         return self.size
@@ -81,8 +118,17 @@ class GuestMemory:
         offset = self.offset(phys, max(len(data), 1))
         view = memoryview(data)
         while view:
-            written = os.pwrite(self._fd, view, offset)
+            fd, at, room = self._file_at(offset)
+            written = os.pwrite(fd, view[:room], at)
             view, offset = view[written:], offset + written
+
+    def _file_at(self, offset: int) -> tuple[int, int, int]:
+        """``(fd, offset in it, bytes left in it)`` for an offset into ``buffer``."""
+        for fd, size in self._files:
+            if offset < size:
+                return fd, offset, size - offset
+            offset -= size
+        raise ValueError(f"offset {offset:#x} is past the guest RAM files")
 
     def close(self) -> None:
         """Let go of the RAM. Views a caller still holds keep the mapping (and its last
@@ -92,8 +138,44 @@ class GuestMemory:
         with contextlib.suppress(BufferError):  # a caller's export of it (numpy) keeps it
             self.buffer.release()
             self._map.close()
-        os.close(self._fd)
+        for fd, _ in self._files:
+            os.close(fd)
         self._fd = -1
+
+
+_libc = ctypes.CDLL(None, use_errno=True)
+_libc.mmap.restype = ctypes.c_void_p
+_libc.mmap.argtypes = (
+    ctypes.c_void_p,
+    ctypes.c_size_t,
+    ctypes.c_int,
+    ctypes.c_int,
+    ctypes.c_int,
+    ctypes.c_long,
+)
+_MAP_FIXED = 0x10  # <sys/mman.h>, the same on every Linux architecture
+
+
+def _map_side_by_side(files: Sequence[tuple[int, int]]) -> mmap.mmap:
+    """An anonymous mapping of the files' total size, each file then mapped read-only over its
+    part of it (MAP_FIXED replaces those pages in place), in order. Python's mmap object keeps
+    the range, its buffer exports guard it, and its close unmaps all of it."""
+    total = sum(size for _, size in files)
+    reserved = mmap.mmap(
+        -1, total, mmap.MAP_PRIVATE | mmap.MAP_ANONYMOUS, mmap.PROT_READ | mmap.PROT_WRITE
+    )
+    anchor = ctypes.c_char.from_buffer(reserved)
+    base = ctypes.addressof(anchor)
+    del anchor  # the export from_buffer made
+    at = 0
+    for fd, size in files:
+        got = _libc.mmap(base + at, size, mmap.PROT_READ, mmap.MAP_SHARED | _MAP_FIXED, fd, 0)
+        if got != base + at:
+            err = ctypes.get_errno()
+            reserved.close()
+            raise GuestError(f"cannot map a guest RAM file of {size >> 20} MiB: {os.strerror(err)}")
+        at += size
+    return reserved
 
 
 def _ram_base(size: int) -> str:

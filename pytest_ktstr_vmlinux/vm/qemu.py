@@ -23,6 +23,7 @@ from pathlib import Path
 from typing import IO
 
 from .errors import GuestUnavailableError
+from .topology import Topology
 
 MiB = 1 << 20
 
@@ -87,20 +88,33 @@ class GuestLine:
     ram_fd: int  # the guest RAM file (memory.py)
     channel_fd: int  # ttyS1's end of a socketpair
     qmp_fd: int  # the monitor's end of a socketpair
+    topology: Topology | None = None  # None: -smp cpus
+    ram_nodes: tuple[tuple[int, int], ...] = ()  # (fd, size) per NUMA node, when several
+
+    def _tcg_x86_cpu(self) -> list[str]:
+        """QEMU's default qemu64 says AuthenticAMD, and Linux reads an AMD CPU's threads from
+        the topoext leaf, which TCG does not give it: SMT siblings would show as cores. With
+        Intel's vendor string Linux reads CPUID leaf 0xB, where QEMU puts the threads."""
+        if self.topology is not None and self.topology.threads > 1:
+            return ["-cpu", "qemu64,vendor=GenuineIntel"]
+        return []
+
+    @property
+    def smp(self) -> Topology:
+        return self.topology or Topology.choose(self.cpus)
 
     def argv(self) -> list[str]:
         t = target(self.arch)
         cpu = (
             ["-cpu", "host"]
             if self.accel == "kvm"
-            else (["-cpu", "max"] if t.machine == "virt" else [])
+            else (["-cpu", "max"] if t.machine == "virt" else self._tcg_x86_cpu())
         )
         return [
             str(self.qemu),
-            "-accel", self.accel,
+            "-accel", tcg_single(self.accel),
             *cpu,
-            *memory_args(t.machine, self.memory, self.ram_fd),
-            "-smp", str(self.cpus),
+            *memory_args(t.machine, self.memory, self.ram_fd, self.smp, self.ram_nodes),
             "-nodefaults", "-no-user-config", "-display", "none", "-no-reboot",
             "-chardev", f"socket,id=console,fd={self.console_fd}",
             "-serial", "chardev:console",
@@ -114,11 +128,39 @@ class GuestLine:
         ]  # fmt: skip
 
 
-def memory_args(machine: str, memory: int, ram_fd: int) -> list[str]:
-    """``machine`` with its RAM in the inherited file ``ram_fd``, shared with the host."""
+def tcg_single(accel: str) -> str:
+    """TCG with every vCPU on one host thread. Multi-threaded TCG lets one vCPU run code
+    another is patching (text_poke_bp: int3, then the new bytes, then IPIs to sync every CPU)
+    from a translation made before the patch ended: the kernel then meets an int3 nobody is
+    patching and dies ("Oops: int3" in do_pick_task_scx when sched_ext flips its static keys:
+    2 of 10 boots enabling six schedulers under load, 0 of 5 with one thread, QEMU 7.2)."""
+    return "tcg,thread=single" if accel == "tcg" else accel
+
+
+def memory_args(
+    machine: str,
+    memory: int,
+    ram_fd: int,
+    topology: Topology | None = None,
+    nodes: tuple[tuple[int, int], ...] = (),
+) -> list[str]:
+    """``machine`` with its RAM in the inherited file ``ram_fd``, shared with the host, and its
+    CPUs (``-smp``); with NUMA nodes, one backend per node file in ``nodes``."""
     mem = memory // MiB
-    backend = f"memory-backend-file,id=ram,size={mem}M,share=on,mem-path=/proc/self/fd/{ram_fd}"
-    return ["-machine", f"{machine},memory-backend=ram", "-object", backend, "-m", f"{mem}M"]
+    smp = topology.smp() if topology is not None else []
+    if topology is None or topology.numa_nodes == 1:
+        backend = _backend("ram", mem, ram_fd)
+        line = ["-machine", f"{machine},memory-backend=ram", "-object", backend]
+        return [*line, "-m", f"{mem}M", *smp]
+    args = ["-machine", machine]
+    for node, (fd, size) in enumerate(nodes):
+        args += ["-object", _backend(f"ram{node}", size // MiB, fd)]
+    names = [f"ram{node}" for node in range(len(nodes))]
+    return [*args, "-m", f"{mem}M", *smp, *topology.numa(names)]
+
+
+def _backend(name: str, mib: int, fd: int) -> str:
+    return f"memory-backend-file,id={name},size={mib}M,share=on,mem-path=/proc/self/fd/{fd}"
 
 
 _PR_SET_PDEATHSIG = 1

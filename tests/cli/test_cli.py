@@ -298,7 +298,16 @@ def test_the_readme_synopsis_shows_kernel_sysroot_wherever_a_verb_takes_it(
     for line in section.splitlines():
         if line.startswith("python -m pytest_ktstr_vmlinux "):
             synopsis[line.split()[3]] = line
-    assert set(synopsis) == {"info", "locate", "cache", "symbols", "addr", "offsetof", "btf"}
+    assert set(synopsis) == {
+        "info",
+        "locate",
+        "cache",
+        "kernels",
+        "symbols",
+        "addr",
+        "offsetof",
+        "btf",
+    }
     for verb, line in synopsis.items():
         with pytest.raises(SystemExit):
             main([verb, "--help"])

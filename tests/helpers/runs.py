@@ -8,6 +8,7 @@ import re
 import xml.etree.ElementTree as ET
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -40,7 +41,7 @@ class Report:
     def outcomes(self) -> dict[str, str]:
         return {nodeid: case.outcome for nodeid, case in self.cases.items()}
 
-    def kernels(self) -> list[dict[str, str]]:
+    def kernels(self) -> list[dict[str, Any]]:
         value = json.loads(self.properties["ktstr_kernels"])
         assert isinstance(value, list)
         return value

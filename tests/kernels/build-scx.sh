@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Build the kernel's own sched_ext schedulers (tools/sched_ext: scx_simple, scx_qmap, scx_central,
-# scx_flatcg, scx_pair, scx_sdt, scx_userland, scx_cpu0) from the linux-source-X.Y package of Debian
+# scx_flatcg, scx_pair, scx_sdt, scx_userland, scx_cpu0, and scx_erroring and scx_stallcpu, test
+# schedulers derived from scx_simple by scx-derived.sh) from the linux-source-X.Y package of Debian
 # sid that matches the kernel fetch-sid.sh unpacked, against that kernel's BTF (VMLINUX_BTF= its
 # -dbg vmlinux), with clang >= 16 (Debian 12's `clang` is 14: its clang-19 package is used).
 #
@@ -18,6 +19,8 @@ set -euo pipefail
 script=build-scx.sh
 # shellcheck source=tests/kernels/debian.sh
 . "$(dirname "$0")/debian.sh"
+# shellcheck source=tests/kernels/scx-derived.sh
+. "$(dirname "$0")/scx-derived.sh"
 
 install_hint="on Debian 12: apt-get install clang-19 llvm-19 libelf-dev zlib1g-dev make gcc"
 for tool in make gcc clang-19 llvm-strip-19; do
@@ -41,7 +44,8 @@ btf=$(find "$sysroot/usr/lib/debug" -type f \( -name vmlinux -o -name "vmlinux-$
 [ -n "$btf" ] || { echo "build-scx.sh: no -dbg vmlinux of $release in $sysroot" >&2; exit 2; }
 
 clang_version=$(clang-19 --version)
-key=$(printf '%s\n' "$src_version" "$release" "$clang_version" | sha256sum | cut -c1-12)
+recipe=$(sha256sum "$(dirname "$0")/scx-derived.sh")
+key=$(printf '%s\n' "$src_version" "$release" "$clang_version" "$recipe" | sha256sum | cut -c1-12)
 build="$cache/scx-$src_version-$key"
 
 if [ ! -f "$build/ready" ]; then
@@ -58,6 +62,8 @@ if [ ! -f "$build/ready" ]; then
         tar -xJ -C "$work" --wildcards "$src/tools/*" "$src/include/*" "$src/kernel/*" \
             "$src/arch/x86/*" "$src/scripts/*" "$src/Makefile"
     rm -f "$work"/*.deb
+    derive_scx_erroring "$work/$src/tools/sched_ext"
+    derive_scx_stallcpu "$work/$src/tools/sched_ext"
     mkdir -p "$work/out"
     echo "build-scx.sh: make -C tools/sched_ext (about a minute on two cores)" >&2
     if ! make -C "$work/$src/tools/sched_ext" -j"$(nproc)" CLANG=clang-19 LLVM_STRIP=llvm-strip-19 \
@@ -70,7 +76,7 @@ if [ ! -f "$build/ready" ]; then
     for bin in "$work"/out/build/bin/scx_*; do
         install -m 0755 "$bin" "$work/result/bin/"
     done
-    for wanted in scx_simple scx_qmap scx_central scx_flatcg; do
+    for wanted in scx_simple scx_qmap scx_central scx_flatcg scx_userland scx_erroring scx_stallcpu; do
         [ -x "$work/result/bin/$wanted" ] || { echo "build-scx.sh: the build made no $wanted" >&2; exit 1; }
     done
     cp "$work/build.log" "$work/result/build.log"

@@ -31,12 +31,14 @@ LIGHT = {
     "pytest_ktstr_vmlinux.plugin.fixtures",
     "pytest_ktstr_vmlinux.plugin.hooks",
     "pytest_ktstr_vmlinux.plugin.markers",
+    "pytest_ktstr_vmlinux.plugin.monitor",
     "pytest_ktstr_vmlinux.plugin.options",
     "pytest_ktstr_vmlinux.plugin.results",
     "pytest_ktstr_vmlinux.plugin.run",
     "pytest_ktstr_vmlinux.plugin.settings",
     "pytest_ktstr_vmlinux.plugin.strict",
     "pytest_ktstr_vmlinux.plugin.vm",
+    "pytest_ktstr_vmlinux.plugin.vmsettings",
 }
 
 RECORDER = """
@@ -49,6 +51,7 @@ PER_TEST_HOOKS = (
     "pytest_runtest_logstart",
     "pytest_runtest_setup",
     "pytest_runtest_call",
+    "pytest_pyfunc_call",
     "pytest_runtest_teardown",
     "pytest_runtest_makereport",
     "pytest_runtest_logreport",

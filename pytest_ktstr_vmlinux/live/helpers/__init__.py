@@ -21,6 +21,7 @@ from .list import (
     list_for_each,
     list_for_each_entry,
 )
+from .percpu import per_cpu_ptr
 from .pid import find_task, for_each_task, pid_task
 from .rbtree import rbtree_inorder_for_each, rbtree_inorder_for_each_entry
 from .sched import task_cpu, task_state_to_char
@@ -43,6 +44,7 @@ __all__ = [
     "list_empty",
     "list_for_each",
     "list_for_each_entry",
+    "per_cpu_ptr",
     "pid_task",
     "rbtree_inorder_for_each",
     "rbtree_inorder_for_each_entry",

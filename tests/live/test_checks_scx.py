@@ -1,0 +1,147 @@
+"""ktstr's checks under real sched_ext schedulers: Debian sid's kernel under TCG with 4 CPUs, the
+schedulers tests/kernels/build-scx.sh built. A healthy scx_simple under load passes every check;
+scx_stallcpu (scx_simple that never dispatches on one CPU) starves the tasks that may run only
+there and stalls that CPU alone, which the host sees before the kernel's watchdog kicks the
+scheduler out, and the watchdog names a task the host named; the event counters the host reads
+agree with /sys/kernel/sched_ext/root/events."""
+
+from __future__ import annotations
+
+import re
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from pytest_ktstr_vmlinux.kernel.resolve import resolve_kernel
+from pytest_ktstr_vmlinux.live import LiveKernel
+from pytest_ktstr_vmlinux.live.scx import SchedExt
+from pytest_ktstr_vmlinux.store.memory import MemoryStore
+from pytest_ktstr_vmlinux.vm import GuestVM, boot_guest
+from pytest_ktstr_vmlinux.vm.layout import MiB
+from pytest_ktstr_vmlinux.vm.scheduler import SchedulerError
+from tests.conftest import DebianKernel
+
+pytestmark = pytest.mark.real_kernel
+
+CPUS = 4
+STALL_CPU = 2
+
+
+@pytest.fixture(scope="module")
+def guest(
+    sid_kernel: DebianKernel,
+    scx_schedulers: Path,
+    guest_tools: None,
+    tmp_path_factory: pytest.TempPathFactory,
+) -> Iterator[GuestVM]:
+    store = MemoryStore()
+    kernel = resolve_kernel(sid_kernel.release, sysroot=sid_kernel.sysroot, store=store)
+    with boot_guest(
+        kernel,
+        store=store,
+        cpus=CPUS,
+        memory=512 * MiB,
+        accel="tcg",
+        timeout=900,
+        # RCU's stall detector (21 s) would report the stalled CPU before sched_ext's watchdog.
+        cmdline="rcupdate.rcu_cpu_stall_timeout=120",
+        programs=["stress-ng", scx_schedulers / "scx_simple", scx_schedulers / "scx_stallcpu"],
+        log_dir=tmp_path_factory.mktemp("checks-scx"),
+    ) as vm:
+        yield vm
+
+
+@pytest.fixture
+def live(guest: GuestVM) -> Iterator[LiveKernel]:
+    yield guest.kernel
+    scheduler = guest.scheduler
+    if scheduler is not None and scheduler.alive:
+        scheduler.stop()
+
+
+def _events_text(guest: GuestVM) -> dict[str, int]:
+    text = guest.get("/sys/kernel/sched_ext/root/events").decode()
+    return {name: int(value) for name, value in re.findall(r"(SCX_EV_\w+)\s+(-?\d+)", text)}
+
+
+def test_a_healthy_scheduler_passes_every_check(
+    guest: GuestVM, live: LiveKernel, scx_schedulers: Path
+) -> None:
+    scheduler = guest.start_scheduler(str(scx_schedulers / "scx_simple"), [])
+    with live.monitor() as mon:
+        guest.run(f"stress-ng --cpu {2 * CPUS} --timeout 5s >/dev/null 2>&1", timeout=300)
+    checks = mon.checks()
+    assert checks, checks.report()
+    for name in ("max_local_dsq_depth", "max_fallback_rate", "max_keep_last_rate", "stall"):
+        assert checks[name].passed is True, checks.report()  # run, not skipped
+    assert mon.events is not None
+    assert set(mon.events.schedulers.values()) == {"simple"}
+    scx_rows = mon.samples.column("scx.nr_running")
+    assert max(scx_rows) > 0  # sched_ext ran the workload
+    scheduler.check()
+
+
+def test_event_counters_are_the_kernels(
+    guest: GuestVM, live: LiveKernel, scx_schedulers: Path
+) -> None:
+    """Every counter the host reads, summed over the CPUs, brackets what the kernel's own
+    sysfs file printed between two host reads."""
+    guest.start_scheduler(str(scx_schedulers / "scx_simple"), [])
+    guest.run(f"stress-ng --cpu {2 * CPUS} --timeout 30s >/dev/null 2>&1 &", check=True)
+    scx = SchedExt(live)
+    names = scx.event_names
+    assert "SCX_EV_SELECT_CPU_FALLBACK" in names and "SCX_EV_DISPATCH_KEEP_LAST" in names
+
+    def host() -> dict[str, int]:
+        stats = [scx.events(cpu) for cpu in live.cpus]
+        return {n: sum(int(s.member_(n)) for s in stats if s is not None) for n in names}
+
+    before = host()
+    seen = _events_text(guest)
+    after = host()
+    assert set(seen) == set(names)
+    for name in names:
+        assert before[name] <= seen[name] <= after[name], (name, before, seen, after)
+    assert any(after.values()), after  # a counter that moved: the bracket is not 0 <= 0 <= 0
+
+
+def test_a_stalled_cpu_and_its_starved_task_are_seen_before_the_watchdog(
+    guest: GuestVM, live: LiveKernel, scx_schedulers: Path
+) -> None:
+    stallcpu = str(scx_schedulers / "scx_stallcpu")
+    scheduler = guest.start_scheduler(stallcpu, ["-s", str(STALL_CPU)])
+    waker = f"taskset -c {STALL_CPU} sh -c 'while :; do usleep 10000; done' >/dev/null 2>&1 &"
+    with live.monitor() as mon:
+        waking = int(guest.run(f"{waker} echo $!", check=True).stdout)
+        deadline = time.monotonic() + 120
+        while scheduler.state == "enabled" and time.monotonic() < deadline:
+            time.sleep(0.5)  # the watchdog (30 s) kicks the scheduler out
+    guest.run(f"kill {waking}")
+    with pytest.raises(SchedulerError) as kicked:
+        scheduler.check()
+    assert kicked.value.kind == "runnable task stall", kicked.value
+    watchdog = re.search(r"(\S+)\[(\d+)\] failed to run for", kicked.value.reason)
+    assert watchdog is not None, kicked.value.reason
+    checks = mon.checks()
+    stall = checks["stall"]
+    assert stall.passed is False, checks.report()
+    assert stall.cpu == STALL_CPU
+    others = [c for c in range(CPUS) if c != STALL_CPU]
+    assert all(f"CPU {c}'s" not in stall.detail for c in others)
+    starved = checks["not_starved"]
+    assert starved.passed is False, checks.report()
+    assert starved.cpu == STALL_CPU
+    # The watchdog's task is one the host saw waiting past the bound, and the host saw it first:
+    # its wait crossed max_gap_ms before the scheduler was gone (scx_root NULL again).
+    assert mon.tasks is not None and mon.events is not None
+    pid = int(watchdog[2])
+    track = mon.tasks.tracks[pid]
+    from pytest_ktstr_vmlinux.live.checks.starvation import longest_gap
+
+    gap = longest_gap(track.samples)
+    assert gap is not None and gap.seconds * 1000 > checks.thresholds.max_gap_ms
+    attached = [s.at for s in mon.events.samples if s.root]
+    kicked_at = next(s.at for s in mon.events.samples if s.at > attached[0] and not s.root)
+    assert gap.start + checks.thresholds.max_gap_ms / 1000 < kicked_at
