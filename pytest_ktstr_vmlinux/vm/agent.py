@@ -62,6 +62,11 @@ request that is not the host fetching them.
 
 from __future__ import annotations
 
+from collections.abc import Set
+from pathlib import Path
+
+from .errors import GuestUnavailableError
+
 PROTOCOL = 2
 AGENT_PATH = "ktstr/agent"
 RUN_DIR = "/run/ktstr"
@@ -71,6 +76,8 @@ INLINE_MAX = 256
 # The end of the window kept for a frame's trailer line.
 TRAILER_ROOM = 128
 REPLY_MARKER = "@ktstr "
+# The applets the agent runs (busybox 1.32 or later has them all; crc32 came last).
+APPLETS = ("cat", "chmod", "crc32", "dd", "mkdir", "rm", "stat", "stty", "truncate")
 
 # Mounted by /init, each table by one process: a process costs most of a boot's last second
 # under TCG. The second needs the mount points the first one's devtmpfs lacks.
@@ -359,3 +366,18 @@ AGENT = (
     .replace("@MARKER@", REPLY_MARKER)
     .replace("@PROTOCOL@", str(PROTOCOL))
 )
+
+
+def check_applets(busybox: Path, applets: Set[str], package: str) -> None:
+    """GuestUnavailableError naming what ``busybox`` lacks of what the agent runs; nothing when
+    its applets are unknown (a busybox that cannot run on this host)."""
+    names = {a.rsplit("/", 1)[-1] for a in applets}
+    if not {"sh", "env"} < names:
+        return
+    missing = [a for a in APPLETS if a not in names]
+    if missing:
+        raise GuestUnavailableError(
+            f"{busybox} has no {', '.join(missing)} applet: the guest's agent needs it (busybox"
+            f" 1.32 or later has every one); install a newer {package}",
+            (package,),
+        )

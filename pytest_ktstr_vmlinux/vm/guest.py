@@ -27,6 +27,7 @@ from typing import IO, TYPE_CHECKING
 from ..formats.elf import ELFMAG
 from ..regularfile import RegularFile
 from .accel import choose_accel
+from .agent import check_applets
 from .channel import Channel, ChannelClosed, ChannelTimeout
 from .console import Console
 from .errors import (
@@ -39,6 +40,7 @@ from .errors import (
     GuestTimeoutError,
 )
 from .initramfs import (
+    BUSYBOX_PACKAGE,
     FileSource,
     busybox_applets,
     find_busybox,
@@ -402,8 +404,10 @@ def boot_guest(
         raise GuestError(f"{image}: booting {arch} guests is not supported yet; x86_64 only")
     qemu = find_qemu(arch)
     busybox = find_busybox(arch)
+    applets = busybox_applets(busybox)
+    check_applets(busybox, applets, BUSYBOX_PACKAGE)
     wanted = [*programs, *([scheduler] if scheduler is not None else [])]
-    packed = pack_programs(wanted, arch=arch, applets=busybox_applets(busybox))
+    packed = pack_programs(wanted, arch=arch, applets=applets)
     added = merge_files(packed.files, guest_files(files))
     initrd = initramfs_path(store, busybox, added)
     regions = ram_regions(target(arch).machine, memory)

@@ -23,10 +23,11 @@ import pytest
 from pytest_ktstr_vmlinux.store.disk import ArtifactStore
 from pytest_ktstr_vmlinux.store.memory import MemoryStore
 from pytest_ktstr_vmlinux.vm import GuestError, GuestUnavailableError, GuestWarning, accel
-from pytest_ktstr_vmlinux.vm.agent import AGENT, INIT, PROTOCOL
+from pytest_ktstr_vmlinux.vm.agent import AGENT, INIT, PROTOCOL, check_applets
 from pytest_ktstr_vmlinux.vm.console import Console
 from pytest_ktstr_vmlinux.vm.cpio import Entry, write_archive
 from pytest_ktstr_vmlinux.vm.initramfs import (
+    busybox_applets,
     content_kind,
     find_busybox,
     guest_files,
@@ -144,6 +145,19 @@ def test_guest_scripts_parse_and_speak_the_protocol(guest_tools: None) -> None:
     for script in (INIT, AGENT):
         subprocess.run(["busybox", "sh", "-n"], input=script.encode(), check=True)
     assert f"say READY {PROTOCOL}\n" in AGENT and "@" not in AGENT.replace("@ktstr ", "")
+
+
+def test_the_agents_applets_are_checked_before_a_boot(guest_tools: None) -> None:
+    """Debian's busybox-static has every applet the agent runs; one without crc32 (older than
+    1.32) is refused before a boot, naming it; one that cannot run here is not judged."""
+    busybox = find_busybox("x86_64")
+    applets = busybox_applets(busybox)
+    check_applets(busybox, applets, "busybox-static")
+    older = frozenset(a for a in applets if not a.endswith("/crc32"))
+    with pytest.raises(GuestUnavailableError, match=f"^{busybox} has no crc32 applet") as e:
+        check_applets(busybox, older, "busybox-static")
+    assert e.value.packages == ("busybox-static",)
+    check_applets(busybox, frozenset({"/bin/sh", "/bin/env"}), "busybox-static")
 
 
 def test_initramfs_is_built_once_per_content(guest_tools: None, tmp_path: Path) -> None:
