@@ -85,7 +85,9 @@ class LiveKernel:
         self.page_offset_base = DIRECT_MAP[layout.levels]
         if "page_offset_base" in self.symbols:  # CONFIG_RANDOMIZE_MEMORY: the kernel's choice
             self.page_offset_base = self.read_u64(self.symbols["page_offset_base"])
-        self._percpu = PerCPU(self.symbols, self.read)
+        cpumask = "struct cpumask"
+        max_cpus = 8 * btf.sizeof(cpumask) if cpumask in btf else None  # NR_CPUS, in bits
+        self._percpu = PerCPU(self.symbols, self.read, max_cpus)
 
     @classmethod
     def from_guest(

@@ -313,7 +313,14 @@ class Object(Scalar):
         if real.kind == "ARRAY" and real.target is not None and self._is_char(real.target):
             data = self.read_()
         elif real.kind == "PTR" and real.target is not None and self._is_char(real.target):
-            data = self._kernel.read_string(self.deref_().address_, STRING_LIMIT)
+            target = self.deref_().address_
+            data = self._kernel.read_string(target, STRING_LIMIT + 1)
+            if len(data) > STRING_LIMIT:  # no NUL where one was due: never cut it silently
+                raise LiveKernelError(
+                    f"{self.type_name_()} at {self.address_:#x}: no NUL ends the string at"
+                    f" {target:#x} within {STRING_LIMIT} bytes (a longer string, or a pointer"
+                    " to something else); read_() its bytes to see them"
+                )
         else:
             raise LiveKernelError(f"{self.type_name_()} at {self.address_:#x} is not a string")
         return data.split(b"\0", 1)[0].decode("utf-8", "replace")

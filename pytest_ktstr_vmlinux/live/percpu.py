@@ -17,8 +17,15 @@ from .errors import LiveKernelError
 
 
 class PerCPU:
-    def __init__(self, symbols: KernelSymbols, read: Callable[[int, int], bytes]) -> None:
-        self.symbols, self.read = symbols, read
+    def __init__(
+        self,
+        symbols: KernelSymbols,
+        read: Callable[[int, int], bytes],
+        max_cpus: int | None = None,
+    ) -> None:
+        """``max_cpus``: the most CPUs the kernel can have (NR_CPUS: the bits of its struct
+        cpumask); a larger nr_cpu_ids in its memory is refused, not believed."""
+        self.symbols, self.read, self.max_cpus = symbols, read, max_cpus
         start = symbols.get("__per_cpu_start")
         self.zero_based = start is not None and start == 0
         self.span = (start or 0, symbols.get("__per_cpu_end") or 0)
@@ -33,9 +40,15 @@ class PerCPU:
         """Read once: the kernel sets it at boot, from the possible CPUs, and never again."""
         if self._nr_cpu_ids is None:
             found = self.symbols.get("nr_cpu_ids")
-            self._nr_cpu_ids = (
-                int.from_bytes(self.read(found, 4), "little") if found is not None else 1
-            )
+            value = int.from_bytes(self.read(found, 4), "little") if found is not None else 1
+            if value < 1 or (self.max_cpus is not None and value > self.max_cpus):
+                bound = f"1 to {self.max_cpus} (NR_CPUS, the bits of its struct cpumask)"
+                raise LiveKernelError(
+                    f"nr_cpu_ids reads {value} (at {found or 0:#x}), not"
+                    f" {bound if self.max_cpus else 'at least 1'}: the guest's memory there is"
+                    " corrupted, or the symbols are not this kernel's"
+                )
+            self._nr_cpu_ids = value
         return self._nr_cpu_ids
 
     def address(self, name: str, cpu: int) -> int:

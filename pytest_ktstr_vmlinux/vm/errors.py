@@ -64,6 +64,13 @@ class GuestTimeoutError(GuestError):
         self.result = result
 
 
+class GuestProtocolError(GuestError):
+    """The guest answered a request with something the agent's protocol does not allow: a
+    malformed reply line, or a payload in the transfer window that does not match its frame
+    (something in the guest wrote over it, again when the host fetched it once more). The
+    message names the request and what was wrong; no answer is made up from it."""
+
+
 class GuestStoppedError(GuestError):
     """A request to a guest that is no longer running (shut down, killed, or it panicked)."""
 

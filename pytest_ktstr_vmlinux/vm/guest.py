@@ -1,9 +1,11 @@
 """A booted guest: the kernel under test in QEMU, with a command agent, its RAM visible to the
-host and its monitor at hand.
+host and its monitor at hand (``boot_guest`` in boot.py makes one).
 
-``boot_guest`` puts together what the other modules make (initramfs, accel, RAM file, QEMU
-command line) and waits for the agent's READY line; every failure after QEMU starts names the
-console file and quotes its last lines.
+Requests to the agent (``run``, ``put``, ``get``) are serialised by a lock: the agent has one
+window and answers one request at a time, and a thread that polls the guest while another runs
+a workload waits for its turn instead of taking the other's reply. Each request's ``timeout``
+bounds the whole call, the wait for the lock included. Every failure names the console and
+quotes its last lines.
 """
 
 from __future__ import annotations
@@ -14,25 +16,31 @@ import os
 import socket
 import subprocess
 import tempfile
+import threading
 import time
 import weakref
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from pathlib import Path
 from types import TracebackType
-from typing import TYPE_CHECKING
+from typing import IO, TYPE_CHECKING
 
+from ..formats.elf import ELFMAG
+from ..regularfile import RegularFile
 from .accel import choose_accel
-from .channel import Agent, AgentError, Channel, ChannelClosed, ChannelTimeout, CommandTimeout
+from .agent import check_applets
+from .channel import Channel, ChannelClosed, ChannelTimeout
 from .console import Console
 from .errors import (
     GuestBootError,
     GuestCommandError,
     GuestError,
+    GuestProtocolError,
     GuestResult,
     GuestStoppedError,
     GuestTimeoutError,
 )
 from .initramfs import (
+    BUSYBOX_PACKAGE,
     FileSource,
     busybox_applets,
     find_busybox,
@@ -45,6 +53,7 @@ from .memory import GuestMemory
 from .programs import check_runnable, pack_programs
 from .qemu import GuestLine, MiB, find_qemu, kill, spawn, target
 from .qmp import GuestQMP
+from .requests import Agent, AgentError, AgentLost, CommandTimeout, RequestTimeout
 from .scheduler import DEFAULT_ATTACH_TIMEOUT, start_at_boot, start_scheduler
 from .topology import Topology
 
@@ -80,9 +89,11 @@ class GuestVM:
         line: GuestLine,
         memory: GuestMemory,
         channel: Channel,
+        console: Console,
         qmp_socket: socket.socket,
         window: int,
-        log_dir: Path,
+        log_dir: Path | None,
+        qemu_log: IO[bytes],
         vmlinux: Path | None = None,
         store: Store | None = None,
     ) -> None:
@@ -92,11 +103,15 @@ class GuestVM:
         self.cmdline = line.cmdline
         self.memory = memory
         self.log_dir = log_dir
-        self.console_path = line.console
-        self._console = Console(line.console)
+        self.console_path = console.path
+        self._console = console
+        self._qemu_log = qemu_log
         self._process = process
         self._channel = channel
-        self._agent = Agent(channel, memory, window, WINDOW_SIZE)
+        self._agent = Agent(channel, memory, window, WINDOW_SIZE, line.memory)
+        self._lock = threading.Lock()
+        self._busy: str | None = None  # the request in progress, for another thread's message
+        self._skipped_at = 0  # the channel's count of skipped bytes when it started
         self._qmp_socket = qmp_socket
         self._qmp: GuestQMP | None = None
         self._stopped: str | None = None  # why, once stopped
@@ -117,7 +132,7 @@ class GuestVM:
 
     @property
     def console(self) -> str:
-        """The guest's serial console so far (also in ``console_path``)."""
+        """The guest's serial console so far, capped (also in ``console_path``)."""
         return self._console.text()
 
     @property
@@ -179,34 +194,31 @@ class GuestVM:
         """Run ``command`` with the guest's sh, as root; its status and output. ``check``:
         GuestCommandError when the status is not 0. Past ``timeout`` seconds the guest is
         killed: GuestTimeoutError with the output so far."""
-        self._check_running(f"run {command!r}")
-        try:
-            out = self._agent.run(command, timeout)
-        except CommandTimeout as e:
-            partial = e.partial
-            result = GuestResult(
-                command,
-                None,
-                partial.stdout if partial else b"",
-                partial.stderr if partial else b"",
-            )
-            self._stop(f"killed after `{command}` timed out")
-            so_far = _quote_output(result) if partial else "  (the agent did not answer)"
-            raise GuestTimeoutError(
-                f"guest command `{command}` did not finish in {timeout:g} s; the guest was"
-                f" killed. Output so far:\n{so_far}\n{self._console.report()}",
-                result,
-            ) from None
-        except AgentError as e:
-            raise GuestError(
-                f"run {command!r}: the agent could not start it: {e}\n{self._console.report()}"
-            ) from None
-        except (ChannelClosed, ChannelTimeout) as e:
-            raise self._lost(f"run {command!r}", e) from None
+        data = _command_bytes(command)
+        what = f"run {_short(command)!r}"
+        with self._request(what, timeout) as deadline:
+            try:
+                out = self._agent.run(command, data, deadline)
+            except CommandTimeout as e:
+                partial = e.partial
+                result = GuestResult(
+                    command,
+                    None,
+                    partial.stdout if partial else b"",
+                    partial.stderr if partial else b"",
+                )
+                self._stop(f"killed after `{_short(command)}` timed out")
+                so_far = _quote_output(result) if partial else "  (the agent did not answer)"
+                raise GuestTimeoutError(
+                    f"guest command `{_short(command)}` did not finish in {timeout:g} s; the"
+                    f" guest was killed. Output so far:\n{so_far}\n{self._channel_report()}"
+                    f"{self._console.report()}",
+                    result,
+                ) from None
         result = GuestResult(command, out.returncode, out.stdout, out.stderr)
         if check and result.returncode != 0:
             raise GuestCommandError(
-                f"guest command `{command}` exited with status {result.returncode}:\n"
+                f"guest command `{_short(command)}` exited with status {result.returncode}:\n"
                 f"{_quote_output(result)}\n{self._console.report()}",
                 result,
             )
@@ -221,32 +233,80 @@ class GuestVM:
         timeout: float = DEFAULT_COMMAND_TIMEOUT,
     ) -> None:
         """Write a guest file (directories made as needed): bytes, or a host file's contents
-        (and, unless ``mode`` says otherwise, its permission bits; bytes get 0644)."""
+        (and, unless ``mode`` says otherwise, its permission bits; bytes get 0644). A host
+        path must name a regular file no larger than the guest's memory; it is read a window
+        at a time, and must not change meanwhile."""
         _check_guest_path(guest_path)
         if isinstance(data, (bytes, bytearray, memoryview)):
-            payload, perm = memoryview(data).cast("B"), 0o644
-        else:
-            with open(data, "rb") as f:
-                payload, perm = memoryview(f.read()), os.stat(f.fileno()).st_mode & 0o7777
-        self._check_running(f"put {guest_path}")
+            view = memoryview(data).cast("B")
+            with self._request(f"put {guest_path}", timeout) as deadline:
+                self._agent.put(guest_path, view, 0o644 if mode is None else mode, deadline)
+            check_runnable(self, guest_path, view, data)
+            return
+        host = RegularFile(data)  # a FIFO, a device, a directory: NotRegularFile
         try:
-            self._agent.put(guest_path, payload, perm if mode is None else mode, timeout)
-        except AgentError as e:
-            raise GuestError(f"put {guest_path}: {e}\n{self._console.report()}") from None
-        except (ChannelClosed, ChannelTimeout) as e:
-            raise self._lost(f"put {guest_path}", e) from None
-        check_runnable(self, guest_path, payload, data)
+            if host.size > self.line.memory:
+                raise GuestError(
+                    f"put {guest_path}: {host.path} holds {host.size} bytes, more than the"
+                    f" guest's {self.line.memory} bytes of memory"
+                )
+            perm = host.opened.st_mode & 0o7777 if mode is None else mode
+            with self._request(f"put {guest_path}", timeout) as deadline:
+                self._agent.put(guest_path, host, perm, deadline)
+            host.require_unchanged()
+            if host.pread(0, 4) == ELFMAG:  # a program: can the guest run it? (programs.py)
+                check_runnable(self, guest_path, memoryview(host.read_exact(0, host.size)), data)
+        finally:
+            host.close()
 
     def get(self, guest_path: str, *, timeout: float = DEFAULT_COMMAND_TIMEOUT) -> bytes:
         """A guest file's contents (files under /proc and /sys too)."""
         _check_guest_path(guest_path)
-        self._check_running(f"get {guest_path}")
+        with self._request(f"get {guest_path}", timeout) as deadline:
+            return self._agent.get(guest_path, deadline)
+
+    @contextlib.contextmanager
+    def _request(self, what: str, timeout: float) -> Iterator[float]:
+        """One request: this guest's turn (within ``timeout``), then the errors of talking to
+        its agent as GuestErrors. Yields the request's deadline (time.monotonic)."""
+        deadline = time.monotonic() + timeout
+        if not self._lock.acquire(timeout=min(max(timeout, 0.0), threading.TIMEOUT_MAX)):
+            raise GuestError(
+                f"{what}: another thread's request ({self._busy}) kept the guest for all of the"
+                f" {timeout:g} s timeout (requests to one guest run one at a time)"
+            )
         try:
-            return self._agent.get(guest_path, timeout)
-        except AgentError as e:
-            raise GuestError(f"get {guest_path}: {e}\n{self._console.report()}") from None
-        except (ChannelClosed, ChannelTimeout) as e:
-            raise self._lost(f"get {guest_path}", e) from None
+            self._busy = what
+            self._skipped_at = self._agent.channel.skipped
+            self._check_running(what)
+            try:
+                yield deadline
+            except AgentError as e:
+                raise GuestError(f"{what}: {e}\n{self._console.report()}") from None
+            except RequestTimeout as e:
+                raise GuestError(
+                    f"{what}: did not finish in {timeout:g} s: {e}; the guest runs on\n"
+                    f"{self._channel_report()}{self._console.report()}"
+                ) from None
+            except AgentLost as e:
+                self._stop(f"killed: {e}")
+                raise GuestStoppedError(
+                    f"{what}: {e}; the guest was killed\n{self._console.report()}"
+                ) from None
+            except GuestProtocolError as e:
+                raise GuestProtocolError(
+                    f"{what}: {e}\n{self._channel_report()}{self._console.report()}"
+                ) from None
+            except (ChannelClosed, ChannelTimeout) as e:
+                raise self._lost(what, e) from None
+        finally:
+            self._busy = None
+            self._lock.release()
+
+    def _channel_report(self) -> str:
+        """What else came on the agent's line during this request."""
+        said = self._agent.channel.skipped_report(since=self._skipped_at)
+        return f"{said}\n" if said else ""
 
     # --- stopping --------------------------------------------------------------------------
 
@@ -271,8 +331,10 @@ class GuestVM:
         if self._qmp is not None:
             self._qmp.close()
         self._finalizer()
+        self._console.wait_closed(5)  # QEMU is gone: the reader sees the end at once
         self._channel.close()
         self._qmp_socket.close()
+        self._qemu_log.close()
         self.memory.close()
 
     def _check_running(self, what: str) -> None:
@@ -285,10 +347,16 @@ class GuestVM:
 
     def _lost(self, what: str, cause: Exception) -> GuestError:
         """The error for a guest that stopped answering: why, as far as the console says."""
+        if self._stopped is not None:  # by another thread, while this one waited
+            return GuestStoppedError(f"{what}: the guest stopped: {self._stopped}")
         if isinstance(cause, ChannelTimeout):
-            return GuestError(f"{what}: the agent did not answer in time\n{self._console.report()}")
+            return GuestError(
+                f"{what}: the agent did not answer in time\n{self._channel_report()}"
+                f"{self._console.report()}"
+            )
         with contextlib.suppress(subprocess.TimeoutExpired):
             self._process.wait(5)
+        self._console.wait_closed(5)
         trouble = self._console.trouble()
         how = _trouble(trouble) if trouble else f"QEMU exited (status {self._process.returncode})"
         self._stop(how)
@@ -336,8 +404,10 @@ def boot_guest(
         raise GuestError(f"{image}: booting {arch} guests is not supported yet; x86_64 only")
     qemu = find_qemu(arch)
     busybox = find_busybox(arch)
+    applets = busybox_applets(busybox)
+    check_applets(busybox, applets, BUSYBOX_PACKAGE)
     wanted = [*programs, *([scheduler] if scheduler is not None else [])]
-    packed = pack_programs(wanted, arch=arch, applets=busybox_applets(busybox))
+    packed = pack_programs(wanted, arch=arch, applets=applets)
     added = merge_files(packed.files, guest_files(files))
     initrd = initramfs_path(store, busybox, added)
     regions = ram_regions(target(arch).machine, memory)
@@ -345,12 +415,16 @@ def boot_guest(
         _, kernel_end = kernel_footprint(f.read(4096), str(image))
     window = place_window(regions, kernel_end, initrd.stat().st_size)
     chosen = choose_accel(accel, arch=arch, qemu=qemu, image=image, store=store)
-    logs = Path(log_dir) if log_dir is not None else Path(tempfile.mkdtemp(prefix="ktstr-vm-"))
-    logs.mkdir(parents=True, exist_ok=True)
-    console = logs / "console.log"
-    console.write_bytes(b"")
+    # Without log_dir nothing is left on disk: the console stays in memory, and QEMU's own
+    # messages go to an unnamed file.
+    logs = Path(log_dir) if log_dir is not None else None
+    if logs is not None:
+        logs.mkdir(parents=True, exist_ok=True)
+    console = Console(logs / "console.log" if logs is not None else None)
+    qemu_log = open(logs / "qemu.log", "w+b") if logs is not None else tempfile.TemporaryFile()  # noqa: SIM115
     nodes = topology.node_sizes(memory) if topology.numa_nodes > 1 else []
     ram = GuestMemory.create(regions, node_sizes=nodes)
+    host_console, guest_console = socket.socketpair()
     host_channel, guest_channel = socket.socketpair()
     host_qmp, guest_qmp = socket.socketpair()
     line = GuestLine(
@@ -373,30 +447,33 @@ def boot_guest(
             )
             if part
         ),
-        console=console,
+        console_fd=guest_console.fileno(),
         ram_fd=ram.fd,
         channel_fd=guest_channel.fileno(),
         qmp_fd=guest_qmp.fileno(),
         topology=topology,
         ram_nodes=tuple(zip(ram.fds, nodes, strict=False)),
     )
-    with open(logs / "qemu.log", "wb") as qemu_log:
-        process = spawn(
-            line.argv(),
-            pass_fds=(*ram.fds, guest_channel.fileno(), guest_qmp.fileno()),
-            stdout=qemu_log,
-            stderr=qemu_log,
-        )
-    guest_channel.close()
-    guest_qmp.close()
+    guest_ends = (guest_console, guest_channel, guest_qmp)
+    process = spawn(
+        line.argv(),
+        pass_fds=(*ram.fds, *(end.fileno() for end in guest_ends)),
+        stdout=qemu_log,
+        stderr=qemu_log,
+    )
+    for end in guest_ends:
+        end.close()
+    console.attach(host_console)
     vm = GuestVM(
         process=process,
         line=line,
         memory=ram,
         channel=Channel(host_channel),
+        console=console,
         qmp_socket=host_qmp,
         window=window,
         log_dir=logs,
+        qemu_log=qemu_log,
         vmlinux=None if isinstance(kernel, (str, os.PathLike)) else kernel.vmlinux,
         store=store,
     )
@@ -416,12 +493,15 @@ def _wait_ready(vm: GuestVM, timeout: float) -> None:
         reason, how = "deadline", f"the guest did not reach its agent in {timeout:g} s"
     except (ChannelClosed, AgentError) as e:
         reason, how = "exited", f"QEMU exited before the agent started ({e})"
+    with contextlib.suppress(subprocess.TimeoutExpired):
+        vm._process.wait(1)
+    if vm._process.poll() is not None:
+        vm._console.wait_closed(5)
     trouble = vm._console.trouble()
     if trouble is not None:
         reason, how = trouble[0], f"{_trouble(trouble)}, before its agent started"
-    with contextlib.suppress(subprocess.TimeoutExpired):
-        vm._process.wait(1)
-    qemu_said = (vm.log_dir / "qemu.log").read_text(errors="replace").strip()
+    vm._qemu_log.seek(0)
+    qemu_said = vm._qemu_log.read(1 << 16).decode(errors="replace").strip()
     vm._stop(how)
     detail = f"\nQEMU said: {qemu_said}" if qemu_said and reason == "exited" else ""
     raise GuestBootError(
@@ -456,6 +536,33 @@ def _trouble(trouble: tuple[str, str]) -> str:
 def _check_guest_path(path: str) -> None:
     if not path.startswith("/") or "\0" in path or "\n" in path:
         raise ValueError(f"guest path {path!r}: absolute, without NUL or newline")
+    _utf8(path, "guest path")
+
+
+def _command_bytes(command: str) -> bytes:
+    """The command as the guest's shell gets it; ValueError, before anything is sent, for what
+    no shell command can hold (a NUL) or UTF-8 cannot encode (a lone surrogate)."""
+    nul = command.find("\0")
+    if nul >= 0:
+        raise ValueError(
+            f"command {_short(command)!r}: a NUL at index {nul}; a shell command cannot hold"
+            " one (write the bytes with printf '\\000' or put() a file); nothing was sent"
+        )
+    return _utf8(command, "command")
+
+
+def _utf8(text: str, what: str) -> bytes:
+    try:
+        return text.encode("utf-8")
+    except UnicodeEncodeError as e:
+        raise ValueError(
+            f"{what} {_short(text)!r}: {text[e.start]!r} at index {e.start} cannot be encoded as"
+            f" UTF-8 ({e.reason}); nothing was sent"
+        ) from None
+
+
+def _short(text: str, limit: int = 200) -> str:
+    return text if len(text) <= limit else f"{text[:limit]}... ({len(text)} characters)"
 
 
 def _quote_output(result: GuestResult) -> str:

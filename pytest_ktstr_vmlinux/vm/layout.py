@@ -25,7 +25,8 @@ MiB = 1 << 20
 GiB = 1 << 30
 FOUR_GIB = 4 * GiB
 
-WINDOW_SIZE = 16 * MiB
+# 16 MiB of payload per request, and room after it for the frame's trailer (agent.py).
+WINDOW_SIZE = 17 * MiB
 WINDOW_ALIGN = 2 * MiB
 # QEMU keeps this much below the top of low RAM for ACPI tables (pcmc->acpi_data_size) and puts
 # the initrd under it; a little more for firmware and rounding.

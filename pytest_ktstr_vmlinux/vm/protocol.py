@@ -18,7 +18,7 @@ if TYPE_CHECKING:
 
 class Guest(Protocol):
     line: GuestLine
-    console_path: Path
+    console_path: Path | None
     programs: Mapping[str, str]
 
     @property

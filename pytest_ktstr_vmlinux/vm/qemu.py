@@ -1,10 +1,10 @@
 """QEMU itself: which binary and machine, the command line of a guest, and a process that never
 outlives the one that started it.
 
-The guest gets two serial ports and a monitor, all on descriptors QEMU inherits: ttyS0 (the
-console) writes to a file, ttyS1 (the agent's channel) and the QMP monitor are socketpairs, so
+The guest gets two serial ports and a monitor, all socketpairs QEMU inherits: ttyS0 (the
+console, which the host reads and caps), ttyS1 (the agent's channel) and the QMP monitor, so
 nothing listens on a path another process could reach, and QEMU's exit shows on the host as
-end-of-file on both.
+end-of-file on each.
 """
 
 from __future__ import annotations
@@ -84,7 +84,7 @@ class GuestLine:
     image: Path
     initrd: Path
     cmdline: str
-    console: Path  # the file ttyS0 writes
+    console_fd: int  # ttyS0's end of a socketpair
     ram_fd: int  # the guest RAM file (memory.py)
     channel_fd: int  # ttyS1's end of a socketpair
     qmp_fd: int  # the monitor's end of a socketpair
@@ -116,7 +116,7 @@ class GuestLine:
             *cpu,
             *memory_args(t.machine, self.memory, self.ram_fd, self.smp, self.ram_nodes),
             "-nodefaults", "-no-user-config", "-display", "none", "-no-reboot",
-            "-chardev", f"file,id=console,path={_escape(self.console)}",
+            "-chardev", f"socket,id=console,fd={self.console_fd}",
             "-serial", "chardev:console",
             "-chardev", f"socket,id=channel,fd={self.channel_fd}",
             "-serial", "chardev:channel",
@@ -161,11 +161,6 @@ def memory_args(
 
 def _backend(name: str, mib: int, fd: int) -> str:
     return f"memory-backend-file,id={name},size={mib}M,share=on,mem-path=/proc/self/fd/{fd}"
-
-
-def _escape(path: Path) -> str:
-    """A path as a QEMU option value: commas are doubled."""
-    return str(path).replace(",", ",,")
 
 
 _PR_SET_PDEATHSIG = 1

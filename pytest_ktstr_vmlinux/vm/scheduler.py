@@ -24,7 +24,7 @@ import time
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Protocol
 
-from .console import Console
+from .console import report
 from .errors import GuestError
 from .programs import install_program
 
@@ -284,7 +284,7 @@ class Scheduler:
             f"sched_ext scheduler {label} {how}{said}{status}\n"
             f"the kernel's sched_ext lines:\n{lines}\n"
             f"its output{' (last 4096 bytes)' if len(output) > 4096 else ''}:\n{quoted}\n"
-            f"{Console(self.vm.console_path).report()}"
+            f"{report(self.vm.console, self.vm.console_path)}"
         )
         return SchedulerError(message, kind, reason, output, log)
 

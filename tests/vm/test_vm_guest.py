@@ -62,6 +62,7 @@ def test_the_guest_runs_the_kernel_under_test(guest: GuestVM, debian_kernel: Deb
     )
     assert guest.run("nproc").stdout == f"{CPUS}\n".encode()
     assert f"Linux version {debian_kernel.release}" in guest.console
+    assert guest.console_path is not None
     assert guest.console_path.read_text(errors="replace").startswith(guest.console[:100])
 
 
@@ -101,6 +102,16 @@ def test_output_larger_than_the_window_round_trips(guest: GuestVM) -> None:
 def test_a_long_multiline_command_goes_through_the_window(guest: GuestVM) -> None:
     script = "x=0\n" + "x=$((x + 1))\n" * 500 + 'echo "$x"; printf "\\t%s\\n" "é"'
     assert guest.run(script).stdout == "500\n\té\n".encode()
+
+
+def test_a_script_through_the_window_runs_whatever_its_request_number(guest: GuestVM) -> None:
+    """Every 64th request, the agent removes the files of earlier ones: never the script of
+    this one."""
+    while (guest._agent._seq + 1) % 64:
+        guest.run("true")
+    script = "echo sixty-four" + " " * 400
+    assert guest.run(script).stdout == b"sixty-four\n"
+    assert guest.run(script).stdout == b"sixty-four\n"
 
 
 def test_put_and_get_round_trip(guest: GuestVM, tmp_path: Path) -> None:

@@ -23,10 +23,11 @@ import pytest
 from pytest_ktstr_vmlinux.store.disk import ArtifactStore
 from pytest_ktstr_vmlinux.store.memory import MemoryStore
 from pytest_ktstr_vmlinux.vm import GuestError, GuestUnavailableError, GuestWarning, accel
-from pytest_ktstr_vmlinux.vm.agent import AGENT, INIT, PROTOCOL
+from pytest_ktstr_vmlinux.vm.agent import AGENT, INIT, PROTOCOL, check_applets
 from pytest_ktstr_vmlinux.vm.console import Console
 from pytest_ktstr_vmlinux.vm.cpio import Entry, write_archive
 from pytest_ktstr_vmlinux.vm.initramfs import (
+    busybox_applets,
     content_kind,
     find_busybox,
     guest_files,
@@ -125,7 +126,8 @@ def test_initramfs_holds_busybox_init_agent_and_the_added_files(
         "usr": "drwxr-xr-x",
         "bin/sh": "lrwxrwxrwx",  # busybox's applets, linked where busybox --list-full says
         "usr/bin/awk": "lrwxrwxrwx",
-        "run/ktstr/requests": "prw-------",
+        "ktstr/requests": "prw-------",
+        "run/ktstr": "drwxr-xr-x",  # a tmpfs's mount point
     }.items():
         assert listing.get(name) == mode, (name, listing.get(name))
     extracted = tmp_path / "root"
@@ -142,7 +144,20 @@ def test_initramfs_holds_busybox_init_agent_and_the_added_files(
 def test_guest_scripts_parse_and_speak_the_protocol(guest_tools: None) -> None:
     for script in (INIT, AGENT):
         subprocess.run(["busybox", "sh", "-n"], input=script.encode(), check=True)
-    assert f'echo "READY {PROTOCOL}"' in AGENT
+    assert f"say READY {PROTOCOL}\n" in AGENT and "@" not in AGENT.replace("@ktstr ", "")
+
+
+def test_the_agents_applets_are_checked_before_a_boot(guest_tools: None) -> None:
+    """Debian's busybox-static has every applet the agent runs; one without crc32 (older than
+    1.32) is refused before a boot, naming it; one that cannot run here is not judged."""
+    busybox = find_busybox("x86_64")
+    applets = busybox_applets(busybox)
+    check_applets(busybox, applets, "busybox-static")
+    older = frozenset(a for a in applets if not a.endswith("/crc32"))
+    with pytest.raises(GuestUnavailableError, match=f"^{busybox} has no crc32 applet") as e:
+        check_applets(busybox, older, "busybox-static")
+    assert e.value.packages == ("busybox-static",)
+    check_applets(busybox, frozenset({"/bin/sh", "/bin/env"}), "busybox-static")
 
 
 def test_initramfs_is_built_once_per_content(guest_tools: None, tmp_path: Path) -> None:
@@ -301,16 +316,38 @@ def test_console_says_panic_or_oops_with_the_line(tmp_path: Path) -> None:
     path = tmp_path / "console.log"
     console = Console(path)
     assert console.trouble() is None and console.text() == ""
-    path.write_bytes(b"booting\r\n[ 1.0] BUG: kernel NULL pointer dereference, address: 0\r\n")
+    console.feed(b"booting\r\n[ 1.0] BUG: kernel NULL pointer dereference, address: 0\r\n")
     assert console.trouble() == ("oops", "[ 1.0] BUG: kernel NULL pointer dereference, address: 0")
-    path.write_bytes(path.read_bytes() + b"[ 2.0] Kernel panic - not syncing: Fatal exception\n")
+    console.feed(b"[ 2.0] Kernel panic - not syncing: Fatal exception\n")
     assert console.trouble() == ("panic", "[ 2.0] Kernel panic - not syncing: Fatal exception")
-    path.write_text("".join(f"line {i}\n" for i in range(100)))
+    console.feed("".join(f"line {i}\n" for i in range(100)).encode())
     report = console.report()
     assert report.startswith(f"console {path}, last 30 lines:\n")
     assert (
         report.count("\n  | ") == 30 and report.endswith("| line 99") and "line 69\n" not in report
     )
+    console.close()
+    assert path.read_bytes().decode().replace("\r\n", "\n") == console.text()
+    assert Console().report().startswith("console (kept in memory only: boot with log_dir=")
+
+
+def test_console_keeps_its_start_and_end_and_says_what_it_dropped(tmp_path: Path) -> None:
+    """The cap itself, with a small head and tail (test_vm_hostile.py floods a real guest)."""
+    path = tmp_path / "console.log"
+    console = Console(path, head=100, tail=50)
+    console.feed(b"B" * 60)
+    console.feed(b"b" * 60)  # 40 of them fill the head, 20 start the tail
+    assert path.read_bytes() == b"B" * 60 + b"b" * 60  # the file follows at once
+    for _ in range(100):
+        console.feed(b"m" * 7)
+    console.feed(b"the end\n")
+    text = console.text()
+    assert text.startswith("B" * 60 + "b" * 40 + "\n[ktstr-vmlinux: ")
+    assert text.endswith("m" * 42 + "the end\n")
+    assert console.dropped == 20 + 700 + 8 - 50
+    assert f"{console.dropped} bytes of console output dropped here" in text
+    console.close()
+    assert path.read_text() == text  # the file, brought up to date when the guest stops
 
 
 # --- QEMU, KVM ------------------------------------------------------------------------------
