@@ -27,8 +27,8 @@ from pytest_ktstr_vmlinux.kernel.fetch.fetch import FetchedKernel, fetch_kernel
 from pytest_ktstr_vmlinux.kernel.fetch.specs import parse_fetch_spec
 from pytest_ktstr_vmlinux.store.disk import ArtifactStore
 from pytest_ktstr_vmlinux.store.trees import TREE_NAME_RE
-from tests.conftest import KERNELS_DIR, REQUIRE_REAL_KERNELS
 from tests.helpers.archiveproxy import ArchiveProxy, refusing_proxy
+from tests.helpers.kernels import KERNELS_DIR, REQUIRE_REAL_KERNELS
 from tests.helpers.runs import junit, kernel_summary, run
 
 pytestmark = pytest.mark.real_kernel

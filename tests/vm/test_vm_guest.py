@@ -24,7 +24,7 @@ from pytest_ktstr_vmlinux.vm import (
     boot_guest,
 )
 from pytest_ktstr_vmlinux.vm.layout import WINDOW_SIZE, MiB
-from tests.conftest import DebianKernel
+from tests.helpers.kernels import DebianKernel
 
 pytestmark = pytest.mark.real_kernel
 
