@@ -162,21 +162,6 @@ def test_the_checker_sees_a_violation(tmp_path: Path) -> None:
     assert [w.split(":")[0] for w in wrong] == ["line 1", "line 2", "line 4"], wrong
 
 
-def test_the_readme_and_examples_import_only_the_public_api() -> None:
-    """What a user copies names top-level names only: the layout inside may move."""
-    repo = ROOT.parent
-    sources = {"README.md": (repo / "README.md").read_text()}
-    sources |= {str(p.relative_to(repo)): p.read_text() for p in (repo / "examples").glob("*.py")}
-    deep = [
-        f"{name}: {line.strip()}"
-        for name, text in sources.items()
-        for line in text.splitlines()
-        if f"from {PACKAGE}." in line or f"import {PACKAGE}." in line
-    ]
-    assert not deep, "import these from the package itself:\n  " + "\n  ".join(deep)
-    assert f"from {PACKAGE} import" in sources["README.md"]
-
-
 # --- the test suite: shared code lives in tests/helpers/ ------------------------------------------
 
 TESTS = Path(__file__).resolve().parent
