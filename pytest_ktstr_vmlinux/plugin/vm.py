@@ -118,7 +118,7 @@ class GuestFactory:
 def kernel_vm(
     request: pytest.FixtureRequest, kernel: Kernel, _ktstr_vm_guests: _Guests
 ) -> Iterator[GuestVM]:
-    """The kernel under test booted in QEMU (``pytest_ktstr_vmlinux.vm.GuestVM``): ``run``,
+    """The kernel under test booted in QEMU (``pytest_ktstr_vmlinux.GuestVM``): ``run``,
     ``put``, ``get``, ``console``, ``memory``, ``qmp``. One guest per kernel per worker, shared
     by every test; a test marked ``ktstr_vm(...)`` gets one of its own."""
     own = getattr(request, "param", None)
