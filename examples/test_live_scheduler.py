@@ -5,7 +5,7 @@ Boots the kernel under test (``kernel_vm``), pins one CPU-bound loop to each CPU
 CPU's ``struct rq`` for two seconds, and checks that each rq clock advances, that no CPU with a
 runnable loop shows nr_running at 0, and that each loop is on the CPU it is pinned to; then
 monitors the runqueues while ``run()`` waits for a pinned loop. On a kernel with sched_ext it
-also reads the ``scx_rq`` state.
+also reads the ``scx_rq`` state; on one without, that test skips before any guest boots.
 """
 
 from __future__ import annotations
@@ -14,7 +14,7 @@ from collections.abc import Iterator
 
 import pytest
 
-from pytest_ktstr_vmlinux import BTF, GuestVM, find_task, task_cpu
+from pytest_ktstr_vmlinux import GuestVM, find_task, ktstr_test, task_cpu
 
 SAMPLE_SECONDS = 2.0
 
@@ -51,9 +51,8 @@ def test_runqueues_under_a_cpu_bound_workload(
         assert on == cpu, f"loop {pid} pinned to CPU {cpu} is on CPU {on}"
 
 
-def test_sched_ext_runqueues(kernel_vm: GuestVM, kernel_btf: BTF) -> None:
-    if not kernel_btf.has_member("struct rq", "scx.nr_running"):
-        pytest.skip("the kernel has no sched_ext (struct rq has no scx)")
+@ktstr_test(config=["SCHED_CLASS_EXT"], btf=["struct rq.scx.nr_running"])
+def test_sched_ext_runqueues(kernel_vm: GuestVM) -> None:
     live = kernel_vm.kernel
     for cpu in live.cpus:
         scx = live.per_cpu("runqueues", cpu).scx
@@ -71,5 +70,7 @@ def test_runqueues_while_run_waits(kernel_vm: GuestVM) -> None:
     samples = mon.samples
     running = [row for row in samples.rows if row[1] == 0 and row[3] == pid]
     assert running, f"loop {pid} was never seen running on CPU 0: {mon}"
-    assert all(nr_running >= 1 for _, _, nr_running, _ in running)
+    # A tick's two reads are not one instant: the row where the loop arrived on CPU 0, or was
+    # leaving it (dequeued as it exits, still rq->curr), may pair its pid with a count without it.
+    assert all(nr_running >= 1 for _, _, nr_running, _ in running[1:-1])
     print(f"{samples.ticks} ticks, {samples.missed_ticks} missed, {samples.max_gap():.3f} s gap")

@@ -6,23 +6,30 @@ The scheduler is a program on the host (``scx_simple`` on ``PATH``, or a path in
 libraries, starts it and waits until sched_ext says it is attached. After the test, the plugin
 checks that it is still attached: had the kernel kicked it out (a stall, ``scx_bpf_error()``),
 the test would fail with the kernel's own words. On a kernel without ``CONFIG_SCHED_CLASS_EXT``
-the test skips, without booting.
+the test skips, without booting; so it does on a host without a scheduler, saying how to get one.
 """
 
 from __future__ import annotations
 
 import os
+import shutil
 import time
 
 import pytest
 
 from pytest_ktstr_vmlinux import GuestVM
 
-SCHEDULER = os.environ.get("KTSTR_EXAMPLE_SCHEDULER", "scx_simple")
+SCHEDULER = os.environ.get("KTSTR_EXAMPLE_SCHEDULER") or shutil.which("scx_simple")
+NO_SCHEDULER = (
+    "no sched_ext scheduler on this host: build scx_simple from the kernel's own sources"
+    " (make -C tools/sched_ext, clang >= 16) and put it on PATH, or set"
+    " KTSTR_EXAMPLE_SCHEDULER to a scheduler's path"
+)
 LOAD_SECONDS = 30
 
 
-@pytest.mark.ktstr_vm(scheduler=SCHEDULER, programs=["stress-ng"], cpus=2)
+@pytest.mark.skipif(SCHEDULER is None, reason=NO_SCHEDULER)
+@pytest.mark.ktstr_vm(scheduler=SCHEDULER or "scx_simple", programs=["stress-ng"], cpus=2)
 def test_the_scheduler_holds_and_every_cpu_runs_its_tasks(kernel_vm: GuestVM) -> None:
     scheduler = kernel_vm.scheduler
     assert scheduler is not None

@@ -1,7 +1,10 @@
 """Find the vmlinux that belongs to a kernel image, read it, boot it, and serve it to tests.
 
-The public API: every name a user needs, from the subpackages that define them (``kernel``,
-``formats``, ``store``, ``live``, ``vm``; ``plugin`` adapts them to pytest, ``cli`` to the shell).
+The public API is the names this module exports (``__all__``), and only them: every name a user
+needs, including the types the API takes and returns, is importable from here
+(``from pytest_ktstr_vmlinux import GuestVM``). The subpackages that define them (``kernel``,
+``formats``, ``store``, ``live``, ``vm``; ``plugin`` adapts them to pytest, ``cli`` to the shell)
+are internal: what is inside may move between releases.
 
 Every name is imported on first use (PEP 562): pytest imports this package whenever the plugin
 is installed, and a test run that uses no kernel must not pay for the library.
@@ -15,11 +18,13 @@ from typing import TYPE_CHECKING, Any
 if TYPE_CHECKING:
     from .errors import KernelArtifactError, KernelSpecError, VmlinuxNotFoundError
     from .formats.btf.queries import BTF
-    from .formats.btf.types import BitfieldError, BTFKeyError
-    from .formats.dwarf.globaltypes import GlobalTypeError, GlobalTypes
+    from .formats.btf.types import BitfieldError, BTFKeyError, BTFType, Member, Route
+    from .formats.dwarf.globaltypes import GlobalTypeError, GlobalTypes, GlobalVariable
+    from .formats.image import ImageInfo
     from .formats.kconfig import KernelConfig
-    from .formats.symbols import KernelSymbols
+    from .formats.symbols import KernelSymbols, Symbol
     from .kernel.fetch.fetch import FetchedKernel, FetchOptions, fetch_kernel
+    from .kernel.fetch.specs import FetchSpec
     from .kernel.images import Candidate
     from .kernel.locate import Probe, ProbeReport, find_vmlinux, probe_vmlinux
     from .kernel.resolve import Kernel, resolve_kernel
@@ -48,12 +53,15 @@ if TYPE_CHECKING:
     from .live.helpers.sched import task_cpu, task_state_to_char
     from .live.helpers.xarray import xa_for_each, xa_is_value, xa_is_zero, xa_load, xa_to_value
     from .live.kernel import LiveKernel
+    from .live.layout import KernelLayout
     from .live.monitor import Sampler
     from .live.objects import Enumerator, Object, container_of, sizeof
     from .live.sampling import Samples
     from .live.scx import SchedExt
     from .plugin.markers import ktstr_test
-    from .store.bytescache import VmlinuxBytesCache, cached_vmlinux_bytes, load_vmlinux_bytes
+    from .plugin.vm import GuestFactory
+    from .store.bytescache import cached_vmlinux_bytes, load_vmlinux_bytes
+    from .store.choose import open_store
     from .store.directory import (
         InsecureStoreError,
         NotAStoreError,
@@ -62,9 +70,8 @@ if TYPE_CHECKING:
     )
     from .store.disk import ArtifactStore
     from .store.lock import StoreLockTimeout
-    from .store.memory import MemoryStore
-    from .store.served import StoreWarning
-    from .store.signature import StatSignature
+    from .store.memory import MemoryStore, Store
+    from .store.served import StoredArtifact, StoreStats, StoreWarning
     from .vm.errors import (
         GuestBootError,
         GuestCommandError,
@@ -75,8 +82,12 @@ if TYPE_CHECKING:
         GuestStoppedError,
         GuestTimeoutError,
         GuestUnavailableError,
+        GuestWarning,
     )
     from .vm.guest import GuestVM, boot_guest
+    from .vm.layout import RamRegion
+    from .vm.memory import GuestMemory
+    from .vm.qmp import GuestQMP
     from .vm.scheduler import Scheduler, SchedulerError
 
 # Public name -> the module that defines it; __all__ lists the same names (a test checks).
@@ -89,11 +100,14 @@ _EXPORTS = {
     "ArtifactStore": "store.disk",
     "BTF": "formats.btf.queries",
     "BTFKeyError": "formats.btf.types",
+    "BTFType": "formats.btf.types",
     "BitfieldError": "formats.btf.types",
     "Candidate": "kernel.images",
     "GlobalTypeError": "formats.dwarf.globaltypes",
     "GlobalTypes": "formats.dwarf.globaltypes",
+    "GlobalVariable": "formats.dwarf.globaltypes",
     "FetchOptions": "kernel.fetch.fetch",
+    "FetchSpec": "kernel.fetch.specs",
     "FetchedKernel": "kernel.fetch.fetch",
     "GuestBootError": "vm.errors",
     "GuestCommandError": "vm.errors",
@@ -104,11 +118,17 @@ _EXPORTS = {
     "GuestStoppedError": "vm.errors",
     "GuestTimeoutError": "vm.errors",
     "GuestUnavailableError": "vm.errors",
+    "GuestWarning": "vm.errors",
+    "GuestFactory": "plugin.vm",
+    "GuestMemory": "vm.memory",
+    "GuestQMP": "vm.qmp",
     "GuestVM": "vm.guest",
+    "ImageInfo": "formats.image",
     "InsecureStoreError": "store.directory",
     "Kernel": "kernel.resolve",
     "KernelArtifactError": "errors",
     "KernelConfig": "formats.kconfig",
+    "KernelLayout": "live.layout",
     "KernelSpec": "kernel.spec",
     "KernelSpecError": "errors",
     "KernelSymbols": "formats.symbols",
@@ -142,6 +162,8 @@ _EXPORTS = {
     "LiveKernel": "live.kernel",
     "LiveKernelError": "live.errors",
     "LiveMemoryError": "live.errors",
+    "Member": "formats.btf.types",
+    "Route": "formats.btf.types",
     "MemoryStore": "store.memory",
     "MissingMemberError": "live.errors",
     "NotAStoreError": "store.directory",
@@ -156,13 +178,16 @@ _EXPORTS = {
     "Scheduler": "vm.scheduler",
     "SchedulerError": "vm.scheduler",
     "SpecKind": "kernel.spec",
+    "RamRegion": "vm.layout",
     "SpecSource": "kernel.spec",
-    "StatSignature": "store.signature",
+    "Store": "store.memory",
+    "StoredArtifact": "store.served",
+    "StoreStats": "store.served",
     "StoreFullError": "store.directory",
     "StoreLockTimeout": "store.lock",
     "StoreUnavailableError": "store.directory",
     "StoreWarning": "store.served",
-    "VmlinuxBytesCache": "store.bytescache",
+    "Symbol": "formats.symbols",
     "VmlinuxNotFoundError": "errors",
     "boot_guest": "vm.guest",
     "cached_vmlinux_bytes": "store.bytescache",
@@ -170,6 +195,7 @@ _EXPORTS = {
     "find_vmlinux": "kernel.locate",
     "ktstr_test": "plugin.markers",
     "load_vmlinux_bytes": "store.bytescache",
+    "open_store": "store.choose",
     "parse_kernel_spec": "kernel.spec",
     "probe_vmlinux": "kernel.locate",
     "resolve_kernel": "kernel.resolve",
@@ -179,41 +205,53 @@ __all__ = [
     "BTF",
     "ArtifactStore",
     "BTFKeyError",
+    "BTFType",
     "BitfieldError",
     "Candidate",
     "Checks",
     "ChecksFailed",
     "Enumerator",
     "FetchOptions",
+    "FetchSpec",
     "FetchedKernel",
     "GlobalTypeError",
     "GlobalTypes",
+    "GlobalVariable",
     "GuestBootError",
     "GuestCommandError",
     "GuestError",
+    "GuestFactory",
+    "GuestMemory",
     "GuestProgramError",
     "GuestProtocolError",
+    "GuestQMP",
     "GuestResult",
     "GuestStoppedError",
     "GuestTimeoutError",
     "GuestUnavailableError",
     "GuestVM",
+    "GuestWarning",
+    "ImageInfo",
     "InsecureStoreError",
     "Kernel",
     "KernelArtifactError",
     "KernelConfig",
+    "KernelLayout",
     "KernelSpec",
     "KernelSpecError",
     "KernelSymbols",
     "LiveKernel",
     "LiveKernelError",
     "LiveMemoryError",
+    "Member",
     "MemoryStore",
     "MissingMemberError",
     "NotAStoreError",
     "Object",
     "Probe",
     "ProbeReport",
+    "RamRegion",
+    "Route",
     "Sampler",
     "Samples",
     "SchedExt",
@@ -221,14 +259,16 @@ __all__ = [
     "SchedulerError",
     "SpecKind",
     "SpecSource",
-    "StatSignature",
+    "Store",
     "StoreFullError",
     "StoreLockTimeout",
+    "StoreStats",
     "StoreUnavailableError",
     "StoreWarning",
+    "StoredArtifact",
+    "Symbol",
     "Thresholds",
     "Verdict",
-    "VmlinuxBytesCache",
     "VmlinuxNotFoundError",
     "boot_guest",
     "cached_vmlinux_bytes",
@@ -253,6 +293,7 @@ __all__ = [
     "list_for_each",
     "list_for_each_entry",
     "load_vmlinux_bytes",
+    "open_store",
     "parse_kernel_spec",
     "per_cpu_ptr",
     "pid_task",

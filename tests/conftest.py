@@ -4,23 +4,21 @@ from __future__ import annotations
 
 import os
 import shutil
-import subprocess
 from collections.abc import Iterator
-from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import pytest
 
 from pytest_ktstr_vmlinux.store.bytescache import default_cache
-
-KERNELS_DIR = Path(
-    os.environ.get("KTSTR_TEST_KERNELS")
-    or Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache")
-    / "pytest-ktstr-vmlinux-test-kernels"
+from tests.helpers.children import Child, Spawn
+from tests.helpers.kernels import (
+    GUEST_TOOLS,
+    KERNELS_DIR,
+    REQUIRE_REAL_KERNELS,
+    DebianKernel,
+    unavailable,
 )
-# Set by .ci/run: a real-kernel test that cannot find its kernel fails instead of skipping.
-REQUIRE_REAL_KERNELS = os.environ.get("KTSTR_REQUIRE_REAL_KERNELS") == "1"
-
 
 REAL_KERNEL_PROPERTY = "real_kernel"
 
@@ -31,46 +29,6 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
     for item in items:
         if item.get_closest_marker("real_kernel") is not None:
             item.user_properties.append((REAL_KERNEL_PROPERTY, "1"))
-
-
-@dataclass(frozen=True)
-class DebianKernel:
-    """A Debian kernel unpacked as a sysroot: the /boot layout (Debian 12) or the 2026 one
-    (/usr/lib/modules/R/vmlinuz, the -dbg vmlinux in /usr/lib/debug/lib/modules/R)."""
-
-    sysroot: Path
-    release: str
-
-    @property
-    def image(self) -> Path:
-        return self._first(
-            f"boot/vmlinuz-{self.release}", f"usr/lib/modules/{self.release}/vmlinuz"
-        )
-
-    @property
-    def config(self) -> Path:
-        return self._first(f"boot/config-{self.release}", f"usr/lib/modules/{self.release}/config")
-
-    @property
-    def vmlinux(self) -> Path:
-        return self._first(
-            f"usr/lib/debug/boot/vmlinux-{self.release}",
-            f"usr/lib/debug/lib/modules/{self.release}/vmlinux",
-        )
-
-    def _first(self, *paths: str) -> Path:
-        for path in paths:
-            if (self.sysroot / path).is_file():
-                return self.sysroot / path
-        return self.sysroot / paths[0]
-
-    @property
-    def build_id(self) -> str:
-        """The GNU build-id, as readelf -n reports it: an oracle the project did not write."""
-        out = subprocess.run(
-            ["readelf", "-n", str(self.vmlinux)], capture_output=True, text=True, check=True
-        ).stdout
-        return out.split("Build ID: ", 1)[1].split()[0]
 
 
 @pytest.fixture(autouse=True)
@@ -88,22 +46,12 @@ def _clean_environment(
     default_cache().clear()
 
 
-def _unavailable(what: str, script: str) -> None:
-    message = (
-        f"{what} not found under {KERNELS_DIR}: run `bash tests/kernels/{script}` first"
-        " (needs a Debian/Ubuntu machine with apt-get; set KTSTR_TEST_KERNELS to move the cache)"
-    )
-    if REQUIRE_REAL_KERNELS:
-        pytest.fail(message, pytrace=False)
-    pytest.skip(message)
-
-
 @pytest.fixture(scope="session")
 def debian_kernel() -> DebianKernel:
     """Debian's 6.1 cloud kernel and its -dbg vmlinux, unpacked as a sysroot by fetch.sh."""
     ready = KERNELS_DIR / "debian-sysroot" / "ready"
     if not ready.is_file():
-        _unavailable("the Debian kernel sysroot", "fetch.sh")
+        unavailable("the Debian kernel sysroot", "fetch.sh")
     sysroot = (KERNELS_DIR / "debian-sysroot").resolve()
     return DebianKernel(sysroot, ready.read_text().strip())
 
@@ -113,7 +61,7 @@ def tinyconfig_tree() -> Path:
     """A real tinyconfig kernel build tree built by build.sh."""
     ready = KERNELS_DIR / "tinyconfig-tree" / "ready"
     if not ready.is_file():
-        _unavailable("the tinyconfig kernel tree", "build.sh")
+        unavailable("the tinyconfig kernel tree", "build.sh")
     return (KERNELS_DIR / "tinyconfig-tree").resolve()
 
 
@@ -123,7 +71,7 @@ def debian_arm64() -> DebianKernel:
     fetch-arm64.sh."""
     ready = KERNELS_DIR / "debian-arm64-sysroot" / "ready"
     if not ready.is_file():
-        _unavailable("the Debian arm64 kernel sysroot", "fetch-arm64.sh")
+        unavailable("the Debian arm64 kernel sysroot", "fetch-arm64.sh")
     sysroot = (KERNELS_DIR / "debian-arm64-sysroot").resolve()
     return DebianKernel(sysroot, ready.read_text().strip())
 
@@ -134,7 +82,7 @@ def sid_kernel() -> DebianKernel:
     vmlinux, unpacked as a sysroot by fetch-sid.sh."""
     ready = KERNELS_DIR / "debian-sid-sysroot" / "ready"
     if not ready.is_file():
-        _unavailable("the Debian sid kernel sysroot", "fetch-sid.sh")
+        unavailable("the Debian sid kernel sysroot", "fetch-sid.sh")
     sysroot = (KERNELS_DIR / "debian-sid-sysroot").resolve()
     return DebianKernel(sysroot, ready.read_text().strip())
 
@@ -145,12 +93,8 @@ def scx_schedulers() -> Path:
     build-scx.sh for the sid kernel."""
     ready = KERNELS_DIR / "scx-schedulers" / "ready"
     if not ready.is_file():
-        _unavailable("the sched_ext schedulers", "build-scx.sh")
+        unavailable("the sched_ext schedulers", "build-scx.sh")
     return (KERNELS_DIR / "scx-schedulers" / "bin").resolve()
-
-
-# What guests need on the host, and the Debian packages that have it (.ci/run installs them).
-GUEST_TOOLS = {"qemu-system-x86_64": "qemu-system-x86", "busybox": "busybox-static"}
 
 
 @pytest.fixture(scope="session")
@@ -162,3 +106,19 @@ def guest_tools() -> None:
         if REQUIRE_REAL_KERNELS:
             pytest.fail(message, pytrace=False)
         pytest.skip(message)
+
+
+@pytest.fixture
+def spawn(tmp_path: Path) -> Iterator[Spawn]:
+    """Start children (tests/helpers/children.py); any still running when the test ends (it
+    failed) are killed."""
+    children: list[Child] = []
+
+    def start(name: str, code: str, **params: Any) -> Child:
+        child = Child(tmp_path / "logs", name, code, params)
+        children.append(child)
+        return child
+
+    yield start
+    for child in children:
+        child.close()

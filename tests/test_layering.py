@@ -162,16 +162,60 @@ def test_the_checker_sees_a_violation(tmp_path: Path) -> None:
     assert [w.split(":")[0] for w in wrong] == ["line 1", "line 2", "line 4"], wrong
 
 
-def test_the_readme_and_examples_import_only_the_public_api() -> None:
-    """What a user copies names top-level names only: the layout inside may move."""
-    repo = ROOT.parent
-    sources = {"README.md": (repo / "README.md").read_text()}
-    sources |= {str(p.relative_to(repo)): p.read_text() for p in (repo / "examples").glob("*.py")}
-    deep = [
-        f"{name}: {line.strip()}"
-        for name, text in sources.items()
-        for line in text.splitlines()
-        if f"from {PACKAGE}." in line or f"import {PACKAGE}." in line
+# --- the test suite: shared code lives in tests/helpers/ ------------------------------------------
+
+TESTS = Path(__file__).resolve().parent
+HELPERS = "tests.helpers"
+
+
+def _test_imports(path: Path) -> Iterator[tuple[int, str]]:
+    """(line, module) for every import of the ``tests`` package in one file of the suite: its
+    import statements, and the ones in the code it hands to child processes as strings."""
+    tree = ast.parse(path.read_text(), str(path))
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Import):
+            yield from ((node.lineno, a.name) for a in node.names)
+        elif isinstance(node, ast.ImportFrom) and node.level == 0 and node.module:
+            yield node.lineno, node.module
+        elif isinstance(node, ast.Constant) and isinstance(node.value, str):
+            for line in node.value.splitlines():
+                words = line.split()
+                if len(words) >= 2 and words[0] in ("from", "import"):
+                    yield node.lineno, words[1].rstrip(",")
+
+
+def _test_import_violations(path: Path) -> list[str]:
+    return [
+        f"line {line}: imports {module}"
+        for line, module in _test_imports(path)
+        if (module == "tests" or module.startswith("tests."))
+        and module != HELPERS
+        and not module.startswith(f"{HELPERS}.")
     ]
-    assert not deep, "import these from the package itself:\n  " + "\n  ".join(deep)
-    assert f"from {PACKAGE} import" in sources["README.md"]
+
+
+@pytest.mark.parametrize(
+    "path", sorted(TESTS.rglob("*.py")), ids=lambda p: str(p.relative_to(TESTS.parent))
+)
+def test_tests_share_code_only_through_helpers(path: Path) -> None:
+    """A test module imports no other test module and not tests/conftest.py: what tests share
+    (fixtures' support, file builders, oracles) is in tests/helpers/, so moving or deleting one
+    test never breaks another."""
+    wrong = _test_import_violations(path)
+    assert not wrong, f"{path.relative_to(TESTS.parent)}:\n  " + "\n  ".join(wrong)
+
+
+def test_the_test_import_checker_sees_a_violation(tmp_path: Path) -> None:
+    module = tmp_path / "test_fake.py"
+    t = "tests"  # spelled apart, so that this file keeps its own rule
+    module.write_text(
+        f"from {t}.conftest import KERNELS_DIR\n"
+        f"from {t}.helpers.kernels import DebianKernel\n"
+        f"import {t}.formats.test_btf\n"
+        "CHILD = '''\n"
+        f"from {t}.formats.test_btf import answers\n"
+        "'''\n"
+        f"from {t}.helpers import fakes\n"
+    )
+    wrong = _test_import_violations(module)
+    assert [w.split(":")[0] for w in wrong] == ["line 1", "line 3", "line 4"], wrong

@@ -1,5 +1,7 @@
 """``python -m pytest_ktstr_vmlinux`` (also ``ktstr-vmlinux``): diagnostics without pytest.
 
+    --version                            the package's version
+
     info PATH|SPEC [--kernel-sysroot DIR] [--vmlinux PATH] [--json]  what a kernel is: arch,
                                          release, banner, build-id, compression, config, vmlinux
     locate [SPEC] [--kernel-sysroot DIR] [--vmlinux PATH] [--json]   the probe report
@@ -10,17 +12,21 @@
 A SPEC may be a distro kernel to fetch (``debian:sid``), fetched into the store as the plugin
 does, with progress on stderr; $KTSTR_KERNEL_OFFLINE=1 uses the store's copy without asking.
 
-Exit status: 0 on success (``locate``: a vmlinux was found); 1 for a bad argument, a bad file or
-no vmlinux, with one clear line on stderr (no vmlinux: that line, then the probe report); 2 when
-argparse refuses the command line (an unknown verb or option, a missing argument); 141, as for a
-tool killed by SIGPIPE, when the reader of stdout goes away (``symbols running | head``). The
-store directory follows the plugin's rule: --cache-dir > $KTSTR_CACHE_DIR > default; a wait for
-its lock ends after $KTSTR_LOCK_TIMEOUT seconds, as in the plugin.
+Exit status: 0 on success (``info`` and ``locate``: the kernel's vmlinux was found); 1 for a bad
+argument, a bad file or no vmlinux, with one clear line on stderr (``info`` and ``locate`` print
+their report first, and the line says what is missing); 2 when argparse refuses the command line
+(an unknown verb or option, a missing argument); 141, as for a tool killed by SIGPIPE, when the
+reader of stdout goes away (``symbols running | head``). Every message on stderr starts with the
+name the command was run by (``ktstr-vmlinux``, ``python -m pytest_ktstr_vmlinux``). The store
+directory follows the plugin's rule: --cache-dir > $KTSTR_CACHE_DIR > default; a wait for its lock
+ends after $KTSTR_LOCK_TIMEOUT seconds, as in the plugin.
 """
 
 from __future__ import annotations
 
 import argparse
+import functools
+import importlib.metadata
 import json
 import os
 import signal
@@ -51,8 +57,9 @@ PROG = "ktstr-vmlinux"
 
 
 def main(argv: Sequence[str] | None = None, *, prog: str = PROG) -> int:
-    """The command; ``prog`` is the name it was invoked by, for its usage line and --help (the
-    console script takes the default, ``python -m`` passes its own spelling)."""
+    """The command; ``prog`` is the name it was invoked by, for its usage line, --help, --version
+    and every message (the console script takes the default, ``python -m`` passes its own
+    spelling)."""
     try:
         status = _run(argv, prog)
         # Flushed here rather than by the interpreter at exit, so that a reader that has gone
@@ -70,6 +77,7 @@ def main(argv: Sequence[str] | None = None, *, prog: str = PROG) -> int:
 
 def _run(argv: Sequence[str] | None, prog: str) -> int:
     parser = argparse.ArgumentParser(prog=prog)
+    parser.add_argument("--version", action="version", version=f"%(prog)s {_version()}")
     verbs = parser.add_subparsers(dest="verb", required=True)
     info = verbs.add_parser("info", help="identify a kernel image, vmlinux, tree or release")
     locate = verbs.add_parser("locate", help="resolve a kernel spec and show every probed path")
@@ -123,21 +131,22 @@ def _run(argv: Sequence[str] | None, prog: str) -> int:
     if args.verb == "symbols":
         args.names += extra
     if args.verb == "cache":
-        return _cache(args.action, args.cache_dir, as_json=args.json)
+        return _cache(args.action, args.cache_dir, prog, as_json=args.json)
     if args.verb == "kernels":
         if args.action and (args.action[0] != "remove" or len(args.action) != 2):
             parser.error("kernels takes no argument, or `remove SPEC`")
-        return _kernels(args.action[1] if args.action else None, args.cache_dir, as_json=args.json)
+        remove = args.action[1] if args.action else None
+        return _kernels(remove, args.cache_dir, prog, as_json=args.json)
     if args.verb in queries:
         try:
             check_query_arguments(args)
         except ValueError as e:
-            return _fail(e)
+            return _fail(e, prog)
     raw, source = _kernel_setting(args.spec)
     try:
         timeout = lock_timeout()
     except ValueError as e:
-        return _fail(e)
+        return _fail(e, prog)
     try:
         sysroot = (
             check_sysroot(args.sysroot, SpecSource.OPTION, os.getcwd())
@@ -145,30 +154,35 @@ def _run(argv: Sequence[str] | None, prog: str) -> int:
             else None
         )
         store, problem = open_store(
-            os.environ.get(ENV_CACHE_DIR) or None, lock_timeout=timeout, on_lock_wait=_notice
+            os.environ.get(ENV_CACHE_DIR) or None,
+            lock_timeout=timeout,
+            on_lock_wait=functools.partial(_notice, prog),
         )
         if problem is not None:
-            print(f"ktstr-vmlinux: warning: {problem}", file=sys.stderr)
+            print(f"{prog}: warning: {problem}", file=sys.stderr)
         kernel = resolve_kernel(
             raw,
             vmlinux=args.vmlinux,
             sysroot=sysroot,
             source=source,
             store=store,
-            fetch=_fetch_options(),
+            fetch=_fetch_options(prog),
         )
         if args.verb in queries:
             return run_query(args, kernel)
         report = kernel_to_json(kernel, with_config=args.verb == "info")
     except (KernelArtifactError, KeyError) as e:
         # KeyError: a symbol, type or member that is not there, with close matches.
-        return _fail(e)
+        return _fail(e, prog)
     if args.json:
         print(json.dumps(report, indent=2))
     elif args.verb == "info":
         for key in ("arch", "release", "banner", "build_id", "compression", "config"):
             print(f"{key:<12} {report[key] if report[key] is not None else 'unknown'}")
-        print(f"{'vmlinux':<12} {report['vmlinux'] or 'none'} (paired: {report['paired']})")
+        if kernel.vmlinux is not None:
+            print(f"{'vmlinux':<12} {kernel.vmlinux} (paired: {report['paired']})")
+        else:  # what was looked for; `locate` lists every path
+            print(f"{'vmlinux':<12} none: {kernel.report.summary()}")
     else:
         print(f"kernel   {kernel.spec.raw} ({kernel.spec.kind.value}, from {source.value})")
         print(f"image    {kernel.image or 'none'}")
@@ -176,9 +190,30 @@ def _run(argv: Sequence[str] | None, prog: str) -> int:
         print(f"arch     {kernel.arch or 'unknown'}")
         print(f"vmlinux  {kernel.vmlinux or 'none'}")
         print(kernel.report.format())
-    if args.verb == "locate" and kernel.vmlinux is None:
-        return EXIT_BAD
+    if kernel.vmlinux is None:
+        return _no_vmlinux(kernel, args.verb, prog)
     return EXIT_OK
+
+
+def _no_vmlinux(kernel: Kernel, verb: str, prog: str) -> int:
+    """``info`` and ``locate`` of a kernel without a vmlinux: the report is printed, the exit
+    status is 1 and one line on stderr says what is missing and how to get it."""
+    sys.stdout.flush()  # the report first, where both go to one terminal
+    where = "" if verb == "locate" else f"; `{prog} locate` lists every path probed"
+    return _error(
+        f"no vmlinux for kernel {kernel.spec.raw!r} (release {kernel.release or 'unknown'}):"
+        f" {kernel.report.summary()}{where}; install its debug package (Debian/Ubuntu:"
+        " linux-image-R-dbg or -dbgsym; Fedora: kernel-debuginfo), build vmlinux, or pass"
+        " --vmlinux",
+        prog,
+    )
+
+
+def _version() -> str:
+    try:
+        return importlib.metadata.version("pytest-ktstr-vmlinux")
+    except importlib.metadata.PackageNotFoundError:  # run from a source tree, not installed
+        return "unknown (not installed)"
 
 
 def kernel_to_json(kernel: Kernel, *, with_config: bool = False) -> dict[str, Any]:
@@ -221,13 +256,14 @@ def _kernel_setting(spec: str | None) -> tuple[str, SpecSource]:
     return select_setting(env) or (RUNNING, SpecSource.DEFAULT)
 
 
-def _fail(error: Exception) -> int:
+def _fail(error: Exception, prog: str) -> int:
     # A missing vmlinux comes with the probe report, a candidate a line, as locate prints it.
-    return _error(str(error) if isinstance(error, VmlinuxNotFoundError) else _one_line(error))
+    message = str(error) if isinstance(error, VmlinuxNotFoundError) else _one_line(error)
+    return _error(message, prog)
 
 
-def _error(message: str) -> int:
-    print(f"ktstr-vmlinux: {message}", file=sys.stderr)
+def _error(message: str, prog: str) -> int:
+    print(f"{prog}: {message}", file=sys.stderr)
     return EXIT_BAD
 
 
@@ -242,8 +278,8 @@ def lock_timeout() -> float:
         raise ValueError(f"${ENV_LOCK_TIMEOUT}: {e}") from None
 
 
-def _notice(message: str) -> None:
-    print(f"{PROG}: {message}", file=sys.stderr, flush=True)
+def _notice(prog: str, message: str) -> None:
+    print(f"{prog}: {message}", file=sys.stderr, flush=True)
 
 
 def _one_line(error: Exception) -> str:
@@ -251,11 +287,11 @@ def _one_line(error: Exception) -> str:
     return " ".join(str(text).split())
 
 
-def _fetch_options() -> FetchOptions:
+def _fetch_options(prog: str) -> FetchOptions:
     """Fetching as the plugin does: $KTSTR_KERNEL_OFFLINE, progress on stderr."""
     raw = os.environ.get(ENV_OFFLINE, "")
     offline = parse_offline(raw, f"${ENV_OFFLINE}")
-    progress = TerminalProgress(_to_stderr, tty=sys.stderr.isatty(), prefix=PROG)
+    progress = TerminalProgress(_to_stderr, tty=sys.stderr.isatty(), prefix=prog)
     return FetchOptions(offline=offline, progress=progress)
 
 
@@ -264,41 +300,42 @@ def _to_stderr(text: str) -> None:
     sys.stderr.flush()
 
 
-def _kernels(remove: str | None, cache_dir: str | None, *, as_json: bool) -> int:
+def _kernels(remove: str | None, cache_dir: str | None, prog: str, *, as_json: bool) -> int:
     try:
-        store = _open_cache(cache_dir)
+        store = _open_cache(cache_dir, prog)
         if remove is not None:
             remove_kernel(store, remove)
         else:
             list_kernels(store, as_json=as_json)
     except (KernelArtifactError, ValueError) as e:
-        return _fail(e)
+        return _fail(e, prog)
     return EXIT_OK
 
 
-def _open_cache(cache_dir: str | None) -> ArtifactStore:
+def _open_cache(cache_dir: str | None, prog: str) -> ArtifactStore:
     """The store named by --cache-dir > $KTSTR_CACHE_DIR > the default (ValueError: a bad
     argument or setting)."""
     if cache_dir is not None and not cache_dir.strip():
         raise ValueError(f"--cache-dir {cache_dir!r} is empty; name a directory")
     directory = Path(cache_dir or os.environ.get(ENV_CACHE_DIR) or default_store_dir())
-    return ArtifactStore(directory, lock_timeout=lock_timeout(), on_lock_wait=_notice)
+    notice = functools.partial(_notice, prog)
+    return ArtifactStore(directory, lock_timeout=lock_timeout(), on_lock_wait=notice)
 
 
-def _cache(action: str, cache_dir: str | None, *, as_json: bool) -> int:
+def _cache(action: str, cache_dir: str | None, prog: str, *, as_json: bool) -> int:
     if cache_dir is not None and not cache_dir.strip():
-        return _error(f"--cache-dir {cache_dir!r} is empty; name a directory")
+        return _error(f"--cache-dir {cache_dir!r} is empty; name a directory", prog)
     directory = Path(cache_dir or os.environ.get(ENV_CACHE_DIR) or default_store_dir())
     if action == "path":
         print(directory)
         return 0
     try:
-        store = ArtifactStore(directory, lock_timeout=lock_timeout(), on_lock_wait=_notice)
+        store = _open_cache(cache_dir, prog)
         if action == "clear":
             print(f"removed {store.clear()} artifacts from {store.directory}")
             return 0
     except (KernelArtifactError, ValueError) as e:  # ValueError: a bad $KTSTR_LOCK_TIMEOUT
-        return _fail(e)
+        return _fail(e, prog)
     entries = store.entries()
     if as_json:
         listing = {"store": str(store.directory), "size": store.total_size(), "sources": entries}

@@ -28,7 +28,14 @@ from .identity import (
     running_expectation,
     vmlinux_identity,
 )
-from .images import Candidate, FoundImage, config_beside_image, find_image
+from .images import (
+    BUILD_TREE_IMAGES,
+    DISTRO_IMAGE_LAYOUTS,
+    Candidate,
+    FoundImage,
+    config_beside_image,
+    find_image,
+)
 from .locate import Probe, ProbeReport, probe_vmlinux
 from .spec import (
     KernelSpec,
@@ -127,6 +134,31 @@ class Kernel:
         return (
             f"no vmlinux for kernel {self.spec.raw!r} (from {self.source.value})\n"
             f"{self.report.format()}"
+        )
+
+    def missing_image_message(self) -> str:
+        """Why the kernel has no bootable image (``image`` is None), where it was looked for,
+        and what to name instead: one line, for a guest that cannot boot it."""
+        named = f"kernel {self.spec.raw!r} (from {self.source.value})"
+        if self.spec.kind is SpecKind.VMLINUX:
+            return (
+                f"{named} was named by its vmlinux, which is no bootable image: name the image"
+                " (bzImage, vmlinuz-R), its build tree or its release instead"
+            )
+        if self.spec.kind is SpecKind.TREE:
+            images = ", ".join(f"arch/{arch}/boot/{name}" for arch, name in BUILD_TREE_IMAGES)
+            return (
+                f"{named}: the build tree {self.spec.path} has no image ({images}): build one"
+                " (make bzImage), or name another kernel"
+            )
+        root = Sysroot(self.sysroot)
+        looked = [str(root.prefix(t.format(R=self.release))) for t in DISTRO_IMAGE_LAYOUTS]
+        refused = "".join(f"; {c.path}: {c.refused}" for c in self.report.images if c.refused)
+        whose = "the running kernel" if self.spec.kind is SpecKind.RUNNING else named
+        return (
+            f"no bootable image for {whose} {self.release or ''}".rstrip()
+            + f" (looked for {', '.join(looked)}{refused}): name an image, a build tree, a"
+            " release whose image is installed, or a kernel to fetch (debian:sid) instead"
         )
 
 

@@ -4,6 +4,10 @@ Each test that runs on a kernel carries ``ktstr_kernel`` (label), ``ktstr_releas
 ``ktstr_build_id`` in its user properties, which pytest's JUnit XML writes per test case and
 pytest-xdist carries from workers to the controller. There, reports are tallied per label for
 the terminal summary; the JUnit suite gets ``ktstr_kernels``, a JSON list of the kernels.
+
+The summary counts as pytest does: a test whose setup or teardown failed is an error, one whose
+call failed a failure. It lists why tests skipped unless pytest does (``-rs``, ``-ra``), so that
+no reason is printed twice.
 """
 
 from __future__ import annotations
@@ -74,37 +78,44 @@ def _kernel_json(kernel: Kernel) -> dict[str, Any]:
 class KernelTally:
     """Final outcomes of one kernel's tests, and why the skipped ones were skipped."""
 
-    # nodeid -> passed/failed/skipped, or xfailed/xpassed for an expected failure
+    # nodeid -> passed/failed/error/skipped, or xfailed/xpassed for an expected failure
     outcomes: dict[str, str] = field(default_factory=dict)
     skip_reasons: dict[str, str] = field(default_factory=dict)
 
     def add(self, report: pytest.TestReport) -> None:
-        """A test fails if any phase fails, else is skipped if a phase skipped, else passes;
-        pytest's xfail marks a skipped or passed report as expected to fail (``wasxfail``)."""
+        """A test fails if its call fails, is an error if its setup or teardown fails (and its
+        call did not), else is skipped if a phase skipped, else passes; pytest's xfail marks a
+        skipped or passed report as expected to fail (``wasxfail``)."""
         nodeid, before = report.nodeid, self.outcomes.get(report.nodeid)
         expected_failure = hasattr(report, "wasxfail")
         if report.failed:
-            self.outcomes[nodeid] = "failed"
-        elif report.skipped and expected_failure and before != "failed":
+            failed = report.when == "call" or before == "failed"
+            self.outcomes[nodeid] = "failed" if failed else "error"
+        elif report.skipped and expected_failure and before not in ("failed", "error"):
             self.outcomes[nodeid] = "xfailed"
-        elif report.skipped and before != "failed":
+        elif report.skipped and before not in ("failed", "error"):
             self.outcomes[nodeid] = "skipped"
             self.skip_reasons[nodeid] = _skip_reason(report)
         elif report.when == "call" and before is None:
             self.outcomes[nodeid] = "xpassed" if expected_failure else "passed"
 
-    def lines(self, kernel: Kernel) -> list[str]:
+    def lines(self, kernel: Kernel, *, reasons: bool = True) -> list[str]:
+        """The kernel's counts, then (with ``reasons``) why its tests skipped, a reason a line."""
         counts = Counter(self.outcomes.values())
         head = (
             f"ktstr: kernel {kernel_name(kernel)}: {counts['passed']} passed,"
             f" {counts['failed']} failed, {counts['skipped']} skipped"
         )
         head += "".join(f", {counts[x]} {x}" for x in ("xfailed", "xpassed") if counts[x])
-        reasons = Counter(
+        errors = counts["error"]
+        head += f", {errors} error{'s' if errors > 1 else ''}" if errors else ""
+        if not reasons:
+            return [head]
+        skipped = Counter(
             self.skip_reasons[n] for n, outcome in self.outcomes.items() if outcome == "skipped"
         )
         # Most frequent first, ties by reason: under xdist reports arrive in no fixed order.
-        ordered = sorted(reasons.items(), key=lambda item: (-item[1], item[0]))
+        ordered = sorted(skipped.items(), key=lambda item: (-item[1], item[0]))
         return [head] + [f"  {n} skipped: {why}" for why, n in ordered]
 
 
@@ -134,10 +145,12 @@ class KernelResults:
     def pytest_terminal_summary(self, terminalreporter: Any) -> None:
         if not self.tallies:
             return
+        # pytest lists every skip with its reason under -rs (and -ra): not twice.
+        reasons = not terminalreporter.hasopt("s")
         for kernel in self._kernels():
             tally = self.tallies.get(kernel.label)
             if tally is not None and tally.outcomes:
-                for line in tally.lines(kernel):
+                for line in tally.lines(kernel, reasons=reasons):
                     terminalreporter.write_line(line)
 
 

@@ -7,12 +7,19 @@ marked ``ktstr_vm(...)`` gets its own, booted for it and shut down after it (the
 asyncio) is imported when a guest is first needed: a suite without guests pays for the options
 and nothing else. Settings and marker arguments are validated in vmsettings.py; a guest with a
 sched_ext scheduler is watched after each test by scheduler.py, registered with the first guest.
+
+A kernel without a bootable image (the running kernel in a container, with nothing in /boot)
+skips the tests that boot it when nobody named it, and fails them when someone did, as the kernel
+fixtures do for a missing vmlinux. KVM found unusable is said once, in the terminal summary (the
+workers' too, under xdist), rather than as a warning pointing into this module.
 """
 
 from __future__ import annotations
 
 import os
 import re
+import sys
+import warnings
 from collections.abc import Iterator, Mapping, Sequence
 from typing import TYPE_CHECKING, Any, NoReturn
 
@@ -43,7 +50,9 @@ if TYPE_CHECKING:
 __all__ = ["VmSettings", "vm_settings"]
 
 WATCH_PLUGIN = "ktstr-vmlinux-scheduler-watch"
+TCG_FALLBACKS = "ktstr_tcg_fallbacks"  # a worker's, in its workeroutput
 _SETTINGS_KEY = pytest.StashKey["VmSettings"]()
+_WORKERS_TCG_KEY = pytest.StashKey[dict[str, None]]()
 
 
 def pytest_addoption(parser: pytest.Parser) -> None:
@@ -109,7 +118,7 @@ class GuestFactory:
 def kernel_vm(
     request: pytest.FixtureRequest, kernel: Kernel, _ktstr_vm_guests: _Guests
 ) -> Iterator[GuestVM]:
-    """The kernel under test booted in QEMU (``pytest_ktstr_vmlinux.vm.GuestVM``): ``run``,
+    """The kernel under test booted in QEMU (``pytest_ktstr_vmlinux.GuestVM``): ``run``,
     ``put``, ``get``, ``console``, ``memory``, ``qmp``. One guest per kernel per worker, shared
     by every test; a test marked ``ktstr_vm(...)`` gets one of its own."""
     own = getattr(request, "param", None)
@@ -207,38 +216,52 @@ class _Guests:
         """A guest of ``kernel``; without QEMU or busybox, a skip (a failure under
         --kernel-strict) naming the packages to install; with a scheduler on a kernel without
         sched_ext, a skip naming CONFIG_SCHED_CLASS_EXT, before booting."""
-        from ..vm import GuestUnavailableError, boot_guest
+        from ..vm import GuestUnavailableError, GuestWarning, boot_guest
 
+        if kernel.image is None:
+            self._no_image(kernel, name)
         if scheduler is not None:
             self.require_sched_ext(kernel, f"scheduler={os.fspath(scheduler)!r}")
         settings = self.settings()
         topology = (sockets, cores, threads, numa_nodes)
         if cpus is None and all(n is None for n in topology):
             cpus = settings.cpus  # the option's count, unless the topology says how many
+        log_dir = self.tmp.mktemp(re.sub(r"[^\w.+-]", "_", f"vm-{kernel.label}-{name}")[:60])
         try:
-            return boot_guest(
-                kernel,
-                store=self.store,
-                cpus=cpus,
-                memory=settings.memory if memory is None else memory_size(memory, "memory="),
-                cmdline=f"{settings.cmdline} {cmdline}".strip(),
-                files=files,
-                timeout=settings.timeout if timeout is None else timeout,
-                accel=settings.accel,
-                log_dir=self.tmp.mktemp(re.sub(r"[^\w.+-]", "_", f"vm-{kernel.label}-{name}")[:60]),
-                programs=programs or (),
-                scheduler=scheduler,
-                scheduler_args=scheduler_args or (),
-                sockets=sockets,
-                cores=cores,
-                threads=threads,
-                numa_nodes=numa_nodes,
-            )
+            with warnings.catch_warnings():
+                # Said once in the terminal summary instead (pytest_terminal_summary).
+                warnings.simplefilter("ignore", GuestWarning)
+                return boot_guest(
+                    kernel,
+                    store=self.store,
+                    cpus=cpus,
+                    memory=settings.memory if memory is None else memory_size(memory, "memory="),
+                    cmdline=f"{settings.cmdline} {cmdline}".strip(),
+                    files=files,
+                    timeout=settings.timeout if timeout is None else timeout,
+                    accel=settings.accel,
+                    log_dir=log_dir,
+                    programs=programs or (),
+                    scheduler=scheduler,
+                    scheduler_args=scheduler_args or (),
+                    sockets=sockets,
+                    cores=cores,
+                    threads=threads,
+                    numa_nodes=numa_nodes,
+                )
         except GuestUnavailableError as e:
             message = f"ktstr: {e}"
         if name == "shared":
             self._refused[kernel.label] = (message, True)
         _refuse(self.config, message, True)
+
+    def _no_image(self, kernel: Kernel, name: str) -> NoReturn:
+        """No guest of a kernel without an image: a skip for the kernel nobody named (the
+        running one), a failure for one the user named."""
+        refused = (f"ktstr: {kernel.missing_image_message()}", not kernel.spec.named_by_user)
+        if name == "shared":
+            self._refused[kernel.label] = refused
+        _refuse(self.config, *refused)
 
     def require_sched_ext(self, kernel: Kernel, why: str) -> None:
         """Skip (fail under --kernel-strict) on a kernel without CONFIG_SCHED_CLASS_EXT, as a
@@ -268,5 +291,38 @@ class _Guests:
 def _refuse(config: pytest.Config, message: str, unavailable: bool) -> NoReturn:
     """Skip (fail under --kernel-strict) on a host without QEMU or busybox; fail otherwise."""
     if unavailable:
-        skip_or_fail(config, message)
+        # At the test's own line, not this module's, even from a kernel_vm_factory call.
+        skip_or_fail(config, message, at_test=True)
     pytest.fail(message, pytrace=False)
+
+
+def _tcg_fallbacks() -> list[str]:
+    """Why this process's guests run under TCG; nothing to say (and nothing imported) in a run
+    that booted no guest."""
+    accel = sys.modules.get("pytest_ktstr_vmlinux.vm.accel")
+    return accel.tcg_fallbacks() if accel is not None else []
+
+
+def pytest_sessionfinish(session: pytest.Session) -> None:
+    workeroutput = getattr(session.config, "workeroutput", None)
+    if workeroutput is not None:
+        workeroutput[TCG_FALLBACKS] = _tcg_fallbacks()
+
+
+@pytest.hookimpl(optionalhook=True)
+def pytest_testnodedown(node: Any, error: object) -> None:
+    """On the xdist controller: what each worker found about KVM."""
+    found = getattr(node, "workeroutput", {}).get(TCG_FALLBACKS)
+    if isinstance(found, list):
+        seen = node.config.stash.setdefault(_WORKERS_TCG_KEY, {})
+        seen.update(dict.fromkeys(str(line) for line in found))
+
+
+def pytest_terminal_summary(terminalreporter: Any, config: pytest.Config) -> None:
+    """KVM unusable, so guests ran under TCG: one line per reason, from here and every worker."""
+    lines = dict.fromkeys(_tcg_fallbacks())
+    workers = config.stash.get(_WORKERS_TCG_KEY, None)
+    if workers:
+        lines.update(workers)
+    for line in lines:
+        terminalreporter.write_line(line)

@@ -5,7 +5,9 @@ kernel's early boot (seen on these machines: past the real-mode setup, in the de
 forever). So ``auto`` boots the kernel under test with KVM once, for a few seconds, and takes
 KVM only when the kernel proper starts (``Linux version`` on the early console). The verdict is
 kept in the store per host (its name, this boot of it, the QEMU binary), so the probe runs once
-per host boot, not once per guest; falling back says why, in one line.
+per host boot, not once per guest; falling back says why, in one line: a GuestWarning, once per
+process, and ``tcg_fallbacks()`` for a caller that reports it its own way (the plugin, in its
+terminal summary).
 """
 
 from __future__ import annotations
@@ -32,7 +34,7 @@ PROBE_SECONDS = 5.0
 PROBE_KIND_PREFIX = "vm-kvm-probe-"
 PROBE_VERSION = 1
 _STARTED = b"Linux version "
-_warned: set[str] = set()
+_warned: dict[str, None] = {}  # the messages warned about, in order (a set that keeps it)
 
 
 @dataclass(frozen=True)
@@ -140,7 +142,12 @@ def _host_key() -> str:
     return hashlib.sha256(text.encode()).hexdigest()[:24]
 
 
+def tcg_fallbacks() -> list[str]:
+    """Why ``auto`` chose TCG in this process, once per reason, in the order it happened."""
+    return list(_warned)
+
+
 def _warn_once(message: str) -> None:
     if message not in _warned:
-        _warned.add(message)
+        _warned[message] = None
         warnings.warn(GuestWarning(message), stacklevel=3)

@@ -26,6 +26,7 @@ from typing import IO, TYPE_CHECKING
 
 from ..formats.elf import ELFMAG
 from ..regularfile import RegularFile
+from ..store.memory import MemoryStore
 from .accel import choose_accel
 from .agent import check_applets
 from .channel import Channel, ChannelClosed, ChannelTimeout
@@ -366,7 +367,7 @@ class GuestVM:
 def boot_guest(
     kernel: Kernel | str | os.PathLike[str],
     *,
-    store: Store,
+    store: Store | None = None,
     arch: str | None = None,
     cpus: int | None = None,
     memory: int = DEFAULT_MEMORY,
@@ -389,9 +390,13 @@ def boot_guest(
     added to the initramfs (guest path -> bytes or host path), ``timeout`` seconds for the boot.
     ``programs`` (host programs by path or name) are packed with their loader and libraries;
     ``scheduler`` too, then started with ``scheduler_args`` once the guest is up. ``cpus`` (2
-    by default), or ``sockets`` x ``cores`` x ``threads``, over ``numa_nodes`` nodes.
+    by default), or ``sockets`` x ``cores`` x ``threads``, over ``numa_nodes`` nodes. ``store``
+    keeps the initramfs and the KVM probe's verdict: by default the store ``kernel`` was
+    resolved with, or a MemoryStore for an image path.
     """
     image, arch = _image(kernel, arch)
+    if store is None:
+        store = MemoryStore() if isinstance(kernel, (str, os.PathLike)) else kernel.store
     topology = Topology.choose(
         cpus, sockets=sockets, cores=cores, threads=threads, numa_nodes=numa_nodes,
         default_cpus=DEFAULT_CPUS,
@@ -520,11 +525,7 @@ def _image(kernel: Kernel | str | os.PathLike[str], arch: str | None) -> tuple[P
             arch = read_image_header(image).arch
         return image, arch or "unknown"
     if kernel.image is None:
-        raise GuestError(
-            f"kernel {kernel.spec.raw!r} has no bootable image (it was named by its vmlinux):"
-            " a guest boots an image (bzImage, vmlinuz-R); name the image, its build tree or"
-            " its release instead"
-        )
+        raise GuestError(kernel.missing_image_message())
     return kernel.image, arch or kernel.arch or "unknown"
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import importlib.metadata
 import json
 import os
 import re
@@ -20,7 +21,6 @@ from pytest_ktstr_vmlinux.cli.query import check_query_arguments, parse_address
 from pytest_ktstr_vmlinux.formats.btf.queries import parse_member_path
 from pytest_ktstr_vmlinux.store.disk import ArtifactStore
 from pytest_ktstr_vmlinux.store.snapshot import snapshot
-from tests.conftest import DebianKernel
 from tests.helpers.fakes import (
     banner_for,
     build_id_for,
@@ -29,8 +29,11 @@ from tests.helpers.fakes import (
     write_vmlinux,
 )
 from tests.helpers.fuzz import argv_text
+from tests.helpers.kernels import DebianKernel
 
 R = "6.1.0-99-cloud-amd64"
+PACKAGE = "pytest_ktstr_vmlinux"
+PROG_M = f"python -m {PACKAGE}"  # what the command calls itself when run so
 
 
 def _cli(*args: str, cwd: Path) -> subprocess.CompletedProcess[str]:
@@ -72,6 +75,39 @@ def test_locate_text_shows_refusals_and_exits_1_when_not_found(tmp_path: Path) -
     assert result.returncode == 1
     assert "vmlinux  none" in result.stdout
     assert f"refused  {tmp_path}/linux/vmlinux [build tree]: missing" in result.stdout
+    (line,) = result.stderr.splitlines()
+    assert re.match(
+        r"python -m pytest_ktstr_vmlinux: no vmlinux for kernel 'linux' \(release 6\.1\.0-test\):"
+        r" not found \(\d+ candidates refused: \d+ missing\); install its debug package",
+        line,
+    ), line
+
+
+@pytest.mark.parametrize("as_json", [False, True], ids=["text", "json"])
+def test_info_without_a_vmlinux_exits_1_as_locate_does_and_says_what_is_missing(
+    tmp_path: Path, as_json: bool
+) -> None:
+    make_build_tree(tmp_path / "linux", vmlinux=False)
+    result = _cli("info", "linux", *(["--json"] if as_json else []), cwd=tmp_path)
+    assert result.returncode == _cli("locate", "linux", cwd=tmp_path).returncode == 1
+    if as_json:
+        assert json.loads(result.stdout)["vmlinux"] is None  # the report is printed all the same
+    else:
+        vmlinux = [line for line in result.stdout.splitlines() if line.startswith("vmlinux ")]
+        assert len(vmlinux) == 1
+        assert re.fullmatch(
+            r"vmlinux +none: not found \(\d+ candidates refused: \d+ missing\)", vmlinux[0]
+        )
+        assert "release      6.1.0-test" in result.stdout.splitlines()
+    (line,) = result.stderr.splitlines()
+    assert re.match(
+        r"python -m pytest_ktstr_vmlinux: no vmlinux for kernel 'linux' \(release 6\.1\.0-test\):"
+        r" not found \(\d+ candidates refused: \d+ missing\); `python -m pytest_ktstr_vmlinux"
+        r" locate` lists every path probed; install its debug package",
+        line,
+    ), line
+    found = _cli("info", str(make_build_tree(tmp_path / "built")), cwd=tmp_path)
+    assert (found.returncode, found.stderr) == (0, ""), found.stderr
 
 
 @pytest.mark.parametrize("verb", ["locate", "info"])
@@ -91,7 +127,7 @@ def test_info_names_the_mismatch(tmp_path: Path) -> None:
     tree = make_build_tree(tmp_path / "linux")
     write_vmlinux(tree / "vmlinux", build_id=build_id_for("other"), banner=banner_for("6.1.0-test"))
     result = _cli("info", "linux", "--json", cwd=tmp_path)
-    assert result.returncode == 0, result.stderr
+    assert result.returncode == 1, result.stderr  # no vmlinux: as for locate
     data = json.loads(result.stdout)
     assert data["vmlinux"] is None and data["paired"] == "unverified"
     expected = (
@@ -215,7 +251,7 @@ def test_a_bad_argument_is_one_line_and_exit_1(
     result = _cli(*argv, cwd=_bad_arguments_dir(tmp_path))
     assert "Traceback" not in result.stderr
     assert (result.returncode, len(result.stderr.splitlines())) == (1, 1), result.stderr
-    assert result.stderr.startswith("ktstr-vmlinux: ")
+    assert result.stderr.startswith("python -m pytest_ktstr_vmlinux: ")
     assert expected in result.stderr
 
 
@@ -259,7 +295,7 @@ def test_a_missing_vmlinux_prints_the_probe_report_a_line_at_a_time(tmp_path: Pa
     result = _cli("symbols", "linux", cwd=tmp_path)
     assert (result.returncode, result.stdout) == (1, "")
     first, *report = result.stderr.splitlines()
-    assert first == "ktstr-vmlinux: no vmlinux for kernel 'linux' (from argument)"
+    assert first == "python -m pytest_ktstr_vmlinux: no vmlinux for kernel 'linux' (from argument)"
     start = next(i for i, line in enumerate(located) if line.startswith("vmlinux probe for"))
     assert report == located[start:]
     assert any(line.startswith("  refused  ") for line in report)
@@ -272,7 +308,9 @@ def test_a_spec_on_the_command_line_is_said_to_come_from_the_argument(
     located = _cli("locate", "linux", cwd=tmp_path).stdout.splitlines()
     assert located[0] == "kernel   linux (tree, from argument)"
     missing = _cli("btf", "./missing", "struct rq", cwd=tmp_path).stderr
-    assert missing.startswith("ktstr-vmlinux: kernel './missing' (from argument): ")
+    assert missing.startswith(
+        "python -m pytest_ktstr_vmlinux: kernel './missing' (from argument): "
+    )
     monkeypatch.setenv("KTSTR_KERNEL", "linux")
     assert _cli("locate", cwd=tmp_path).stdout.splitlines()[0] == "kernel   linux (tree, from env)"
 
@@ -287,6 +325,27 @@ def test_usage_names_the_command_as_it_was_invoked(tmp_path: Path) -> None:
     missing = subprocess.run([script, "symbols"], capture_output=True, text=True, check=False)
     assert missing.returncode == 2
     assert "ktstr-vmlinux symbols: error: the following arguments are required" in missing.stderr
+    # Its own messages too: a user sees the command they typed, not another spelling of it.
+    for argv, name in (([script], "ktstr-vmlinux"), ([sys.executable, "-m", PACKAGE], PROG_M)):
+        bad = subprocess.run(
+            [*argv, "info", "./missing"], capture_output=True, text=True, check=False, cwd=tmp_path
+        )
+        assert bad.returncode == 1
+        assert (
+            bad.stderr
+            == f"{name}: kernel './missing' (from argument): {tmp_path}/missing does not exist\n"
+        )
+
+
+def test_version(tmp_path: Path) -> None:
+    version = importlib.metadata.version("pytest-ktstr-vmlinux")
+    script = shutil.which("ktstr-vmlinux", path=str(Path(sys.executable).parent))
+    assert script is not None
+    for argv, name in (([script], "ktstr-vmlinux"), ([sys.executable, "-m", PACKAGE], PROG_M)):
+        result = subprocess.run(
+            [*argv, "--version"], capture_output=True, text=True, check=False, cwd=tmp_path
+        )
+        assert (result.returncode, result.stdout, result.stderr) == (0, f"{name} {version}\n", "")
 
 
 def test_the_readme_synopsis_shows_kernel_sysroot_wherever_a_verb_takes_it(

@@ -12,9 +12,10 @@ from hypothesis import HealthCheck, example, given, settings
 
 from pytest_ktstr_vmlinux.formats.btf.queries import BTF, BitfieldError
 from pytest_ktstr_vmlinux.store.memory import MemoryStore
-from tests.conftest import DebianKernel
 from tests.helpers.fakes import make_build_tree
 from tests.helpers.fuzz import argv_text
+from tests.helpers.kernels import DebianKernel
+from tests.helpers.oracles import bpftool_member_bits
 
 HARNESS = """
 import os, json
@@ -41,20 +42,6 @@ def _nm(vmlinux: Path, name: str) -> int:
     return values[0]
 
 
-def _bpftool_member_bits(path: Path, struct: str, member: str) -> int:
-    out = subprocess.run(
-        ["bpftool", "btf", "dump", "file", str(path)], capture_output=True, text=True, check=True
-    ).stdout
-    lines = out.splitlines()
-    start = next(i for i, line in enumerate(lines) if f"STRUCT '{struct}' size=" in line)
-    for line in lines[start + 1 :]:
-        if not line.startswith("\t"):
-            break
-        if line.strip().startswith(f"'{member}' "):
-            return int(line.split("bits_offset=")[1].split()[0])
-    raise AssertionError(f"{struct}.{member} not in bpftool's dump")
-
-
 @pytest.mark.real_kernel
 def test_fixtures_on_the_debian_kernel(
     pytester: pytest.Pytester, debian_kernel: DebianKernel, monkeypatch: pytest.MonkeyPatch
@@ -71,8 +58,8 @@ def test_fixtures_on_the_debian_kernel(
     assert seen["runqueues"] == _nm(vmlinux, "runqueues")
     assert seen["runqueues_percpu"] is True
     assert seen["per_cpu_offset"] == _nm(vmlinux, "__per_cpu_offset")
-    assert seen["nr_running"] * 8 == _bpftool_member_bits(vmlinux, "rq", "nr_running")
-    assert seen["clock"] * 8 == _bpftool_member_bits(vmlinux, "rq", "clock")
+    assert seen["nr_running"] * 8 == bpftool_member_bits(vmlinux, "rq", "nr_running")
+    assert seen["clock"] * 8 == bpftool_member_bits(vmlinux, "rq", "clock")
 
 
 def test_named_kernel_without_btf_errors_default_skips(pytester: pytest.Pytester) -> None:
@@ -116,7 +103,7 @@ def test_cli_verbs_on_the_tinyconfig_tree(tinyconfig_tree: Path) -> None:
     result = _cli("offsetof", tree, "struct task_struct", "pid", "--json")
     assert result.returncode == 0, result.stderr
     offset = json.loads(result.stdout)["offset"]
-    assert offset * 8 == _bpftool_member_bits(vmlinux, "task_struct", "pid")
+    assert offset * 8 == bpftool_member_bits(vmlinux, "task_struct", "pid")
     layout = _cli("btf", tree, "struct list_head").stdout
     assert "struct list_head {" in layout and "next" in layout and "/* size: 16 */" in layout
     missing = _cli("offsetof", tree, "struct task_struct", "pidd")

@@ -26,7 +26,6 @@ from pytest_ktstr_vmlinux.formats.btf import format as btfformat
 from pytest_ktstr_vmlinux.formats.btf.queries import BTF, BitfieldError, BTFKeyError
 from pytest_ktstr_vmlinux.store.disk import ArtifactStore
 from pytest_ktstr_vmlinux.store.memory import MemoryStore
-from tests.conftest import REQUIRE_REAL_KERNELS, DebianKernel
 from tests.helpers.btf import (
     ARRAY,
     CONST,
@@ -34,86 +33,21 @@ from tests.helpers.btf import (
     DECL_TAG,
     ENUM,
     ENUM64,
-    FLOAT,
-    FUNC,
     FUNC_PROTO,
     FWD,
     INT,
-    RESTRICT,
     STRUCT,
-    TYPE_TAG,
     TYPEDEF,
     UNION,
     VAR,
-    VOLATILE,
     Builder,
+    answers,
+    sample,
 )
+from tests.helpers.kernels import REQUIRE_REAL_KERNELS, DebianKernel
 
 RUNNING_BTF = Path("/sys/kernel/btf/vmlinux")
 SAMPLE = 500
-
-
-@dataclass
-class Sample:
-    """Every kind, nested anonymous members, arrays of structs, bitfields, chains."""
-
-    blob: bytes
-    count: int
-    ids: dict[str, int] = field(default_factory=dict)
-
-
-def sample(order: str = "<", *, long_size: int = 8) -> Sample:
-    b = Builder(order)
-    ids: dict[str, int] = {}
-    int_ = ids["int"] = b.int_("int", 4, signed=True)
-    uint = b.int_("unsigned int", 4)
-    long_ = b.int_("long int", long_size, signed=True)
-    char = b.int_("char", 1, signed=True)
-    u64 = ids["u64"] = b.add(TYPEDEF, "u64", st=b.int_("long long unsigned int", 8))
-    point = b.struct("point", 8, [("x", int_, 0), ("y", int_, 32)])
-    anon_s = b.struct("", 8, [("lo", uint, 0), ("hi", uint, 32)])
-    anon_u = b.union("", 8, [("whole", u64, 0), ("", anon_s, 0)])
-    points = ids["points"] = b.array(point, 4)
-    flags = b.struct("flags", 4, [("a", uint, 0, 1), ("b", uint, 1, 3), ("c", uint, 8, 8)])
-    cv = ids["cv"] = b.add(CONST, st=b.add(VOLATILE, st=u64))
-    restricted = b.add(RESTRICT, st=b.ptr(char))
-    tagged = ids["tagged"] = b.ptr(b.add(TYPE_TAG, "user", st=char))
-    grid = ids["grid"] = b.array(b.array(char, 3), 2)
-    three = b.int_("", 4, bits=3, shift=2)  # an old-style bitfield: width in the INT encoding
-    old = b.struct("old_bits", 4, [("x", three, 5), ("y", uint, 0)])
-    ids["opaque"] = b.add(FWD, "opaque")
-    b.add(FWD, "later")
-    ids["later"] = b.struct("later", 4, [("v", int_, 0)])
-    ids["outer"] = b.struct(
-        "outer",
-        96,
-        [
-            ("id", long_, 0),
-            ("", anon_u, 64),
-            ("points", points, 128),
-            ("fl", flags, 384),
-            ("name", restricted, 448),
-            ("cv", cv, 512),
-            ("tag", tagged, 576),
-            ("grid", grid, 640),
-            ("old", old, 704),
-        ],
-    )
-    b.enum("colour", {"RED": 0, "GREEN": 1, "NEG": -5}, signed=True)
-    b.enum("", {"BIGU": 0xFFFFFFF0})
-    b.enum64("wide", {"BIG": 1 << 40, "HUGE": (1 << 64) - 1})
-    b.enum64("swide", {"MINUS": (1 << 64) - 2}, signed=True)
-    proto = b.func_proto(int_, [("a", int_), ("p", tagged)])
-    ids["func"] = b.add(FUNC, "do_thing", vlen=1, st=proto)
-    b.add(DECL_TAG, "bpf_kfunc", st=ids["func"], extra=b.u32(0xFFFFFFFF))
-    var = ids["var"] = b.add(VAR, "counter", st=long_, extra=b.u32(1))
-    b.datasec(".data", 8, [(var, 0, 8)])
-    b.add(FLOAT, "double", st=8)
-    b.struct("dup", 4, [("d", int_, 0)])
-    b.add(FUNC, "dup", vlen=1, st=proto)
-    b.struct("chksum", 4, [("first", int_, 0)])
-    b.struct("chksum", 8, [("second", long_, 0)])  # same name, later and larger: it wins
-    return Sample(b.blob(), b.count, ids)
 
 
 LE = sample("<")
@@ -444,17 +378,6 @@ def blob_file(tmp_path: Path) -> Path:
     return path
 
 
-def answers(btf: BTF) -> list[object]:
-    return [
-        len(btf),
-        btf.sizeof("struct outer"),
-        btf.offsetof("struct outer", "points[2].y"),
-        btf.member("struct outer", "fl.b").bit_offset,
-        btf.enum_value("HUGE"),
-        btf.type("func do_thing").target,
-    ]
-
-
 def test_from_path_reuses_the_store(tmp_path: Path, blob_file: Path) -> None:
     store = ArtifactStore(tmp_path / "store")
     first = BTF.from_path(blob_file, store)
@@ -471,7 +394,7 @@ def test_a_fresh_process_builds_nothing(tmp_path: Path, blob_file: Path) -> None
         "import json, sys\n"
         "from pytest_ktstr_vmlinux.formats.btf.queries import BTF\n"
         "from pytest_ktstr_vmlinux.store.disk import ArtifactStore\n"
-        "from tests.formats.test_btf import answers\n"
+        "from tests.helpers.btf import answers\n"
         "store = ArtifactStore(sys.argv[1])\n"
         "got = answers(BTF.from_path(sys.argv[2], store))\n"
         "print(json.dumps([store.stats.built, store.stats.reused, got]))\n"

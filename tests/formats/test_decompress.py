@@ -45,6 +45,16 @@ from pytest_ktstr_vmlinux.formats.decompress import (
 )
 from tests.helpers.fakes import LZ4_BLOCK, LZ4_MAGIC, lz4_legacy
 from tests.helpers.fuzz import mutations
+from tests.helpers.lzop import (
+    F_ADLER32_C,
+    F_ADLER32_D,
+    F_CRC32_C,
+    F_CRC32_D,
+    F_H_CRC32,
+    LZOP_MAGIC,
+    lzo_module,
+    lzop,
+)
 
 if sys.version_info >= (3, 14):
     from compression import zstd
@@ -52,10 +62,6 @@ else:
     from backports import zstd
 
 WHAT = "/boot/vmlinuz-6.1.0-test payload"
-LZOP_MAGIC = b"\x89LZO\x00\r\n\x1a\n"
-F_ADLER32_D, F_ADLER32_C, F_H_EXTRA_FIELD = 0x1, 0x2, 0x40
-F_CRC32_D, F_CRC32_C, F_H_FILTER, F_H_CRC32 = 0x100, 0x200, 0x800, 0x1000
-F_OS_UNIX = 0x03000000
 MAGICS = {
     "gzip": b"\x1f\x8b",
     "bzip2": b"BZh",
@@ -65,10 +71,6 @@ MAGICS = {
     "zstd": b"\x28\xb5\x2f\xfd",
     "lzo": LZOP_MAGIC,
 }
-
-
-def _lzo() -> Any:
-    return pytest.importorskip("lzo", reason="python-lzo (the [lzo] extra) is not installed")
 
 
 def _real_elf_bytes(limit: int) -> bytes:
@@ -100,55 +102,6 @@ PAYLOAD = ELF[: 2 << 20] + _rng.randbytes(384 << 10) + bytes(256 << 10) + ELF[2 
 # Past 8 MiB, so `lz4 -l` writes several blocks.
 BIG = PAYLOAD + bytes(1 << 20) + PAYLOAD[::-1] + PAYLOAD[: 1 << 20]
 SMALL = ELF[:12288] + _rng.randbytes(1024) + bytes(3072)
-
-
-def lzop(
-    data: bytes,
-    *,
-    level: int = 1,
-    version: int = 0x1040,
-    flags: int = F_ADLER32_D | F_ADLER32_C,
-    filter_: int | None = None,
-    extra: bytes | None = None,
-    block_size: int = 256 << 10,
-    compress: bool = True,
-) -> bytes:
-    """An lzop container laid out as lzop 1.04 writes it; ``compress=False`` stores every block."""
-    lzo = _lzo() if compress else None
-    flags |= F_OS_UNIX | (F_H_FILTER if filter_ is not None else 0)
-    flags |= F_H_EXTRA_FIELD if extra is not None else 0
-    h = struct.pack(">HH", version, 0x20A0)
-    if version >= 0x0940:
-        h += struct.pack(">H", 0x0940)
-    h += bytes([3 if level == 9 else 1])
-    if version >= 0x0940:
-        h += bytes([level])
-    h += struct.pack(">I", flags)
-    if filter_ is not None:
-        h += struct.pack(">I", filter_)
-    h += struct.pack(">II", 0o100644, 1700000000)
-    if version >= 0x0940:
-        h += struct.pack(">I", 0)
-    h += bytes([11]) + b"vmlinux.bin"
-    out = bytearray(LZOP_MAGIC + h)
-    out += struct.pack(">I", zlib.crc32(h) if flags & F_H_CRC32 else zlib.adler32(h))
-    if extra is not None:
-        out += struct.pack(">I", len(extra)) + extra + struct.pack(">I", zlib.adler32(extra))
-    for i in range(0, len(data), block_size):
-        block = data[i : i + block_size]
-        packed = lzo.compress(block, level, False) if lzo is not None else block
-        stored = len(packed) >= len(block)
-        if stored:
-            packed = block
-        out += struct.pack(">II", len(block), len(packed))
-        for flag, fn in ((F_ADLER32_D, zlib.adler32), (F_CRC32_D, zlib.crc32)):
-            if flags & flag:
-                out += struct.pack(">I", fn(block))
-        for flag, fn in ((F_ADLER32_C, zlib.adler32), (F_CRC32_C, zlib.crc32)):
-            if flags & flag and not stored:
-                out += struct.pack(">I", fn(packed))
-        out += packed
-    return bytes(out + struct.pack(">I", 0))
 
 
 def _zstd(data: bytes, level: int = 10) -> bytes:
@@ -225,7 +178,7 @@ SEEDS = {fmt: _small(fmt) for fmt in COMPRESSIONS}
 
 def _needs(fmt: str) -> None:
     if fmt == "lzo":
-        _lzo()
+        lzo_module()
 
 
 # --- round trips -----------------------------------------------------------------------------
@@ -393,7 +346,7 @@ LZOP_VARIANTS: dict[str, dict[str, Any]] = {
 
 @pytest.mark.parametrize("variant", LZOP_VARIANTS)
 def test_lzop_container_variants(variant: str) -> None:
-    _lzo()
+    lzo_module()
     # The random tail does not compress: lzop stores those blocks.
     data = PAYLOAD[: 1 << 20] + random.Random(variant).randbytes(300 << 10)
     container = lzop(data, **LZOP_VARIANTS[variant])
@@ -406,7 +359,7 @@ def test_lzop_container_variants(variant: str) -> None:
 )
 def test_lzop_tool_reads_our_containers(variant: str) -> None:
     """Our builder is the real format: lzop itself accepts it (the checksums included)."""
-    _lzo()
+    lzo_module()
     if shutil.which("lzop") is None:
         pytest.skip("lzop is not installed (Debian package: lzop)")
     data = SMALL * 40
@@ -416,7 +369,7 @@ def test_lzop_tool_reads_our_containers(variant: str) -> None:
 
 
 def test_lzop_default_level_from_the_tool() -> None:
-    _lzo()
+    lzo_module()
     data = _run_cli(["lzop", "-c"], PAYLOAD)
     assert decompress(data + bytes(16), "lzo") == PAYLOAD
 
@@ -424,7 +377,7 @@ def test_lzop_default_level_from_the_tool() -> None:
 def test_lzop_blocks_bigger_than_the_kernel_decodes_are_refused() -> None:
     """The kernel's unlzo refuses blocks over 256 KiB (LZO_BLOCK_SIZE), and so does the decoder:
     a bigger block would cost that much memory twice (compressed, then decoded)."""
-    _lzo()
+    lzo_module()
     data = PAYLOAD[: 1 << 20]
     assert decompress(lzop(data, block_size=256 << 10), "lzo") == data
     with pytest.raises(CorruptStream, match=r"a block of 262145 bytes; .* 262144 at most") as info:
@@ -434,13 +387,13 @@ def test_lzop_blocks_bigger_than_the_kernel_decodes_are_refused() -> None:
 
 def test_lzop_filters_are_refused() -> None:
     """A filter changes the decoded bytes; kernel payloads never use one."""
-    _lzo()
+    lzo_module()
     with pytest.raises(CorruptStream, match="lzop filter 1"):
         decompress(lzop(SMALL, filter_=1, compress=False), "lzo", what=WHAT)
 
 
 def test_lzop_methods_other_than_lzo1x_are_refused() -> None:
-    _lzo()
+    lzo_module()
     container = bytearray(lzop(SMALL, compress=False))
     container[9 + 6] = 0x2B  # the method byte, after three u16 versions: NRV2B
     # The header checksum covers version .. name: 9 + 2+2+2+1+1 + 4*4 + name length byte + name.
@@ -451,7 +404,7 @@ def test_lzop_methods_other_than_lzo1x_are_refused() -> None:
 
 
 def test_lzop_header_checksum_is_checked() -> None:
-    _lzo()
+    lzo_module()
     container = bytearray(lzop(SMALL, compress=False))
     container[20] ^= 0x40  # a mode bit
     with pytest.raises(CorruptStream, match="header checksum"):
@@ -460,7 +413,7 @@ def test_lzop_header_checksum_is_checked() -> None:
 
 @pytest.mark.parametrize("flags", [F_ADLER32_D | F_ADLER32_C, F_CRC32_D | F_CRC32_C, F_ADLER32_D])
 def test_lzop_block_checksums_are_checked(flags: int) -> None:
-    _lzo()
+    lzo_module()
     container = bytearray(lzop(SMALL * 4, flags=flags))
     container[-40] ^= 0x01
     with pytest.raises(CorruptStream, match=r"checksum|in the block"):
@@ -468,7 +421,7 @@ def test_lzop_block_checksums_are_checked(flags: int) -> None:
 
 
 def test_lzop_missing_end_marker_is_truncation() -> None:
-    _lzo()
+    lzo_module()
     container = lzop(SMALL, compress=False)
     with pytest.raises(TruncatedStream, match=WHAT):
         decompress(container[:-4], "lzo", what=WHAT)
@@ -598,7 +551,7 @@ def test_bombs_stop_at_the_cap(fmt: str) -> None:
 
 
 def test_lzo_block_declaring_more_than_the_cap_is_refused_before_decoding() -> None:
-    _lzo()
+    lzo_module()
     block = 256 << 10
     container = lzop(bytes(block), block_size=block)
     tracemalloc.start()

@@ -31,8 +31,8 @@ import lz4.block  # type: ignore[import-untyped]
 import pytest
 
 from pytest_ktstr_vmlinux.formats.decompress import COMPRESSIONS, CorruptStream, decompress
-from tests.formats.test_decompress import WHAT, lzop
 from tests.helpers.fakes import LZ4_BLOCK, LZ4_MAGIC
+from tests.helpers.lzop import lzop
 from tests.helpers.rss import MIB, run_measured
 
 if sys.version_info >= (3, 14):
@@ -40,6 +40,7 @@ if sys.version_info >= (3, 14):
 else:
     from backports import zstd
 
+WHAT = "/boot/vmlinuz-6.1.0-test payload"
 OUTPUT = 64 * MIB
 WINDOW = {fmt: 16 * MIB if fmt == "lz4" else MIB for fmt in COMPRESSIONS}
 SLACK = 16 * MIB

@@ -18,7 +18,7 @@ from pytest_ktstr_vmlinux.formats.btf.typeexpr import parse
 from pytest_ktstr_vmlinux.formats.dwarf.globaltypes import GlobalTypeError, GlobalTypes
 from pytest_ktstr_vmlinux.formats.symbols import KernelSymbols
 from pytest_ktstr_vmlinux.store.disk import ArtifactStore
-from tests.conftest import DebianKernel
+from tests.helpers.kernels import DebianKernel
 
 pytestmark = pytest.mark.real_kernel
 

@@ -31,8 +31,8 @@ from pytest_ktstr_vmlinux.formats.notes import (
     scan_gnu_build_id,
 )
 from pytest_ktstr_vmlinux.kernel.resolve import resolve_kernel
-from tests.conftest import DebianKernel
 from tests.helpers.fuzz import mutations
+from tests.helpers.kernels import DebianKernel
 
 NT_GNU_BUILD_ID = 3
 PT_LOAD, PT_NOTE = 1, 4

@@ -38,7 +38,6 @@ from pytest_ktstr_vmlinux.kernel.identity import (
     vmlinux_identity,
 )
 from pytest_ktstr_vmlinux.store.memory import MemoryStore
-from tests.conftest import REQUIRE_REAL_KERNELS, DebianKernel
 from tests.helpers.fakes import (
     LZ4_MAGIC,
     banner_for,
@@ -47,6 +46,7 @@ from tests.helpers.fakes import (
     kernel_elf,
     lz4_legacy,
 )
+from tests.helpers.kernels import REQUIRE_REAL_KERNELS, DebianKernel
 
 if sys.version_info >= (3, 14):
     from compression import zstd

@@ -19,8 +19,8 @@ from pytest_ktstr_vmlinux.errors import KernelArtifactError
 from pytest_ktstr_vmlinux.formats import symsort
 from pytest_ktstr_vmlinux.formats.symbols import KIND, VERSION, KernelSymbols
 from pytest_ktstr_vmlinux.store.memory import MemoryStore
-from tests.conftest import DebianKernel
-from tests.formats.test_symbols import SAMPLE, SYMTAB, build_elf, narrow, section_header_at, write
+from tests.helpers.kernels import DebianKernel
+from tests.helpers.symtab import SAMPLE, SYMTAB, build_elf, narrow, section_header_at, write
 
 # .ci/run installs build-essential: there the extension must have been built, not skipped.
 IN_CI = os.environ.get("CI") == "true"

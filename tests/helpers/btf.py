@@ -1,8 +1,14 @@
-"""A tiny BTF builder for tests: BTF blobs written by hand, every kind, either byte order."""
+"""A tiny BTF builder for tests: BTF blobs written by hand, every kind, either byte order; and
+``sample()``, one blob with every kind, nested anonymous members, bitfields and chains."""
 
 from __future__ import annotations
 
 import struct
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from pytest_ktstr_vmlinux.formats.btf.queries import BTF
 
 # BTF kinds (Documentation/bpf/btf.rst), spelled out here rather than imported.
 INT, PTR, ARRAY, STRUCT, UNION, ENUM, FWD, TYPEDEF, VOLATILE, CONST, RESTRICT = range(1, 12)
@@ -98,3 +104,79 @@ class Builder:
         magic = struct.pack(self.order + "HBB", 0xEB9F, version, 0)
         header = magic + self.u32(24, 0, types_len, len(self.types), strs_len)
         return header + bytes(self.types) + bytes(self.strings)
+
+
+@dataclass
+class Sample:
+    """Every kind, nested anonymous members, arrays of structs, bitfields, chains."""
+
+    blob: bytes
+    count: int
+    ids: dict[str, int] = field(default_factory=dict)
+
+
+def sample(order: str = "<", *, long_size: int = 8) -> Sample:
+    b = Builder(order)
+    ids: dict[str, int] = {}
+    int_ = ids["int"] = b.int_("int", 4, signed=True)
+    uint = b.int_("unsigned int", 4)
+    long_ = b.int_("long int", long_size, signed=True)
+    char = b.int_("char", 1, signed=True)
+    u64 = ids["u64"] = b.add(TYPEDEF, "u64", st=b.int_("long long unsigned int", 8))
+    point = b.struct("point", 8, [("x", int_, 0), ("y", int_, 32)])
+    anon_s = b.struct("", 8, [("lo", uint, 0), ("hi", uint, 32)])
+    anon_u = b.union("", 8, [("whole", u64, 0), ("", anon_s, 0)])
+    points = ids["points"] = b.array(point, 4)
+    flags = b.struct("flags", 4, [("a", uint, 0, 1), ("b", uint, 1, 3), ("c", uint, 8, 8)])
+    cv = ids["cv"] = b.add(CONST, st=b.add(VOLATILE, st=u64))
+    restricted = b.add(RESTRICT, st=b.ptr(char))
+    tagged = ids["tagged"] = b.ptr(b.add(TYPE_TAG, "user", st=char))
+    grid = ids["grid"] = b.array(b.array(char, 3), 2)
+    three = b.int_("", 4, bits=3, shift=2)  # an old-style bitfield: width in the INT encoding
+    old = b.struct("old_bits", 4, [("x", three, 5), ("y", uint, 0)])
+    ids["opaque"] = b.add(FWD, "opaque")
+    b.add(FWD, "later")
+    ids["later"] = b.struct("later", 4, [("v", int_, 0)])
+    ids["outer"] = b.struct(
+        "outer",
+        96,
+        [
+            ("id", long_, 0),
+            ("", anon_u, 64),
+            ("points", points, 128),
+            ("fl", flags, 384),
+            ("name", restricted, 448),
+            ("cv", cv, 512),
+            ("tag", tagged, 576),
+            ("grid", grid, 640),
+            ("old", old, 704),
+        ],
+    )
+    b.enum("colour", {"RED": 0, "GREEN": 1, "NEG": -5}, signed=True)
+    b.enum("", {"BIGU": 0xFFFFFFF0})
+    b.enum64("wide", {"BIG": 1 << 40, "HUGE": (1 << 64) - 1})
+    b.enum64("swide", {"MINUS": (1 << 64) - 2}, signed=True)
+    proto = b.func_proto(int_, [("a", int_), ("p", tagged)])
+    ids["func"] = b.add(FUNC, "do_thing", vlen=1, st=proto)
+    b.add(DECL_TAG, "bpf_kfunc", st=ids["func"], extra=b.u32(0xFFFFFFFF))
+    var = ids["var"] = b.add(VAR, "counter", st=long_, extra=b.u32(1))
+    b.datasec(".data", 8, [(var, 0, 8)])
+    b.add(FLOAT, "double", st=8)
+    b.struct("dup", 4, [("d", int_, 0)])
+    b.add(FUNC, "dup", vlen=1, st=proto)
+    b.struct("chksum", 4, [("first", int_, 0)])
+    b.struct("chksum", 8, [("second", long_, 0)])  # same name, later and larger: it wins
+    return Sample(b.blob(), b.count, ids)
+
+
+def answers(btf: BTF) -> list[object]:
+    """What a few queries that go through every layer answer on ``sample()``'s BTF: compared
+    across stores and processes."""
+    return [
+        len(btf),
+        btf.sizeof("struct outer"),
+        btf.offsetof("struct outer", "points[2].y"),
+        btf.member("struct outer", "fl.b").bit_offset,
+        btf.enum_value("HUGE"),
+        btf.type("func do_thing").target,
+    ]

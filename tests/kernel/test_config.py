@@ -15,8 +15,8 @@ from pytest_ktstr_vmlinux.formats.kconfig import IKCONFIG_START, parse_config
 from pytest_ktstr_vmlinux.kernel import config
 from pytest_ktstr_vmlinux.kernel.config import find_config
 from pytest_ktstr_vmlinux.kernel.sysroot import Sysroot
-from tests.conftest import DebianKernel
 from tests.helpers.fakes import ikconfig_blob
+from tests.helpers.kernels import DebianKernel
 
 R = "6.1.0-99-cloud-amd64"
 

@@ -27,8 +27,8 @@ from pytest_ktstr_vmlinux.kernel.fetch.fetch import FetchedKernel, fetch_kernel
 from pytest_ktstr_vmlinux.kernel.fetch.specs import parse_fetch_spec
 from pytest_ktstr_vmlinux.store.disk import ArtifactStore
 from pytest_ktstr_vmlinux.store.trees import TREE_NAME_RE
-from tests.conftest import KERNELS_DIR, REQUIRE_REAL_KERNELS
 from tests.helpers.archiveproxy import ArchiveProxy, refusing_proxy
+from tests.helpers.kernels import KERNELS_DIR, REQUIRE_REAL_KERNELS
 from tests.helpers.runs import junit, kernel_summary, run
 
 pytestmark = pytest.mark.real_kernel
@@ -574,21 +574,37 @@ def test_a_fetched_kernel_takes_no_sysroot(
 
 
 def test_the_examples_run_on_debian_sid_with_sched_ext(
-    pytester: pytest.Pytester, proxied: ArchiveProxy, fetched: dict[str, FetchedKernel]
+    pytester: pytest.Pytester,
+    proxied: ArchiveProxy,
+    fetched: dict[str, FetchedKernel],
+    scx_schedulers: Path,
+    guest_tools: None,
+    monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    for name in ("test_scheduler.py", "test_vmlinux_examples.py"):
-        shutil.copy(EXAMPLES / name, pytester.path / name)
+    """One command, every example, on the kernel it fetches: the guests, the live reads and the
+    sched_ext scheduler included (the test suite's scx_simple, as a user's would be)."""
+    for path in EXAMPLES.glob("test_*.py"):
+        shutil.copy(path, pytester.path / path.name)
+    monkeypatch.setenv("KTSTR_EXAMPLE_SCHEDULER", str(scx_schedulers / "scx_simple"))
     sid = fetched["debian:sid"]
-    result = run(pytester, "-rs", "--kernel=debian:sid", f"--kernel-cache-dir={FETCH_STORE}")
+    result = run(
+        pytester,
+        "--kernel=debian:sid",
+        f"--kernel-cache-dir={FETCH_STORE}",
+        "--kernel-vm-timeout=900",  # generous: CI boots under TCG on two busy cores
+    )
     outcomes = junit(pytester).outcomes()
     assert outcomes["test_scheduler.py::test_sched_ext_local_dsq"] == "passed"
     assert outcomes["test_scheduler.py::test_eevdf_fields"] == "passed"
     assert outcomes["test_scheduler.py::test_pre_eevdf_has_no_deadline"] == "skipped"
-    result.assert_outcomes(passed=8, skipped=1)
+    assert outcomes["test_live_scheduler.py::test_sched_ext_runqueues"] == "passed"
+    scx = "test_scx.py::test_the_scheduler_holds_and_every_cpu_runs_its_tasks[ktstr_vm]"
+    assert outcomes[scx] == "passed"
+    result.assert_outcomes(passed=12, skipped=1)
     summary = kernel_summary(result)
     assert (
         summary[0]
-        == f"ktstr: kernel sid-{sid.version} ({sid.release}): 8 passed, 0 failed, 1 skipped"
+        == f"ktstr: kernel sid-{sid.version} ({sid.release}): 12 passed, 0 failed, 1 skipped"
     )
     assert summary[1].startswith(f"  1 skipped: ktstr: kernel sid-{sid.version} ({sid.release}) is")
     assert summary[1].endswith(", needs <= 6.5")

@@ -100,13 +100,13 @@ def tree_image(tmp: Path) -> tuple[list[str], dict[str, Expect]]:
 def tree_vmlinux(tmp: Path) -> tuple[list[str], dict[str, Expect]]:
     fifo = _fifo(_tree(tmp) / "vmlinux")
     refused = f"refused  {fifo} [build tree]: not a regular file: a FIFO"
-    return ["linux"], {"info": (0, "vmlinux      none"), "locate": (1, refused)}
+    return ["linux"], {"info": (1, "no vmlinux for kernel 'linux'"), "locate": (1, refused)}
 
 
 def tree_vmlinux_loop(tmp: Path) -> tuple[list[str], dict[str, Expect]]:
     loop = _loop(_tree(tmp) / "vmlinux")
     return ["linux"], {
-        "info": (0, "vmlinux      none"),
+        "info": (1, "no vmlinux for kernel 'linux'"),
         "locate": (1, f"refused  {loop} [build tree]: symlink loop"),
     }
 
@@ -174,7 +174,7 @@ def sysroot_vmlinux(tmp: Path) -> tuple[list[str], dict[str, Expect]]:
     fifo = _fifo(_guest(tmp) / DBGSYM)
     refused = f"refused  {fifo} [Debian/Ubuntu dbgsym]: not a regular file: a FIFO"
     return [R, "--kernel-sysroot", "guest"], {
-        "info": (0, "vmlinux      none"),
+        "info": (1, f"no vmlinux for kernel '{R}'"),
         "locate": (1, refused),
     }
 
@@ -207,7 +207,7 @@ def test_cli_never_hangs_and_says_what_is_wrong(tmp_path: Path, case: Case, verb
     if status == 0 or line.startswith("refused"):
         assert line in result.stdout, result.stdout
     else:
-        assert result.stderr.startswith("ktstr-vmlinux: "), result.stderr
+        assert result.stderr.startswith("python -m pytest_ktstr_vmlinux: "), result.stderr
         assert line in result.stderr, result.stderr
 
 

@@ -19,8 +19,8 @@ from pathlib import Path
 
 import pytest
 
-from tests.formats.test_symbols import Sym, build_elf
 from tests.helpers.fakes import banner_for, build_id_for, bzimage, kernel_elf
+from tests.helpers.symtab import Sym, build_elf
 
 TIMEOUT = 300
 # Rewrites of the file while the reader reads: far more than the bug needed to show.

@@ -21,7 +21,6 @@ from pytest_ktstr_vmlinux import (
 )
 from pytest_ktstr_vmlinux.formats.image import read_payload
 from pytest_ktstr_vmlinux.kernel.spec import SpecSource
-from tests.conftest import DebianKernel
 from tests.helpers.fakes import (
     banner_for,
     build_id_for,
@@ -30,6 +29,7 @@ from tests.helpers.fakes import (
     write_image,
     write_vmlinux,
 )
+from tests.helpers.kernels import DebianKernel
 
 R = "6.1.0-test"
 CHECK = """
@@ -215,7 +215,7 @@ def _truncated(image: Path) -> bytes:
 def _repacked_with_lzo(image: Path) -> bytes:
     """The Debian bzImage with its payload recompressed by lzop (CONFIG_KERNEL_LZO's layout): a
     real kernel that needs the [lzo] extra to be read."""
-    from tests.formats.test_decompress import lzop
+    from tests.helpers.lzop import lzop
 
     data = image.read_bytes()
     start = (data[0x1F1] + 1) * 512

@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 
 from pytest_ktstr_vmlinux.store.disk import ArtifactStore
-from tests.conftest import DebianKernel
+from tests.helpers.kernels import DebianKernel
 
 pytestmark = pytest.mark.real_kernel
 

@@ -23,7 +23,7 @@ from pytest_ktstr_vmlinux.kernel.images import config_beside_image
 from pytest_ktstr_vmlinux.kernel.locate import DISTRO_VMLINUX_LAYOUTS
 from pytest_ktstr_vmlinux.kernel.resolve import resolve_kernel
 from pytest_ktstr_vmlinux.kernel.sysroot import Sysroot
-from tests.conftest import DebianKernel
+from tests.helpers.kernels import DebianKernel
 from tests.helpers.runs import junit, run
 
 REPO = Path(__file__).resolve().parents[2]

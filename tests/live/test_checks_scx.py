@@ -21,7 +21,7 @@ from pytest_ktstr_vmlinux.store.memory import MemoryStore
 from pytest_ktstr_vmlinux.vm import GuestVM, boot_guest
 from pytest_ktstr_vmlinux.vm.layout import MiB
 from pytest_ktstr_vmlinux.vm.scheduler import SchedulerError
-from tests.conftest import DebianKernel
+from tests.helpers.kernels import DebianKernel
 
 pytestmark = pytest.mark.real_kernel
 

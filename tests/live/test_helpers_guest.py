@@ -42,7 +42,7 @@ from pytest_ktstr_vmlinux.kernel.resolve import resolve_kernel
 from pytest_ktstr_vmlinux.store.memory import MemoryStore
 from pytest_ktstr_vmlinux.vm import boot_guest
 from pytest_ktstr_vmlinux.vm.layout import MiB
-from tests.conftest import DebianKernel
+from tests.helpers.kernels import DebianKernel
 
 pytestmark = pytest.mark.real_kernel
 

@@ -35,7 +35,7 @@ from pytest_ktstr_vmlinux.live.errors import MissingMemberError
 from pytest_ktstr_vmlinux.store.memory import MemoryStore
 from pytest_ktstr_vmlinux.vm import GuestError, GuestVM, boot_guest
 from pytest_ktstr_vmlinux.vm.layout import MiB
-from tests.conftest import DebianKernel
+from tests.helpers.kernels import DebianKernel
 
 pytestmark = pytest.mark.real_kernel
 

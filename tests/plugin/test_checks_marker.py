@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import DebianKernel
+from tests.helpers.kernels import DebianKernel
 from tests.helpers.runs import junit, run
 
 VM_OPTIONS = ("--kernel-vm-accel=tcg", "--kernel-vm-timeout=900", "--kernel-vm-cpus=4")

@@ -1,15 +1,17 @@
 """The examples/ suite, end to end, on Debian's 6.1 cloud kernel and the tinyconfig tree in one
-run: every test's outcome on each kernel, and why the skipped ones skipped."""
+run: every test's outcome on each kernel, and why the skipped ones skipped; a newcomer's first
+run on a host without kernel files; the scheduler example's skips, none of which boots."""
 
 from __future__ import annotations
 
+import os
 import shutil
 from pathlib import Path
 
 import pytest
 
-from tests.conftest import DebianKernel
-from tests.helpers.runs import junit, kernel_summary, run, tree_release
+from tests.helpers.kernels import DebianKernel
+from tests.helpers.runs import junit, kernel_summary, run, skip_lines, tree_release
 
 pytestmark = pytest.mark.real_kernel
 
@@ -65,7 +67,6 @@ def test_examples_on_debian_and_tinyconfig(
     deb, tiny = debian_kernel.release, tree_release(tinyconfig_tree)
     result = run(
         pytester,
-        "-rs",
         f"--kernel-sysroot={debian_kernel.sysroot}",
         f"--kernel=deb={deb}",
         f"--kernel=tiny={tinyconfig_tree}",
@@ -116,6 +117,98 @@ def test_examples_strict_turns_every_skip_into_a_failure(
         [f"ktstr: kernel {tiny} is 6.1.192, needs >= 6.6 (--kernel-strict)"]
     )
     assert kernel_summary(result) == [
-        f"ktstr: kernel {deb}: 7 passed, 2 failed, 0 skipped",
-        f"ktstr: kernel {tiny}: 6 passed, 3 failed, 0 skipped",
+        # A requirement checked at setup fails there: pytest's "errors", and the summary's.
+        f"ktstr: kernel {deb}: 7 passed, 0 failed, 0 skipped, 2 errors",
+        f"ktstr: kernel {tiny}: 6 passed, 0 failed, 0 skipped, 3 errors",
     ]
+
+
+# --- a newcomer's first run: a host with nothing in /boot, no debug vmlinux --------------------
+
+
+def _scx_line() -> int:
+    """Where pytest puts a skip of the scheduler example: its first decorator's line."""
+    lines = (EXAMPLES / "test_scx.py").read_text().splitlines()
+    return next(i for i, line in enumerate(lines, 1) if line.startswith("@pytest.mark."))
+
+
+def _all_examples(pytester: pytest.Pytester) -> None:
+    for path in EXAMPLES.glob("test_*.py"):
+        shutil.copy(path, pytester.path / path.name)
+
+
+def test_the_examples_pass_with_clear_skips_where_the_host_has_no_kernel_files(
+    pytester: pytest.Pytester,
+) -> None:
+    """`pytest examples/` on a fresh Debian container (here: the running kernel in an empty
+    sysroot): what needs what the host lacks skips, saying so; nothing errors, nothing boots."""
+    _all_examples(pytester)
+    empty = pytester.mkdir("empty")
+    basetemp = pytester.path / "basetemp"
+    result = run(pytester, "-rs", f"--kernel-sysroot={empty}", f"--basetemp={basetemp}")
+    assert result.ret == pytest.ExitCode.OK, result.stdout.str()
+    outcomes = result.parseoutcomes()
+    assert outcomes.get("errors", 0) == outcomes.get("failed", 0) == 0, outcomes
+    lines = skip_lines(result)
+    assert len(lines) == outcomes["skipped"] >= 10
+    release = os.uname().release
+    for line in lines:
+        where, reason = line.split(": ", 1)
+        assert where.startswith("SKIPPED [1] test_"), line  # the test's line, not the plugin's
+        assert reason.startswith("ktstr: ") and release in reason, line
+    assert sum("no bootable image for the running kernel" in line for line in lines) == 2
+    assert list(basetemp.rglob("vm-*")) == []  # no guest was started
+
+
+def test_the_sched_ext_examples_skip_before_booting_a_kernel_without_sched_ext(
+    pytester: pytest.Pytester, debian_kernel: DebianKernel, scx_schedulers: Path
+) -> None:
+    """The scheduler example and the live example's sched_ext case, on Debian 12's 6.1: each
+    skips at setup, saying which kernel lacks what (ktstr's words), and no guest boots."""
+    for name in ("test_scx.py", "test_live_scheduler.py"):
+        shutil.copy(EXAMPLES / name, pytester.path)
+    basetemp = pytester.path / "basetemp"
+    scheduler = scx_schedulers / "scx_simple"
+    deb = f"deb ({debian_kernel.release})"
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("KTSTR_EXAMPLE_SCHEDULER", str(scheduler))
+        result = run(
+            pytester,
+            "-rs",
+            "-k",
+            "sched_ext or scheduler_holds",
+            f"--kernel-sysroot={debian_kernel.sysroot}",
+            f"--kernel=deb={debian_kernel.release}",
+            f"--basetemp={basetemp}",
+        )
+    result.assert_outcomes(skipped=2)
+    live = (EXAMPLES / "test_live_scheduler.py").read_text().splitlines()
+    at = next(i for i, line in enumerate(live, 1) if line.startswith("@ktstr_test("))
+    assert sorted(skip_lines(result)) == [
+        f"SKIPPED [1] test_live_scheduler.py:{at}: ktstr: kernel {deb} lacks"
+        " CONFIG_SCHED_CLASS_EXT; lacks BTF member struct rq.scx.nr_running",
+        f"SKIPPED [1] test_scx.py:{_scx_line()}: ktstr: kernel {deb} lacks"
+        f" CONFIG_SCHED_CLASS_EXT (ktstr_vm scheduler={str(scheduler)!r} needs sched_ext)",
+    ]
+    assert list(basetemp.rglob("vm-*")) == []
+
+
+def test_the_scheduler_example_without_a_scheduler_skips_saying_how_to_get_one(
+    pytester: pytest.Pytester, sid_kernel: DebianKernel
+) -> None:
+    shutil.copy(EXAMPLES / "test_scx.py", pytester.path)
+    basetemp = pytester.path / "basetemp"
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("PATH", str(pytester.mkdir("bin")))  # no scx_simple there
+        result = run(
+            pytester,
+            "-rs",
+            f"--kernel-sysroot={sid_kernel.sysroot}",
+            f"--kernel={sid_kernel.release}",
+            f"--basetemp={basetemp}",
+        )
+    result.assert_outcomes(skipped=1)
+    (line,) = skip_lines(result)
+    assert line.startswith(f"SKIPPED [1] test_scx.py:{_scx_line()}: no sched_ext scheduler on")
+    assert "make -C tools/sched_ext" in line and "KTSTR_EXAMPLE_SCHEDULER" in line
+    assert list(basetemp.rglob("vm-*")) == []

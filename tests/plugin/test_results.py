@@ -49,6 +49,9 @@ REPORTS = [
     *run_of("t::a", ("setup", "passed"), ("call", "passed"), ("teardown", "passed")),
     *run_of("t::b", ("setup", "passed"), ("call", "failed"), ("teardown", "passed")),
     *run_of("t::c", ("setup", "passed"), ("call", "passed"), ("teardown", "failed")),
+    *run_of("t::j", ("setup", "failed"), ("teardown", "passed")),
+    *run_of("t::k", ("setup", "passed"), ("call", "failed"), ("teardown", "failed")),
+    *run_of("t::l", ("setup", "failed"), ("teardown", "failed")),
     report("t::d", "skipped", "setup", reason="ktstr: kernel new lacks CONFIG_SMP"),
     report("t::e", "skipped", "setup", reason="ktstr: kernel new lacks CONFIG_SMP"),
     report("t::f", "skipped", "call", reason="by hand"),
@@ -65,7 +68,10 @@ def test_tally_counts_each_test_once(fake_kernel: Kernel) -> None:
     assert tally.outcomes == {
         "t::a": "passed",
         "t::b": "failed",
-        "t::c": "failed",  # a teardown error fails a test that passed
+        "t::c": "error",  # a teardown that fails makes an error of a test that passed
+        "t::j": "error",  # as pytest counts them: a setup or teardown failure is an error
+        "t::k": "failed",  # its call failed: the teardown's error does not hide that
+        "t::l": "error",
         "t::d": "skipped",
         "t::e": "skipped",
         "t::f": "skipped",
@@ -74,10 +80,24 @@ def test_tally_counts_each_test_once(fake_kernel: Kernel) -> None:
         "t::i": "xpassed",
     }
     assert tally.lines(fake_kernel) == [
-        "ktstr: kernel new (6.6.0-b): 1 passed, 2 failed, 4 skipped, 1 xfailed, 1 xpassed",
+        "ktstr: kernel new (6.6.0-b): 1 passed, 2 failed, 4 skipped, 1 xfailed, 1 xpassed,"
+        " 3 errors",
         "  2 skipped: ktstr: kernel new lacks CONFIG_SMP",
         "  1 skipped: another",
         "  1 skipped: by hand",
+    ]
+    # Where pytest lists the skips itself (-rs), the reasons are not said twice.
+    assert tally.lines(fake_kernel, reasons=False) == [
+        "ktstr: kernel new (6.6.0-b): 1 passed, 2 failed, 4 skipped, 1 xfailed, 1 xpassed, 3 errors"
+    ]
+
+
+def test_one_error_is_an_error(fake_kernel: Kernel) -> None:
+    tally = KernelTally()
+    for rep in run_of("t::a", ("setup", "failed"), ("teardown", "passed")):
+        tally.add(rep)
+    assert tally.lines(fake_kernel) == [
+        "ktstr: kernel new (6.6.0-b): 0 passed, 0 failed, 0 skipped, 1 error"
     ]
 
 

@@ -213,7 +213,7 @@ OTHER_UID = 65534  # nobody
 
 
 def _symbols_elf(runqueues: int) -> bytes:
-    from tests.formats.test_symbols import PERCPU, STT_OBJECT, Sym, build_elf
+    from tests.helpers.symtab import PERCPU, STT_OBJECT, Sym, build_elf
 
     return build_elf([Sym("runqueues", runqueues, 0x40, STT_OBJECT, shndx=PERCPU)])
 

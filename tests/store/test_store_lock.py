@@ -205,6 +205,9 @@ def test_a_lock_held_too_long_fails_tests_even_on_the_default_kernel(
 # --- the CLI -------------------------------------------------------------------------------------
 
 
+CLI = "python -m pytest_ktstr_vmlinux"  # what the command calls itself when run so
+
+
 def _cli(*args: str, timeout: str = "2") -> subprocess.CompletedProcess[str]:
     env = dict(os.environ, KTSTR_LOCK_TIMEOUT=timeout)
     return subprocess.run(
@@ -226,12 +229,13 @@ def test_the_cli_waiting_for_a_stopped_holder_names_it_and_ends(
         cli = _cli(*args)
         assert cli.returncode == 1, cli
         notice, error = cli.stderr.splitlines()
-        assert _notices([notice], holder.pid, "ktstr-vmlinux") == [notice]
+        assert _notices([notice], holder.pid, CLI) == [notice]
         # `locate` names the kernel it was resolving; `cache clear` has none.
         named = ""
         if args[0] == "locate":
             named = rf"kernel '{re.escape(str(tree))}' \(from argument\): "
-        assert re.fullmatch("ktstr-vmlinux: " + named + _timeout_error(holder.pid), error), error
+        pattern = f"{CLI}: {named}{_timeout_error(holder.pid)}"
+        assert re.fullmatch(pattern, error), error
     holder.release()
     assert _cli("locate", str(tree)).returncode == 0
 
@@ -260,7 +264,7 @@ def test_a_bad_timeout_is_a_clear_error(
         )
     monkeypatch.delenv("KTSTR_LOCK_TIMEOUT", raising=False)
     cli = _cli("cache", "list", timeout=value)
-    assert (cli.returncode, cli.stderr) == (1, f"ktstr-vmlinux: $KTSTR_LOCK_TIMEOUT: {rule}\n")
+    assert (cli.returncode, cli.stderr) == (1, f"{CLI}: $KTSTR_LOCK_TIMEOUT: {rule}\n")
 
 
 def test_timeouts_that_parse() -> None:

@@ -1,7 +1,7 @@
 """A path the store hands out stays valid while it is in use: eviction under a small cap, in
 this process, another process or another run, never removes an export that a process serves.
 
-Real processes talk to the test over pipes (tests/test_store_processes.py's children), so the
+Real processes talk to the test over pipes (tests/helpers/children.py), so the
 order of serve, evict and check is the test's, not the scheduler's; a pytest run reproduces the
 reported case (``KTSTR_CACHE_MAX_SIZE`` with ``--kernel-allow-extracted``).
 """
@@ -16,10 +16,9 @@ from pathlib import Path
 import pytest
 
 from pytest_ktstr_vmlinux.store.disk import ArtifactStore
-from tests.conftest import DebianKernel
+from tests.helpers.children import Spawn
 from tests.helpers.fakes import make_build_tree
-from tests.store.test_store_processes import Spawn, spawn  # noqa: F401 (a fixture, used by name)
-from tests.store.test_store_verify import debian_image_alone
+from tests.helpers.kernels import DebianKernel, debian_image_alone
 
 FILLER_TEST = """
 import hashlib, json, os
@@ -126,7 +125,7 @@ def _fill(store_dir: Path, directory: Path, cap: int, names: str) -> None:
 @pytest.mark.parametrize("evictor", ["this-test", "another-child"])
 def test_an_export_served_to_one_process_survives_evictions_in_another(
     tmp_path: Path,
-    spawn: Spawn,  # noqa: F811
+    spawn: Spawn,
     evictor: str,
 ) -> None:
     tree = make_build_tree(tmp_path / "linux", vmlinux=False)
@@ -164,7 +163,7 @@ emit(filled=4)
 
 def test_a_crashed_process_pins_nothing(
     tmp_path: Path,
-    spawn: Spawn,  # noqa: F811
+    spawn: Spawn,
 ) -> None:
     tree = make_build_tree(tmp_path / "linux", vmlinux=False)
     store_dir, cap = tmp_path / "store", 100 << 10

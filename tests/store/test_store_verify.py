@@ -11,7 +11,6 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-import shutil
 import struct
 import warnings
 from collections.abc import Callable, Iterator
@@ -24,8 +23,8 @@ from elftools.elf.elffile import ELFFile
 from pytest_ktstr_vmlinux.store import artifact
 from pytest_ktstr_vmlinux.store import index as storeindex
 from pytest_ktstr_vmlinux.store.disk import ArtifactStore, StoreWarning
-from tests.cli.test_kernel_queries import _bpftool_member_bits
-from tests.conftest import DebianKernel
+from tests.helpers.kernels import DebianKernel, debian_image_alone
+from tests.helpers.oracles import bpftool_member_bits
 
 KIND = "big"
 BIG_PAYLOAD = 80 << 20  # over artifact.FULL_DIGEST_LIMIT: opens read samples only
@@ -123,14 +122,6 @@ def _edit_record(
     index = storeindex.parse_index((store_dir / "index.json").read_bytes())
     edit(index["sources"][os.path.realpath(source)]["artifacts"][key])
     storeindex.write_index(store_dir / "index.json", index, tmp_dir=store_dir / "tmp")
-
-
-def debian_image_alone(pytester: pytest.Pytester, kernel: DebianKernel) -> Path:
-    """Debian's image copied where no debug vmlinux is near it: only the extracted ELF pairs."""
-    image = pytester.path / "boot" / f"vmlinuz-{kernel.release}"
-    image.parent.mkdir()
-    shutil.copyfile(kernel.image, image)
-    return image
 
 
 # --- large artifacts: the byte between two samples -----------------------------------------------
@@ -352,7 +343,7 @@ def test_an_edited_extracted_vmlinux_is_not_served(
     pytester.runpytest_subprocess(*args).assert_outcomes(passed=1)
     first = json.loads(report.read_text())
     export = Path(first["path"])
-    assert first["pid"] * 8 == _bpftool_member_bits(export, "task_struct", "pid")
+    assert first["pid"] * 8 == bpftool_member_bits(export, "task_struct", "pid")
 
     # Move task_struct.pid by 4 bytes in the export's BTF, keeping its size and mtime.
     position = _member_offset_position(export, "task_struct", "pid")
@@ -363,7 +354,7 @@ def test_an_edited_extracted_vmlinux_is_not_served(
         f.seek(position)
         f.write(struct.pack("<I", bits + 32))
     os.utime(export, ns=(before.st_atime_ns, before.st_mtime_ns))
-    assert _bpftool_member_bits(export, "task_struct", "pid") == first["pid"] * 8 + 32
+    assert bpftool_member_bits(export, "task_struct", "pid") == first["pid"] * 8 + 32
 
     result = pytester.runpytest_subprocess(*args)
     result.assert_outcomes(passed=1)

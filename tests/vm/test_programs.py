@@ -18,7 +18,7 @@ from pytest_ktstr_vmlinux.vm.errors import GuestProgramError
 from pytest_ktstr_vmlinux.vm.initramfs import busybox_applets, content_kind, find_busybox
 from pytest_ktstr_vmlinux.vm.loader import LoaderSearch, read_object
 from pytest_ktstr_vmlinux.vm.programs import GUEST_LD_CACHE, pack_programs
-from tests.conftest import DebianKernel
+from tests.helpers.kernels import DebianKernel
 from tests.helpers.programs import build_greeter
 
 

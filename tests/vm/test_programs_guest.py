@@ -16,7 +16,7 @@ from pytest_ktstr_vmlinux.store.memory import MemoryStore
 from pytest_ktstr_vmlinux.vm import GuestVM, boot_guest
 from pytest_ktstr_vmlinux.vm.errors import GuestProgramError
 from pytest_ktstr_vmlinux.vm.layout import MiB
-from tests.conftest import DebianKernel
+from tests.helpers.kernels import DebianKernel
 from tests.helpers.programs import GREETING, build_greeter
 
 pytestmark = pytest.mark.real_kernel

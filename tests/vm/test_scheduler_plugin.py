@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import DebianKernel
+from tests.helpers.kernels import DebianKernel
 from tests.helpers.runs import junit, run
 
 pytestmark = pytest.mark.real_kernel

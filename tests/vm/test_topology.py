@@ -21,7 +21,7 @@ from pytest_ktstr_vmlinux.vm.memory import GuestMemory
 from pytest_ktstr_vmlinux.vm.qemu import kill, memory_args, spawn
 from pytest_ktstr_vmlinux.vm.qmp import GuestQMP
 from pytest_ktstr_vmlinux.vm.topology import Topology
-from tests.conftest import DebianKernel
+from tests.helpers.kernels import DebianKernel
 
 SOCKETS, CORES, THREADS, NODES = 2, 2, 2, 2
 CPUS = SOCKETS * CORES * THREADS

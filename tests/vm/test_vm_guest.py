@@ -15,7 +15,6 @@ from pathlib import Path
 import pytest
 from elftools.elf.elffile import ELFFile
 
-from pytest_ktstr_vmlinux.store.memory import MemoryStore
 from pytest_ktstr_vmlinux.vm import (
     GuestCommandError,
     GuestError,
@@ -24,7 +23,7 @@ from pytest_ktstr_vmlinux.vm import (
     boot_guest,
 )
 from pytest_ktstr_vmlinux.vm.layout import WINDOW_SIZE, MiB
-from tests.conftest import DebianKernel
+from tests.helpers.kernels import DebianKernel
 
 pytestmark = pytest.mark.real_kernel
 
@@ -39,9 +38,9 @@ KERNEL_IMAGE_BASE = 0xFFFFFFFF80000000  # __START_KERNEL_map: with nokaslr, va -
 def guest(
     debian_kernel: DebianKernel, guest_tools: None, tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[GuestVM]:
+    # No store=: an image path boots with a MemoryStore of its own.
     vm = boot_guest(
         debian_kernel.image,
-        store=MemoryStore(),
         cpus=CPUS,
         memory=MEMORY,
         cmdline="nokaslr",

@@ -32,7 +32,7 @@ from pytest_ktstr_vmlinux.vm import (
 )
 from pytest_ktstr_vmlinux.vm.console import HEAD_BYTES, TAIL_BYTES
 from pytest_ktstr_vmlinux.vm.layout import WINDOW_SIZE, MiB
-from tests.conftest import DebianKernel
+from tests.helpers.kernels import DebianKernel
 
 pytestmark = pytest.mark.real_kernel
 

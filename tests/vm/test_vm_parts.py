@@ -46,8 +46,8 @@ from pytest_ktstr_vmlinux.vm.layout import (
 from pytest_ktstr_vmlinux.vm.memory import GuestMemory
 from pytest_ktstr_vmlinux.vm.qemu import find_qemu, kill, memory_args, spawn
 from pytest_ktstr_vmlinux.vm.qmp import GuestQMP
-from tests.conftest import DebianKernel
 from tests.helpers.fakes import bzimage, write_stalling_image
+from tests.helpers.kernels import DebianKernel
 
 QEMU = "qemu-system-x86_64"
 
@@ -414,7 +414,7 @@ def test_probe_sees_the_debian_kernel_start(guest_tools: None, debian_kernel: De
 
 @pytest.fixture
 def fresh_warnings(monkeypatch: pytest.MonkeyPatch) -> Iterator[list[warnings.WarningMessage]]:
-    monkeypatch.setattr(accel, "_warned", set())
+    monkeypatch.setattr(accel, "_warned", {})
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
         yield caught
@@ -437,6 +437,7 @@ def test_auto_falls_back_to_tcg_in_one_line_and_probes_once_per_host(
         r" its kernel in 2 s)\); guests run under TCG, much slower",
         line,
     ), line
+    assert accel.tcg_fallbacks() == [line]  # what the plugin's terminal summary says
     if accel.kvm_device_problem() is None:
         assert (store.stats.built, store.stats.reused) == (1, 1)  # one probe, then its verdict
 

@@ -15,8 +15,8 @@ from pathlib import Path
 import pytest
 
 from pytest_ktstr_vmlinux.plugin.vm import VmSettings, vm_settings
-from tests.conftest import DebianKernel
 from tests.helpers.fakes import make_build_tree
+from tests.helpers.kernels import DebianKernel
 from tests.helpers.runs import junit, run, skip_lines
 
 BOOT_TIMEOUT = "900"  # seconds: generous, CI boots under TCG on two busy cores
@@ -254,14 +254,43 @@ def test_without_qemu_or_busybox_guest_tests_skip_naming_the_package(
     assert all(f"install {package}" in m and "(--kernel-strict)" in m for m in failures), failures
 
 
+def test_the_default_kernel_without_an_image_skips_what_would_boot_it(
+    pytester: pytest.Pytester,
+) -> None:
+    """A fresh container: nothing in /boot (here an empty sysroot), nobody named a kernel. The
+    README promises that the default kernel skips what it lacks: no error, no QEMU started."""
+    empty = pytester.mkdir("empty")
+    pytester.makepyfile(test_vm=USES_GUESTS)
+    basetemp = pytester.path / "basetemp"
+    result = run(pytester, "-rs", f"--kernel-sysroot={empty}", f"--basetemp={basetemp}")
+    result.assert_outcomes(skipped=2)
+    release = os.uname().release
+    looked = ", ".join(
+        f"{empty}{path}" for path in (f"/boot/vmlinuz-{release}", f"/lib/modules/{release}/vmlinuz")
+    )
+    lines = skip_lines(result)
+    assert len(lines) == 2, lines
+    for line in lines:
+        assert (
+            f": ktstr: no bootable image for the running kernel {release} (looked for {looked}, "
+            in line
+        )
+        assert "a kernel to fetch (debian:sid) instead" in line
+    assert list(basetemp.rglob("vm-*")) == []  # no guest's log directory: nothing booted
+    strict = run(pytester, f"--kernel-sysroot={empty}", "--kernel-strict")
+    strict.assert_outcomes(failed=1, errors=1)
+    said = [line for line in strict.outlines if line.startswith("ktstr: no bootable image")]
+    assert len(said) == 2 and all(line.endswith(" (--kernel-strict)") for line in said), said
+
+
 def test_a_kernel_without_an_image_cannot_boot(pytester: pytest.Pytester) -> None:
     make_build_tree(pytester.path / "linux")
     pytester.makepyfile(test_vm=USES_GUESTS)
     result = run(pytester, "--kernel=linux/vmlinux")
     result.assert_outcomes(errors=1, failed=1)
     for case in junit(pytester).cases.values():
-        assert "has no bootable image (it was named by its vmlinux)" in case.message
-        assert "name the image, its build tree or its release" in case.message
+        assert "was named by its vmlinux, which is no bootable image" in case.message
+        assert "name the image (bzImage, vmlinuz-R), its build tree or its release" in case.message
 
 
 @pytest.mark.parametrize(
@@ -368,3 +397,52 @@ def test_bad_settings_are_usage_errors_at_startup(
     result = run(pytester, *args)
     assert result.ret == pytest.ExitCode.USAGE_ERROR
     assert f"ktstr: {message}" in result.stderr.str()
+
+
+ACCEL = """
+import os
+
+
+def test_accel(kernel_vm):
+    with open(os.environ["ACCEL"], "a") as f:
+        f.write(kernel_vm.accel + "\\n")
+"""
+
+
+@pytest.mark.real_kernel
+@pytest.mark.parametrize("workers", [None, "2"])
+def test_kvm_found_unusable_is_one_summary_line_not_a_warning(
+    pytester: pytest.Pytester,
+    debian_kernel: DebianKernel,
+    guest_tools: None,
+    monkeypatch: pytest.MonkeyPatch,
+    workers: str | None,
+) -> None:
+    """``auto`` probes KVM; falling back to TCG is said once, at the end, by the plugin: not a
+    pytest warning pointing into the plugin's code. Where KVM works there is nothing to say."""
+    accel = pytester.path / "accel"
+    monkeypatch.setenv("ACCEL", str(accel))
+    pytester.makepyfile(test_accel=ACCEL)
+    result = run(
+        pytester,
+        f"--kernel-sysroot={debian_kernel.sysroot}",
+        f"--kernel={debian_kernel.release}",
+        "--kernel-vm-accel=auto",
+        f"--kernel-vm-timeout={BOOT_TIMEOUT}",
+        *(["-n", workers] if workers else []),
+    )
+    result.assert_outcomes(passed=1)
+    assert "warnings summary" not in result.stdout.str()
+    assert "GuestWarning" not in result.stdout.str()
+    said = [line for line in result.outlines if "KVM unusable" in line]
+    if accel.read_text().split() == ["kvm"]:
+        assert said == []
+    else:
+        assert accel.read_text().split() == ["tcg"]
+        assert len(said) == 1, said
+        assert said[0].startswith("ktstr: KVM unusable (")
+        assert said[0].endswith("); guests run under TCG, much slower")
+        # In the terminal summary, after the tests ran: below the per-kernel tally.
+        assert result.outlines.index(said[0]) > next(
+            i for i, line in enumerate(result.outlines) if line.startswith("ktstr: kernel ")
+        )
