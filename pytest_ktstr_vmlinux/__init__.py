@@ -72,6 +72,7 @@ if TYPE_CHECKING:
     from .store.lock import StoreLockTimeout
     from .store.memory import MemoryStore, Store
     from .store.served import StoredArtifact, StoreStats, StoreWarning
+    from .vm.boot import boot_guest
     from .vm.errors import (
         GuestBootError,
         GuestCommandError,
@@ -84,7 +85,7 @@ if TYPE_CHECKING:
         GuestUnavailableError,
         GuestWarning,
     )
-    from .vm.guest import GuestVM, boot_guest
+    from .vm.guest import GuestVM
     from .vm.layout import RamRegion
     from .vm.memory import GuestMemory
     from .vm.qmp import GuestQMP
@@ -189,7 +190,7 @@ _EXPORTS = {
     "StoreWarning": "store.served",
     "Symbol": "formats.symbols",
     "VmlinuxNotFoundError": "errors",
-    "boot_guest": "vm.guest",
+    "boot_guest": "vm.boot",
     "cached_vmlinux_bytes": "store.bytescache",
     "fetch_kernel": "kernel.fetch.fetch",
     "find_vmlinux": "kernel.locate",

@@ -6,6 +6,7 @@ plugin imports this package only when a test uses a guest.
 
 from __future__ import annotations
 
+from .boot import boot_guest
 from .errors import (
     GuestBootError,
     GuestCommandError,
@@ -18,7 +19,7 @@ from .errors import (
     GuestUnavailableError,
     GuestWarning,
 )
-from .guest import GuestVM, boot_guest
+from .guest import GuestVM
 from .layout import RamRegion
 from .memory import GuestMemory
 from .qmp import GuestQMP
