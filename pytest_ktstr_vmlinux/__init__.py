@@ -53,17 +53,17 @@ if TYPE_CHECKING:
     from .live.sampling import Samples
     from .live.scx import SchedExt
     from .plugin.markers import ktstr_test
-    from .store.bytescache import VmlinuxBytesCache, cached_vmlinux_bytes, load_vmlinux_bytes
-    from .store.directory import (
+    from .store.api import (
         InsecureStoreError,
         NotAStoreError,
         StoreFullError,
+        StoreLockTimeout,
         StoreUnavailableError,
+        StoreWarning,
     )
+    from .store.bytescache import VmlinuxBytesCache, cached_vmlinux_bytes, load_vmlinux_bytes
     from .store.disk import ArtifactStore
-    from .store.lock import StoreLockTimeout
     from .store.memory import MemoryStore
-    from .store.served import StoreWarning
     from .store.signature import StatSignature
     from .vm.errors import (
         GuestBootError,
@@ -103,7 +103,7 @@ _EXPORTS = {
     "GuestTimeoutError": "vm.errors",
     "GuestUnavailableError": "vm.errors",
     "GuestVM": "vm.guest",
-    "InsecureStoreError": "store.directory",
+    "InsecureStoreError": "store.api",
     "Kernel": "kernel.resolve",
     "KernelArtifactError": "errors",
     "KernelConfig": "formats.kconfig",
@@ -142,7 +142,7 @@ _EXPORTS = {
     "LiveMemoryError": "live.errors",
     "MemoryStore": "store.memory",
     "MissingMemberError": "live.errors",
-    "NotAStoreError": "store.directory",
+    "NotAStoreError": "store.api",
     "Object": "live.objects",
     "Enumerator": "live.objects",
     "container_of": "live.objects",
@@ -156,10 +156,10 @@ _EXPORTS = {
     "SpecKind": "kernel.spec",
     "SpecSource": "kernel.spec",
     "StatSignature": "store.signature",
-    "StoreFullError": "store.directory",
-    "StoreLockTimeout": "store.lock",
-    "StoreUnavailableError": "store.directory",
-    "StoreWarning": "store.served",
+    "StoreFullError": "store.api",
+    "StoreLockTimeout": "store.api",
+    "StoreUnavailableError": "store.api",
+    "StoreWarning": "store.api",
     "VmlinuxBytesCache": "store.bytescache",
     "VmlinuxNotFoundError": "errors",
     "boot_guest": "vm.guest",

@@ -53,7 +53,7 @@ if TYPE_CHECKING:
 
     from ..kernel.resolve import Kernel
     from ..live.kernel import LiveKernel
-    from ..store.memory import Store
+    from ..store.api import Store
     from .scheduler import Scheduler
 
 DEFAULT_CPUS = 2

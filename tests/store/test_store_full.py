@@ -24,9 +24,9 @@ import pytest
 from pytest_ktstr_vmlinux.errors import KernelArtifactError
 from pytest_ktstr_vmlinux.store import artifact
 from pytest_ktstr_vmlinux.store import index as storeindex
+from pytest_ktstr_vmlinux.store.api import StoreFullError, StoreUnavailableError, StoreWarning
 from pytest_ktstr_vmlinux.store.choose import open_store
-from pytest_ktstr_vmlinux.store.directory import StoreFullError, StoreUnavailableError
-from pytest_ktstr_vmlinux.store.disk import ArtifactStore, StoreWarning
+from pytest_ktstr_vmlinux.store.disk import ArtifactStore
 from pytest_ktstr_vmlinux.store.memory import MemoryStore
 from pytest_ktstr_vmlinux.store.signature import stat_signature
 from pytest_ktstr_vmlinux.store.snapshot import snapshot

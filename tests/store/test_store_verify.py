@@ -23,7 +23,8 @@ from elftools.elf.elffile import ELFFile
 
 from pytest_ktstr_vmlinux.store import artifact
 from pytest_ktstr_vmlinux.store import index as storeindex
-from pytest_ktstr_vmlinux.store.disk import ArtifactStore, StoreWarning
+from pytest_ktstr_vmlinux.store.api import StoreWarning
+from pytest_ktstr_vmlinux.store.disk import ArtifactStore
 from tests.cli.test_kernel_queries import _bpftool_member_bits
 from tests.conftest import DebianKernel
 
