@@ -4,7 +4,7 @@ Debian's cloud kernels have no virtio-console or 9p built in, only the 8250 UART
 an emulated UART moves about 50 KB/s. So the second serial port (ttyS1) carries only short
 ASCII request and reply lines, and every payload (long commands, command output, file contents)
 goes through the transfer window: guest RAM reserved with ``memmap=`` that the agent reads and
-writes through /dev/mem and the host through its mapping of guest RAM (layout.py). Payloads
+writes through /dev/mem and the host through its mapping of guest RAM (``layout.py``). Payloads
 are raw bytes of a stated length, so binary output and NUL bytes survive.
 
 Requests (host to guest), one line each; SEQ numbers every request, and its reply repeats it:

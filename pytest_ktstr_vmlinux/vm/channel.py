@@ -1,4 +1,4 @@
-"""The host side of the agent's protocol (agent.py): request lines out, reply lines in, payloads
+"""The host side of the agent's protocol (``agent.py``): request lines out, reply lines in, payloads
 through the transfer window in guest RAM.
 
 One request at a time: the window holds one payload, and each reply names the request it

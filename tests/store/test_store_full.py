@@ -3,7 +3,7 @@ unmounted when the test ends), filled by real writes.
 
 What a full disk must cost: one clear StoreFullError naming the store and the space needed, no
 partial file left behind, a store that is still valid for the next run; and, through
-storeconfig.open_store (what the plugin and the CLI use), one warning and in-process artifacts.
+``choose.open_store`` (what the plugin and the CLI use), one warning and in-process artifacts.
 """
 
 from __future__ import annotations
