@@ -33,7 +33,7 @@ from pathlib import Path
 
 from testkernels import DEBIAN_SYSROOT, MISSING, debian_release, vmlinux_of
 
-ROOT = Path(__file__).resolve().parents[2]
+ROOT = Path(__file__).resolve().parents[1]
 DEFAULT_BASE = "24950dc"
 OPERATIONS = (
     "snapshot",

@@ -60,18 +60,21 @@ if TYPE_CHECKING:
     from .live.scx import SchedExt
     from .plugin.markers import ktstr_test
     from .plugin.vm import GuestFactory
-    from .store.bytescache import cached_vmlinux_bytes, load_vmlinux_bytes
-    from .store.choose import open_store
-    from .store.directory import (
+    from .store.api import (
         InsecureStoreError,
         NotAStoreError,
+        Store,
+        StoredArtifact,
         StoreFullError,
+        StoreLockTimeout,
+        StoreStats,
         StoreUnavailableError,
+        StoreWarning,
     )
+    from .store.bytescache import cached_vmlinux_bytes, load_vmlinux_bytes
+    from .store.choose import open_store
     from .store.disk import ArtifactStore
-    from .store.lock import StoreLockTimeout
-    from .store.memory import MemoryStore, Store
-    from .store.served import StoredArtifact, StoreStats, StoreWarning
+    from .store.memory import MemoryStore
     from .vm.boot import boot_guest
     from .vm.errors import (
         GuestBootError,
@@ -125,7 +128,7 @@ _EXPORTS = {
     "GuestQMP": "vm.qmp",
     "GuestVM": "vm.guest",
     "ImageInfo": "formats.image",
-    "InsecureStoreError": "store.directory",
+    "InsecureStoreError": "store.api",
     "Kernel": "kernel.resolve",
     "KernelArtifactError": "errors",
     "KernelConfig": "formats.kconfig",
@@ -167,7 +170,7 @@ _EXPORTS = {
     "Route": "formats.btf.types",
     "MemoryStore": "store.memory",
     "MissingMemberError": "live.errors",
-    "NotAStoreError": "store.directory",
+    "NotAStoreError": "store.api",
     "Object": "live.objects",
     "Enumerator": "live.objects",
     "container_of": "live.objects",
@@ -181,13 +184,13 @@ _EXPORTS = {
     "SpecKind": "kernel.spec",
     "RamRegion": "vm.layout",
     "SpecSource": "kernel.spec",
-    "Store": "store.memory",
-    "StoredArtifact": "store.served",
-    "StoreStats": "store.served",
-    "StoreFullError": "store.directory",
-    "StoreLockTimeout": "store.lock",
-    "StoreUnavailableError": "store.directory",
-    "StoreWarning": "store.served",
+    "Store": "store.api",
+    "StoredArtifact": "store.api",
+    "StoreStats": "store.api",
+    "StoreFullError": "store.api",
+    "StoreLockTimeout": "store.api",
+    "StoreUnavailableError": "store.api",
+    "StoreWarning": "store.api",
     "Symbol": "formats.symbols",
     "VmlinuxNotFoundError": "errors",
     "boot_guest": "vm.boot",

@@ -5,9 +5,11 @@
     info PATH|SPEC [--kernel-sysroot DIR] [--vmlinux PATH] [--json]  what a kernel is: arch,
                                          release, banner, build-id, compression, config, vmlinux
     locate [SPEC] [--kernel-sysroot DIR] [--vmlinux PATH] [--json]   the probe report
-    symbols | addr | offsetof | btf SPEC ... [--kernel-sysroot DIR] [--vmlinux PATH]  (query.py)
+    symbols | addr | offsetof | btf SPEC ... [--kernel-sysroot DIR] [--vmlinux PATH]
+                                                                      (``query.py``)
     cache path | list [--json] | clear [--cache-dir DIR]             the on-disk artifact store
-    kernels [--json] | kernels remove SPEC [--cache-dir DIR]          fetched kernels (kernels.py)
+    kernels [--json] | kernels remove SPEC [--cache-dir DIR]          fetched kernels
+                                                                      (``kernels.py``)
 
 A SPEC may be a distro kernel to fetch (``debian:sid``), fetched into the store as the plugin
 does, with progress on stderr; $KTSTR_KERNEL_OFFLINE=1 uses the store's copy without asking.

@@ -1,8 +1,8 @@
 """ELF identification: the class, byte order and machine the locator checks, and arch names.
 
 ``e_ident`` and ``e_machine`` are read by hand: probing a dozen candidates must not parse section
-tables of 600 MB files. This is the bottom of the ELF readers: elftables.py checks the header
-tables against the file, elfidentity.py reads the build-id and banner pairing uses.
+tables of 600 MB files. This is the bottom of the ELF readers: ``elftables.py`` checks the header
+tables against the file, ``elfidentity.py`` reads the build-id and banner pairing uses.
 """
 
 from __future__ import annotations

@@ -1,9 +1,9 @@
 """What a kernel ELF says about itself: the GNU build-id and ``linux_banner`` pairing uses.
 
-Build-ids and banners come from sections found by elftables.py, which checks every header count
-against the file before it reads a table; notes are walked by hand because the same walk serves
-/sys/kernel/notes, which is no ELF. A flat Image's build-id is found by notes.py, which tells the
-kernel's note from those of the ELF files inside it.
+Build-ids and banners come from sections found by ``elftables.py``, which checks every header
+count against the file before it reads a table; notes are walked by hand because the same walk
+serves /sys/kernel/notes, which is no ELF. A flat Image's build-id is found by ``notes.py``,
+which tells the kernel's note from those of the ELF files inside it.
 """
 
 from __future__ import annotations

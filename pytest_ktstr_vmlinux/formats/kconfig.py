@@ -3,7 +3,7 @@ carries inside itself.
 
 A kernel built with ``CONFIG_IKCONFIG`` carries a gzipped copy of its config (between the
 ``IKCFG_ST`` and ``IKCFG_ED`` markers of kernel/configs.c), readable from a vmlinux or a
-decompressed image payload. Where a kernel keeps its config file is kernel/config.py's concern.
+decompressed image payload. Where a kernel keeps its config file is ``kernel/config.py``'s concern.
 """
 
 from __future__ import annotations

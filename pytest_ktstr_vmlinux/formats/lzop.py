@@ -1,7 +1,7 @@
 """The lzop container around LZO1X blocks, as the kernel's `lzop -9` writes it.
 
 Its own module because it is a file format parsed by hand (header fields, per-block sizes and
-checksums), unlike the library-driven codecs in decompress.py, which hands it the job to fill:
+checksums), unlike the library-driven codecs in ``decompress.py``, which hands it the job to fill:
 DecodeJob says what of that job the container needs, so this module knows nothing above it.
 """
 
@@ -34,7 +34,7 @@ class Lzo(Protocol):
 
 
 class DecodeJob(Protocol):
-    """The bounded output decompress.py keeps, and the errors that name its input."""
+    """The bounded output ``decompress.py`` keeps, and the errors that name its input."""
 
     def truncated(self, consumed: int) -> Exception: ...
 

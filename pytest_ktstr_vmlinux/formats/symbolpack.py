@@ -1,9 +1,9 @@
 """The packed symbols artifact: its layout, built from a vmlinux's ``.symtab`` or kallsyms.
 
-elftables.py reads the ELF and section headers, checked against the file; the table is unpacked
+``elftables.py`` reads the ELF and section headers, checked against the file; the table is unpacked
 in bulk, a column at a time, from strided views of a mapping of the file (pyelftools'
 ``iter_symbols`` would take ~2 s for a distro vmlinux). The result is one store artifact, laid
-out to be used in place (symbols.py's KernelSymbols wraps it)::
+out to be used in place (``symbols.py``'s KernelSymbols wraps it)::
 
     header   magic, flags, per-CPU section index, counts (struct HEADER, little-endian)
     u64[n]   st_value     u64[n]  st_size

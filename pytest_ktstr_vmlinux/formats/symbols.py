@@ -1,6 +1,6 @@
 """Kernel symbols: a vmlinux's whole ``.symtab`` (or /proc/kallsyms), looked up fast.
 
-KernelSymbols wraps the packed artifact symbolpack.py builds, as it lies in the store: a warm
+KernelSymbols wraps the packed artifact ``symbolpack.py`` builds, as it lies in the store: a warm
 load maps it and casts the columns: nothing per symbol, no dict; names are bisected in place.
 """
 
@@ -19,7 +19,8 @@ from dataclasses import dataclass
 
 from ..errors import KernelArtifactError
 from ..regularfile import read_regular
-from ..store.memory import MemoryStore, Store
+from ..store.api import Store
+from ..store.memory import MemoryStore
 from ..store.signature import read_error
 from .address import u64
 from .symbolpack import (

@@ -1,7 +1,7 @@
 """Ordering a symbol table: the ``by_name`` and ``by_addr`` indexes of the packed symbols.
 
 Both are stable argsorts over the chosen entries (equal keys keep .symtab order). The optional C
-module ``_symsort`` (built by setup.py when a compiler is there) sorts ~7x faster than
+module ``_symsort`` (built by ``setup.py`` when a compiler is there) sorts ~7x faster than
 ``sorted()``, which is what makes a cold load beat ``nm``. Without it the Python sorts below
 run; they give the same bytes, so an artifact never depends on which one built it.
 """

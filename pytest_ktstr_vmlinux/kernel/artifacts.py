@@ -21,7 +21,7 @@ from ..formats.btf.queries import BTF
 from ..formats.kconfig import KernelConfig
 from ..formats.symbols import KernelSymbols
 from ..regularfile import file_type
-from ..store.lock import StoreLockTimeout
+from ..store.api import StoreLockTimeout
 from ..store.signature import read_error
 from .identity import extracted_vmlinux
 from .resolve import Kernel

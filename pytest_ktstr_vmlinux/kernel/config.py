@@ -4,7 +4,7 @@ Tests ask "was this kernel built with BTF?" of whatever they were given: a build
 ``.config``, a distro install has ``/boot/config-R`` or, on Fedora and Debian's packages from
 2026 on (nothing in /boot), ``/usr/lib/modules/R/config``, the running kernel may offer
 ``/proc/config.gz``, and a kernel built with ``CONFIG_IKCONFIG`` carries a copy inside itself
-(formats/kconfig.py reads it).
+(``formats/kconfig.py`` reads it).
 """
 
 from __future__ import annotations
@@ -43,7 +43,7 @@ def config_file_candidates(
     """The config files ``find_config`` tries, in its order, as they are named in messages.
 
     ``<tree>/.config``; then ``beside``, the files next to the image that may hold its config
-    (see images.config_beside_image); then ``DISTRO_CONFIG_LAYOUTS`` for ``release``, each
+    (see ``images.config_beside_image``); then ``DISTRO_CONFIG_LAYOUTS`` for ``release``, each
     under ``sysroot`` when one is given. A release that is not a single path component names
     no file. Duplicates are dropped.
     """

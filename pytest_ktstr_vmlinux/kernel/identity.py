@@ -18,8 +18,8 @@ from ..errors import KernelArtifactError
 from ..formats.elfidentity import ElfIdentity, gnu_build_id, read_elf_identity
 from ..formats.image import ImageInfo, identify_image, read_payload
 from ..regularfile import is_symlink_loop, read_regular, stable_read
-from ..store.disk import StoredArtifact
-from ..store.memory import MemoryStore, Store
+from ..store.api import Store, StoredArtifact
+from ..store.memory import MemoryStore
 from ..store.signature import read_error
 from .sysroot import Sysroot
 

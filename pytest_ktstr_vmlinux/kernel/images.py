@@ -3,7 +3,7 @@
 A kernel is named by a build tree (``arch/<arch>/boot/<image>`` inside it), an image path, or a
 release whose image a distro installed (``DISTRO_IMAGE_LAYOUTS``, under the sysroot). The image's
 header, the tree's ``include/config/kernel.release``, the image's name and directory each may tell
-the release; locate.py then probes for the vmlinux belonging to it.
+the release; ``locate.py`` then probes for the vmlinux belonging to it.
 """
 
 from __future__ import annotations
@@ -41,7 +41,7 @@ KERNEL_RELEASE_FILE = "include/config/kernel.release"
 MAX_RELEASE_FILE_BYTES = 4096
 _IMAGE_NAME_PREFIXES = ("vmlinuz-", "vmlinux-", "Image-", "bzImage-")
 
-# `uname -m` values mapped to the arch names elf.py uses.
+# `uname -m` values mapped to the arch names formats/elf.py uses.
 _ARCH_BY_UNAME: dict[str, str] = {
     "x86_64": "x86_64",
     "i386": "i386",
@@ -135,7 +135,8 @@ def find_image(spec: KernelSpec, sysroot: Sysroot) -> FoundImage:
 
 
 def arch_from_uname(machine: str) -> str | None:
-    """The arch name elf.py uses for a ``uname -m`` value; None for one it does not know."""
+    """The arch name ``formats/elf.py`` uses for a ``uname -m`` value; None for one it does not
+    know."""
     return _ARCH_BY_UNAME.get(machine)
 
 

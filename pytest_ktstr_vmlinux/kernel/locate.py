@@ -23,8 +23,7 @@ from typing import NamedTuple
 from ..errors import KernelArtifactError
 from ..formats.elf import NotElfError, arch_matches, read_elf_ident
 from ..regularfile import NotRegularFile
-from ..store.lock import StoreLockTimeout
-from ..store.memory import Store
+from ..store.api import Store, StoreLockTimeout
 from .identity import UNVERIFIED, Expectation, image_identity, pair, vmlinux_identity
 from .images import (
     Candidate,

@@ -19,7 +19,7 @@ from ..formats.btf.queries import BTF
 from ..formats.elf import ARCH_FAMILY, arch_matches
 from ..formats.kconfig import CONFIG_PREFIX, KernelConfig
 from ..formats.symbols import FUNCTIONS_ONLY_HELP, KernelSymbols
-from ..store.lock import StoreLockTimeout
+from ..store.api import StoreLockTimeout
 from .versions import KernelVersion, parse_version, release_version
 
 R = TypeVar("R")
@@ -257,7 +257,7 @@ def _spell(item: object) -> str:
 
 
 def _above(version: KernelVersion, limit: KernelVersion, text: object) -> bool:
-    """``max_version="6.5"`` names the 6.5 series: 6.5.13 is not above it (versions.py)."""
+    """``max_version="6.5"`` names the 6.5 series: 6.5.13 is not above it (``versions.py``)."""
     if isinstance(text, str) and text.count(".") == 1 and "-rc" not in text:
         return (version.major, version.minor) > (limit.major, limit.minor)
     return version > limit

@@ -13,8 +13,8 @@ from ..formats.elf import NotElfError, arch_matches, read_elf_ident
 from ..formats.image import ImageInfo
 from ..formats.kconfig import KernelConfig, config_from_ikconfig, config_from_ikconfig_file
 from ..regularfile import FileChanged
-from ..store.lock import StoreLockTimeout
-from ..store.memory import MemoryStore, Store
+from ..store.api import Store, StoreLockTimeout
+from ..store.memory import MemoryStore
 from .config import PROC_CONFIG, config_file_candidates, find_config, read_proc_config
 from .fetch.fetch import FetchedKernel, FetchOptions, fetch_kernel
 from .identity import (
@@ -174,7 +174,7 @@ def resolve_kernel(
     allow_extracted: bool = False,
     fetch: FetchOptions | None = None,
 ) -> Kernel:
-    """Resolve ``spec`` (see spec.py for its forms) to a Kernel.
+    """Resolve ``spec`` (see ``spec.py`` for its forms) to a Kernel.
 
     ``vmlinux`` skips the search; ``sysroot`` prefixes every absolute distro path probed;
     ``store`` caches identities; ``verify`` (default) requires the vmlinux to pair with the image

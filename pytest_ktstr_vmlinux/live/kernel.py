@@ -41,7 +41,7 @@ _U64 = struct.Struct("<Q")
 
 
 class Guest(Protocol):
-    """What a LiveKernel needs of a guest (vm.GuestVM has it): its RAM and its monitor."""
+    """What a LiveKernel needs of a guest (``vm.GuestVM`` has it): its RAM and its monitor."""
 
     @property
     def memory(self) -> PhysicalMemory: ...
@@ -64,7 +64,7 @@ class LiveKernel:
     ) -> None:
         """``monitor`` (QEMU's, for CR3 and CR4) is needed unless ``layout`` is given.
         ``global_types``: the vmlinux's DWARF globals table (GlobalTypes), or what makes it on
-        first use, for the variables whose type BTF does not hold (variables.py)."""
+        first use, for the variables whose type BTF does not hold (``variables.py``)."""
         if layout is None:
             if monitor is None:
                 raise LiveKernelError(
@@ -184,7 +184,7 @@ class LiveKernel:
 
     def var_type(self, name: str) -> int:
         """The BTF type id of variable ``name``: its BTF VAR's type, else its type in the
-        vmlinux's DWARF, else that of a well-known one (variables.py); LiveKernelError saying
+        vmlinux's DWARF, else that of a well-known one (``variables.py``); LiveKernelError saying
         what this kernel has when there is none."""
         tid = self._vars.get(name)
         if tid is None:
@@ -240,7 +240,7 @@ class LiveKernel:
     ) -> Samples:
         """``fields`` of ``variable`` (``runqueues``) on every online CPU (or ``cpus``), sampled
         on a host thread every ``interval`` s for ``duration`` s while the guest runs: a
-        ``monitor`` whose block only waits (monitor.py)."""
+        ``monitor`` whose block only waits (``monitor.py``)."""
         from .monitor import sample
 
         return sample(
@@ -264,7 +264,7 @@ class LiveKernel:
         """A context manager sampling ``fields`` of ``variable`` on every online CPU (or
         ``cpus``) every ``interval`` s on a host thread for as long as its block runs:
         ``with live.monitor(["nr_running"], interval=0.001) as mon: vm.run("...")``, then
-        ``mon.samples`` (monitor.py). Without ``fields``, what the checks judge
+        ``mon.samples`` (``monitor.py``). Without ``fields``, what the checks judge
         (``CHECK_FIELDS`` that the kernel has), and the workload's tasks and sched_ext's state
         and event counters are watched too (``tasks``, ``events``), so ``mon.checks()`` can
         judge them all (live/checks/)."""

@@ -34,7 +34,7 @@ _REGISTER = re.compile(r"\b(CR[0-4]|EFER)=([0-9a-fA-F]+)")
 
 
 class Monitor(Protocol):
-    """QEMU's human monitor: vm.GuestQMP, or anything answering ``hmp`` the same way."""
+    """QEMU's human monitor: ``vm.GuestQMP``, or anything answering ``hmp`` the same way."""
 
     def hmp(self, command_line: str) -> str: ...
 

@@ -26,7 +26,7 @@ releases it too, so the two do not hold each other up. A block that computes in 
 GIL, and a thread that wants it waits for the interpreter's switch interval (5 ms by default):
 five ticks of 1 ms. So while a monitor runs, the switch interval is at most half its tick
 interval (never below 0.1 ms), and back to what it was when the last monitor ends
-(bench/live.py measures both).
+(``bench/live.py`` measures both).
 """
 
 from __future__ import annotations

@@ -17,7 +17,7 @@ and one read per pointer on the way, and ``value_()`` of an integer one read.
 
 Scalars compare and convert by value (``rq.nr_running == 2``, ``int(obj)``, ``bool(ptr)``); a
 struct, union or array has no single value to compare, which is a ``TypeError``, never a silent
-``False`` (scalar.py).
+``False`` (``scalar.py``).
 """
 
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""``Samples``: the table a monitor of per-CPU fields fills (monitor.py takes the samples).
+"""``Samples``: the table a monitor of per-CPU fields fills (``monitor.py`` takes the samples).
 
 Each row is (time since the first tick, CPU, one value per field); one tick adds one row per
 CPU, all at once, and then its counts (``ticks``, ``missed_ticks``): a reader in another thread

@@ -28,7 +28,7 @@ class RamRegion(Protocol):
 
 
 class PhysicalMemory(Protocol):
-    """Guest physical memory: vm.GuestMemory, or anything that reads the same way."""
+    """Guest physical memory: ``vm.GuestMemory``, or anything that reads the same way."""
 
     @property
     def regions(self) -> Sequence[RamRegion]: ...

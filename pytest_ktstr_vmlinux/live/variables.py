@@ -1,11 +1,11 @@
 """The type of a kernel variable, from the best source the kernel has, checked against its symbol.
 
 A variable's type is, in order: its BTF VAR (kernels' BTF has these for per-CPU variables
-only); else what the debug vmlinux's DWARF says (the globals table, formats/dwarf/globaltypes.py,
-a C type expression that BTF resolves); else, for a few variables every kernel has, a type known
-here (``WELL_KNOWN``). The table is loaded on the first variable BTF does not type, so a run that
-never reads a global pays nothing for it; a table that cannot be made (no DWARF) is remembered
-with why, and said in every error it explains.
+only); else what the debug vmlinux's DWARF says (the globals table,
+``formats/dwarf/globaltypes.py``, a C type expression that BTF resolves); else, for a few
+variables every kernel has, a type known here (``WELL_KNOWN``). The table is loaded on the first
+variable BTF does not type, so a run that never reads a global pays nothing for it; a table that
+cannot be made (no DWARF) is remembered with why, and said in every error it explains.
 
 A type the user names instead is any C type expression BTF can resolve ("struct scx_sched *",
 "u64[4]"), and must be as large as the symbol (.symtab's st_size): reading an 8-byte pointer as

@@ -37,7 +37,7 @@ class KernelTests:
         if not marks and scheduler is None:
             return
         from ..kernel.requirements import check
-        from ..store.lock import StoreLockTimeout
+        from ..store.api import StoreLockTimeout
 
         requirements = [mark_requirements(mark, item.nodeid) for mark in marks]
         if scheduler is not None:  # a ktstr_vm(scheduler=...) test needs sched_ext

@@ -20,7 +20,7 @@ if TYPE_CHECKING:
     from ..formats.symbols import KernelSymbols
     from ..kernel.artifacts import KernelArtifacts
     from ..kernel.resolve import Kernel
-    from ..store.memory import Store
+    from ..store.api import Store
 
 T = TypeVar("T")
 
@@ -91,7 +91,7 @@ def vmlinux_bytes(vmlinux_path: Path, pytestconfig: pytest.Config) -> memoryview
 
 
 def _derived(config: pytest.Config, kernel: Kernel, load: Callable[[KernelArtifacts], T]) -> T:
-    from ..store.lock import StoreLockTimeout
+    from ..store.api import StoreLockTimeout
 
     try:
         return load(kernel_run(config).artifacts(kernel))

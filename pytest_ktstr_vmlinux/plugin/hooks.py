@@ -1,10 +1,10 @@
 """pytest hooks: options, markers, collection, the report header and summary.
 
-Settings are read in settings.py (option > environment > ini > default), the run's lazy state
-kept in run.py, requirements checked in checks.py, per-kernel results kept in results.py, the
-fixtures defined in fixtures.py: this module only wires them to pytest. With several kernels,
-every test that uses a kernel fixture (or a ``ktstr`` marker) is parametrized over them, ids
-carrying the labels, and session fixtures are built once per kernel.
+Settings are read in ``settings.py`` (option > environment > ini > default), the run's lazy
+state kept in ``run.py``, requirements checked in ``checks.py``, per-kernel results kept in
+``results.py``, the fixtures defined in ``fixtures.py``: this module only wires them to pytest.
+With several kernels, every test that uses a kernel fixture (or a ``ktstr`` marker) is
+parametrized over them, ids carrying the labels, and session fixtures are built once per kernel.
 
 A suite whose tests use no kernel pays next to nothing: the plugin imports none of the library
 (kernels, stores, ELF, BTF, symbols, decompressors are imported when a kernel is first needed,

@@ -1,4 +1,4 @@
-"""The ``ktstr`` marker and ``ktstr_test``, its decorator spelling (requirements.py checks it).
+"""The ``ktstr`` marker and ``ktstr_test`` that spells it (``kernel/requirements.py`` checks it).
 
 Importable without pytest being imported: the library side of the package stays pytest-free.
 """

@@ -1,5 +1,5 @@
 """The plugin's command-line options and ini keys, each help string written once and shared by
-the option and the ini key that set the same thing (settings.py reads them, in precedence)."""
+the option and the ini key that set the same thing (``settings.py`` reads them, in precedence)."""
 
 from __future__ import annotations
 

@@ -19,8 +19,8 @@ if TYPE_CHECKING:
     from ..kernel.artifacts import KernelArtifacts
     from ..kernel.fetch.progress import Progress
     from ..kernel.resolve import Kernel
+    from ..store.api import Store
     from ..store.bytescache import VmlinuxBytesCache
-    from ..store.memory import Store
 
 RUN_KEY = pytest.StashKey["KernelRun"]()
 

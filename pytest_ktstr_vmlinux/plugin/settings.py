@@ -26,7 +26,7 @@ if TYPE_CHECKING:
     from ..kernel.kernelset import KernelItem
     from ..kernel.resolve import Kernel
     from ..kernel.spec import SpecSource
-    from ..store.memory import Store
+    from ..store.api import Store
 
 ENV_KERNEL = "KTSTR_KERNEL"
 ENV_KERNEL_LIST = "KTSTR_KERNEL_LIST"
@@ -169,9 +169,9 @@ def open_config_store(
     """The run's artifact store; cleared first with --kernel-cache-clear (by the controller).
     ``on_lock_wait`` is told, once, of a wait for the store's lock that lasts."""
     from ..kernel.spec import SpecSource
+    from ..store.api import InsecureStoreError, StoreWarning
     from ..store.choose import ENV_CACHE_DIR, open_store
-    from ..store.directory import InsecureStoreError
-    from ..store.disk import ArtifactStore, StoreWarning
+    from ..store.disk import ArtifactStore
     from ..store.memory import MemoryStore
 
     if config.getoption("ktstr_no_cache"):
@@ -242,7 +242,7 @@ def chosen_setting(
     config: pytest.Config, option: str | None, env: str, ini: str
 ) -> tuple[str, SpecSource] | None:
     """One setting's raw value and where it came from: option (its dest; None for a setting with
-    no option) > environment > ini; None when none is given. Shared with vm.py."""
+    no option) > environment > ini; None when none is given. Shared with ``vm.py``."""
     from ..kernel.spec import SpecSource, select_setting
 
     return select_setting(
@@ -255,6 +255,7 @@ def chosen_setting(
 
 
 def ini_value(config: pytest.Config, name: str) -> str | None:
-    """An ini key's value, None for a key registered as other than a string (shared with vm.py)."""
+    """An ini key's value, None for a key registered as other than a string (shared with
+    ``vm.py``)."""
     value = config.getini(name)
     return value if isinstance(value, str) else None

@@ -5,8 +5,8 @@ marked ``ktstr_vm(...)`` gets its own, booted for it and shut down after it (the
 ``kernel_vm`` into a function-scoped fixture for that test, through parametrize's scope);
 ``kernel_vm_factory`` boots guests on demand. The guest library (pytest_ktstr_vmlinux.vm, QEMU,
 asyncio) is imported when a guest is first needed: a suite without guests pays for the options
-and nothing else. Settings and marker arguments are validated in vmsettings.py; a guest with a
-sched_ext scheduler is watched after each test by scheduler.py, registered with the first guest.
+and nothing else. Settings and marker arguments are validated in ``vmsettings.py``; a guest with a
+sched_ext scheduler is watched after each test by ``scheduler.py``, registered with the first guest.
 
 A kernel without a bootable image (the running kernel in a container, with nothing in /boot)
 skips the tests that boot it when nobody named it, and fails them when someone did, as the kernel
@@ -44,7 +44,7 @@ from .vmsettings import (
 
 if TYPE_CHECKING:
     from ..kernel.resolve import Kernel
-    from ..store.memory import Store
+    from ..store.api import Store
     from ..vm import GuestVM
 
 __all__ = ["VmSettings", "vm_settings"]

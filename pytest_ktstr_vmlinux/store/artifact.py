@@ -4,8 +4,8 @@ Header (little-endian): magic ``KTSTRART``, container version, the artifact's ow
 digest scope, payload length, SHA-256 digest, kind name, then (larger payloads) a second digest.
 Every artifact carries the SHA-256 of its length and whole payload: what a full check compares.
 Payloads over ``FULL_DIGEST_LIMIT`` (vmlinux snapshots) also carry a digest over the length and
-evenly spaced 4 KiB samples, so an open that skips the full check (see stamps.py) stays a few
-page reads while a torn, truncated or zero-filled file is still caught. Nothing here can execute
+evenly spaced 4 KiB samples, so an open that skips the full check (see ``index.py``) stays a
+few page reads while a torn, truncated or zero-filled file is still caught. Nothing here can execute
 code: bytes in, bytes out.
 """
 
@@ -23,8 +23,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import BinaryIO
 
-from .publish import OutOfSpace, cause_out_of_space, is_full
-from .signature import StatSignature, file_type, not_ours_alone
+from ..regularfile import file_type
+from .files import OPEN_FLAGS, OutOfSpace, cause_out_of_space, is_full, not_ours_alone
+from .signature import StatSignature
 
 MAGIC = b"KTSTRART"
 CONTAINER_VERSION = 1
@@ -41,9 +42,6 @@ FULL_DIGEST_LIMIT = 64 << 20
 READ_CHUNK = 1 << 20
 SAMPLE_COUNT = 64
 SAMPLE_SIZE = 4096
-_O_NOFOLLOW = getattr(os, "O_NOFOLLOW", 0)
-# A FIFO planted at an artifact's name must not block the open; fstat refuses it.
-_O_NONBLOCK = getattr(os, "O_NONBLOCK", 0)
 
 
 class ArtifactCorrupt(ValueError):
@@ -195,7 +193,7 @@ def open_artifact(
     process a moment ago), which is no corruption.
     """
     try:
-        fd = os.open(path, os.O_RDONLY | _O_NOFOLLOW | _O_NONBLOCK | os.O_CLOEXEC)
+        fd = os.open(path, OPEN_FLAGS)
     except FileNotFoundError:
         raise
     except OSError as e:

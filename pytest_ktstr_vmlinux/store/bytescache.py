@@ -2,7 +2,7 @@
 
 A rebuild while a long test session runs must never hand out stale bytes, so every lookup re-stats
 the file (microseconds) before reusing what it read (hundreds of milliseconds for a distro vmlinux).
-An entry read within ``RACY_WINDOW_NS`` of its file's last change is racy (see signature.py) and
+An entry read within ``RACY_WINDOW_NS`` of its file's last change is racy (see ``signature.py``) and
 is re-verified by content until it has been seen unchanged after the window.
 
 Where the bytes come from is the loader's business: a private read by default, a shared mapping

@@ -11,10 +11,17 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any, BinaryIO
 
-from .directory import DEFAULT_MAX_SIZE, StoreFullError, StoreUnavailableError, default_store_dir
+from .api import (
+    Build,
+    Store,
+    StoredArtifact,
+    StoreFullError,
+    StoreUnavailableError,
+    StoreWarning,
+)
+from .directory import DEFAULT_MAX_SIZE, default_store_dir
 from .disk import DEFAULT_LOCK_TIMEOUT, ArtifactStore
-from .memory import MemoryStore, Store
-from .served import Build, StoredArtifact, StoreWarning
+from .memory import MemoryStore
 
 ENV_CACHE_DIR = "KTSTR_CACHE_DIR"
 ENV_CACHE_MAX_SIZE = "KTSTR_CACHE_MAX_SIZE"

@@ -15,10 +15,10 @@ import stat
 from collections.abc import Callable
 from pathlib import Path
 
-from ..errors import KernelArtifactError
-from .index import INDEX_MAGIC, read_index_file
-from .publish import fsync_dir, is_full
-from .signature import file_type
+from ..regularfile import file_type
+from .api import InsecureStoreError, NotAStoreError, StoreUnavailableError, full_error
+from .files import fsync_dir, is_full, read_private
+from .index import INDEX_MAGIC, INDEX_NAME
 
 STORE_NAME = "pytest-ktstr-vmlinux"
 DEFAULT_MAX_SIZE = 8 << 30
@@ -32,7 +32,6 @@ created the directory (or found it empty) and works only in directories that hav
 empties tmp/, artifacts/ and exports/ and removes files it did not make: keep no files of your
 own here. Empty it with `python -m pytest_ktstr_vmlinux cache clear`, or delete it whole.
 """
-INDEX_NAME = "index.json"
 LOCK_NAME = "lock"
 ARTIFACTS_DIR = "artifacts"
 TMP_DIR = "tmp"
@@ -45,71 +44,11 @@ _LAYOUT = {
 }
 
 
-class InsecureStoreError(KernelArtifactError):
-    """The store directory is owned by someone else or writable by others: refused, no fallback."""
-
-
-class NotAStoreError(InsecureStoreError):
-    """The directory holds files the store did not create: refused, no fallback, never emptied."""
-
-
-class StoreUnavailableError(KernelArtifactError):
-    """The store directory cannot be created or written (read-only home, ...): fall back."""
-
-
-class StoreFullError(StoreUnavailableError):
-    """The store's filesystem has no room (ENOSPC, EDQUOT) for what is being written. Nothing
-    partial is left behind and the store stays valid. ``needed``: the bytes the write needed
-    (more than that when not ``exact``); ``free``: the bytes free when it failed; ``summary``:
-    the message without the free space, the same in every process that meets it."""
-
-    def __init__(
-        self, summary: str, *, directory: Path, needed: int | None, exact: bool, free: int | None
-    ) -> None:
-        have = "" if free is None else f" ({format_size(free)} free)"
-        super().__init__(f"{summary}{have}. {_MAKE_ROOM}")
-        self.summary = summary
-        self.directory = directory
-        self.needed = needed
-        self.exact = exact
-        self.free = free
-
-
-_MAKE_ROOM = (
-    "Free space there, or point --kernel-cache-dir (KTSTR_CACHE_DIR) at a filesystem with room"
-)
-
-
 def cannot(path: Path, error: OSError, doing: str) -> StoreUnavailableError:
     """StoreFullError when ``error`` says the disk is full, else StoreUnavailableError."""
     if is_full(error):
         return full_error(path, error, f"trying to {doing}", None)
     return StoreUnavailableError(f"kernel cache {path}: cannot {doing}: {error.strerror}")
-
-
-def full_error(
-    directory: Path, error: OSError, what: str, needed: int | None, *, exact: bool = True
-) -> StoreFullError:
-    """The StoreFullError for ``error`` (ENOSPC, EDQUOT) met in the store at ``directory`` while
-    ``what`` ("writing the index"): ``needed`` bytes (more than that when not ``exact``)."""
-    reason = "disk quota exceeded" if error.errno == errno.EDQUOT else "no space left on device"
-    need = ""
-    if needed is not None:
-        need = f": it needs {'' if exact else 'more than '}{format_size(needed)}"
-    try:
-        st = os.statvfs(directory)
-        free: int | None = st.f_bavail * st.f_frsize
-    except OSError:
-        free = None
-    summary = f"kernel cache {directory} is full ({reason}) {what}{need}"
-    return StoreFullError(summary, directory=directory, needed=needed, exact=exact, free=free)
-
-
-def format_size(size: int) -> str:
-    """``4,198,400 bytes (4.0 MiB)``; small sizes in bytes alone."""
-    if size < 1 << 20:
-        return f"{size:,} bytes"
-    return f"{size:,} bytes ({size / (1 << 20):.1f} MiB)"
 
 
 def default_store_dir() -> Path:
@@ -212,7 +151,7 @@ def _foreign_entries(path: Path, names: list[str]) -> list[str]:
 
 def _is_store_index(path: Path) -> bool:
     try:
-        raw = read_index_file(path, os.geteuid())
+        raw = read_private(path, os.geteuid())
     except ValueError:
         return False
     return raw is not None and raw.startswith(f"{INDEX_MAGIC} ".encode())

@@ -2,8 +2,8 @@
 
 At every write: entries whose source is gone or changed are dropped, debris of crashed builds and
 orphans of a lost index are removed, and then the least recently used artifacts (by the mtime
-that a use touches, see stamps.py) go until the store fits. The artifact just built is always
-kept, and so is one whose export some process has pinned (pins.py): a path handed to a test
+that a use touches, see ``index.py``) go until the store fits. The artifact just built is always
+kept, and so is one whose export some process has pinned (``pins.py``): a path handed to a test
 stays valid. The files of dropped entries are returned, to be unlinked once the index that no
 longer names them is written: if that write fails (a full disk), the old index still finds every
 file it names. Removal only unlinks: a worker that maps an evicted artifact keeps a valid mapping.
@@ -11,18 +11,19 @@ file it names. Removal only unlinks: a worker that maps an evicted artifact keep
 
 from __future__ import annotations
 
-import shutil
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, Protocol
 
 from ..errors import KernelArtifactError
 from . import pins
+from .files import remove_path
+from .index import entry_files
 from .signature import stat_signature
 
 
 class TreeUse(Protocol):
-    """A published tree as eviction sees it (trees.TreeUsage)."""
+    """A published tree as eviction sees it (a ``treefiles.TreeUsage``)."""
 
     @property
     def name(self) -> str: ...
@@ -33,7 +34,7 @@ class TreeUse(Protocol):
 
 
 class EvictableTrees(Protocol):
-    """The store's trees as eviction uses them (trees.Trees)."""
+    """The store's trees as eviction uses them (``trees.Trees``)."""
 
     def usage(self) -> Sequence[TreeUse]: ...
 
@@ -110,19 +111,3 @@ def evict(
 def _artifact_of(export: Path) -> str:
     """The artifact file an export was made from: ``<hash>.vmlinux`` -> ``<hash>.art``."""
     return export.name.split(".", 1)[0] + ".art"
-
-
-def remove_path(path: Path) -> bool:
-    """Remove a file, link or stray directory inside the store; False if it was already gone."""
-    try:
-        if path.is_dir() and not path.is_symlink():
-            shutil.rmtree(path)
-        else:
-            path.unlink()
-    except FileNotFoundError:
-        return False
-    return True
-
-
-def entry_files(entry: dict[str, Any]) -> list[str]:
-    return [record["file"] for record in entry["artifacts"].values()]

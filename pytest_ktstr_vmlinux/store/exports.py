@@ -3,9 +3,9 @@
 ``exports/<artifact name><suffix>`` holds the payload of one artifact (the ELF extracted from an
 image is served as ``vmlinux_path``). A test may open that path at any time in its session, so
 what is there must be what was published and must stay there: an export is served only once it
-is checked against its artifact's digest (in full when its stamp is not current, see stamps.py),
-and it is pinned (pins.py) in every process it is served to. Damage is one warning naming the
-file, which is replaced.
+is checked against its artifact's digest (in full when its stamp is not current, see
+``index.py``), and it is pinned (``pins.py``) in every process it is served to. Damage is one
+warning naming the file, which is replaced.
 """
 
 from __future__ import annotations
@@ -18,52 +18,73 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from . import stamps
+from ..regularfile import file_type
+from .api import StoredArtifact, full_error
 from .artifact import ArtifactCorrupt, full_digest
-from .evict import remove_path
-from .index import record_of
-from .indexfile import IndexFile
+from .files import OPEN_FLAGS, OutOfSpace, not_ours_alone, publish, remove_path
+from .index import IndexFile, Stamp, is_checked, record_of, stamp_of, touch
 from .lock import StoreLock
 from .pins import Pins
-from .publish import publish
-from .served import StoredArtifact
-from .signature import StatSignature, file_type, not_ours_alone
-
-_O_NOFOLLOW = getattr(os, "O_NOFOLLOW", 0)
-_O_NONBLOCK = getattr(os, "O_NONBLOCK", 0)
-_OPEN_FLAGS = os.O_RDONLY | _O_NOFOLLOW | _O_NONBLOCK | os.O_CLOEXEC
+from .signature import StatSignature
 
 
-def serve(
-    path: Path,
-    stored: StoredArtifact,
-    suffix: str,
-    *,
-    index: IndexFile,
-    lock: StoreLock,
-    pins: Pins,
-    owner: int,
-    tmp_dir: Path,
-    warn: Callable[[str], None],
-) -> None:
-    """Make ``path`` hold ``stored``'s payload, checked, and pin it: at once when this process
-    pinned it already or its stamp is current; else under the store lock, which checks it in
-    full, or replaces it (OutOfSpace when there is no room), and records its stamp."""
-    if pins.holds(path):
-        return
-    recorded = _recorded(index.read(), stored, suffix)
-    if _serve_if_checked(pins, path, stored, recorded, owner=owner):
-        return
-    with lock.held():
-        current = index.read()
-        recorded = _recorded(current, stored, suffix)
-        stamp = _serve_checking(
-            pins, path, stored, recorded, owner=owner, tmp_dir=tmp_dir, warn=warn
-        )
-        record = record_of(current, stored.source, stored.signature, stored.kind, stored.version)
-        if record is not None and stamp != recorded:
-            record.setdefault("exports", {})[suffix] = stamp
-            index.write_if_room(current)
+class Exports:
+    """The ``exports/`` directory of the store at ``directory``, and the exports this object
+    pinned (kept while it lives)."""
+
+    def __init__(
+        self,
+        directory: Path,
+        exports_dir: Path,
+        *,
+        index: IndexFile,
+        lock: StoreLock,
+        owner: int,
+        tmp_dir: Path,
+        warn: Callable[[str], None],
+    ) -> None:
+        self._directory = directory
+        self._exports = exports_dir
+        self._index = index
+        self._lock = lock
+        self._owner = owner
+        self._tmp = tmp_dir
+        self._warn = warn
+        self._pins = Pins()
+
+    def serve(self, stored: StoredArtifact, suffix: str) -> Path:
+        """``exports/<artifact name><suffix>`` holding ``stored``'s payload, checked and pinned:
+        at once when this process pinned it already or its stamp is current; else under the
+        store lock, which checks it in full, or replaces it, and records its stamp.
+        StoreFullError when there is no room to write it."""
+        assert stored.file is not None
+        path = self._exports / f"{stored.file.path.stem}{suffix}"
+        try:
+            self._serve(path, stored, suffix)
+        except OutOfSpace as e:
+            what = f"writing an export of the {stored.kind} artifact of {stored.source}"
+            raise full_error(self._directory, e, what, e.needed) from None
+        return path
+
+    def _serve(self, path: Path, stored: StoredArtifact, suffix: str) -> None:
+        pins, owner = self._pins, self._owner
+        if pins.holds(path):
+            return
+        recorded = _recorded(self._index.read(), stored, suffix)
+        if _serve_if_checked(pins, path, stored, recorded, owner=owner):
+            return
+        with self._lock.held():
+            current = self._index.read()
+            recorded = _recorded(current, stored, suffix)
+            stamp = _serve_checking(
+                pins, path, stored, recorded, owner=owner, tmp_dir=self._tmp, warn=self._warn
+            )
+            record = record_of(
+                current, stored.source, stored.signature, stored.kind, stored.version
+            )
+            if record is not None and stamp != recorded:
+                record.setdefault("exports", {})[suffix] = stamp
+                self._index.write_if_room(current)
 
 
 def _recorded(index: dict[str, Any], stored: StoredArtifact, suffix: str) -> object:
@@ -81,7 +102,7 @@ def _serve_if_checked(
     if not isinstance(opened, tuple):
         return False
     fd, signature = opened
-    if not stamps.is_checked(recorded, signature):
+    if not is_checked(recorded, signature):
         os.close(fd)
         return False
     return pins.pin(path, fd, signature)
@@ -96,20 +117,20 @@ def _serve_checking(
     owner: int,
     tmp_dir: Path,
     warn: Callable[[str], None],
-) -> stamps.Stamp:
+) -> Stamp:
     """Under the store lock: check ``path`` against ``stored`` (in full unless ``recorded`` is
     current), replace it if it is missing or damaged (one ``warn``), pin it; its stamp.
     OutOfSpace when there is no room to write it."""
     assert stored.file is not None
     opened = _open(path, stored, owner)
-    stamp: stamps.Stamp | None = None
+    stamp: Stamp | None = None
     if isinstance(opened, tuple):
         fd, signature = opened
         try:
-            if stamps.is_checked(recorded, signature):
-                stamp = stamps.stamp_of(signature)
+            if is_checked(recorded, signature):
+                stamp = stamp_of(signature)
             elif _holds(fd, stored.size, stored.file.digest):
-                stamp = stamps.touch(path)
+                stamp = touch(path)
             else:
                 opened = "checksum mismatch: its bytes are not its artifact's"
         finally:
@@ -120,13 +141,13 @@ def _serve_checking(
         remove_path(path)
     if stamp is None:
         publish(path, stored.map(), tmp_dir=tmp_dir, prefix="export-")
-        stamp = stamps.touch(path)
+        stamp = touch(path)
     # No eviction runs under the lock, so this pin holds unless something outside the store
     # replaced the file this instant: then the next call looks again.
     reopened = _open(path, stored, owner)
     if isinstance(reopened, tuple):
         fd, signature = reopened
-        if stamps.is_checked(stamp, signature):
+        if is_checked(stamp, signature):
             pins.pin(path, fd, signature)
         else:
             os.close(fd)
@@ -137,7 +158,7 @@ def _open(path: Path, stored: StoredArtifact, owner: int) -> tuple[int, StatSign
     """(descriptor, signature) of the export at ``path`` if it could be ``stored``'s: a regular
     file, ours alone, of the payload's size. None: there is none. Else why it is unusable."""
     try:
-        fd = os.open(path, _OPEN_FLAGS)
+        fd = os.open(path, OPEN_FLAGS)
     except FileNotFoundError:
         return None
     except OSError as e:

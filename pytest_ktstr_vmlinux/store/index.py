@@ -1,39 +1,148 @@
-"""The store's index file: a header line (magic, version, SHA-256 of the body), then JSON.
+"""The store's index (``index.json``): which artifact files were built from which version of
+which source, and when each file was last checked in full.
 
-Readers check all three and the shape of every entry before trusting any of it: the index names
-files the store will open, so an entry that is not a hash-named artifact is refused outright.
+A header line (magic, version, SHA-256 of the body), then JSON. Readers check all three and the
+shape of every entry before trusting any of it: the index names files the store will open, so an
+entry that is not a hash-named artifact is refused outright, and a malformed entry costs only
+itself (dropped with one warning, the index written back without it). A full disk is a
+StoreFullError; writes that only record what a later call would find out again (stamps, settled
+racy sources) are skipped when there is no room or, for stamps, when the lock is taken.
+
+A stamp says a file was checked in full (every byte against its digest: a second for a 562 MiB
+snapshot) on this boot, at this stat signature. A write through the filesystem always moves the
+signature, all the more as the store first sets the file's mtime to an exact time of its own
+(which is also its last use, read by eviction); so a file whose stamp is current still holds what
+was checked, and the first open after a boot finds damage beneath the filesystem.
 """
 
 from __future__ import annotations
 
 import contextlib
+import functools
 import hashlib
 import json
 import os
 import stat
+import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
-from .evict import remove_path
-from .publish import fsync_dir, publish
-from .served import check_key
-from .signature import StatSignature, file_type, not_ours_alone
-from .stamps import is_stamp
+from ..errors import KernelArtifactError
+from .api import StoreFullError, check_key, full_error
+from .files import OutOfSpace, publish, read_private, remove_path
+from .lock import StoreLock
+from .signature import StatSignature, sha256_file
 
-__all__ = [
-    "fsync_dir",
-    "parse_index",
-    "prune_index",
-    "read_index_file",
-    "validate_index",
-    "write_index",
-]
-
+INDEX_NAME = "index.json"
 INDEX_MAGIC = "pytest-ktstr-vmlinux-index"
 INDEX_VERSION = 1
-_O_NOFOLLOW = getattr(os, "O_NOFOLLOW", 0)
-_O_NONBLOCK = getattr(os, "O_NONBLOCK", 0)
+BOOT_ID = "/proc/sys/kernel/random/boot_id"
+
+# [boot id, st_dev, st_ino, st_size, st_mtime_ns, st_ctime_ns], as the index records it.
+Stamp = list[Any]
+
+
+class IndexFile:
+    """``index.json`` of the store at ``directory``: read, repaired, written atomically."""
+
+    def __init__(
+        self,
+        directory: Path,
+        *,
+        tmp_dir: Path,
+        owner: int,
+        lock: StoreLock,
+        warn: Callable[[str], None],
+    ) -> None:
+        self.directory = directory
+        self.path = directory / INDEX_NAME
+        self._tmp = tmp_dir
+        self._owner = owner
+        self._lock = lock
+        self._warn = warn
+
+    def read(self) -> dict[str, Any]:
+        """The index, or an empty one (with one warning) when it is missing or unusable. A
+        malformed entry is dropped alone (one warning) and the index written back without it."""
+        dropped: list[str] = []
+        index = load_index(self.path, self._owner, self._warn, dropped)
+        if dropped:
+            self._warn(dropped_message(self.path, dropped))
+            self._repair()
+        return index
+
+    def write(self, index: dict[str, Any]) -> None:
+        try:
+            write_index(self.path, index, tmp_dir=self._tmp)
+        except OutOfSpace as e:
+            raise full_error(self.directory, e, "writing the index", e.needed) from None
+
+    def write_if_room(self, index: dict[str, Any]) -> None:
+        """Write an index whose changes are only worth keeping (stamps): when the disk is full,
+        the next open makes them again."""
+        with contextlib.suppress(StoreFullError):
+            self.write(index)
+
+    def record_check(
+        self,
+        key: str,
+        signature: StatSignature,
+        kind: str,
+        version: int,
+        path: Path,
+        opened: StatSignature,
+    ) -> None:
+        """Stamp the artifact file ``path``, checked when it was opened with the signature
+        ``opened``, as checked in full and used now, if the lock is free right now: a check or
+        use not recorded is made again by a later open."""
+        with self._lock.held_if_free() as held:
+            if not held:
+                return
+            index = self.read()
+            record = record_of(index, key, signature, kind, version)
+            if record is None or record["file"] != path.name:
+                return
+            try:
+                if StatSignature.from_stat(os.lstat(path)) != opened:
+                    return  # changed since it was opened: the next open checks it again
+                record["checked"] = touch(path)
+            except OSError:
+                return
+            self.write_if_room(index)
+
+    def reverify(self, key: str, signature: StatSignature, entry: dict[str, Any]) -> bool:
+        """A racy entry: its content hash decides. A match is recorded so the check stops once
+        the timestamp window has passed (when the disk has room for that)."""
+        started_ns = time.time_ns()
+        try:
+            digest = sha256_file(key)
+        except OSError:
+            return False
+        if digest != entry.get("sha256"):
+            return False
+        with contextlib.suppress(StoreFullError), self._lock.held():
+            index = self.read()
+            current = current_entry(index, key, signature)
+            if current is not None:
+                current["recorded_ns"] = max(current["recorded_ns"], started_ns)
+                self.write(index)
+        return True
+
+    def _repair(self) -> None:
+        """Write the index back without its malformed entries, if the lock is free right now: a
+        holder writes the index soon anyway (and drops them too)."""
+        with self._lock.held_if_free() as held:
+            if not held:
+                return
+            dropped: list[str] = []
+            index = load_index(self.path, self._owner, self._warn, dropped)
+            if dropped:
+                with contextlib.suppress(OSError, KernelArtifactError):
+                    self.write(index)  # an optimization: the next write tries again
+
+
+# --- entries ---------------------------------------------------------------------------------
 
 
 def empty_index() -> dict[str, Any]:
@@ -46,13 +155,8 @@ def artifact_key(kind: str, version: int) -> str:
 
 def signature_fields(signature: StatSignature) -> list[int]:
     """The signature as the index records it."""
-    return [
-        signature.st_dev,
-        signature.st_ino,
-        signature.st_size,
-        signature.st_mtime_ns,
-        signature.st_ctime_ns,
-    ]
+    sig = signature
+    return [sig.st_dev, sig.st_ino, sig.st_size, sig.st_mtime_ns, sig.st_ctime_ns]
 
 
 def current_entry(
@@ -73,33 +177,54 @@ def record_of(
     return None if entry is None else entry["artifacts"].get(artifact_key(kind, version))
 
 
-def list_entries(index: dict[str, Any], artifacts: Path) -> list[dict[str, Any]]:
-    """Every source and its artifacts as ``index`` records them, with the sizes and last use of
-    the artifact files in ``artifacts`` (those missing or not regular files are left out)."""
-    listing = []
-    for source, entry in sorted(index["sources"].items()):
-        found = []
-        for key, record in sorted(entry["artifacts"].items()):
-            path = artifacts / record["file"]
-            try:
-                st = os.lstat(path)
-            except OSError:
-                continue
-            if not stat.S_ISREG(st.st_mode):
-                continue
-            kind, _, version = key.rpartition(":")
-            found.append(
-                {
-                    "kind": kind,
-                    "version": int(version),
-                    "file": str(path),
-                    "size": st.st_size,
-                    "builds": record["builds"],
-                    "last_used_ns": st.st_mtime_ns,
-                }
-            )
-        listing.append({"source": source, "signature": entry["signature"], "artifacts": found})
-    return listing
+def entry_files(entry: dict[str, Any]) -> list[str]:
+    """The artifact files an entry names."""
+    return [record["file"] for record in entry["artifacts"].values()]
+
+
+# --- stamps ----------------------------------------------------------------------------------
+
+
+@functools.cache
+def boot_id() -> str:
+    """This boot's id; where the kernel gives none, one of this process (checks then hold for
+    the process alone)."""
+    try:
+        text = Path(BOOT_ID).read_text(encoding="ascii").strip()
+    except (OSError, UnicodeDecodeError):
+        text = ""
+    return text or f"process-{os.getpid()}-{time.time_ns()}"
+
+
+def stamp_of(signature: StatSignature) -> Stamp:
+    return [boot_id(), *signature_fields(signature)]
+
+
+def is_checked(recorded: object, signature: StatSignature) -> bool:
+    """True when ``recorded`` says this very version of the file was checked in full on this
+    boot."""
+    return recorded == stamp_of(signature)
+
+
+def is_stamp(value: object) -> bool:
+    """The shape of a stamp, for validating the index."""
+    return (
+        isinstance(value, list)
+        and len(value) == 6
+        and isinstance(value[0], str)
+        and all(type(x) is int for x in value[1:])
+    )
+
+
+def touch(path: Path) -> Stamp:
+    """Record ``path`` as checked and used now: set its times exactly, and return its stamp.
+    Call it only for a file just checked (or whose stamp was just found current)."""
+    now = time.time_ns()
+    os.utime(path, ns=(now, now), follow_symlinks=False)
+    return stamp_of(StatSignature.from_stat(os.lstat(path)))
+
+
+# --- the file --------------------------------------------------------------------------------
 
 
 def load_index(
@@ -108,7 +233,7 @@ def load_index(
     """The index at ``path``, or an empty one (with one ``warn``) when it is missing or cannot
     be used at all; malformed entries are dropped alone and described in ``dropped``."""
     try:
-        raw = read_index_file(path, owner)
+        raw = read_private(path, owner)
     except ValueError as e:
         warn(f"kernel cache index {path} {e}; rebuilding it")
         return empty_index()
@@ -131,34 +256,8 @@ def dropped_message(path: Path, dropped: list[str]) -> str:
     )
 
 
-def read_index_file(path: Path, owner: int) -> bytes | None:
-    """The raw index at ``path``, None when there is none. ValueError completes the sentence
-    "the index ..." with why it cannot be used: not a regular file (never followed through a
-    symlink, never blocked on by a FIFO), or not written by ``owner`` alone."""
-    try:
-        fd = os.open(path, os.O_RDONLY | _O_NOFOLLOW | _O_NONBLOCK | os.O_CLOEXEC)
-    except FileNotFoundError:
-        return None
-    except OSError as e:
-        raise ValueError(f"cannot be opened ({e.strerror})") from None
-    try:
-        st = os.fstat(fd)
-        if not stat.S_ISREG(st.st_mode):
-            raise ValueError(f"is {file_type(st.st_mode)}, not a regular file")
-        if (problem := not_ours_alone(st, owner)) is not None:
-            raise ValueError(f"is {problem}; not trusted")
-        with os.fdopen(fd, "rb") as f:
-            fd = -1  # the file object owns it now
-            return f.read()
-    except OSError as e:
-        raise ValueError(f"cannot be read ({e.strerror})") from None
-    finally:
-        if fd >= 0:
-            os.close(fd)
-
-
 def write_index(path: Path, index: dict[str, Any], *, tmp_dir: Path) -> None:
-    """Publish ``index`` at ``path`` atomically (see publish.py); OutOfSpace when the disk is
+    """Publish ``index`` at ``path`` atomically (``store/files.py``); OutOfSpace when the disk is
     full. A directory in the way is removed: os.replace cannot put a file over one."""
     with contextlib.suppress(FileNotFoundError):
         if stat.S_ISDIR(os.lstat(path).st_mode):
@@ -192,6 +291,9 @@ def parse_index(raw: bytes, dropped: list[str] | None = None) -> dict[str, Any]:
         dropped.extend(prune_index(index))
     assert isinstance(index, dict)
     return index
+
+
+# --- its shape -------------------------------------------------------------------------------
 
 
 def validate_index(index: Any) -> None:
@@ -267,7 +369,7 @@ def _entry_problem(source: str, entry: Any) -> str | None:
 
 
 def _stamps_are_sound(record: dict[str, Any]) -> bool:
-    """The record's full-check stamps (stamps.py), of its file and of its exports, when present."""
+    """The record's full-check stamps, of its file and of its exports, when present."""
     exports = record.get("exports", {})
     return (
         ("checked" not in record or is_stamp(record["checked"]))

@@ -27,21 +27,15 @@ from typing import Any
 from filelock import FileLock, Timeout
 
 from ..errors import KernelArtifactError
-from .directory import InsecureStoreError, full_error
-from .evict import remove_path
-from .publish import is_full
-from .signature import file_type, not_ours_alone
+from ..regularfile import file_type
+from .api import InsecureStoreError, StoreLockTimeout, full_error
+from .files import OPEN_FLAGS, is_full, not_ours_alone, remove_path
 
 OWNER_SUFFIX = ".owner"
 # A wait longer than this (or half the timeout, if that is shorter) is said once.
 NOTICE_AFTER = 5.0
 TIMEOUT_SETTINGS = "--kernel-lock-timeout, KTSTR_LOCK_TIMEOUT"
 _MAX_RECORD = 4096
-
-
-class StoreLockTimeout(KernelArtifactError):
-    """The lock was held by another process for the whole timeout. It says nothing about any
-    kernel, so it is never a reason to skip a test."""
 
 
 def parse_lock_timeout(text: str) -> float:
@@ -194,7 +188,7 @@ class StoreLock:
     def holder(self) -> Holder:
         """Who holds the lock, as far as a record that is still true tells."""
         try:
-            fd = os.open(self._owner, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC)
+            fd = os.open(self._owner, OPEN_FLAGS)
         except OSError:
             return Holder(None)
         try:

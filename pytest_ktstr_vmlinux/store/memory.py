@@ -1,7 +1,7 @@
-"""The store's API without a disk: what ``--no-kernel-cache`` (or an unwritable cache) gives.
+"""The store without a disk: what ``--no-kernel-cache`` (or an unwritable cache) gives.
 
-Artifacts are built once per process and kept in memory, keyed exactly as on disk, so callers
-never ask which store they have.
+Artifacts are built once per process and kept in memory, keyed exactly as on disk
+(``store/api.py``'s Store protocol), so callers never ask which store they have.
 """
 
 from __future__ import annotations
@@ -17,9 +17,9 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any
 
-from .served import (
+from .api import (
     MAX_BUILD_ATTEMPTS,
     Build,
     StoredArtifact,
@@ -36,26 +36,6 @@ from .signature import (
     sha256_file,
     stat_signature,
 )
-
-
-class Store(Protocol):
-    """What fixtures and library code need from a store, on disk or in memory."""
-
-    stats: StoreStats
-
-    def get_or_build(
-        self, source: str | os.PathLike[str], kind: str, version: int, build: Build
-    ) -> StoredArtifact: ...
-
-    def get_or_build_json(
-        self,
-        source: str | os.PathLike[str],
-        kind: str,
-        version: int,
-        compute: Callable[[Path], Any],
-    ) -> Any: ...
-
-    def export(self, stored: StoredArtifact, suffix: str) -> Path: ...
 
 
 @dataclass

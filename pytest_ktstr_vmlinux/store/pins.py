@@ -18,11 +18,8 @@ import threading
 import weakref
 from pathlib import Path
 
+from .files import OPEN_FLAGS
 from .signature import StatSignature
-
-_O_NOFOLLOW = getattr(os, "O_NOFOLLOW", 0)
-_O_NONBLOCK = getattr(os, "O_NONBLOCK", 0)
-_OPEN_FLAGS = os.O_RDONLY | _O_NOFOLLOW | _O_NONBLOCK | os.O_CLOEXEC
 
 
 class Pins:
@@ -71,7 +68,7 @@ class Pins:
 def in_use(path: Path) -> bool:
     """True while some process holds a pin on ``path``."""
     try:
-        fd = os.open(path, _OPEN_FLAGS)
+        fd = os.open(path, OPEN_FLAGS)
     except OSError:
         return False  # gone, a symlink, unreadable: nothing anyone can have pinned
     try:
@@ -87,9 +84,9 @@ def in_use(path: Path) -> bool:
 
 def remove_unless_in_use(path: Path) -> bool:
     """Remove the file ``path`` unless a process holds a pin on it; True when it is gone. (What
-    is not a regular file is never pinned: remove that with evict.remove_path.)"""
+    is not a regular file is never pinned: remove that with ``files.remove_path``.)"""
     try:
-        fd = os.open(path, _OPEN_FLAGS)
+        fd = os.open(path, OPEN_FLAGS)
     except FileNotFoundError:
         return True
     except OSError:

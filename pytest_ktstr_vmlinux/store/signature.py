@@ -15,7 +15,6 @@ import stat
 from dataclasses import dataclass
 
 from ..errors import KernelArtifactError
-from ..regularfile import file_type as file_type  # re-exported: the store modules use it here
 from ..regularfile import open_regular
 
 # Coarse enough for 2-second (FAT) and 1-second (ext3, HFS+) timestamps and for the kernel's
@@ -69,16 +68,6 @@ def require_regular(shown: str | os.PathLike[str], st: os.stat_result) -> None:
     if not stat.S_ISREG(st.st_mode):
         kind = "a directory" if stat.S_ISDIR(st.st_mode) else "not a regular file"
         raise KernelArtifactError(f"{shown}: is {kind}; point at the vmlinux ELF file itself")
-
-
-def not_ours_alone(st: os.stat_result, owner: int) -> str | None:
-    """Why a file of the store cannot be trusted (another owner, writable by group or others),
-    or None when only ``owner`` can have written it."""
-    if st.st_uid != owner:
-        return f"owned by uid {st.st_uid}, not by the store's owner (uid {owner})"
-    if st.st_mode & (stat.S_IWGRP | stat.S_IWOTH):
-        return f"mode {stat.S_IMODE(st.st_mode):04o}: group or others can write it"
-    return None
 
 
 def read_error(shown: str | os.PathLike[str], error: OSError) -> KernelArtifactError:

@@ -22,8 +22,8 @@ from pathlib import Path
 from typing import BinaryIO
 
 from ..regularfile import open_regular
-from .memory import Store
-from .publish import OutOfSpace, is_full
+from .api import Store
+from .files import OutOfSpace, is_full
 from .signature import StatSignature
 
 SNAPSHOT_KIND = "vmlinux-snapshot"
@@ -74,7 +74,7 @@ def snapshot(store: Store, path: str | os.PathLike[str]) -> memoryview:
 
 
 class SnapshotLoader:
-    """Loads vmlinux bytes as store snapshots (see cache.Loader)."""
+    """Loads vmlinux bytes as store snapshots (a ``bytescache.Loader``)."""
 
     def __init__(self, store: Store) -> None:
         self.store = store

@@ -1,5 +1,5 @@
 """The files of one published tree: its record (``tree.json``), the signatures that check it, its
-last use, and its removal. trees.py keeps the trees; this module knows one at a time.
+last use, and its removal. ``trees.py`` keeps the trees; this module knows one at a time.
 
 A record is JSON the store wrote: read without following a link, from a regular file ours alone
 and of bounded size, and every entry checked (a plain relative path, a file or a link) before
@@ -21,14 +21,11 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import KernelArtifactError
-from .publish import fsync_dir
-from .signature import not_ours_alone
-from .stamps import USE_TICK_NS
+from .files import OPEN_FLAGS, fsync_dir, not_ours_alone, use_is_due
 
 RECORD_NAME = "tree.json"
 USED_NAME = "used"
 _MAX_RECORD = 16 << 20
-OPEN_FLAGS = os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC
 
 
 class TreeDamaged(KernelArtifactError):
@@ -205,7 +202,7 @@ def _valid_file(entry: object) -> bool:
 def record_use(path: Path) -> None:
     # A use is recorded at most once a tick: eviction needs the order, not the instant.
     with contextlib.suppress(OSError):
-        if os.lstat(path).st_mtime_ns + USE_TICK_NS < time.time_ns():
+        if use_is_due(os.lstat(path).st_mtime_ns):
             touch(path)
 
 

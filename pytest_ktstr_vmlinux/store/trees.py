@@ -20,12 +20,13 @@ Invariants, and why they hold:
   before anything in it is removed. A reader sees a whole tree or none; a process killed while
   building leaves debris in ``staging/`` only, removed by the next build under the same lock.
 - A tree in use stays. A process using one holds a shared flock on its ``tree.json`` for as long
-  as its store lives (pins.py); removal (eviction, ``kernels remove``) needs an exclusive flock on
-  it, which it cannot get while any pin is held, and the kernel drops a crashed process's pins.
+  as its store lives (``pins.py``); removal (eviction, ``kernels remove``) needs an exclusive
+  flock on it, which it cannot get while any pin is held, and the kernel drops a crashed
+  process's pins.
 - What is served is what was published: every file's stat signature (device, inode, size,
   mtime, ctime) is recorded after its last change, and compared at every open; a write, a
   chmod, a replaced file all move it. A tree that fails the check is ``TreeDamaged``. (The files
-  of one tree, its record and its removal: treefiles.py.)
+  of one tree, its record and its removal: ``treefiles.py``.)
 """
 
 from __future__ import annotations
@@ -43,13 +44,12 @@ from pathlib import Path
 from typing import Any, Protocol
 
 from ..errors import KernelArtifactError
+from . import pins
 from .directory import prepare_subdir
+from .files import OPEN_FLAGS, fsync_dir, publish
 from .lock import StoreLock
-from .pins import Pins
-from .publish import fsync_dir, publish
 from .signature import StatSignature
 from .treefiles import (  # TreeDamaged, TreeUsage: callers import them from here
-    OPEN_FLAGS,
     RECORD_NAME,
     USED_NAME,
     TreeDamaged,
@@ -90,7 +90,7 @@ class Tree:
 
 
 class TreeHost(Protocol):
-    """What trees need of the store that keeps them (disk.ArtifactStore)."""
+    """What trees need of the store that keeps them (``disk.ArtifactStore``)."""
 
     directory: Path
     lock_timeout: float
@@ -126,7 +126,7 @@ class Trees:
         self._staging = prepare_subdir(self.directory / STAGING_DIR, self._warn)
         self._state = prepare_subdir(self.directory / STATE_DIR, self._warn)
         self._locks: dict[str, StoreLock] = {}
-        self._pins = Pins()
+        self._pins = pins.Pins()
 
     def warn(self, message: str) -> None:
         """One StoreWarning: damage found, and what is done about it."""
@@ -233,9 +233,7 @@ class Trees:
 
     def in_use(self, name: str) -> bool:
         """True while some process holds a pin on the tree."""
-        from .pins import in_use
-
-        return in_use(self.directory / name / RECORD_NAME)
+        return pins.in_use(self.directory / name / RECORD_NAME)
 
     def remove(self, name: str) -> bool:
         """Remove the tree unless a process uses it; True when it is gone."""

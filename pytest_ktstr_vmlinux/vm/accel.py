@@ -26,7 +26,7 @@ from .errors import GuestWarning
 from .qemu import host_arch, kill, spawn, target
 
 if TYPE_CHECKING:
-    from ..store.memory import Store
+    from ..store.api import Store
 
 ACCELS = ("auto", "kvm", "tcg")
 KVM_DEVICE = "/dev/kvm"

@@ -4,7 +4,7 @@ Debian's cloud kernels have no virtio-console or 9p built in, only the 8250 UART
 an emulated UART moves about 50 KB/s. So the second serial port (ttyS1) carries only short
 ASCII request and reply lines, and every payload (long commands, command output, file contents)
 goes through the transfer window: guest RAM reserved with ``memmap=`` that the agent reads and
-writes through /dev/mem and the host through its mapping of guest RAM (layout.py). Payloads
+writes through /dev/mem and the host through its mapping of guest RAM (``layout.py``). Payloads
 are raw bytes of a stated length, so binary output and NUL bytes survive.
 
 The guest is root and may run a broken kernel: anything on the line or in the window may come
@@ -13,9 +13,9 @@ refused), every reply starts with ``@ktstr`` (stray bytes before it on the line 
 the host), and every payload in the window is a frame the other side checks: the agent's frames
 end with a trailer naming the request, the lengths and the CRC-32s (busybox ``crc32``, zlib's
 polynomial) of the payload; the host's frames are checked by CRC-32 before a script runs, or
-compared whole after the agent answered (framing.py). The window belongs to the agent from a
+compared whole after the agent answered (``framing.py``). The window belongs to the agent from a
 request until its reply, to the host otherwise; the host never sends a request while an
-earlier one is unanswered (requests.py), which is why no late write can land on a new frame.
+earlier one is unanswered (``requests.py``), which is why no late write can land on a new frame.
 
 Requests (host to guest), one line each, ``OP SEQ LEN BODY`` where LEN is BODY's length:
 

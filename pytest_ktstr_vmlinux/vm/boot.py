@@ -49,7 +49,7 @@ if TYPE_CHECKING:
     from collections.abc import Sequence
 
     from ..kernel.resolve import Kernel
-    from ..store.memory import Store
+    from ..store.api import Store
 
 from .guest import (
     DEFAULT_BOOT_TIMEOUT,

@@ -1,4 +1,4 @@
-"""The agent's protocol as text (agent.py has the grammar): request lines, reply lines, and the
+"""The agent's protocol as text (``agent.py`` has the grammar): request lines, reply lines, and the
 trailers that frame payloads in the transfer window.
 
 No I/O here. Whatever the guest sends is parsed strictly: a reply is one of the dataclasses

@@ -1,5 +1,5 @@
 """A booted guest: the kernel under test in QEMU, with a command agent, its RAM visible to the
-host and its monitor at hand (``boot_guest`` in boot.py makes one).
+host and its monitor at hand (``boot_guest`` in ``boot.py`` makes one).
 
 Requests to the agent (``run``, ``put``, ``get``) are serialised by a lock: the agent has one
 window and answers one request at a time, and a thread that polls the guest while another runs
@@ -47,7 +47,7 @@ if TYPE_CHECKING:
     from collections.abc import Sequence
 
     from ..live.kernel import LiveKernel
-    from ..store.memory import Store
+    from ..store.api import Store
     from .scheduler import Scheduler
 
 DEFAULT_CPUS = 2

@@ -25,7 +25,7 @@ from .cpio import Entry, write_archive
 from .errors import GuestUnavailableError
 
 if TYPE_CHECKING:
-    from ..store.memory import Store
+    from ..store.api import Store
 
 BUSYBOX_PACKAGE = "busybox-static"
 KIND_PREFIX = "vm-initramfs-"

@@ -2,7 +2,7 @@
 run there, at the paths they have on the host.
 
 A program is named by path or by name on the host's ``PATH``. An ELF program brings its
-interpreter and the libraries the loader would load (loader.py); a script brings its
+interpreter and the libraries the loader would load (``loader.py``); a script brings its
 interpreter (recursively, as the kernel allows four levels), unless busybox in the guest is that
 interpreter (``/bin/sh``, ``/usr/bin/env``: then ``env``'s program is packed). A program goes to
 its real path, with a link at the path it was named by; one outside the guest's ``PATH`` gets a

@@ -1,4 +1,4 @@
-"""What the guest's helpers (programs.py, scheduler.py) need of a guest: ``GuestVM`` has it.
+"""What the guest's helpers (``programs.py``, ``scheduler.py``) need of a guest: ``GuestVM`` has it.
 
 A Protocol, not the class: the helpers are used by ``GuestVM`` and must not import it back.
 """

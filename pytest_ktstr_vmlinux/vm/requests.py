@@ -1,4 +1,4 @@
-"""The host's requests to the guest's agent (agent.py has the protocol): run, put, get.
+"""The host's requests to the guest's agent (``agent.py`` has the protocol): run, put, get.
 
 One request at a time, and never a new one while an earlier one is unanswered: the window holds
 one payload, and the agent writes it only between a request and its reply. A request abandoned

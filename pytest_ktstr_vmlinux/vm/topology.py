@@ -4,8 +4,8 @@
 holding whole sockets (node ``i`` the sockets ``i*k .. i*k+k-1``) and an equal share of the RAM
 (the last node the rest, in whole MiB). Each node's RAM is its own memory backend, and QEMU lays
 the nodes' RAM out one after the other in guest physical memory, node 0 first, before splitting
-it around the PCI hole as for one backend: so the RAM regions of layout.py hold whatever the
-number of nodes, and memory.py maps the backends side by side in that order.
+it around the PCI hole as for one backend: so the RAM regions of ``layout.py`` hold whatever the
+number of nodes, and ``memory.py`` maps the backends side by side in that order.
 
 A guest given only ``cpus`` gets QEMU's plain ``-smp N`` (QEMU 7.2's q35 makes that one socket
 of N cores), as before topology was a setting.

@@ -28,15 +28,15 @@ from hypothesis import strategies as st
 from pytest_ktstr_vmlinux.errors import KernelArtifactError
 from pytest_ktstr_vmlinux.store import artifact
 from pytest_ktstr_vmlinux.store import index as storeindex
-from pytest_ktstr_vmlinux.store.artifact import ArtifactCorrupt
-from pytest_ktstr_vmlinux.store.directory import (
+from pytest_ktstr_vmlinux.store.api import (
     InsecureStoreError,
+    StoredArtifact,
     StoreUnavailableError,
-    check_store_dir,
-    parse_size,
-    prepare_store_dir,
+    StoreWarning,
 )
-from pytest_ktstr_vmlinux.store.disk import ArtifactStore, StoredArtifact, StoreWarning
+from pytest_ktstr_vmlinux.store.artifact import ArtifactCorrupt
+from pytest_ktstr_vmlinux.store.directory import check_store_dir, parse_size, prepare_store_dir
+from pytest_ktstr_vmlinux.store.disk import ArtifactStore
 from pytest_ktstr_vmlinux.store.memory import MemoryStore
 from pytest_ktstr_vmlinux.store.signature import (
     RACY_WINDOW_NS,

@@ -21,8 +21,8 @@ import pytest
 
 from pytest_ktstr_vmlinux.formats.symbols import KernelSymbols
 from pytest_ktstr_vmlinux.store import artifact
-from pytest_ktstr_vmlinux.store.directory import InsecureStoreError, NotAStoreError
-from pytest_ktstr_vmlinux.store.disk import ArtifactStore, StoreWarning
+from pytest_ktstr_vmlinux.store.api import InsecureStoreError, NotAStoreError, StoreWarning
+from pytest_ktstr_vmlinux.store.disk import ArtifactStore
 from tests.helpers.fakes import make_build_tree
 
 KIND = "echo"

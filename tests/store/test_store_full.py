@@ -3,7 +3,7 @@ unmounted when the test ends), filled by real writes.
 
 What a full disk must cost: one clear StoreFullError naming the store and the space needed, no
 partial file left behind, a store that is still valid for the next run; and, through
-storeconfig.open_store (what the plugin and the CLI use), one warning and in-process artifacts.
+``choose.open_store`` (what the plugin and the CLI use), one warning and in-process artifacts.
 """
 
 from __future__ import annotations
@@ -24,9 +24,9 @@ import pytest
 from pytest_ktstr_vmlinux.errors import KernelArtifactError
 from pytest_ktstr_vmlinux.store import artifact
 from pytest_ktstr_vmlinux.store import index as storeindex
+from pytest_ktstr_vmlinux.store.api import StoreFullError, StoreUnavailableError, StoreWarning
 from pytest_ktstr_vmlinux.store.choose import open_store
-from pytest_ktstr_vmlinux.store.directory import StoreFullError, StoreUnavailableError
-from pytest_ktstr_vmlinux.store.disk import ArtifactStore, StoreWarning
+from pytest_ktstr_vmlinux.store.disk import ArtifactStore
 from pytest_ktstr_vmlinux.store.memory import MemoryStore
 from pytest_ktstr_vmlinux.store.signature import stat_signature
 from pytest_ktstr_vmlinux.store.snapshot import snapshot

@@ -14,8 +14,9 @@ from typing import Any, BinaryIO
 import pytest
 
 from pytest_ktstr_vmlinux.store import index as storeindex
-from pytest_ktstr_vmlinux.store.disk import ArtifactStore, StoreWarning
-from pytest_ktstr_vmlinux.store.memory import MemoryStore, Store
+from pytest_ktstr_vmlinux.store.api import Store, StoreWarning
+from pytest_ktstr_vmlinux.store.disk import ArtifactStore
+from pytest_ktstr_vmlinux.store.memory import MemoryStore
 from tests.helpers.fakes import make_build_tree
 
 

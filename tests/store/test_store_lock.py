@@ -19,8 +19,9 @@ from pathlib import Path
 import pytest
 
 from pytest_ktstr_vmlinux.errors import KernelArtifactError
+from pytest_ktstr_vmlinux.store.api import StoreLockTimeout
 from pytest_ktstr_vmlinux.store.disk import ArtifactStore
-from pytest_ktstr_vmlinux.store.lock import StoreLockTimeout, parse_lock_timeout
+from pytest_ktstr_vmlinux.store.lock import parse_lock_timeout
 from tests.helpers.fakes import make_build_tree
 from tests.helpers.runs import junit, run
 

@@ -22,7 +22,8 @@ from elftools.elf.elffile import ELFFile
 
 from pytest_ktstr_vmlinux.store import artifact
 from pytest_ktstr_vmlinux.store import index as storeindex
-from pytest_ktstr_vmlinux.store.disk import ArtifactStore, StoreWarning
+from pytest_ktstr_vmlinux.store.api import StoreWarning
+from pytest_ktstr_vmlinux.store.disk import ArtifactStore
 from tests.helpers.kernels import DebianKernel, debian_image_alone
 from tests.helpers.oracles import bpftool_member_bits
 

@@ -17,8 +17,8 @@ from typing import BinaryIO
 
 import pytest
 
+from pytest_ktstr_vmlinux.store.api import StoreWarning
 from pytest_ktstr_vmlinux.store.disk import ArtifactStore
-from pytest_ktstr_vmlinux.store.served import StoreWarning
 from pytest_ktstr_vmlinux.store.trees import Tree, TreeDamaged, key_of
 
 A = hashlib.sha256(b"a").hexdigest()

@@ -1,8 +1,8 @@
 """BTF's binary format, and the cold path: read the bytes, walk every type once, build the index.
 
 The walk records each type's offset (a u32 array) and sorts the named types and enumerators by
-name; with the BTF bytes they form one artifact the store keeps, so a warm load (btf.py) maps it
-and never walks again. Facts: Documentation/bpf/btf.rst.
+name; with the BTF bytes they form one artifact the store keeps, so a warm load
+(``queries.py``) maps it and never walks again. Facts: Documentation/bpf/btf.rst.
 """
 
 from __future__ import annotations
@@ -57,7 +57,7 @@ ARTIFACT_VERSION = 1
 _ART = struct.Struct("=8s4I")
 _ART_MAGIC = b"KTBTFIX\x00"
 if array("I").itemsize != 4:  # pragma: no cover - every Linux ABI has a 4-byte unsigned int
-    raise ImportError("btf.py needs a 4-byte array('I')")
+    raise ImportError("formats/btf needs a 4-byte array('I')")
 
 
 # --- the cold path: reading, walking, indexing ----------------------------------------------------

@@ -1,14 +1,14 @@
 """Types named by C expressions, and the overlay that holds the ones BTF does not.
 
 ``btf.type("struct scx_sched *")``, ``sizeof("u64[4]")``, ``type("unsigned long")``: a name
-that is no type of the BTF but parses as a C type expression (typeexpr.py) is resolved part by
+that is no type of the BTF but parses as a C type expression (``typeexpr.py``) is resolved part by
 part. Named parts (struct, union, enum, typedef and base type names) must be BTF's own types;
 the derived parts (pointers, arrays, qualifiers, function prototypes) are made here when asked
 for, as records of the kinds BTF has (PTR, ARRAY, CONST, ...) with ids after the BTF's last.
 
 Invariant: a derived id answers every query a real id does (type, sizeof, type_name, real types
 through typedefs, member paths through arrays), because it lives in the table's own record
-lookup (table.py ``_rec``), not beside it; and one expression always gives one id (a derived
+lookup (``table.py`` ``_rec``), not beside it; and one expression always gives one id (a derived
 type is made once per BTF, under a lock, and found again by its parts). Derived types are never
 stored: they cost nothing until named, and the BTF artifact stays what the kernel holds.
 """

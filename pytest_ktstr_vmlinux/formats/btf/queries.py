@@ -24,9 +24,9 @@ naming the input; a name that is not there is a KeyError with close matches.
 Pointer size: BTF does not record it. We take 8 bytes, or 4 when the BTF's ``long int`` (or
 ``long unsigned int``) is a 4-byte INT, as on 32-bit kernels.
 
-The format's constants and the cold path (read, walk, index) live in format.py; the reads by
-type id in table.py; member paths in paths.py; the values and errors queries return (BTFType,
-Member, BTFKeyError, BitfieldError) in types.py.
+The format's constants and the cold path (read, walk, index) live in ``format.py``; the reads
+by type id in ``table.py``; member paths in ``paths.py``; the values and errors queries return
+(BTFType, Member, BTFKeyError, BitfieldError) in ``types.py``.
 """
 
 from __future__ import annotations
@@ -38,7 +38,8 @@ from bisect import bisect_left
 from collections.abc import Iterable
 
 from ...errors import KernelArtifactError
-from ...store.memory import MemoryStore, Store
+from ...store.api import Store
+from ...store.memory import MemoryStore
 from .format import (
     _IS_REF,
     _SIZED,

@@ -1,9 +1,9 @@
 """The type table of a BTF blob: records found by id, names by binary search, sizes and spellings.
 
-This is what every query stands on: the artifact made by format.py's ``_index`` wrapped as it is
+This is what every query stands on: the artifact made by ``format.py``'s ``_index`` wrapped as it is
 (a u32 offset per type, the named types and the enumerators sorted by name), and the reads of one
 record, one string, one member list, and a type's id from a name ("struct rq"). Member paths
-("cfs.nr_running") are paths.py's; the queries a user calls are BTF's, in queries.py.
+("cfs.nr_running") are ``paths.py``'s; the queries a user calls are BTF's, in ``queries.py``.
 """
 
 from __future__ import annotations
@@ -139,7 +139,7 @@ class TypeTable:
 
     def type_name(self, tid: int) -> str:
         """A C spelling of type ``tid``: "struct rq", "u64", "char *", "int[4]", "int (*)[4]"
-        (typeexpr.py's); "..." where a chain goes on too long (or loops)."""
+        (``typeexpr.py``'s); "..." where a chain goes on too long (or loops)."""
         rec = self._rec(tid) if tid else None
         if rec is not None and rec.kind in (FUNC, VAR, DATASEC, DECL_TAG):
             return f"{KIND_NAMES[rec.kind].lower()} {self._text(rec.name_off)}"

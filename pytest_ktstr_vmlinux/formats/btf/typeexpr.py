@@ -3,11 +3,11 @@
 A type expression is what C calls a type name: specifiers and qualifiers, then an abstract
 declarator (pointers, arrays, function parameters, parentheses to group). ``parse`` reads one
 into a tree of the nodes below; ``spell`` prints a tree back as C does, so that ``parse(spell(t))
-== t`` (what tests/formats/test_typeexpr.py fuzzes), and in the spelling BTF's type_name always
+== t`` (what ``tests/formats/test_typeexpr.py`` fuzzes), and in the spelling BTF's type_name always
 used: "char *", "int[4]", "struct rq *[8]", "int (*)[4]", "char *const".
 
-The tree names no type ids: BTF resolves it (overlay.py), and the DWARF globals table stores
-the spelling of each variable's type (dwarf/ctypes.py). Base types keep C's keywords in one
+The tree names no type ids: BTF resolves it (``overlay.py``), and the DWARF globals table stores
+the spelling of each variable's type (``dwarf/ctypes.py``). Base types keep C's keywords in one
 canonical order (gcc's, as its DWARF and BTF spell them: "long unsigned int"); whoever resolves
 one also tries the other spellings a producer uses (``base_spellings``).
 

@@ -4,7 +4,7 @@ attribute values by form (DWARF 2 to 5, 32- and 64-bit, either byte order).
 Only what a name -> type table needs is decoded: a unit's top-level entries are skipped over
 (by their DW_AT_sibling, or by their sizes when every form has a fixed one) and the few entries
 asked for are decoded. pyelftools decodes every entry of every unit into Python objects, which
-is what makes it minutes for a distro vmlinux (bench/globals.py).
+is what makes it minutes for a distro vmlinux (``bench/globals.py``).
 
 Invariant: a damaged unit is a DwarfError saying where, never an IndexError or a hang. Every
 read is from one unit's own bytes, so running off them is an IndexError that ``Unit.reading``

@@ -1,9 +1,10 @@
 """``GlobalTypes``: the type of every global variable of a kernel, from its debug vmlinux's DWARF.
 
 Distro BTF records per-CPU variables only, so a global's type (``scx_root`` is a ``struct
-scx_sched *``) comes from DWARF. Walking a vmlinux's DWARF takes seconds (variables.py), so it is
-done once per vmlinux through the artifact store and the result kept as one artifact that a
-warm load maps and bisects in place, as the packed symbols are (symbols.py)::
+scx_sched *``) comes from DWARF. Walking a vmlinux's DWARF takes seconds
+(``live/variables.py``), so it is done once per vmlinux through the artifact store and the result
+kept as one artifact that a warm load maps and bisects in place, as the packed symbols are
+(``formats/symbols.py``)::
 
     header   magic, variables n, units u, string bytes, units read, units skipped, first skip,
              DWARF versions (bit v set: a unit of version v)
@@ -13,7 +14,7 @@ warm load maps and bisects in place, as the packed symbols are (symbols.py)::
 
 Variables are sorted by (name bytes, address): the several statics of one name in different
 files are neighbours, and the address a symbol has picks one of them. Types are C type
-expressions (typeexpr.py) that BTF resolves when a variable is read. The byte order is the
+expressions (``btf/typeexpr.py``) that BTF resolves when a variable is read. The byte order is the
 host's, and the store kind says which, so another one is simply a miss.
 """
 
@@ -30,7 +31,8 @@ from typing import BinaryIO
 
 from ...errors import KernelArtifactError
 from ...regularfile import FileProblem, stable_read
-from ...store.memory import MemoryStore, Store
+from ...store.api import Store
+from ...store.memory import MemoryStore
 from ...store.signature import read_error
 from ..btf.types import suggest
 from .sections import debug_sections

@@ -27,7 +27,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from ...store.publish import publish
+from ...store.files import publish
 from .process import ToolError, last_lines, run, spawn, stop
 
 APT_GET = "apt-get"

@@ -1,10 +1,10 @@
 """Building a kernel's tree from its packages: each one unpacked while it downloads, only the
 files a kernel needs, each package into a part of its own, the parts merged into one root.
 
-What was unpacked from bytes that turned out not to be the signed package (follow.py) is
+What was unpacked from bytes that turned out not to be the signed package (``follow.py``) is
 unpacked again from the file apt verified; the tree is published (by the caller) only when every
 package was unpacked from its signed bytes. Any apt and dpkg distro builds its trees this way;
-only which packages and which suites are its own (debian.py).
+only which packages and which suites are its own (``debian.py``).
 """
 
 from __future__ import annotations

@@ -9,10 +9,10 @@ names the current release R. Since 2026 ``linux-image-R`` is itself a metapackag
 ``linux-binary-R`` (the image) and ``linux-base-R`` (config, System.map); before, it held them.
 The debug vmlinux is ``linux-image-R-dbg``. Every package is taken at the image's version.
 
-Each spec is planned through an apt root of its suite and architecture (apt.py), which is made
+Each spec is planned through an apt root of its suite and architecture (``apt.py``), which is made
 the first time a suite is asked for: the archive is asked which of the suites a release follows
 it has, and a suite it does not have is a usage error listing those it has. The tree is built
-by build.py.
+by ``build.py``.
 """
 
 from __future__ import annotations
@@ -25,7 +25,7 @@ from pathlib import Path
 from typing import Any
 
 from ...errors import KernelSpecError
-from ...store.publish import publish
+from ...store.files import publish
 from ...store.trees import Trees
 from .apt import (
     APT_CACHE,

@@ -61,11 +61,11 @@ class Distro(Protocol):
 
     def plan(self, spec: FetchSpec, progress: Progress) -> Plan:
         """Ask the distro's archive what ``spec`` stands for now. KernelSpecError naming what
-        exists when it stands for nothing; apt.Unreachable when the archive cannot be asked."""
+        exists when it stands for nothing; ``apt.Unreachable`` when the archive cannot be asked."""
         ...
 
     def moved(self, ref: dict[str, Any]) -> bool:
-        """Whether the suite a ref was planned from has changed since (apt.Unreachable when
+        """Whether the suite a ref was planned from has changed since (``apt.Unreachable`` when
         that cannot be asked)."""
         ...
 

@@ -2,7 +2,7 @@
 
 The store keeps, for each spec, a ref (what it stood for when last asked: release, version,
 suite, and what the distro needs to tell whether that suite has moved) and, for each kernel, a
-tree (its files, unpacked; store/trees.py). A run with the ref and its tree:
+tree (its files, unpacked; ``store/trees.py``). A run with the ref and its tree:
 
 - offline, uses them without asking anyone;
 - online, asks the archive whether the suite moved (one small request per suite), unless it was
@@ -26,8 +26,8 @@ from pathlib import Path
 from typing import Any
 
 from ...errors import KernelSpecError
+from ...store.api import Store
 from ...store.disk import ArtifactStore
-from ...store.memory import Store
 from ...store.trees import Tree, TreeDamaged, Trees
 from .apt import Unreachable
 from .debian import Debian

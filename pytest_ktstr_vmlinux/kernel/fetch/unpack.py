@@ -53,7 +53,7 @@ def unpack(
 ) -> list[Unpacked]:
     """Write the members of ``deb`` that ``wanted`` accepts (by relative path, ``usr/lib/...``)
     under ``root``; with ``feed``, the package is not read from ``deb`` (then only its name) but
-    from what ``feed`` writes into dpkg-deb's input, in a thread of its own (follow.py).
+    from what ``feed`` writes into dpkg-deb's input, in a thread of its own (``follow.py``).
     ToolError when dpkg-deb fails; UnsafePackage for a member that would write outside ``root``
     or over what is there."""
     name = Path(deb).name

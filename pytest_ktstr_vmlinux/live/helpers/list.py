@@ -2,7 +2,7 @@
 chains, named as the kernel and drgn name their walks.
 
 A ``list_head`` ring ends when it comes back to its head; an ``hlist`` chain ends at NULL.
-Each walk is bounded (walk.py): a ring whose next pointers close a loop that misses the head,
+Each walk is bounded (``walk.py``): a ring whose next pointers close a loop that misses the head,
 a NULL next in a ring, a deleted entry's LIST_POISON, or more than ``limit`` nodes is a
 LiveKernelError naming the list and the node where it went wrong, never a hang. A node's next
 pointer is read before the node is yielded (as ``list_for_each_safe()`` does), so a node that

@@ -9,7 +9,7 @@ tasks unless asked (``init_task`` is the ring's head, CPU 0's idle task).
 (4.15 and later) to its ``struct pid``, whose ``tasks[PIDTYPE_PID]`` chain holds the task
 (``pid_links``, 4.19; ``pids[].node`` before). A kernel without that IDR, or whose symbols lack
 ``init_pid_ns``, is searched by walking every task for ``task->pid``. Each walk is bounded
-(walk.py).
+(``walk.py``).
 """
 
 from __future__ import annotations

@@ -4,7 +4,7 @@
 The walk keeps its own stack of the nodes whose left subtree it is in, and never follows
 ``__rb_parent_color``: parent pointers and colours are the kernel's business while it
 rebalances, and a tree walked from the host is only read. Each node is read once (its
-children together), visited once and at most ``limit`` of them (walk.py): a child pointer that
+children together), visited once and at most ``limit`` of them (``walk.py``): a child pointer that
 leads back up the tree, or to a node already seen, is a LiveKernelError, never a hang.
 """
 

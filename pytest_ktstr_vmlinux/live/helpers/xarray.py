@@ -14,7 +14,7 @@ into its own node's slots, and the retry entry is 1.
 
 The bound: a node's shift must be its parent's less XA_CHUNK_SHIFT, so a node that points to
 itself or an ancestor is refused and the depth is at most 64 / XA_CHUNK_SHIFT; each node is
-visited once, at most ``limit`` of them (walk.py).
+visited once, at most ``limit`` of them (``walk.py``).
 """
 
 from __future__ import annotations
