@@ -16,6 +16,8 @@ import pytest
 
 from pytest_ktstr_vmlinux.kernel.resolve import resolve_kernel
 from pytest_ktstr_vmlinux.live import LiveKernel
+from pytest_ktstr_vmlinux.live.checks.events import EventSample
+from pytest_ktstr_vmlinux.live.checks.starvation import longest_gap
 from pytest_ktstr_vmlinux.live.scx import SchedExt
 from pytest_ktstr_vmlinux.store.memory import MemoryStore
 from pytest_ktstr_vmlinux.vm import GuestVM, boot_guest
@@ -107,6 +109,17 @@ def test_event_counters_are_the_kernels(
     assert any(after.values()), after  # a counter that moved: the bracket is not 0 <= 0 <= 0
 
 
+def _detached(samples: list[EventSample]) -> bool:
+    """Whether the host saw a scheduler attached and then none."""
+    attached = False
+    for sample in samples:
+        if sample.root:
+            attached = True
+        elif attached:
+            return True
+    return False
+
+
 def test_a_stalled_cpu_and_its_starved_task_are_seen_before_the_watchdog(
     guest: GuestVM, live: LiveKernel, scx_schedulers: Path
 ) -> None:
@@ -114,11 +127,15 @@ def test_a_stalled_cpu_and_its_starved_task_are_seen_before_the_watchdog(
     scheduler = guest.start_scheduler(stallcpu, ["-s", str(STALL_CPU)])
     waker = f"taskset -c {STALL_CPU} sh -c 'while :; do usleep 10000; done' >/dev/null 2>&1 &"
     with live.monitor() as mon:
+        assert mon.events is not None
         waking = int(guest.run(f"{waker} echo $!", check=True).stdout)
         deadline = time.monotonic() + 120
-        while scheduler.state == "enabled" and time.monotonic() < deadline:
-            time.sleep(0.5)  # the watchdog (30 s) kicks the scheduler out
+        # The watchdog (30 s) kicks the scheduler out. Wait for the host to see it gone (scx_root
+        # NULL again): the guest's state leaves "enabled" (for "disabling") before scx_root does.
+        while not _detached(list(mon.events.samples)) and time.monotonic() < deadline:
+            time.sleep(0.5)
     guest.run(f"kill {waking}")
+    assert scheduler.state != "enabled"
     with pytest.raises(SchedulerError) as kicked:
         scheduler.check()
     assert kicked.value.kind == "runnable task stall", kicked.value
@@ -138,8 +155,6 @@ def test_a_stalled_cpu_and_its_starved_task_are_seen_before_the_watchdog(
     assert mon.tasks is not None and mon.events is not None
     pid = int(watchdog[2])
     track = mon.tasks.tracks[pid]
-    from pytest_ktstr_vmlinux.live.checks.starvation import longest_gap
-
     gap = longest_gap(track.samples)
     assert gap is not None and gap.seconds * 1000 > checks.thresholds.max_gap_ms
     attached = [s.at for s in mon.events.samples if s.root]
