@@ -61,9 +61,10 @@ class ArtifactStore:
     artifact is built once across every process and run, verified before use, and evicted
     least recently used first past ``max_size``.
 
-    A full disk is a StoreFullError; the store ``open_store`` opens turns it into in-process
-    artifacts with one warning instead. ``on_lock_wait`` is told, once, when another process
-    holds the lock; ``lock_timeout`` seconds later a StoreLockTimeout is raised.
+    ``max_size`` is 8 GiB by default. A full disk is a StoreFullError; the store ``open_store``
+    opens turns it into in-process artifacts with one warning instead. ``on_lock_wait`` is
+    told, once, when another process holds the lock; ``lock_timeout`` seconds later (1800 by
+    default) a StoreLockTimeout is raised. ``racy_window_ns`` is 2 s by default.
     """
 
     def __init__(

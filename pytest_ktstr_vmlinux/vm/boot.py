@@ -86,8 +86,9 @@ def boot_guest(
             print(vm.run("uname -r", check=True).stdout.decode())
             print(vm.kernel.symbols["init_task"])  # the live kernel, read from the host
 
-    ``memory`` in bytes (a whole number of MiB), ``cmdline`` appended to the kernel's, ``files``
-    added to the initramfs (guest path -> bytes or host path), ``timeout`` seconds for the boot.
+    ``memory`` in bytes (a whole number of MiB; 512 MiB by default), ``cmdline`` appended to the
+    kernel's, ``files`` added to the initramfs (guest path -> bytes or host path), ``timeout``
+    seconds for the boot (300 by default).
     ``programs`` (host programs by path or name) are packed with their loader and libraries;
     ``scheduler`` too, then started with ``scheduler_args`` once the guest is up. ``cpus`` (2
     by default), or ``sockets`` x ``cores`` x ``threads``, over ``numa_nodes`` nodes. ``accel``

@@ -185,7 +185,7 @@ class GuestVM:
         """Start the sched_ext scheduler ``program`` (packed at boot, a guest path, or a host
         program, which is copied in with its libraries first) with ``args``, and wait until
         sched_ext says it is attached; SchedulerError (kind, reason in the kernel's words)
-        when it does not attach in ``timeout`` seconds."""
+        when it does not attach in ``timeout`` seconds (120 by default)."""
         self._scheduler = start_scheduler(self, os.fspath(program), list(args), timeout)
         return self._scheduler
 
@@ -195,8 +195,8 @@ class GuestVM:
         self, command: str, *, timeout: float = DEFAULT_COMMAND_TIMEOUT, check: bool = False
     ) -> GuestResult:
         """Run ``command`` with the guest's sh, as root; its status and output. ``check``:
-        GuestCommandError when the status is not 0. Past ``timeout`` seconds the guest is
-        killed: GuestTimeoutError with the output so far."""
+        GuestCommandError when the status is not 0. Past ``timeout`` seconds (300 by default)
+        the guest is killed: GuestTimeoutError with the output so far."""
         data = _command_bytes(command)
         what = f"run {_short(command)!r}"
         with self._request(what, timeout) as deadline:
@@ -238,7 +238,7 @@ class GuestVM:
         """Write a guest file (directories made as needed): bytes, or a host file's contents
         (and, unless ``mode`` says otherwise, its permission bits; bytes get 0644). A host
         path must name a regular file no larger than the guest's memory; it is read a window
-        at a time, and must not change meanwhile."""
+        at a time, and must not change meanwhile. ``timeout`` as for ``run``."""
         _check_guest_path(guest_path)
         if isinstance(data, (bytes, bytearray, memoryview)):
             view = memoryview(data).cast("B")
@@ -263,7 +263,8 @@ class GuestVM:
             host.close()
 
     def get(self, guest_path: str, *, timeout: float = DEFAULT_COMMAND_TIMEOUT) -> bytes:
-        """A guest file's contents (files under /proc and /sys too)."""
+        """A guest file's contents (files under /proc and /sys too); ``timeout`` as for
+        ``run``."""
         _check_guest_path(guest_path)
         with self._request(f"get {guest_path}", timeout) as deadline:
             return self._agent.get(guest_path, deadline)

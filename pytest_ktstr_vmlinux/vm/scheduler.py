@@ -252,7 +252,7 @@ class Scheduler:
     def stop(self, timeout: float = DEFAULT_STOP_TIMEOUT) -> None:
         """SIGINT to the scheduler (sched_ext's schedulers detach on it), then wait until it
         has exited and sched_ext is ``disabled``; SchedulerError if the kernel had kicked it
-        out before, or it does not stop in ``timeout`` seconds."""
+        out before, or it does not stop in ``timeout`` seconds (60 by default)."""
         if self.stopped:
             return
         self.check()

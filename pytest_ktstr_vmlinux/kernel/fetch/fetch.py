@@ -52,7 +52,8 @@ PINNED = "pinned"
 
 @dataclass(frozen=True)
 class FetchOptions:
-    """How ``fetch_kernel`` may get a kernel."""
+    """How ``fetch_kernel`` may get a kernel: ``FetchOptions(offline=True)``, each field a
+    keyword argument."""
 
     #: Use what the store has and ask nobody; a kernel the store lacks is an error.
     offline: bool = False
