@@ -87,7 +87,7 @@ class Kernel:
 
     @property
     def source(self) -> SpecSource:
-        """Where the spec was given (``spec.source``)."""
+        """Where the spec was given (the spec's ``source``)."""
         return self.spec.source
 
     @functools.cached_property

@@ -297,10 +297,10 @@ class LiveKernel:
                 vm.run("stress-ng --cpu 2 -t 5")
             mon.samples.column("nr_running", cpu=0)  # CPU 0's, one a tick
 
-        Without ``fields``, what the checks judge (``nr_running``, ``clock``,
-        ``scx.nr_running``, ``scx.local_dsq.nr``: those the kernel has), and the workload's
-        tasks and sched_ext's state and event counters are watched too (``tasks``,
-        ``events``), so ``mon.checks()`` can judge them all."""
+        Without ``fields``, the ``struct rq`` fields the checks judge (``nr_running``,
+        ``clock``, and its ``scx``'s ``nr_running`` and ``local_dsq.nr``: those the kernel
+        has), and the workload's tasks and sched_ext's state and event counters are watched
+        too (``tasks``, ``events``), so ``mon.checks()`` can judge them all."""
         from .checks import EventWatch, TaskWatch
         from .monitor import Sampler
         from .scx import SchedExt

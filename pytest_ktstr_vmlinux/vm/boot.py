@@ -93,7 +93,7 @@ def boot_guest(
     ``scheduler`` too, then started with ``scheduler_args`` once the guest is up. ``cpus`` (2
     by default), or ``sockets`` x ``cores`` x ``threads``, over ``numa_nodes`` nodes. ``accel``
     is ``"kvm"``, ``"tcg"`` or ``"auto"`` (KVM when it works here). ``log_dir`` keeps the
-    console and QEMU's messages as files (``console.log``, ``qemu.log``). ``store`` keeps the
+    console and QEMU's messages as files there (console.log, qemu.log). ``store`` keeps the
     initramfs and the KVM probe's verdict: by default the store ``kernel`` was resolved with,
     or a MemoryStore for an image path.
 

@@ -29,7 +29,7 @@ SHM = "/dev/shm"
 
 
 class GuestMemory:
-    """The guest's RAM, mapped in this process (``GuestVM.memory``): ``buffer`` is the RAM file
+    """The guest's RAM, mapped in this process (a GuestVM's ``memory``): ``buffer`` is the RAM file
     (read-only memoryview); ``regions`` say which guest physical addresses each part of it
     backs; ``read(phys, size)`` is a zero-copy view of one range::
 

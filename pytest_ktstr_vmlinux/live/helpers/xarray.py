@@ -224,12 +224,20 @@ def xa_load(xa: Object, index: int, *, advanced: bool = False) -> Object | None:
 
 def xa_is_value(entry: Object) -> bool:
     """Whether the entry (a slot from ``xa_for_each`` or ``xa_load``) is a value entry (an
-    integer stored with ``xa_mk_value()``), not a pointer: ``xa_to_value`` reads it."""
+    integer stored with ``xa_mk_value()``), not a pointer::
+
+        values = {i: xa_to_value(e) for i, e in xa_for_each(xa) if xa_is_value(e)}
+    """
     return bool(int(entry.value_()) & 1)
 
 
 def xa_to_value(entry: Object) -> int:
-    """The integer a value entry stores (see ``xa_for_each``)."""
+    """The integer a value entry stores (one that ``xa_is_value`` accepts; of a pointer,
+    nothing meaningful)::
+
+        entry = xa_load(xa, 3)
+        number = xa_to_value(entry) if entry is not None and xa_is_value(entry) else None
+    """
     return int(entry.value_()) >> 1
 
 
