@@ -127,14 +127,22 @@ ELF_MAGIC = b"\x7fELF"
 class ImageInfo:
     """An image's identity: what it is, for which machine, which kernel, which build."""
 
+    #: What the file is: ``"bzImage"``, ``"EFI zboot"``, ``"arm64 Image"``, ``"riscv Image"``,
+    #: ``"vmlinux"``, ``"compressed vmlinux"``.
     format: str
+    #: How its payload is compressed (``"gzip"``, ``"zstd"``, ...), ``"none"`` when it is not.
     compression: str
+    #: The architecture the payload was built for, when it says.
     arch: str | None
+    #: The release, from the banner.
     release: str | None
+    #: The ``Linux version ...`` banner in the payload.
     banner: str | None
+    #: The payload's GNU build-id (hex), which a paired vmlinux shares.
     build_id: str | None
-    # Why build_id is None: no note at all, or (in a flat Image) only the notes of the ELF files
-    # embedded in the kernel (vDSOs), or several loose notes that disagree. None when it is known.
+    #: Why ``build_id`` is None: no note at all, or (in a flat Image) only the notes of the ELF
+    #: files embedded in the kernel (vDSOs), or several loose notes that disagree. None when it is
+    #: known.
     build_id_problem: str | None = None
 
 

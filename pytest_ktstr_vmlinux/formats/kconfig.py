@@ -49,11 +49,16 @@ class KernelConfig(Mapping[str, Value]):
     None means ``# CONFIG_X is not set``: the symbol was visible and off, which differs from a
     symbol absent from the mapping (not offered by this kernel's Kconfig at all). Lookups
     (``cfg[name]``, ``cfg.get(name)``, ``name in cfg``, ``enabled``) accept the name with or
-    without the ``CONFIG_`` prefix; iteration yields the full names.
+    without the ``CONFIG_`` prefix; iteration yields the full names::
+
+        config = kernel.config  # a Kernel's, None when it has none
+        if config is not None and config.enabled("SCHED_CLASS_EXT"):
+            print(config["CONFIG_NR_CPUS"], config.source)
     """
 
     def __init__(self, values: Mapping[str, Value], source: str) -> None:
         self._values: dict[str, Value] = dict(values)
+        #: Where the config was read from (a file, or the IKCONFIG of an image or vmlinux).
         self.source = source
 
     def __getitem__(self, name: str) -> Value:

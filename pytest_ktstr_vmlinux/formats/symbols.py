@@ -56,26 +56,43 @@ class Symbol:
     when unknown (kallsyms, SHN_ABS); ``percpu``: in .data..percpu, so ``value`` is the offset in
     each CPU's area where that section is linked at 0 (x86_64), else the template's address."""
 
+    #: The symbol's name.
     name: str
+    #: Its address (``st_value``), slid by the KASLR offset of the table it came from.
     value: int
+    #: Its size in bytes (from kallsyms, the distance to the next symbol).
     size: int
+    #: ``"FUNC"``, ``"OBJECT"``, ``"NOTYPE"``, ...
     type: str
+    #: ``"GLOBAL"``, ``"LOCAL"``, ``"WEAK"``, ...
     binding: str
+    #: The ELF section index (``st_shndx``).
     shndx: int
+    #: The section's name (``".data"``), None when unknown.
     section: str | None
+    #: Whether it is a per-CPU variable (see above).
     percpu: bool
 
 
 class KernelSymbols:
-    """Symbols of one kernel: by name (``ksyms["runqueues"]``) and by address (``lookup``)."""
+    """Symbols of one kernel: by name (``ksyms["runqueues"]``) and by address (``lookup``)::
+
+        ksyms = KernelSymbols.from_vmlinux(kernel.require_vmlinux())
+        ksyms["init_task"]  # its address
+        ksyms.lookup(ksyms["init_task"] + 8)  # ("init_task", 8)
+        ksyms.symbol("schedule").type  # "FUNC"
+
+    ``from_kallsyms`` reads the running kernel's instead.
+    """
 
     def __init__(self, payload: bytes | memoryview, source: str = "<symbols>") -> None:
         """Wrap a packed payload (what the store holds) without copying its columns."""
+        #: Where the symbols were read from.
         self.source = source
-        # kallsyms of a kernel built without CONFIG_KALLSYMS_ALL: a missing name may be data.
+        #: kallsyms of a kernel built without CONFIG_KALLSYMS_ALL: a missing name may be data.
         self.functions_only = False
-        # Whether st_size is each symbol's own size (.symtab), or only the distance to the next
-        # symbol (kallsyms has no sizes): an upper bound.
+        #: Whether ``st_size`` is each symbol's own size (.symtab), or only the distance to the
+        #: next symbol (kallsyms has no sizes): an upper bound.
         self.sizes_exact = True
         self._offset = 0
         self._memo: dict[bytes, tuple[int, ...]] = {}  # names looked up; shared by views
@@ -139,6 +156,9 @@ class KernelSymbols:
         return isinstance(name, str) and bool(self._matches(name))
 
     def symbol(self, name: str) -> Symbol:
+        """The symbol called ``name`` (of several, the one global one, or the first of aliases of
+        one address); KeyError, with close names, when there is none or no one stands out
+        (``all`` lists them)."""
         return self._symbol(self._pick(name))
 
     def all(self, name: str) -> list[Symbol]:
@@ -183,6 +203,7 @@ class KernelSymbols:
 
     @property
     def kaslr_offset(self) -> int:
+        """How far ``relocated`` slid this view (0 for the table as linked)."""
         return self._offset
 
     def __repr__(self) -> str:

@@ -63,12 +63,18 @@ _ARCH_BY_UNAME: dict[str, str] = {
 class Candidate:
     """One probed path: where it came from, and why it was refused (None when chosen)."""
 
+    #: The path probed.
     path: Path
+    #: Where the path comes from (``"Debian/Ubuntu dbgsym"``, ``"build tree"``, ...).
     layout: str
+    #: Why it was refused, None when it was chosen.
     refused: str | None
+    #: The file the chosen path resolved to (through symlinks, under the sysroot).
     resolved: Path | None = None
 
     def describe(self) -> str:
+        """The candidate's line in a probe report: ``chosen`` or ``refused``, the path, its
+        layout and the reason."""
         where = f"{self.path} [{self.layout}]"
         if self.refused is not None:
             return f"  refused  {where}: {self.refused}"

@@ -61,16 +61,22 @@ _BUILD_ID = re.compile(r"[0-9a-f]{4,128}", re.ASCII)
 class ProbeReport:
     """Every candidate, in probe order, and what was searched for."""
 
+    #: Every path probed, in order, each chosen or refused with its reason.
     candidates: tuple[Candidate, ...]
+    #: The vmlinux chosen, None when every candidate was refused.
     chosen: Path | None
+    #: The release searched for (the distro layouts are named by it).
     release: str | None = None
+    #: The architecture a candidate had to be built for; None accepts any.
     arch: str | None = None
+    #: The image whose vmlinux was searched for.
     image: Path | None = None
-    # How the chosen vmlinux was matched to the kernel: build-id, banner or unverified.
+    #: How the chosen vmlinux was matched to the kernel: ``"build-id"``, ``"banner"`` or
+    #: ``"unverified"``.
     paired: str = "unverified"
-    # Why pairing could not be checked (an image whose payload cannot be read), if it could not.
+    #: Why pairing could not be checked (an image whose payload cannot be read), if it could not.
     unverifiable: str | None = None
-    # Distro images passed over before the image was found (a symlink loop, a FIFO).
+    #: Distro images passed over before the image was found (a symlink loop, a FIFO).
     images: tuple[Candidate, ...] = ()
 
     def summary(self) -> str:
@@ -108,7 +114,9 @@ class ProbeReport:
 class Probe(NamedTuple):
     """The chosen vmlinux (None when every candidate was refused) and the report of the search."""
 
+    #: The vmlinux chosen, or None.
     path: Path | None
+    #: Every candidate and why it was chosen or refused.
     report: ProbeReport
 
 
@@ -161,12 +169,17 @@ def probe_vmlinux(
     store: Store | None = None,
     verify: bool = True,
 ) -> Probe:
-    """Probe every candidate for the vmlinux of ``image`` (or ``tree``, or ``release``).
+    """Probe every candidate for the vmlinux of ``image`` (or ``tree``, or ``release``)::
+
+        probe = probe_vmlinux("/boot/vmlinuz-6.1.0-56-cloud-amd64")
+        print(probe.path or probe.report.format())  # the vmlinux, or why each candidate failed
 
     ``release`` and ``arch`` default to what the image says about itself; an ELF built for
     another machine is refused. With ``verify``, a candidate must also pair with ``expect``
-    (default: the image's own build-id and banner, through ``store``): a stale vmlinux from an
-    older build is refused, not served. Never raises for a missing or odd file.
+    (default: the image's own build-id and banner, through ``store``; ``resolve_kernel`` passes
+    its own): a stale vmlinux from an older build is refused, not served. ``sysroot`` is a
+    directory standing in for ``/`` under every distro path. Never raises for a missing or odd
+    file.
     """
     root = sysroot if isinstance(sysroot, Sysroot) else Sysroot(sysroot)
     image_path = Path(os.path.abspath(image)) if image is not None else None
@@ -234,7 +247,11 @@ def _pairing(
 
 
 def find_vmlinux(image: str | os.PathLike[str]) -> Path | None:
-    """The vmlinux paired with ``image``, or None; never raises for odd or missing paths."""
+    """The vmlinux paired with ``image``, or None; never raises for odd or missing paths::
+
+        vmlinux = find_vmlinux("/boot/vmlinuz-6.1.0-56-cloud-amd64")
+
+    ``probe_vmlinux`` says why when there is none."""
     if not str(image):
         return None
     return probe_vmlinux(image).path

@@ -51,29 +51,43 @@ from .sysroot import Sysroot
 class Kernel:
     """A resolved kernel. ``vmlinux`` is None when no candidate passed; ``report`` says why."""
 
+    #: What the user named.
     spec: KernelSpec
+    #: The bootable image (``bzImage``, ``vmlinuz-R``); None when there is none (a vmlinux spec).
     image: Path | None
+    #: The vmlinux paired with the image; None when no candidate passed (see ``report``).
     vmlinux: Path | None
+    #: The kernel release (``6.1.0-56-cloud-amd64``), when anything says it.
     release: str | None
+    #: The architecture, as the kernel names it (``x86_64``, ``arm64``), when known.
     arch: str | None
+    #: Every vmlinux candidate probed and why each was chosen or refused.
     report: ProbeReport
+    #: The directory standing in for ``/`` when distro paths were probed (a fetched kernel's root).
     sysroot: Path | None = None
-    # The build-id of the image (or of the running kernel, or of the vmlinux when that is all
-    # there is), how the vmlinux was matched to it, and whether the vmlinux is a debug build or
-    # the ELF extracted from the image (no .symtab).
+    #: The GNU build-id of the image (or of the running kernel, or of the vmlinux when that is
+    #: all there is).
     build_id: str | None = None
+    #: How the vmlinux was matched to the image: ``"build-id"``, ``"banner"`` or
+    #: ``"unverified"``.
     paired: str = UNVERIFIED
+    #: ``"debug"`` (a vmlinux with its symbols) or ``"extracted"`` (the ELF extracted from the
+    #: image, no ``.symtab``); None without a vmlinux.
     vmlinux_kind: str | None = None
+    #: What the image's header says about it.
     image_info: ImageInfo | None = None
+    #: The build tree the kernel was built in, where its ``.config`` is.
     tree: Path | None = None
-    # What the run calls this kernel in test ids and reports (kernelset.py); "" until labelled.
+    #: What the run calls this kernel in test ids and reports; ``""`` until labelled.
     label: str = ""
-    # For a fetch spec: where the kernel came from and what this run did to get it.
+    #: For a fetch spec: where the kernel came from and what this run did to get it.
     fetched: FetchedKernel | None = None
+    #: Where what was read from the kernel's files is kept.
     store: Store = dataclasses.field(default_factory=MemoryStore, repr=False, compare=False)
 
     @property
     def source(self) -> SpecSource:
+        """Where the spec was given (the spec's ``source``)."""
         return self.spec.source
 
     @functools.cached_property
@@ -131,6 +145,7 @@ class Kernel:
         return self.vmlinux
 
     def missing_vmlinux_message(self) -> str:
+        """Why there is no vmlinux: the kernel, where it was named, and the probe report."""
         return (
             f"no vmlinux for kernel {self.spec.raw!r} (from {self.source.value})\n"
             f"{self.report.format()}"
@@ -174,7 +189,10 @@ def resolve_kernel(
     allow_extracted: bool = False,
     fetch: FetchOptions | None = None,
 ) -> Kernel:
-    """Resolve ``spec`` (see ``spec.py`` for its forms) to a Kernel.
+    """Resolve ``spec`` (a spec as ``parse_kernel_spec`` reads it) to a Kernel::
+
+        kernel = resolve_kernel("/boot/vmlinuz-6.1.0-56-cloud-amd64")
+        print(kernel.vmlinux, kernel.paired)  # None when no vmlinux pairs: see kernel.report
 
     ``vmlinux`` skips the search; ``sysroot`` prefixes every absolute distro path probed;
     ``store`` caches identities; ``verify`` (default) requires the vmlinux to pair with the image

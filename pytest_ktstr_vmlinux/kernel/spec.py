@@ -31,23 +31,35 @@ RUNNING = "running"
 
 
 class SpecKind(str, enum.Enum):
+    """What a kernel spec names, as ``parse_kernel_spec`` recognizes it."""
+
+    #: A kernel image file (``bzImage``, ``vmlinuz-R``).
     IMAGE = "image"
+    #: A vmlinux ELF file: readable, but no image to boot.
     VMLINUX = "vmlinux"
+    #: A build tree (a directory), its image and vmlinux inside.
     TREE = "tree"
+    #: A release string (``6.1.0-56-cloud-amd64``), found through the distro layouts.
     RELEASE = "release"
+    #: ``running``: the host's own kernel.
     RUNNING = "running"
+    #: A kernel to fetch (``debian:sid``).
     FETCH = "fetch"
 
 
 class SpecSource(str, enum.Enum):
     """Where a setting came from, highest precedence first."""
 
-    # A positional argument of the command line tool (``ktstr-vmlinux info SPEC``), which takes
-    # no kernel option: "(from option)" would send the reader looking for one.
+    #: A positional argument of the command line tool (``ktstr-vmlinux info SPEC``), which takes
+    #: no kernel option: "(from option)" would send the reader looking for one.
     ARGUMENT = "argument"
+    #: A command line option (``--kernel``).
     OPTION = "option"
+    #: An environment variable (``KTSTR_KERNEL``).
     ENV = "env"
+    #: The ini file (``ktstr_kernel`` in pytest.ini, pyproject.toml, ...).
     INI = "ini"
+    #: Nobody named it: the default (``running``).
     DEFAULT = "default"
 
 
@@ -56,11 +68,17 @@ class KernelSpec:
     """A classified kernel spec: ``path`` for path kinds, ``release`` for the release kind,
     ``fetch`` for the fetch kind (and, once fetched, ``release`` too)."""
 
+    #: The spec as the user wrote it.
     raw: str
+    #: What it names.
     kind: SpecKind
+    #: Where it was given.
     source: SpecSource = SpecSource.OPTION
+    #: The absolute path of an image, vmlinux or tree.
     path: Path | None = None
+    #: The release, of a release spec (or a fetched kernel).
     release: str | None = None
+    #: The parsed ``DISTRO:WHAT`` of a fetch spec.
     fetch: FetchSpec | None = None
 
     @property

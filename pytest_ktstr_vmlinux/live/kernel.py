@@ -50,7 +50,18 @@ class Guest(Protocol):
 
 
 class LiveKernel:
-    """``read``, ``translate``, ``live["jiffies_64"]``, ``object``, ``per_cpu``, ``cpus``."""
+    """The guest's running kernel, read from the host through its RAM (``GuestVM.kernel``), as
+    drgn reads a live kernel: variables as typed Objects, per-CPU variables, raw memory::
+
+        live = kernel_vm.kernel
+        live["jiffies_64"].value_()
+        rq = live.per_cpu("runqueues", 0)  # CPU 0's struct rq
+        print(rq.nr_running.value_(), rq.curr.comm.string_())
+        live.read(live.symbols["init_task"], 16)
+
+    ``symbols`` are relocated by the guest's KASLR slide; every read is of the guest's memory as
+    it is now (pause the guest through ``GuestVM.qmp`` to hold it still).
+    """
 
     def __init__(
         self,
@@ -72,8 +83,14 @@ class LiveKernel:
                     " KernelLayout"
                 )
             layout = derive_layout(memory, symbols, control_registers(monitor))
-        self.memory, self.btf, self.layout = memory, btf, layout
+        #: The guest's physical memory.
+        self.memory = memory
+        #: The kernel's BTF (its vmlinux's).
+        self.btf = btf
+        #: Where the kernel is in the guest's memory: its KASLR slide, page tables.
+        self.layout = layout
         self._phys_base = layout.phys_base
+        #: The kernel's symbols, at the addresses they have in the guest (KASLR applied).
         self.symbols = symbols.relocated(u64(layout.slide - symbols.kaslr_offset))
         link_time = symbols.relocated(u64(-symbols.kaslr_offset))
         self.variable_types = VariableTypes(btf, link_time, global_types)
@@ -82,6 +99,7 @@ class LiveKernel:
         self._ram_top = max((r.end for r in memory.regions), default=0)
         self._real: dict[int, BTFType] = {}
         self._vars: dict[str, int] = {}
+        #: Where the direct map of all physical memory starts.
         self.page_offset_base = DIRECT_MAP[layout.levels]
         if "page_offset_base" in self.symbols:  # CONFIG_RANDOMIZE_MEMORY: the kernel's choice
             self.page_offset_base = self.read_u64(self.symbols["page_offset_base"])
@@ -93,6 +111,8 @@ class LiveKernel:
     def from_guest(
         cls, guest: Guest, symbols: KernelSymbols, btf: BTF, global_types: TableSource = None
     ) -> LiveKernel:
+        """The running kernel of ``guest`` (a GuestVM): its RAM, and its monitor for the
+        registers the layout is derived from; ``GuestVM.kernel`` makes it so."""
         return cls(guest.memory, symbols, btf, monitor=guest.qmp, global_types=global_types)
 
     def __repr__(self) -> str:
@@ -154,6 +174,7 @@ class LiveKernel:
         return None
 
     def read_u64(self, address: int) -> int:
+        """The little-endian u64 at kernel virtual ``address``."""
         return int(_U64.unpack(self.read(address, 8))[0])
 
     def read_string(self, address: int, limit: int) -> bytes:
@@ -194,10 +215,15 @@ class LiveKernel:
     def object(
         self, name: str, type: str | int | None = None, *, filename: str | None = None
     ) -> Object:
-        """Variable ``name``, typed by its own type (var_type), or by ``type``: a C type
-        expression ("struct rq", "struct scx_sched *", "u64[4]") or a type id, which must be as
-        large as the variable; ``per_cpu`` for per-CPU ones. ``filename`` picks one of several
-        statics of that name by the file that defines it (as drgn's ``variable()``)."""
+        """Variable ``name``, typed by its own type (``var_type``), or by ``type``: a C type
+        expression (``"struct rq"``, ``"struct scx_sched *"``, ``"u64[4]"``) or a type id,
+        which must be as large as the variable; ``per_cpu`` for per-CPU ones. ``filename``
+        picks one of several statics of that name by the file that defines it (as drgn's
+        ``variable()``). ``live[name]`` is ``live.object(name)``::
+
+            init = live.object("init_task")
+            root = live.object("scx_root", "struct scx_sched *")
+        """
         if name not in self.symbols:
             raise LiveKernelError(self.variable_types.missing(name))
         if filename is not None:
@@ -240,7 +266,10 @@ class LiveKernel:
     ) -> Samples:
         """``fields`` of ``variable`` (``runqueues``) on every online CPU (or ``cpus``), sampled
         on a host thread every ``interval`` s for ``duration`` s while the guest runs: a
-        ``monitor`` whose block only waits (``monitor.py``)."""
+        ``monitor`` whose block only waits::
+
+            samples = live.sample(["nr_running"], interval=0.01, duration=1.0)
+        """
         from .monitor import sample
 
         return sample(
@@ -261,13 +290,17 @@ class LiveKernel:
         tasks: bool | None = None,
         events: bool | None = None,
     ) -> Sampler:
-        """A context manager sampling ``fields`` of ``variable`` on every online CPU (or
-        ``cpus``) every ``interval`` s on a host thread for as long as its block runs:
-        ``with live.monitor(["nr_running"], interval=0.001) as mon: vm.run("...")``, then
-        ``mon.samples`` (``monitor.py``). Without ``fields``, what the checks judge
-        (``CHECK_FIELDS`` that the kernel has), and the workload's tasks and sched_ext's state
-        and event counters are watched too (``tasks``, ``events``), so ``mon.checks()`` can
-        judge them all (live/checks/)."""
+        """A Sampler: a context manager sampling ``fields`` of ``variable`` on every online CPU
+        (or ``cpus``) every ``interval`` s on a host thread for as long as its block runs::
+
+            with live.monitor(["nr_running", "curr.pid"], interval=0.001) as mon:
+                vm.run("stress-ng --cpu 2 -t 5")
+            mon.samples.column("nr_running", cpu=0)  # CPU 0's, one a tick
+
+        Without ``fields``, the ``struct rq`` fields the checks judge (``nr_running``,
+        ``clock``, and its ``scx``'s ``nr_running`` and ``local_dsq.nr``: those the kernel
+        has), and the workload's tasks and sched_ext's state and event counters are watched
+        too (``tasks``, ``events``), so ``mon.checks()`` can judge them all."""
         from .checks import EventWatch, TaskWatch
         from .monitor import Sampler
         from .scx import SchedExt
@@ -303,4 +336,5 @@ class LiveKernel:
 
     @property
     def possible_cpus(self) -> tuple[int, ...]:
+        """The possible CPUs, from the kernel's ``__cpu_possible_mask``."""
         return self._percpu.mask("__cpu_possible_mask")

@@ -47,9 +47,13 @@ class KernelLayout:
     is a wrapped "negative" u64, as the kernel holds it); ``root``: the physical address of its
     page tables; ``levels``: 4 or 5."""
 
+    #: The virtual KASLR offset from the vmlinux's link addresses (0 with ``nokaslr``).
     slide: int
+    #: The kernel's phys_base (see above).
     phys_base: int
+    #: The physical address of the kernel's page tables (its PGD).
     root: int
+    #: Page table levels: 4, or 5 with LA57.
     levels: int
 
 

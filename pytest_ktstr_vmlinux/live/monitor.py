@@ -72,8 +72,18 @@ SWITCH_FLOOR = 1e-4  # a switch interval below this costs more in switching than
 
 
 class Sampler:
-    """``with live.monitor(["nr_running"], interval=0.001) as mon: vm.run("...")``; then
-    ``mon.samples``, a ``Samples`` table, readable during the block and after it."""
+    """Per-CPU fields sampled on a host thread while its block runs (``LiveKernel.monitor``);
+    ``samples``, a Samples table, is readable during the block and after it::
+
+        with live.monitor(["nr_running"], interval=0.001) as mon:
+            vm.run("stress-ng --cpu 2 -t 5")
+        assert mon.samples.ticks == mon.samples.scheduled_ticks - mon.samples.missed_ticks
+
+    Tick k is due ``k * interval`` after the first; a tick that comes late is taken once and
+    the others it covers counted missed, so the rows never drift or bunch up. The first tick
+    is taken as the block starts and the last as it ends; a read that fails in the thread stops
+    the sampling and is raised when the block ends.
+    """
 
     def __init__(
         self,
@@ -88,11 +98,15 @@ class Sampler:
     ) -> None:
         if not interval > 0 or math.isinf(interval):
             raise ValueError(f"interval={interval}: a number of seconds > 0")
+        #: The CPUs sampled.
         self.cpus = tuple(cpus)
         if not self.cpus:
             raise LiveKernelError("no CPUs to sample")
+        #: The member paths read on each CPU.
         self.fields = tuple(fields)
+        #: Seconds between ticks.
         self.interval = interval
+        #: The table of what was read, growing while the block runs.
         self.samples = Samples(self.fields, cpus=self.cpus, interval=interval)
         self._per_cpu, self._clock = per_cpu, clock
         self._readers: list[tuple[int, list[Callable[[], Any]]]] = []
@@ -208,8 +222,9 @@ class Sampler:
     # --- the checks -------------------------------------------------------------------------
 
     def checks(self, thresholds: Thresholds | None = None, **overrides: Any) -> Checks:
-        """ktstr's checks on what this monitor saw (live/checks/): ``assert mon.checks()``,
-        or ``mon.checks(max_gap_ms=500)``; thresholds left unset are ktstr's defaults."""
+        """ktstr's checks on what this monitor saw: ``assert mon.checks()``, or
+        ``mon.checks(max_gap_ms=500)`` (Thresholds' fields); thresholds left unset are ktstr's
+        defaults."""
         chosen = (thresholds or Thresholds()).merged(overrides)
         return evaluate(self.samples, chosen, tasks=self.tasks, events=self.events)
 

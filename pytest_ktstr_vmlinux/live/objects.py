@@ -52,8 +52,13 @@ class Memory(Protocol):
 
 class Enumerator(int):
     """An enum's value: an ``int`` in every way (it compares, hashes and formats as its number)
-    that also carries ``name``, the enumerator with that value (None when the enum has none)."""
+    that also carries ``name``, the enumerator with that value (None when the enum has none)::
 
+        state = live["system_state"].value_()  # an enum system_states
+        state.name, int(state)  # "SYSTEM_RUNNING" and its value
+    """
+
+    #: The enumerator's name, None when the enum has no enumerator of this value.
     name: str | None
 
     def __new__(cls, value: int, name: str | None) -> Enumerator:
@@ -66,8 +71,23 @@ class Enumerator(int):
 
 
 class Object(Scalar):
-    """``address_``, ``type_``, ``value_()``, ``string_()``, members as ``obj.name`` or
-    ``obj["a.b[2].c"]``, elements as ``obj[3]``, ``deref_()``, ``get_(path, default)``."""
+    """A value in the live kernel, as drgn's Object: an address and a BTF type, read only when
+    asked. Members are attributes (``obj.name``) or paths (``obj["a.b[2].c"]``), elements are
+    indexes (``obj[3]``), and a member looked up through a pointer dereferences it, as C's
+    ``->`` does; everything Object itself has ends in ``_``, so no C member is hidden::
+
+        task = find_task(live, 1)
+        task.comm.string_()  # "init"
+        task.se.vruntime.value_()  # an int
+        task.real_parent.pid.value_()  # through a pointer
+        task.address_, task.type_name_()  # 0xffff..., "struct task_struct"
+        task.prio < 120, bool(task.mm)  # scalars compare and convert by value
+
+    Scalars (integers, enums, pointers, floats) compare and convert by value; a struct, union or
+    array has no single value, and comparing one is a TypeError. ``get_(path, default)`` reads a
+    member that moved between releases. Objects come from ``LiveKernel.object``, ``per_cpu``
+    and the helpers.
+    """
 
     __slots__ = ("_bit", "_kernel", "_type_id", "_width", "address_", "fixed_")
 
@@ -80,9 +100,11 @@ class Object(Scalar):
         width: int = 0,
         fixed: bool = True,
     ) -> None:
-        self._kernel, self._type_id, self.address_ = kernel, type_id, address & U64_MASK
+        self._kernel, self._type_id = kernel, type_id
+        #: The object's address, kernel virtual.
+        self.address_ = address & U64_MASK
         self._bit, self._width = bit, width  # a bitfield: its bits from ``address_``
-        # Whether the address is fixed: reached without following a pointer, which can change.
+        #: Whether the address is fixed: reached without following a pointer, which can change.
         self.fixed_ = fixed
 
     # --- the type ---------------------------------------------------------------------------
@@ -94,6 +116,7 @@ class Object(Scalar):
 
     @property
     def type_id_(self) -> int:
+        """The id of the type as declared, in the kernel's BTF."""
         return self._type_id
 
     @property
@@ -341,7 +364,14 @@ class Object(Scalar):
 
 def container_of(ptr: Object, type: str | int, member: str) -> Object:
     """The ``type`` whose ``member`` ``ptr`` points to (or is): C's and drgn's container_of,
-    as ``container_of(node, "struct task_struct", "tasks")`` for a ``list_head`` ring."""
+    as for the nodes of a ``list_head`` ring::
+
+        for node in list_for_each(live["init_task"].tasks):
+            task = container_of(node, "struct task_struct", "tasks")
+            print(task.pid.value_(), task.comm.string_())
+
+    ``member`` may be a path (``"pid_links[0]"``, ``"se.run_node"``).
+    """
     kernel = ptr._kernel
     btf = kernel.btf
     try:
@@ -356,7 +386,12 @@ def container_of(ptr: Object, type: str | int, member: str) -> Object:
 
 
 def sizeof(obj: Object) -> int:
-    """The size in bytes of ``obj``'s type (drgn's ``sizeof``)."""
+    """The size in bytes of ``obj``'s type (drgn's ``sizeof``)::
+
+        sizeof(live.per_cpu("runqueues", 0))  # sizeof(struct rq)
+
+    A pointer's is the pointer's size, an array's that of all its elements.
+    """
     return obj._size()
 
 

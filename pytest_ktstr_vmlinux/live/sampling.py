@@ -22,19 +22,26 @@ from .errors import LiveKernelError
 
 @dataclass
 class Samples:
-    """A table: ``rows`` of (time, cpu, *values); ``column(name)``, ``to_csv()``, ``plot()``.
+    """A table: ``rows`` of ``(time, cpu, *values)``; ``column(name)``, ``to_csv()``, ``plot()``.
 
     What the monitor that filled it did: ``cpus`` it sampled, every ``interval`` seconds from
     ``started`` (``time.monotonic()`` at the first tick, time 0 of the rows); ``ticks`` taken (each
     one row per CPU), ``missed_ticks`` (due while the thread could not run, skipped rather than
     taken late in a bunch); ``scheduled_ticks``, their sum; ``max_gap(cpu)``."""
 
+    #: The member paths read, one column each.
     fields: tuple[str, ...]
+    #: ``(seconds since the first tick, cpu, one value per field)``, one a CPU a tick.
     rows: list[tuple[Any, ...]] = field(default_factory=list)
+    #: The CPUs sampled.
     cpus: tuple[int, ...] = ()
+    #: Seconds between ticks.
     interval: float = 0.0
+    #: ``time.monotonic()`` at the first tick.
     started: float = 0.0
+    #: Ticks taken.
     ticks: int = 0
+    #: Ticks that fell due while the thread could not run, skipped.
     missed_ticks: int = 0
 
     @property
@@ -60,6 +67,7 @@ class Samples:
 
     @property
     def columns(self) -> tuple[str, ...]:
+        """The column names: ``"time"``, ``"cpu"``, then the fields."""
         return ("time", "cpu", *self.fields)
 
     def __len__(self) -> int:
@@ -118,6 +126,7 @@ class Samples:
             plt.close(fig)
 
     def to_csv(self) -> str:
+        """The table as CSV text, a header row of ``columns`` first."""
         out = io.StringIO()
         writer = csv.writer(out, lineterminator="\n")
         writer.writerow(self.columns)

@@ -28,11 +28,19 @@ EVENTS = "struct scx_event_stats"
 
 
 class SchedExt:
-    """``present``, ``state()``, ``root()``, ``ops_name()``, ``events(cpu)``, ``event_names``."""
+    """sched_ext in the guest kernel's memory, read from the host: its state, the attached
+    scheduler and its event counters, wherever the kernel's release keeps them::
+
+        scx = SchedExt(kernel_vm.kernel)
+        if scx.present and scx.state() == "enabled":
+            print(scx.ops_name(), scx.events(0).SCX_EV_SELECT_CPU_FALLBACK.value_())
+    """
 
     def __init__(self, live: Program) -> None:
+        #: The live kernel read.
         self.live = live
         symbols, btf = live.symbols, live.btf
+        #: Whether the kernel has sched_ext (CONFIG_SCHED_CLASS_EXT).
         self.present = STATE in symbols and "struct scx_rq" in btf
         self._states: dict[int, str] = {}
         if self.present and "enum scx_enable_state" in btf:

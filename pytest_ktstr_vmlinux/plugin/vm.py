@@ -91,16 +91,25 @@ def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
 
 
 class GuestFactory:
-    """``kernel_vm_factory``: ``boot(...)`` (or calling it) boots the test's kernel; unset
-    arguments come from the options. ``guests`` are the guests it made."""
+    """What the ``kernel_vm_factory`` fixture gives: ``boot(...)`` (or calling it) boots the
+    test's kernel; unset arguments come from the options. Every guest it made is shut down
+    when the test ends::
+
+        def test_two_sizes(kernel_vm_factory):
+            small = kernel_vm_factory(cpus=1, memory="512M")
+            big = kernel_vm_factory.boot(cpus=4, numa_nodes=2)
+            assert big.run("nproc").stdout.strip() == b"4"
+    """
 
     def __init__(self, guests: _Guests, kernel: Kernel, name: str) -> None:
         self._guests, self._kernel, self._name = guests, kernel, name
+        #: The guests it made, in order.
         self.guests: list[GuestVM] = []
 
     def boot(self, **arguments: Any) -> GuestVM:
         """A new guest: cpus=, memory=, cmdline=, files=, timeout=, programs=, scheduler=,
-        scheduler_args=, sockets=, cores=, threads=, numa_nodes=."""
+        scheduler_args=, sockets=, cores=, threads=, numa_nodes= (as ``boot_guest`` takes
+        them). A guest that fails to boot raises GuestBootError."""
         unknown = sorted(set(arguments) - set(MARKER_ARGS))
         if unknown:
             raise TypeError(f"boot() got an unexpected argument {unknown[0]!r}")

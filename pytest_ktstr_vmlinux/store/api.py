@@ -32,13 +32,30 @@ Build = Callable[[Path, BinaryIO], None]
 
 
 class Store(Protocol):
-    """What fixtures and library code need from a store, on disk or in memory."""
+    """What fixtures and library code need from a store, on disk (ArtifactStore) or in memory
+    (MemoryStore): artifacts derived from a source file, each built at most once for the
+    file's current content and rebuilt when the file changes. A test's own artifact::
 
+        def sections(path, out):  # writes the payload
+            out.write(subprocess.run(["readelf", "-S", path], capture_output=True).stdout)
+
+        stored = kernel_store.get_or_build(kernel.require_vmlinux(), "my-sections", 1, sections)
+        text = stored.read_bytes()
+
+    Raise ``version`` when what ``build`` writes changes: the old artifacts are not served.
+    """
+
+    #: What this process built and reused.
     stats: StoreStats
 
     def get_or_build(
         self, source: str | os.PathLike[str], kind: str, version: int, build: Build
-    ) -> StoredArtifact: ...
+    ) -> StoredArtifact:
+        """The ``kind``/``version`` artifact of ``source``'s current content, built at most once:
+        ``build(path, out)`` writes the payload to the binary file ``out``. A kind is 1-64 ASCII
+        letters, digits, ``.``, ``_`` or ``-``; a version 0 to 65535 (ValueError otherwise).
+        Errors from ``build`` propagate and are never recorded."""
+        ...
 
     def get_or_build_json(
         self,
@@ -46,16 +63,24 @@ class Store(Protocol):
         kind: str,
         version: int,
         compute: Callable[[Path], Any],
-    ) -> Any: ...
+    ) -> Any:
+        """``compute(path)``, a JSON-serializable value derived from ``source``, computed at
+        most once as ``get_or_build`` builds."""
+        ...
 
-    def export(self, stored: StoredArtifact, suffix: str) -> Path: ...
+    def export(self, stored: StoredArtifact, suffix: str) -> Path:
+        """The payload of ``stored`` as a plain file named with ``suffix`` (``".elf"``), for
+        tools that want a path, not bytes."""
+        ...
 
 
 @dataclass
 class StoreStats:
     """What this process did: artifacts it built, and artifacts it found already built."""
 
+    #: Artifacts built by this process.
     built: int = 0
+    #: Artifacts found already built (by this process, or on disk by any).
     reused: int = 0
 
 
@@ -66,15 +91,22 @@ class StoredArtifact:
     The payload lives in a verified artifact file (on-disk store) or in memory (MemoryStore).
     """
 
+    #: The source file's canonical path.
     source: str
+    #: The version of the source the payload was built from (its stat signature).
     signature: StatSignature
+    #: The artifact's kind.
     kind: str
+    #: The artifact's version.
     version: int
+    #: The verified artifact file, in an on-disk store.
     file: Artifact | None = None
+    #: The payload, in a MemoryStore.
     data: bytes | None = None
 
     @property
     def size(self) -> int:
+        """The payload's size in bytes."""
         return self.file.size if self.file is not None else len(self.data or b"")
 
     def map(self) -> memoryview:
@@ -82,9 +114,11 @@ class StoredArtifact:
         return self.file.map() if self.file is not None else memoryview(self.data or b"")
 
     def read_bytes(self) -> bytes:
+        """A copy of the payload."""
         return self.file.read_bytes() if self.file is not None else (self.data or b"")
 
     def json(self) -> Any:
+        """The payload read as JSON (what ``get_or_build_json`` stored)."""
         return json.loads(self.read_bytes())
 
 

@@ -163,12 +163,19 @@ def default_cache() -> VmlinuxBytesCache:
 
 
 def load_vmlinux_bytes(path: str | os.PathLike[str]) -> memoryview:
-    """Cached bytes of ``path``; raises KernelArtifactError saying what is wrong."""
+    """The bytes of the file ``path`` (a vmlinux), read once per process and kept: read again
+    only when the file changes (its stat signature, checked on every call, says so). Raises
+    KernelArtifactError saying what is wrong."""
     return _DEFAULT_CACHE.get(path)
 
 
 def cached_vmlinux_bytes(path: str | os.PathLike[str]) -> memoryview | None:
-    """Cached bytes of ``path``, or None when it cannot be read (nothing is cached then)."""
+    """As ``load_vmlinux_bytes``, or None when ``path`` cannot be read (nothing is cached then).
+    The bytes are shared, read-only, by every caller of the process::
+
+        data = cached_vmlinux_bytes(kernel.require_vmlinux())
+        assert data is not None and data[1:4] == b"ELF"
+    """
     try:
         return _DEFAULT_CACHE.get(Path(path))
     except KernelArtifactError:

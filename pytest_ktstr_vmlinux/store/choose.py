@@ -35,10 +35,16 @@ def open_store(
     lock_timeout: float = DEFAULT_LOCK_TIMEOUT,
     on_lock_wait: Callable[[str], None] | None = None,
 ) -> tuple[Store, str | None]:
-    """The on-disk store at ``directory`` (default location when None; a SpilloverStore, so a
-    disk that fills up later costs a warning, not the run) and what to warn about (damage
-    repaired while opening it), or, when it cannot be written (or is full), a MemoryStore and
-    the reason to warn about.
+    """The on-disk store at ``directory`` (``$XDG_CACHE_HOME/pytest-ktstr-vmlinux`` or
+    ``~/.cache/pytest-ktstr-vmlinux`` when None; an ArtifactStore that, if the disk fills up
+    later, warns and builds the rest in memory: it costs a warning, not the run) and what to
+    warn about (damage repaired while opening it), or, when it cannot be written (or is full),
+    a MemoryStore and the reason to warn about::
+
+        store, warning = open_store(None)
+        if warning:
+            print(warning)
+        kernel = resolve_kernel("running", store=store)
 
     InsecureStoreError propagates: a directory others could write is never silently bypassed.
     """

@@ -57,10 +57,14 @@ DEFAULT_LOCK_TIMEOUT = 1800.0
 
 
 class ArtifactStore:
-    """A filelock-guarded on-disk store of artifacts derived from source files.
+    """A filelock-guarded on-disk store of artifacts derived from source files (a Store): each
+    artifact is built once across every process and run, verified before use, and evicted
+    least recently used first past ``max_size``.
 
-    A full disk is a StoreFullError; ``store/choose.py``'s SpilloverStore turns it into in-process
-    artifacts with one warning.
+    ``max_size`` is 8 GiB by default. A full disk is a StoreFullError; the store ``open_store``
+    opens turns it into in-process artifacts with one warning instead. ``on_lock_wait`` is
+    told, once, when another process holds the lock; ``lock_timeout`` seconds later (1800 by
+    default) a StoreLockTimeout is raised. ``racy_window_ns`` is 2 s by default.
     """
 
     def __init__(
@@ -72,9 +76,11 @@ class ArtifactStore:
         racy_window_ns: int = RACY_WINDOW_NS,
         on_lock_wait: Callable[[str], None] | None = None,
     ) -> None:
+        #: The store's directory.
         self.directory = prepare_store_dir(Path(directory))
         self.lock_timeout = lock_timeout
         self.on_lock_wait = on_lock_wait
+        #: What this process built and reused.
         self.stats = StoreStats()
         self._warned: set[str] = set()
         self._owner = os.geteuid()  # prepare_store_dir refuses a directory anyone else owns
@@ -110,6 +116,9 @@ class ArtifactStore:
 
     @property
     def racy_window_ns(self) -> int:
+        """How recent a source's change must be for its stat signature to be distrusted (and
+        its content hashed): a file changed within this window of being read may change again
+        without its mtime moving."""
         return self._artifacts.racy_window_ns
 
     # --- the API other modules build on ---------------------------------------------------------
@@ -122,7 +131,7 @@ class ArtifactStore:
         ``build(source, out)`` writes the payload to ``out``; it runs under the store lock, so
         every other process asking for the same key waits and then reads what it published.
         Errors from ``build`` propagate and are never recorded. ValueError: a kind or version
-        the store cannot record (see ``api.check_key``). StoreFullError: no room on its disk
+        the store cannot record (see ``Store.get_or_build``). StoreFullError: no room on its disk
         for the artifact (or the index that records it); nothing partial is left behind.
         """
         check_key(kind, version)
@@ -171,6 +180,7 @@ class ArtifactStore:
 
     @property
     def owner(self) -> int:
+        """The uid that owns the store (this process's: a store owned by another is refused)."""
         return self._owner
 
     def warn(self, message: str) -> None:

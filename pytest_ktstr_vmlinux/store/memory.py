@@ -47,10 +47,13 @@ class _Held:
 
 class MemoryStore:
     """In-process artifacts keyed by (canonical path, kind, version) and the source's signature,
-    with the same racy-source rule as the on-disk store."""
+    with the same racy-source rule as the on-disk store: a Store that needs no disk, built
+    once per process (what the readers use when given no store, and a Kernel by default)."""
 
     def __init__(self, racy_window_ns: int = RACY_WINDOW_NS) -> None:
+        #: How recent a source's change must be for it to be checked by content.
         self.racy_window_ns = racy_window_ns
+        #: What this store built and reused.
         self.stats = StoreStats()
         self._held: dict[tuple[str, str, int], _Held] = {}
         self._exports: Path | None = None
@@ -62,6 +65,7 @@ class MemoryStore:
     def get_or_build(
         self, source: str | os.PathLike[str], kind: str, version: int, build: Build
     ) -> StoredArtifact:
+        """As ``Store.get_or_build``, once per process."""
         check_key(kind, version)
         key = canonical_key(source)
         with self._lock:
@@ -115,4 +119,5 @@ class MemoryStore:
         version: int,
         compute: Callable[[Path], Any],
     ) -> Any:
+        """As ``Store.get_or_build_json``, once per process."""
         return self.get_or_build(source, kind, version, json_build(compute)).json()

@@ -80,15 +80,26 @@ def boot_guest(
     threads: int | None = None,
     numa_nodes: int | None = None,
 ) -> GuestVM:
-    """Boot ``kernel`` (a Kernel with an image, or an image path) and wait for its agent.
+    """Boot ``kernel`` (a Kernel with an image, or an image path) and wait for its agent::
 
-    ``memory`` in bytes (a whole number of MiB), ``cmdline`` appended to the kernel's, ``files``
-    added to the initramfs (guest path -> bytes or host path), ``timeout`` seconds for the boot.
+        with boot_guest(resolve_kernel("/boot/vmlinuz-6.12.38+deb13-cloud-amd64"), cpus=4) as vm:
+            print(vm.run("uname -r", check=True).stdout.decode())
+            print(vm.kernel.symbols["init_task"])  # the live kernel, read from the host
+
+    ``memory`` in bytes (a whole number of MiB; 512 MiB by default), ``cmdline`` appended to the
+    kernel's, ``files`` added to the initramfs (guest path -> bytes or host path), ``timeout``
+    seconds for the boot (300 by default).
     ``programs`` (host programs by path or name) are packed with their loader and libraries;
     ``scheduler`` too, then started with ``scheduler_args`` once the guest is up. ``cpus`` (2
-    by default), or ``sockets`` x ``cores`` x ``threads``, over ``numa_nodes`` nodes. ``store``
-    keeps the initramfs and the KVM probe's verdict: by default the store ``kernel`` was
-    resolved with, or a MemoryStore for an image path.
+    by default), or ``sockets`` x ``cores`` x ``threads``, over ``numa_nodes`` nodes. ``accel``
+    is ``"kvm"``, ``"tcg"`` or ``"auto"`` (KVM when it works here). ``log_dir`` keeps the
+    console and QEMU's messages as files there (console.log, qemu.log). ``store`` keeps the
+    initramfs and the KVM probe's verdict: by default the store ``kernel`` was resolved with,
+    or a MemoryStore for an image path.
+
+    What a boot needs is checked before QEMU starts: GuestUnavailableError names a missing QEMU
+    or busybox, GuestProgramError a program that cannot run in the guest; GuestBootError quotes
+    the console of a guest that panicked or missed its deadline.
     """
     image, arch = _image(kernel, arch)
     if store is None:

@@ -16,9 +16,13 @@ class GuestResult:
     """A command's exit status (None when it timed out) and its output, as bytes. Kept with the
     errors, which carry one."""
 
+    #: The command as given to ``run``.
     command: str
+    #: Its exit status; None when it timed out.
     returncode: int | None
+    #: What it wrote to standard output.
     stdout: bytes
+    #: What it wrote to standard error.
     stderr: bytes
 
 

@@ -57,13 +57,24 @@ DEFAULT_COMMAND_TIMEOUT = 300.0
 
 
 class GuestVM:
-    """A running guest; made by ``boot_guest``. ``run``, ``put``, ``get`` talk to its agent;
-    ``console``, ``memory`` and ``qmp`` look at it from the host; ``shutdown()`` (or leaving a
-    ``with`` block) stops it, and a guest nobody stopped is killed when it is collected or the
-    process exits."""
+    """A running guest; made by ``boot_guest`` (or the ``kernel_vm`` fixtures). ``run``,
+    ``put``, ``get`` talk to its agent; ``console``, ``memory``, ``qmp`` and ``kernel`` look at
+    it from the host; ``shutdown()`` (or leaving a ``with`` block) stops it, and a guest nobody
+    stopped is killed when it is collected or the process exits::
+
+        def test_guest(kernel_vm):
+            kernel_vm.put("/tmp/input", b"hello")
+            result = kernel_vm.run("wc -c < /tmp/input", check=True)
+            assert result.stdout.strip() == b"5"
+            assert b"Linux version" in kernel_vm.get("/proc/version")
+
+    Requests to the agent from several threads run one at a time; each ``timeout`` bounds the
+    whole call. Every failure is a GuestError quoting the console's last lines.
+    """
 
     # Set after construction (boot_guest, start_scheduler): the guest path of each program
     # packed at boot, and the sched_ext scheduler started last.
+    #: The guest path of each program packed at boot (``programs=``), by the name it was given.
     programs: Mapping[str, str] = {}
     _scheduler: Scheduler | None = None
 
@@ -83,11 +94,17 @@ class GuestVM:
         store: Store | None = None,
     ) -> None:
         self.line = line
+        #: The guest's CPUs.
         self.cpus = line.cpus
+        #: ``"kvm"`` or ``"tcg"``: how QEMU runs it.
         self.accel = line.accel
+        #: The kernel command line it booted with.
         self.cmdline = line.cmdline
+        #: The guest's RAM, mapped in this process: physical reads and writes from the host.
         self.memory = memory
+        #: Where its console and QEMU's messages are kept (``log_dir=``), or None.
         self.log_dir = log_dir
+        #: The console's file, when it is kept in ``log_dir``; else None.
         self.console_path = console.path
         self._console = console
         self._qemu_log = qemu_log
@@ -113,6 +130,7 @@ class GuestVM:
 
     @property
     def alive(self) -> bool:
+        """Whether the guest runs: not shut down, and QEMU has not exited."""
         return self._stopped is None and self._process.poll() is None
 
     @property
@@ -130,7 +148,7 @@ class GuestVM:
 
     @property
     def kernel(self) -> LiveKernel:
-        """The running kernel read from the host (live.LiveKernel), typed by its vmlinux's
+        """The running kernel read from the host (a LiveKernel), typed by its vmlinux's
         symbols, BTF and DWARF (built through the guest's store when first needed)."""
         self._check_running("kernel")
         if self._live is None:
@@ -167,7 +185,7 @@ class GuestVM:
         """Start the sched_ext scheduler ``program`` (packed at boot, a guest path, or a host
         program, which is copied in with its libraries first) with ``args``, and wait until
         sched_ext says it is attached; SchedulerError (kind, reason in the kernel's words)
-        when it does not attach in ``timeout`` seconds."""
+        when it does not attach in ``timeout`` seconds (120 by default)."""
         self._scheduler = start_scheduler(self, os.fspath(program), list(args), timeout)
         return self._scheduler
 
@@ -177,8 +195,8 @@ class GuestVM:
         self, command: str, *, timeout: float = DEFAULT_COMMAND_TIMEOUT, check: bool = False
     ) -> GuestResult:
         """Run ``command`` with the guest's sh, as root; its status and output. ``check``:
-        GuestCommandError when the status is not 0. Past ``timeout`` seconds the guest is
-        killed: GuestTimeoutError with the output so far."""
+        GuestCommandError when the status is not 0. Past ``timeout`` seconds (300 by default)
+        the guest is killed: GuestTimeoutError with the output so far."""
         data = _command_bytes(command)
         what = f"run {_short(command)!r}"
         with self._request(what, timeout) as deadline:
@@ -220,7 +238,7 @@ class GuestVM:
         """Write a guest file (directories made as needed): bytes, or a host file's contents
         (and, unless ``mode`` says otherwise, its permission bits; bytes get 0644). A host
         path must name a regular file no larger than the guest's memory; it is read a window
-        at a time, and must not change meanwhile."""
+        at a time, and must not change meanwhile. ``timeout`` as for ``run``."""
         _check_guest_path(guest_path)
         if isinstance(data, (bytes, bytearray, memoryview)):
             view = memoryview(data).cast("B")
@@ -245,7 +263,8 @@ class GuestVM:
             host.close()
 
     def get(self, guest_path: str, *, timeout: float = DEFAULT_COMMAND_TIMEOUT) -> bytes:
-        """A guest file's contents (files under /proc and /sys too)."""
+        """A guest file's contents (files under /proc and /sys too); ``timeout`` as for
+        ``run``."""
         _check_guest_path(guest_path)
         with self._request(f"get {guest_path}", timeout) as deadline:
             return self._agent.get(guest_path, deadline)

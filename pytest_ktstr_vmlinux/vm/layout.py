@@ -44,12 +44,16 @@ ARM64_RAM_BASE = 0x40000000  # hw/arm/virt.c: RAM starts at 1 GiB
 class RamRegion:
     """Guest physical ``[start, start + size)`` is the RAM buffer's ``[offset, offset + size)``."""
 
+    #: The first guest physical address.
     start: int
+    #: Its size in bytes.
     size: int
+    #: Where it starts in the RAM buffer (``GuestMemory.buffer``).
     offset: int
 
     @property
     def end(self) -> int:
+        """The guest physical address just past the region."""
         return self.start + self.size
 
 

@@ -29,15 +29,23 @@ SHM = "/dev/shm"
 
 
 class GuestMemory:
-    """``buffer`` is the RAM file (read-only memoryview); ``regions`` say which guest physical
-    addresses each part of it backs; ``read(phys, size)`` is a zero-copy view of one range."""
+    """The guest's RAM, mapped in this process (a GuestVM's ``memory``): ``buffer`` is the RAM file
+    (read-only memoryview); ``regions`` say which guest physical addresses each part of it
+    backs; ``read(phys, size)`` is a zero-copy view of one range::
+
+        ram = kernel_vm.memory
+        first = ram.regions[0]
+        page = bytes(ram.read(first.start, 4096))  # what the guest has there, now
+    """
 
     def __init__(
         self, fd: int, regions: tuple[RamRegion, ...], nodes: Sequence[tuple[int, int]] = ()
     ) -> None:
         """``fd`` backs all of ``regions``; or, with ``nodes`` (``(fd, size)`` per NUMA node, in
         QEMU's order), those files do, one after the other."""
+        #: Which guest physical ranges the RAM file backs, and where in ``buffer``.
         self.regions = regions
+        #: The RAM's size in bytes.
         self.size = sum(r.size for r in regions)
         self._spans = tuple((r.start, r.start + r.size, r.offset) for r in regions)
         self._files = list(nodes) or [(fd, self.size)]
@@ -45,6 +53,7 @@ class GuestMemory:
             raise ValueError("the node files' sizes do not add up to the RAM regions'")
         if len(self._files) == 1:
             self._map = mmap.mmap(fd, self.size, mmap.MAP_SHARED, mmap.PROT_READ)
+            #: All of guest RAM, read-only, in QEMU's order (node 0 first).
             self.buffer = memoryview(self._map)
         else:
             self._map = _map_side_by_side(self._files)

@@ -24,7 +24,13 @@ __all__ = ["ExecuteError", "GuestQMP"]
 
 
 class GuestQMP:
-    """``execute("query-status")``, ``hmp("info registers")``, ``pause()``, ``resume()``.
+    """The guest's QEMU monitor (``GuestVM.qmp``), called without an event loop::
+
+        qmp = kernel_vm.qmp
+        qmp.pause()
+        assert qmp.status() == "paused"
+        print(qmp.hmp("info registers"))
+        qmp.resume()
 
     Errors QEMU returns are ``qemu.qmp.ExecuteError``; a monitor that does not answer in time is
     a GuestError, one that is gone (QEMU exited) a GuestStoppedError. ``client`` is the
@@ -32,12 +38,14 @@ class GuestQMP:
     """
 
     def __init__(self, sock: socket.socket, *, timeout: float = DEFAULT_TIMEOUT) -> None:
+        #: Seconds a call may take.
         self.timeout = timeout
         self._loop = asyncio.new_event_loop()
         self._thread = threading.Thread(
             target=self._loop.run_forever, name="ktstr-vm-qmp", daemon=True
         )
         self._thread.start()
+        #: The ``qemu.qmp.QMPClient``, connected: its coroutines run with ``call``.
         self.client = QMPClient("ktstr-vm")
         try:
             self.call(self.client.connect(sock), what="connecting to the monitor")
@@ -65,6 +73,8 @@ class GuestQMP:
             raise GuestStoppedError(f"{what}: QEMU's monitor is gone ({e!r})") from None
 
     def execute(self, command: str, arguments: dict[str, object] | None = None) -> object:
+        """The QMP command ``command`` (``"query-cpus-fast"``) with ``arguments``; its return
+        value, as QEMU's JSON."""
         return self.call(self.client.execute(command, arguments), what=f"QMP {command}")
 
     def hmp(self, command_line: str) -> str:
@@ -79,12 +89,15 @@ class GuestQMP:
         return str(out["status"])
 
     def pause(self) -> None:
+        """Stop the guest's CPUs (QMP ``stop``): its memory holds still while it is read."""
         self.execute("stop")
 
     def resume(self) -> None:
+        """Let the guest's CPUs run again (QMP ``cont``)."""
         self.execute("cont")
 
     def close(self) -> None:
+        """Disconnect and stop the monitor's thread; shutting the guest down does it too."""
         if self._loop.is_closed():
             return
         if self._thread.is_alive():

@@ -144,13 +144,29 @@ def exit_of(lines: list[str], name: str | None, enable_seq: int = 0) -> Exit | N
 
 
 class Scheduler:
-    """A scheduler started in a guest by ``GuestVM.start_scheduler``."""
+    """A sched_ext scheduler started in a guest by ``GuestVM.start_scheduler`` (or
+    ``scheduler=`` at boot), attached when it is returned::
+
+        @pytest.mark.ktstr_vm(programs=["stress-ng"])
+        def test_simple(kernel_vm):
+            scheduler = kernel_vm.start_scheduler("scx_simple")  # a host program, copied in
+            assert scheduler.state == "enabled"
+            kernel_vm.run("stress-ng --cpu 2 -t 10", check=True)
+            scheduler.stop()  # SchedulerError, in the kernel's words, if it was kicked out
+    """
 
     def __init__(self, vm: Guest, program: str, args: list[str], number: int) -> None:
-        self.vm, self.program, self.args = vm, program, args
+        self.vm = vm
+        #: The program's path in the guest.
+        self.program = program
+        #: Its arguments.
+        self.args = args
         self.dir = f"{RUN_DIR}/{number}"
+        #: Its process id in the guest.
         self.pid = 0
-        self.name: str | None = None  # its ops name, once attached
+        #: Its ops name (``"simple"``), as sched_ext reports it once attached.
+        self.name: str | None = None
+        #: Whether ``stop()`` stopped it.
         self.stopped = False
         self._seq = 0
         self._enabled_seq = ""  # enable_seq once it is attached
@@ -159,6 +175,8 @@ class Scheduler:
     # --- starting ---------------------------------------------------------------------------
 
     def start(self, timeout: float) -> None:
+        """Start the program and wait, at most ``timeout`` seconds, until sched_ext has
+        enabled it (``GuestVM.start_scheduler`` does this); SchedulerError when it does not."""
         command = " ".join(shlex.quote(a) for a in (self.program, *self.args))
         self.vm.put(LIBRARY, SCRIPT.encode())
         self.vm.put(f"{self.dir}/command", f"exec {command}\n".encode())
@@ -234,7 +252,7 @@ class Scheduler:
     def stop(self, timeout: float = DEFAULT_STOP_TIMEOUT) -> None:
         """SIGINT to the scheduler (sched_ext's schedulers detach on it), then wait until it
         has exited and sched_ext is ``disabled``; SchedulerError if the kernel had kicked it
-        out before, or it does not stop in ``timeout`` seconds."""
+        out before, or it does not stop in ``timeout`` seconds (60 by default)."""
         if self.stopped:
             return
         self.check()

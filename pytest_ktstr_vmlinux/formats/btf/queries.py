@@ -71,7 +71,18 @@ _FLAVOR = re.compile(r"___[^.\[]*")  # CO-RE: "nr_running___v2" is nr_running in
 
 
 class BTF(Overlay):
-    """A parsed BTF blob. Build with ``from_bytes`` or ``from_path``."""
+    """A parsed BTF blob: the kernel's types, sizes, member offsets and enumerators. Build with
+    ``from_bytes`` or ``from_path``::
+
+        btf = BTF.from_path("/sys/kernel/btf/vmlinux")  # or a vmlinux's .BTF section
+        btf.sizeof("struct rq")
+        btf.offsetof("struct task_struct", "se.vruntime")
+        btf.member("struct rq", "nr_running").type_name  # "unsigned int"
+        btf.enum_value("PIDTYPE_PID")
+
+    Every query takes a type id or a name (``"struct rq"``, ``"u64"``, or a C type expression
+    such as ``"char *"``); a name that is not there is a BTFKeyError suggesting close ones.
+    """
 
     # --- construction ---------------------------------------------------------------------------
 

@@ -123,6 +123,7 @@ class TypeTable:
 
     @property
     def byteorder(self) -> str:
+        """``"little"`` or ``"big"``: the BTF's byte order, and so its kernel's."""
         return "little" if self._order == "<" else "big"
 
     @property

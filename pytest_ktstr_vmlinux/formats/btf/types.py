@@ -32,10 +32,15 @@ class Member:
     its struct; from ``BTF.member()`` ``name`` is the path and ``bit_offset`` counts from the
     start of the outer type. ``bitfield_size`` is 0 for a member that is not a bitfield."""
 
+    #: The member's name (from ``BTF.member()``, the path asked for).
     name: str
+    #: The id of its type, as declared.
     type_id: int
+    #: Its type as C spells it (``"struct list_head"``, ``"u64"``).
     type_name: str
+    #: Its offset in bits (see above for from where).
     bit_offset: int
+    #: Its width in bits when it is a bitfield, else 0.
     bitfield_size: int
 
     @property
@@ -58,8 +63,11 @@ class Route(NamedTuple):
     ``struct task_struct``). ``type_id`` is the member's type as declared, ``bitfield_size`` 0
     unless it is a bitfield."""
 
+    #: Bit offsets: the member's, or each pointer's on the way and then the member's.
     offsets: tuple[int, ...]
+    #: The member's type id, as declared.
     type_id: int
+    #: The member's width in bits when it is a bitfield, else 0.
     bitfield_size: int
 
 
@@ -78,12 +86,22 @@ class BTFType:
     to (the pointee, typedef'd or qualified type, an array's element, a FUNC's prototype, a VAR's
     type, a FUNC_PROTO's return type), None for kinds that refer to none."""
 
+    #: The type id (1 and up; 0 is ``void``).
     id: int
+    #: The BTF kind: ``"INT"``, ``"PTR"``, ``"ARRAY"``, ``"STRUCT"``, ``"UNION"``, ``"ENUM"``,
+    #: ``"FWD"``, ``"TYPEDEF"``, ``"VOLATILE"``, ``"CONST"``, ``"RESTRICT"``, ``"FUNC"``,
+    #: ``"FUNC_PROTO"``, ``"VAR"``, ``"DATASEC"``, ``"FLOAT"``, ``"DECL_TAG"``, ``"TYPE_TAG"``
+    #: or ``"ENUM64"``.
     kind: str
+    #: Its name, ``""`` for an anonymous type.
     name: str
+    #: The size field (see above), or None.
     size: int | None
+    #: The kind's count: members, enumerators, parameters, variables of a DATASEC.
     vlen: int
+    #: The type id it refers to (see above), or None.
     target: int | None
+    #: The BTF it came from, which decodes its members.
     btf: MemberDecoder = field(repr=False, compare=False)
 
     @property

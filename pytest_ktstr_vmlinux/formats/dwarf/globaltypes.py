@@ -57,11 +57,17 @@ class GlobalTypeError(KeyError):
 class GlobalVariable:
     """One variable of the table: ``type`` a C type expression, or None with ``problem``."""
 
+    #: The variable's name.
     name: str
+    #: Its address in the vmlinux (before KASLR moves it).
     address: int
+    #: Its C type, as an expression BTF resolves (``"struct scx_sched *"``); None with ``problem``.
     type: str | None
+    #: Why DWARF gives it no type that can be spelled, when it does not.
     problem: str | None
+    #: The compilation unit (source file) that defines it.
     unit: str
+    #: Whether it is visible outside its unit (not ``static``).
     external: bool
 
 
@@ -118,7 +124,13 @@ class _Strings:
 
 
 class GlobalTypes:
-    """The globals table of one vmlinux: ``type_of("scx_root")``, ``variables(name)``."""
+    """The globals table of one vmlinux, for the types BTF lacks (distro BTF has only per-CPU
+    variables)::
+
+        table = GlobalTypes.from_vmlinux("/usr/lib/debug/boot/vmlinux-6.1.0-56-cloud-amd64")
+        table.type_of("init_task")  # "struct task_struct"
+        "scx_root" in table  # a kernel with sched_ext
+    """
 
     def __init__(self, payload: bytes | memoryview, source: str = "<globals>") -> None:
         """Wrap a table as the store holds it, without copying its columns."""
@@ -144,7 +156,7 @@ class GlobalTypes:
         if self._strings[-1:] not in (b"", b"\0"):
             raise self._damaged("strings not NUL-terminated")
         self.first_skip = self._text(skip) if skip != NONE else None
-        # The DWARF versions of the units read (a vmlinux's are all one: 5 from gcc 11 on).
+        #: The DWARF versions of the units read (a vmlinux's are all one: 5 from gcc 11 on).
         self.dwarf_versions = tuple(v for v in range(32) if versions >> v & 1)
 
     @classmethod

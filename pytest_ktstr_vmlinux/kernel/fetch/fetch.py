@@ -52,11 +52,16 @@ PINNED = "pinned"
 
 @dataclass(frozen=True)
 class FetchOptions:
-    """``offline``: use what the store has, ask nobody. ``pinned``: ref name -> tree, the trees
-    to use as they are (an xdist worker's, from its controller)."""
+    """How ``fetch_kernel`` may get a kernel: ``FetchOptions(offline=True)``, each field a
+    keyword argument."""
 
+    #: Use what the store has and ask nobody; a kernel the store lacks is an error.
     offline: bool = False
+    #: Where the fetch reports its steps and downloads: any object with ``step(message)`` and
+    #: ``transfer(package, done, total, seconds)`` methods (by default, nowhere).
     progress: Progress = field(default_factory=Silent)
+    #: Ref name (``debian:sid/cloud-amd64``) -> tree: the trees to use as they are, unchecked
+    #: (an xdist worker's, from its controller).
     pinned: Mapping[str, str] = field(default_factory=dict)
 
 
@@ -65,17 +70,31 @@ class FetchedKernel:
     """A fetched kernel's root and where it came from; ``status`` and ``note`` say what this
     run did to get it (downloaded, found current, used offline, ...)."""
 
-    spec: str  # the ref name: debian:sid/cloud-amd64
+    #: The ref name: the spec in full, ``debian:sid/cloud-amd64``.
+    spec: str
+    #: The distro (``debian``).
     distro: str
+    #: The suite it came from (``sid``).
     suite: str
+    #: The kernel release (``6.12.38+deb13-cloud-amd64``).
     release: str
+    #: The package version (``6.12.38-1``).
     version: str
+    #: The distro's architecture name (``amd64``).
     arch: str
+    #: The name of its tree in the store.
     tree: str
+    #: The tree's root, laid out as the distro installs it: the sysroot to resolve it in.
     sysroot: Path
+    #: The tree's size in bytes.
     size: int
+    #: The packages unpacked into it.
     packages: tuple[str, ...]
+    #: What this run did to get it: ``"downloaded"``, ``"current"`` (the store's, still what
+    #: the spec stands for), ``"offline"``, ``"unchecked"`` (the archive could not be asked) or
+    #: ``"pinned"``.
     status: str
+    #: The status in words, for the report header.
     note: str
 
     def summary(self) -> str:
@@ -112,10 +131,20 @@ def distro_of(spec: FetchSpec, trees: Trees, raw: str) -> Distro:
 def fetch_kernel(
     spec: FetchSpec, raw: str, store: Store, options: FetchOptions | None = None
 ) -> FetchedKernel:
-    """The kernel ``spec`` stands for, unpacked in ``store`` (see the module docstring).
-    KernelSpecError when it cannot be had: it stands for nothing (the message lists what
-    exists), the store cannot keep it, the host lacks the tools, offline without it, or the
-    fetch failed (the message says what failed)."""
+    """The kernel ``spec`` stands for, unpacked in ``store`` (an ArtifactStore: it is kept on
+    disk), fetched once per machine and reused after; ``raw`` is the spec as written, for
+    messages. ``resolve_kernel`` calls it for a fetch spec, and then finds the kernel's files
+    in ``sysroot``::
+
+        store, _ = open_store(None)
+        kernel = resolve_kernel("debian:sid", store=store)  # fetches, or reuses the store's
+        print(kernel.fetched.summary())
+
+    Online, the archive is asked (at most every few minutes) whether the suite moved; the
+    store's tree is reused unless the spec now stands for other packages. Concurrent processes
+    fetch once and share it. KernelSpecError when it cannot be had: it stands for nothing (the
+    message lists what exists), the store cannot keep it, the host lacks the tools, offline
+    without it, or the fetch failed (the message says what failed)."""
     options = options or FetchOptions()
     if not isinstance(store, ArtifactStore):
         raise KernelSpecError(

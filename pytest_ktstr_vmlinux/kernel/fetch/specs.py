@@ -34,9 +34,13 @@ class FetchSpec:
     """A parsed fetch spec: a ``suite`` (and ``flavour``, None for the default) or a
     ``release``."""
 
+    #: The distro (``debian``).
     distro: str
+    #: The suite (``sid``, ``bookworm``), None for a release.
     suite: str | None = None
+    #: The flavour (``rt-amd64``), None for the suite's default.
     flavour: str | None = None
+    #: An exact release (``6.1.0-57-cloud-amd64``), None for a suite.
     release: str | None = None
 
     def __str__(self) -> str:

@@ -27,14 +27,23 @@ class Thresholds:
     per second over all CPUs. A violation of the runqueue and event checks must last
     ``sustained_samples`` consecutive samples, one per ``check_interval_ms``."""
 
+    #: Check that no workload task waits, runnable, longer than ``max_gap_ms``.
     not_starved: bool = True
+    #: The longest a runnable workload task may go without running, in ms.
     max_gap_ms: float = 2000.0
+    #: Check that no CPU with runnable tasks has an rq clock standing still.
     fail_on_stall: bool = True
+    #: How many consecutive samples a violation of the runqueue and event checks must last.
     sustained_samples: int = 5
+    #: The most the busiest CPU's ``nr_running`` may be over the idlest's.
     max_imbalance_ratio: float = 4.0
+    #: The most tasks a CPU's sched_ext local DSQ may hold.
     max_local_dsq_depth: int = 50
+    #: The most ``SCX_EV_SELECT_CPU_FALLBACK`` events per second, over all CPUs.
     max_fallback_rate: float = 200.0
+    #: The most ``SCX_EV_DISPATCH_KEEP_LAST`` events per second, over all CPUs.
     max_keep_last_rate: float = 100.0
+    #: How far apart the samples the runqueue and event checks judge are, in ms.
     check_interval_ms: float = 100.0
 
     @classmethod

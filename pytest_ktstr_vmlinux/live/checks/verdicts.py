@@ -33,18 +33,29 @@ class Verdict:
     ``detail``, what was seen, in words; where a violation was: ``cpu``, ``pid`` and ``comm``,
     ``at`` (seconds since the monitor's first tick)."""
 
+    #: The check's name: ``"not_starved"``, ``"stall"``, ``"max_imbalance_ratio"``,
+    #: ``"max_local_dsq_depth"``, ``"max_fallback_rate"`` or ``"max_keep_last_rate"``.
     check: str
+    #: True or False; None when the check was not run.
     passed: bool | None
+    #: The worst value seen, None when nothing was measured.
     worst: float | None
+    #: The threshold it was judged against.
     bound: float | None
+    #: What was seen, in words (why it was not run, when it was not).
     detail: str
+    #: The CPU of the worst violation, when it was on one.
     cpu: int | None = None
+    #: The task of the worst violation, when it was a task's.
     pid: int | None = None
+    #: That task's command name.
     comm: str | None = None
+    #: When it was, in seconds since the monitor's first tick.
     at: float | None = None
 
     @property
     def failed(self) -> bool:
+        """Whether the check ran and failed (not merely not run)."""
         return self.passed is False
 
     def __str__(self) -> str:
@@ -61,13 +72,26 @@ class Checks:
     """The checks of one monitored block. ``verdicts`` (by check name), ``failures``,
     ``thresholds``; ``samples``, how many judged samples the runqueue checks had, and ``rows``,
     how many per-CPU rows the monitor read; ``plot_path``, where a plot of the samples went
-    when one was drawn. ``bool(checks)`` is True when no check failed."""
+    when one was drawn. ``bool(checks)`` is True when no check failed::
 
+        with kernel_vm.kernel.monitor() as mon:
+            kernel_vm.run("stress-ng --cpu 4 -t 10")  # packed: programs=["stress-ng"]
+        checks = mon.checks(max_imbalance_ratio=8)
+        assert checks, checks.report()
+        print(checks["stall"].worst)
+    """
+
+    #: The bounds the checks were judged against.
     thresholds: Thresholds
+    #: Each check's verdict, by name (``checks["stall"]`` is ``verdicts["stall"]``).
     verdicts: dict[str, Verdict] = field(default_factory=dict)
+    #: How many samples (one per ``check_interval_ms``) the runqueue checks judged.
     samples: int = 0
+    #: How many per-CPU rows the monitor read.
     rows: int = 0
+    #: How long the monitored block lasted, in seconds.
     duration: float = 0.0
+    #: Where a plot of the samples was drawn, if one was.
     plot_path: str | None = None
 
     def __getitem__(self, check: str) -> Verdict:
@@ -83,10 +107,12 @@ class Checks:
 
     @property
     def failures(self) -> list[Verdict]:
+        """The verdicts that failed."""
         return [v for v in self if v.failed]
 
     @property
     def passed(self) -> bool:
+        """True when no check failed (a check not run is no failure)."""
         return not self.failures
 
     def __bool__(self) -> bool:
@@ -132,4 +158,5 @@ class ChecksFailed(AssertionError):
 
     def __init__(self, checks: Checks) -> None:
         super().__init__(checks.report())
+        #: Every verdict.
         self.checks = checks

@@ -29,7 +29,10 @@ CPUMASK = "struct cpumask"
 
 def for_each_cpu(mask: Object) -> Iterator[int]:
     """The CPUs set in ``mask``: a ``struct cpumask``, a pointer to one, or a
-    ``cpumask_var_t`` (an array of one mask without CONFIG_CPUMASK_OFFSTACK)."""
+    ``cpumask_var_t`` (an array of one mask without CONFIG_CPUMASK_OFFSTACK)::
+
+        allowed = list(for_each_cpu(find_task(live, 1).cpus_mask))  # [0, 1, 2, 3]
+    """
     mask = _mask(mask, "for_each_cpu")
     raw = mask.bits.read_()
     data, count = int.from_bytes(raw, "little"), 8 * len(raw)
@@ -45,26 +48,47 @@ def for_each_cpu(mask: Object) -> Iterator[int]:
 
 
 def for_each_online_cpu(live: Program) -> Iterator[int]:
-    """The online CPUs, from the kernel's ``__cpu_online_mask``."""
+    """The online CPUs, from the kernel's ``__cpu_online_mask``::
+
+        for cpu in for_each_online_cpu(live):
+            print(cpu, live.per_cpu("runqueues", cpu).nr_running.value_())
+
+    The mask is read once, when the walk begins.
+    """
     return for_each_cpu(kernel_of(live, "for_each_online_cpu").object("__cpu_online_mask", CPUMASK))
 
 
 def for_each_possible_cpu(live: Program) -> Iterator[int]:
-    """The possible CPUs (those the kernel has per-CPU areas for), ``__cpu_possible_mask``."""
+    """The possible CPUs (those the kernel has per-CPU areas for), ``__cpu_possible_mask``::
+
+        len(list(for_each_possible_cpu(live)))
+
+    The mask is read once, when the walk begins.
+    """
     return for_each_cpu(
         kernel_of(live, "for_each_possible_cpu").object("__cpu_possible_mask", CPUMASK)
     )
 
 
 def for_each_present_cpu(live: Program) -> Iterator[int]:
-    """The present CPUs, from ``__cpu_present_mask``."""
+    """The present CPUs, from ``__cpu_present_mask``::
+
+        list(for_each_present_cpu(live))  # [0, 1]
+
+    The mask is read once, when the walk begins.
+    """
     return for_each_cpu(
         kernel_of(live, "for_each_present_cpu").object("__cpu_present_mask", CPUMASK)
     )
 
 
 def cpumask_to_cpulist(mask: Object) -> str:
-    """``mask`` in the kernel's cpulist format, as sysfs shows it: ``"0-3,8,10-11"``."""
+    """``mask`` in the kernel's cpulist format, as sysfs shows it: ``"0-3,8,10-11"``::
+
+        cpumask_to_cpulist(find_task(live, 1).cpus_mask)  # "0-3"
+
+    Only the CPUs below ``nr_cpu_ids`` count, as for ``for_each_cpu``.
+    """
     parts: list[str] = []
     start = end = -2
     for cpu in for_each_cpu(mask):

@@ -24,7 +24,12 @@ IDR = "struct idr"
 
 def idr_for_each(idr: Object, *, limit: int = LIMIT) -> Iterator[tuple[int, Object]]:
     """(id, slot) of every pointer in ``idr`` (a ``struct idr`` or a pointer to one), in ID
-    order; the slot is a ``void *`` Object whose ``value_()`` is the pointer."""
+    order; the slot is a ``void *`` Object whose ``value_()`` is the pointer; at most
+    ``limit`` nodes are walked::
+
+        for id, slot in idr_for_each(live.object("map_idr", "struct idr")):
+            print(id, hex(slot.value_()))  # each BPF map's ID and struct bpf_map *
+    """
     tree, base = _tree(idr, "idr_for_each", limit)
     for index, at, _ in tree.entries(advanced=False):
         yield base + index, Object(tree.kernel, tree.slot_tid, at, fixed=False)
@@ -33,8 +38,14 @@ def idr_for_each(idr: Object, *, limit: int = LIMIT) -> Iterator[tuple[int, Obje
 def idr_for_each_entry(
     idr: Object, type: str | int, *, limit: int = LIMIT
 ) -> Iterator[tuple[int, Object]]:
-    """(id, entry) for every pointer in ``idr``, the entry being the ``type`` it points to:
-    ``idr_for_each_entry(live["prog_idr"], "struct bpf_prog")``."""
+    """(id, entry) for every pointer in ``idr``, the entry being the ``type`` it points to::
+
+        progs = live.object("prog_idr", "struct idr")
+        for id, prog in idr_for_each_entry(progs, "struct bpf_prog"):
+            print(id, prog.aux.name.string_())
+
+    An ID allocated but holding no pointer yet is skipped; at most ``limit`` nodes are walked.
+    """
     tree, base = _tree(idr, "idr_for_each_entry", limit)
     tid = resolve(tree.kernel, type, "idr_for_each_entry")
     for index, _, entry in tree.entries(advanced=False):
@@ -43,7 +54,10 @@ def idr_for_each_entry(
 
 def idr_find(idr: Object, id: int) -> Object | None:
     """The slot holding ``id``'s pointer (as in ``idr_for_each``), or None when the ID is not
-    allocated or holds no pointer yet."""
+    allocated or holds no pointer yet::
+
+        slot = idr_find(live.object("prog_idr", "struct idr"), 1)  # BPF program 1's
+    """
     tree, base = _tree(idr, "idr_find", LIMIT)
     if id < base:
         return None

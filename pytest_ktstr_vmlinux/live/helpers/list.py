@@ -30,7 +30,12 @@ LIST_HEAD, HLIST_HEAD, HLIST_NODE = "struct list_head", "struct hlist_head", "st
 
 
 def list_empty(head: Object) -> bool:
-    """Whether the ``struct list_head`` ring ``head`` (or a pointer to one) has no entries."""
+    """Whether the ``struct list_head`` ring ``head`` (or a pointer to one) has no entries::
+
+        list_empty(live["init_task"].children)  # False: init and kthreadd
+
+    Only the head's ``next`` is read.
+    """
     head = expect(head, "list_empty", LIST_HEAD)
     kernel = head.prog_
     return kernel.read_u64(head.address_ + _offset(kernel, LIST_HEAD, "next")) == head.address_
@@ -38,7 +43,12 @@ def list_empty(head: Object) -> bool:
 
 def list_for_each(head: Object, *, limit: int = LIMIT) -> Iterator[Object]:
     """The ``struct list_head`` nodes of the ring ``head`` (or a pointer to one), head
-    excluded, in ``next`` order."""
+    excluded, in ``next`` order, each an Object at the node (``container_of`` finds its
+    entry); at most ``limit`` of them::
+
+        for node in list_for_each(live["init_task"].children):
+            child = container_of(node, "struct task_struct", "sibling")
+    """
     head = expect(head, "list_for_each", LIST_HEAD)
     return nodes_of(head, "list", LIST_HEAD, lambda what: _ring(head, what, limit), "list_for_each")
 
@@ -47,21 +57,37 @@ def list_for_each_entry(
     type: str | int, head: Object, member: str, *, limit: int = LIMIT
 ) -> Iterator[Object]:
     """The ``type`` entries linked through their ``member`` (a ``struct list_head``) on the
-    ring ``head``: ``list_for_each_entry("struct task_struct", init.tasks, "tasks")``."""
+    ring ``head`` (or a pointer to one), in ``next`` order; at most ``limit`` of them::
+
+        init = live["init_task"]
+        for task in list_for_each_entry("struct task_struct", init.tasks, "tasks"):
+            print(task.pid.value_(), task.comm.string_())  # each thread group's leader
+    """
     head = expect(head, "list_for_each_entry", LIST_HEAD)
     walk: Nodes = lambda what: _ring(head, what, limit)  # noqa: E731
     return entries_of(type, head, member, "list", LIST_HEAD, walk, "list_for_each_entry")
 
 
 def hlist_empty(head: Object) -> bool:
-    """Whether the ``struct hlist_head`` chain ``head`` (or a pointer to one) is empty."""
+    """Whether the ``struct hlist_head`` chain ``head`` (or a pointer to one) is empty::
+
+        hlist_empty(find_task(live, 1).thread_pid.tasks[0])  # False: the task has its PID
+
+    Only the head's ``first`` is read.
+    """
     head = expect(head, "hlist_empty", HLIST_HEAD)
     kernel = head.prog_
     return kernel.read_u64(head.address_ + _offset(kernel, HLIST_HEAD, "first")) == 0
 
 
 def hlist_for_each(head: Object, *, limit: int = LIMIT) -> Iterator[Object]:
-    """The ``struct hlist_node`` nodes of the chain ``head`` (or a pointer to one)."""
+    """The ``struct hlist_node`` nodes of the chain ``head`` (or a pointer to one), from its
+    ``first`` to NULL; at most ``limit`` of them::
+
+        pid = find_task(live, 1).thread_pid  # a struct pid * (4.19 and later)
+        for node in hlist_for_each(pid.tasks[0]):
+            task = container_of(node, "struct task_struct", "pid_links[0]")
+    """
     head = expect(head, "hlist_for_each", HLIST_HEAD)
     walk: Nodes = lambda what: _chain(head, what, limit)  # noqa: E731
     return nodes_of(head, "hlist", HLIST_NODE, walk, "hlist_for_each")
@@ -71,7 +97,12 @@ def hlist_for_each_entry(
     type: str | int, head: Object, member: str, *, limit: int = LIMIT
 ) -> Iterator[Object]:
     """The ``type`` entries linked through their ``member`` (a ``struct hlist_node``) on the
-    chain ``head``: ``hlist_for_each_entry("struct task_struct", pid.tasks[0], "pid_links[0]")``."""
+    chain ``head`` (or a pointer to one); at most ``limit`` of them::
+
+        pid = find_task(live, 1).thread_pid  # a struct pid * (4.19 and later)
+        for task in hlist_for_each_entry("struct task_struct", pid.tasks[0], "pid_links[0]"):
+            print(task.comm.string_())
+    """
     head = expect(head, "hlist_for_each_entry", HLIST_HEAD)
     walk: Nodes = lambda what: _chain(head, what, limit)  # noqa: E731
     return entries_of(type, head, member, "hlist", HLIST_NODE, walk, "hlist_for_each_entry")

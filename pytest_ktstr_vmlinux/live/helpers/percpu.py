@@ -18,7 +18,14 @@ __all__ = ["per_cpu_ptr"]
 
 
 def per_cpu_ptr(ptr: Object, cpu: int) -> Object:
-    """CPU ``cpu``'s copy of what the ``__percpu`` pointer ``ptr`` points to."""
+    """CPU ``cpu``'s copy of what the ``__percpu`` pointer ``ptr`` points to (drgn's returns
+    a pointer to it; this, what it points to)::
+
+        root = live.object("scx_root")  # struct scx_sched *, 6.16 and later
+        stats = per_cpu_ptr(root.pcpu, 0).event_stats  # CPU 0's (6.18 and later)
+
+    A per-CPU variable (not a pointer) is ``LiveKernel.per_cpu(name, cpu)``.
+    """
     if not isinstance(ptr, Object):
         raise TypeError(f"per_cpu_ptr() takes an Object of a pointer, not {type(ptr).__name__}")
     kernel = ptr.prog_

@@ -44,7 +44,11 @@ class Tasks(NamedTuple):
 def for_each_task(live: Program, *, idle: bool = False, limit: int = LIMIT) -> Iterator[Object]:
     """Every task (every thread) of the kernel, as ``struct task_struct`` Objects: each
     thread group's leader, then its other threads; first each online CPU's idle task when
-    ``idle``."""
+    ``idle``. Each list is walked for at most ``limit`` nodes::
+
+        for task in for_each_task(live):
+            print(task.pid.value_(), task.comm.string_(), task_state_to_char(task))
+    """
     live = kernel_of(live, "for_each_task")
     if idle:
         for cpu in for_each_online_cpu(live):
@@ -93,7 +97,11 @@ def _tasks(live: Program) -> Tasks:
 
 def find_task(live: Program, pid: int) -> Object | None:
     """The task with PID ``pid`` (in the initial PID namespace, as the host sees it: a
-    thread's ID finds the thread), or None when there is none."""
+    thread's ID finds the thread), or None when there is none::
+
+        init = find_task(live, 1)
+        init.comm.string_()  # "init"
+    """
     live = kernel_of(live, "find_task")
     idr = memo(live, "init_pid_ns.idr", lambda: _pid_idr(live))
     if idr is None:
@@ -115,7 +123,11 @@ def _pid_idr(live: Program) -> Object | None:
 
 def pid_task(pid: Object, type: int) -> Object | None:
     """The first task on ``pid``'s (a ``struct pid`` or a pointer to one) ``type`` chain
-    (``PIDTYPE_PID``: the task with that PID), or None."""
+    (``PIDTYPE_PID``: the task with that PID), or None::
+
+        init = find_task(live, 1)
+        pid_task(init.thread_pid, live.btf.enum_value("PIDTYPE_PID"))  # init itself
+    """
     pid = expect(pid, "pid_task", "struct pid")
     kernel = pid.prog_
     first_at, link_at, tid = memo(kernel, ("pid_task", type), lambda: _links(kernel, type))

@@ -24,7 +24,12 @@ _U64 = struct.Struct("<Q")
 
 def rbtree_inorder_for_each(root: Object, *, limit: int = LIMIT) -> Iterator[Object]:
     """The ``struct rb_node`` nodes of ``root`` (a ``struct rb_root`` or ``struct
-    rb_root_cached``, or a pointer to one), in order: leftmost first."""
+    rb_root_cached``, or a pointer to one), in order: leftmost first; at most ``limit`` of
+    them::
+
+        rq = live.per_cpu("runqueues", 0)
+        queued = sum(1 for _ in rbtree_inorder_for_each(rq.cfs.tasks_timeline))
+    """
     root = _root(root, "rbtree_inorder_for_each")
     walk: Nodes = lambda what: _inorder(root, what, limit)  # noqa: E731
     return nodes_of(root, "rbtree", RB_NODE, walk, "rbtree_inorder_for_each")
@@ -34,8 +39,13 @@ def rbtree_inorder_for_each_entry(
     type: str | int, root: Object, member: str, *, limit: int = LIMIT
 ) -> Iterator[Object]:
     """The ``type`` entries linked through their ``member`` (a ``struct rb_node``) in the tree
-    ``root``, in order: ``rbtree_inorder_for_each_entry("struct sched_entity",
-    rq.cfs.tasks_timeline, "run_node")``."""
+    ``root``, in order; at most ``limit`` of them::
+
+        rq = live.per_cpu("runqueues", 0)
+        timeline = rq.cfs.tasks_timeline
+        for se in rbtree_inorder_for_each_entry("struct sched_entity", timeline, "run_node"):
+            print(se.vruntime.value_())  # CFS/EEVDF's queue on CPU 0, leftmost first
+    """
     root = _root(root, "rbtree_inorder_for_each_entry")
     walk: Nodes = lambda what: _inorder(root, what, limit)  # noqa: E731
     return entries_of(type, root, member, "rbtree", RB_NODE, walk, "rbtree_inorder_for_each_entry")

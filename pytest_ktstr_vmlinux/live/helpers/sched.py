@@ -42,7 +42,13 @@ _states: weakref.WeakKeyDictionary[Memory, tuple[str, int]] = weakref.WeakKeyDic
 
 
 def task_cpu(task: Object) -> int:
-    """The CPU ``task`` (a ``struct task_struct`` or a pointer to one) is on, or last ran on."""
+    """The CPU ``task`` (a ``struct task_struct`` or a pointer to one) is on, or last ran on::
+
+        task_cpu(find_task(live, 1))
+
+    Read where the kernel's release keeps it (``task->cpu``, ``task->thread_info.cpu``, or the
+    ``thread_info`` at the bottom of the task's stack); 0 without SMP.
+    """
     task = expect(task, "task_cpu", TASK_STRUCT)
     cpu = task.get_("cpu")
     if cpu is None:
@@ -57,7 +63,12 @@ def task_cpu(task: Object) -> int:
 
 
 def task_state_to_char(task: Object) -> str:
-    """The state letter /proc/PID/stat shows for ``task``: R, S, D, T, t, X, Z, P or I."""
+    """The state letter /proc/PID/stat shows for ``task``: R, S, D, T, t, X, Z, P or I::
+
+        running = [t for t in for_each_task(live) if task_state_to_char(t) == "R"]
+
+    The letters are the kernel's own (its ``task_state_array``) when its symbols have them.
+    """
     task = expect(task, "task_state_to_char", TASK_STRUCT)
     letters, report = _report(task.prog_)
     field = task.get_("__state")

@@ -195,7 +195,15 @@ def xa_for_each(
     """(index, slot) of every entry of ``xa`` (a ``struct xarray``, a ``struct
     radix_tree_root``, or a pointer to one), in index order; the slot is a ``void *`` Object
     whose ``value_()`` is the entry. A multi-index entry comes once, at its first index.
-    ``advanced`` also yields retry and zero entries, as the kernel's advanced API sees them."""
+    ``advanced`` also yields retry and zero entries, as the kernel's advanced API sees them.
+    At most ``limit`` nodes are walked::
+
+        for index, entry in xa_for_each(mapping.i_pages):  # a struct address_space's
+            if xa_is_value(entry):
+                print(index, "shadow", xa_to_value(entry))  # of an evicted page
+            else:
+                print(index, hex(entry.value_()))  # a struct folio *
+    """
     tree = Tree(xa, "xa_for_each", limit)
     for index, at, _ in tree.entries(advanced):
         yield index, Object(tree.kernel, tree.slot_tid, at, fixed=False)
@@ -203,7 +211,10 @@ def xa_for_each(
 
 def xa_load(xa: Object, index: int, *, advanced: bool = False) -> Object | None:
     """The slot holding ``index``'s entry, as in ``xa_for_each``, or None when there is none
-    (or a zero or retry entry, unless ``advanced``)."""
+    (or a zero or retry entry, unless ``advanced``)::
+
+        slot = xa_load(mapping.i_pages, 0)  # the first page's entry, or None
+    """
     tree = Tree(xa, "xa_load", LIMIT)
     found = tree.load(index)
     if found is None or (found[2] in (RETRY, ZERO) and not advanced):
@@ -212,15 +223,28 @@ def xa_load(xa: Object, index: int, *, advanced: bool = False) -> Object | None:
 
 
 def xa_is_value(entry: Object) -> bool:
-    """Whether the entry is a value entry (an integer stored with ``xa_mk_value()``)."""
+    """Whether the entry (a slot from ``xa_for_each`` or ``xa_load``) is a value entry (an
+    integer stored with ``xa_mk_value()``), not a pointer::
+
+        values = {i: xa_to_value(e) for i, e in xa_for_each(xa) if xa_is_value(e)}
+    """
     return bool(int(entry.value_()) & 1)
 
 
 def xa_to_value(entry: Object) -> int:
-    """The integer a value entry stores."""
+    """The integer a value entry stores (one that ``xa_is_value`` accepts; of a pointer,
+    nothing meaningful)::
+
+        entry = xa_load(xa, 3)
+        number = xa_to_value(entry) if entry is not None and xa_is_value(entry) else None
+    """
     return int(entry.value_()) >> 1
 
 
 def xa_is_zero(entry: Object) -> bool:
-    """Whether the entry is XA_ZERO_ENTRY (reserved, reads as NULL)."""
+    """Whether the entry is XA_ZERO_ENTRY (reserved, reads as NULL), which only
+    ``advanced`` walks yield::
+
+        reserved = [i for i, e in xa_for_each(xa, advanced=True) if xa_is_zero(e)]
+    """
     return int(entry.value_()) == XA_ZERO_ENTRY
