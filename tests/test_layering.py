@@ -26,6 +26,7 @@ ROOT = Path(__file__).resolve().parents[1] / PACKAGE
 RANK = {
     "errors": 0,
     "regularfile": 1,
+    "children": 1,
     "store": 2,
     "formats": 3,
     "kernel": 4,

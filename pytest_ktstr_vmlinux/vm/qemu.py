@@ -10,8 +10,6 @@ end-of-file on each.
 from __future__ import annotations
 
 import contextlib
-import ctypes
-import functools
 import os
 import platform
 import shutil
@@ -22,6 +20,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import IO
 
+from ..children import popen_tied
 from .errors import GuestUnavailableError
 from .topology import Topology
 
@@ -163,22 +162,6 @@ def _backend(name: str, mib: int, fd: int) -> str:
     return f"memory-backend-file,id={name},size={mib}M,share=on,mem-path=/proc/self/fd/{fd}"
 
 
-_PR_SET_PDEATHSIG = 1
-_libc = ctypes.CDLL(None, use_errno=True)
-
-
-def _child_setup(parent: int) -> None:
-    """In the child before exec: a process group of its own (so a kill reaches everything it
-    starts) and SIGKILL when its parent goes, even by SIGKILL, which no cleanup code survives.
-    PR_SET_PDEATHSIG follows the thread that forked: guests are started from threads that
-    outlive them (pytest's main thread)."""
-    os.setpgid(0, 0)
-    if _libc.prctl(_PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0) != 0:
-        os._exit(126)
-    if os.getppid() != parent:  # the parent died before prctl took effect
-        os._exit(126)
-
-
 def spawn(
     argv: Sequence[str],
     *,
@@ -187,13 +170,8 @@ def spawn(
     stderr: int | IO[bytes] | None = None,
 ) -> subprocess.Popen[bytes]:
     """Start QEMU in a process group of its own that dies with this process."""
-    return subprocess.Popen(
-        list(argv),
-        stdin=subprocess.DEVNULL,
-        stdout=stdout,
-        stderr=stderr,
-        pass_fds=tuple(pass_fds),
-        preexec_fn=functools.partial(_child_setup, os.getpid()),
+    return popen_tied(
+        argv, stdin=subprocess.DEVNULL, stdout=stdout, stderr=stderr, pass_fds=tuple(pass_fds)
     )
 
 

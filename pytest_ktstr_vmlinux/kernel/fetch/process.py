@@ -10,8 +10,6 @@ nothing here stops reading early, so no program dies of SIGPIPE.
 from __future__ import annotations
 
 import contextlib
-import ctypes
-import functools
 import os
 import shutil
 import signal
@@ -20,10 +18,9 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import IO
 
+from ...children import popen_tied
 from ...errors import KernelSpecError
 
-_PR_SET_PDEATHSIG = 1
-_libc = ctypes.CDLL(None, use_errno=True)
 # What the first kill may take before the group is killed for good.
 _STOP_WAIT = 5.0
 
@@ -66,14 +63,6 @@ def environment() -> dict[str, str]:
     return env
 
 
-def _child_setup(parent: int) -> None:
-    os.setpgid(0, 0)
-    if _libc.prctl(_PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0) != 0:
-        os._exit(126)
-    if os.getppid() != parent:  # the parent died before prctl took effect
-        os._exit(126)
-
-
 def spawn(
     argv: Sequence[str],
     *,
@@ -83,15 +72,7 @@ def spawn(
     stderr: int | IO[bytes] | None = subprocess.PIPE,
 ) -> subprocess.Popen[bytes]:
     """Start a tool tied to this process (see the module's docstring)."""
-    return subprocess.Popen(
-        list(argv),
-        cwd=cwd,
-        env=environment(),
-        stdin=stdin,
-        stdout=stdout,
-        stderr=stderr,
-        preexec_fn=functools.partial(_child_setup, os.getpid()),
-    )
+    return popen_tied(argv, cwd=cwd, env=environment(), stdin=stdin, stdout=stdout, stderr=stderr)
 
 
 def run(argv: Sequence[str], what: str, *, cwd: Path | None = None) -> str:
