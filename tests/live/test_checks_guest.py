@@ -9,11 +9,9 @@ from collections.abc import Iterator
 
 import pytest
 
-from pytest_ktstr_vmlinux.kernel.resolve import resolve_kernel
 from pytest_ktstr_vmlinux.live import LiveKernel
-from pytest_ktstr_vmlinux.store.memory import MemoryStore
-from pytest_ktstr_vmlinux.vm import GuestVM, boot_guest
-from pytest_ktstr_vmlinux.vm.layout import MiB
+from pytest_ktstr_vmlinux.vm import GuestVM
+from tests.helpers.guests import tcg_guest
 from tests.helpers.kernels import DebianKernel
 
 pytestmark = pytest.mark.real_kernel
@@ -26,15 +24,9 @@ BUSY = "timeout {seconds} sh -c 'while :; do :; done'"
 def guest(
     sid_kernel: DebianKernel, guest_tools: None, tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[GuestVM]:
-    store = MemoryStore()
-    kernel = resolve_kernel(sid_kernel.release, sysroot=sid_kernel.sysroot, store=store)
-    with boot_guest(
-        kernel,
-        store=store,
+    with tcg_guest(
+        sid_kernel,
         cpus=CPUS,
-        memory=384 * MiB,
-        accel="tcg",
-        timeout=900,
         log_dir=tmp_path_factory.mktemp("guest-checks"),
     ) as vm:
         yield vm

@@ -14,15 +14,14 @@ from pathlib import Path
 
 import pytest
 
-from pytest_ktstr_vmlinux.kernel.resolve import resolve_kernel
 from pytest_ktstr_vmlinux.live import LiveKernel
 from pytest_ktstr_vmlinux.live.checks.events import EventSample
 from pytest_ktstr_vmlinux.live.checks.starvation import longest_gap
 from pytest_ktstr_vmlinux.live.scx import SchedExt
-from pytest_ktstr_vmlinux.store.memory import MemoryStore
-from pytest_ktstr_vmlinux.vm import GuestVM, boot_guest
+from pytest_ktstr_vmlinux.vm import GuestVM
 from pytest_ktstr_vmlinux.vm.layout import MiB
 from pytest_ktstr_vmlinux.vm.scheduler import SchedulerError
+from tests.helpers.guests import tcg_guest
 from tests.helpers.kernels import DebianKernel
 
 pytestmark = pytest.mark.real_kernel
@@ -38,15 +37,10 @@ def guest(
     guest_tools: None,
     tmp_path_factory: pytest.TempPathFactory,
 ) -> Iterator[GuestVM]:
-    store = MemoryStore()
-    kernel = resolve_kernel(sid_kernel.release, sysroot=sid_kernel.sysroot, store=store)
-    with boot_guest(
-        kernel,
-        store=store,
+    with tcg_guest(
+        sid_kernel,
         cpus=CPUS,
         memory=512 * MiB,
-        accel="tcg",
-        timeout=900,
         # RCU's stall detector (21 s) would report the stalled CPU before sched_ext's watchdog.
         cmdline="rcupdate.rcu_cpu_stall_timeout=120",
         programs=["stress-ng", scx_schedulers / "scx_simple", scx_schedulers / "scx_stallcpu"],

@@ -38,18 +38,13 @@ from pytest_ktstr_vmlinux import (
     xa_load,
 )
 from pytest_ktstr_vmlinux.formats.address import s64
-from pytest_ktstr_vmlinux.kernel.resolve import resolve_kernel
-from pytest_ktstr_vmlinux.store.memory import MemoryStore
-from pytest_ktstr_vmlinux.vm import boot_guest
-from pytest_ktstr_vmlinux.vm.layout import MiB
+from tests.helpers.guests import tcg_guest
 from tests.helpers.kernels import DebianKernel
 
 pytestmark = pytest.mark.real_kernel
 
-BOOT_TIMEOUT = 900.0
 CPUS = 2
 POSSIBLE = 4  # possible_cpus=4: on 6.1 the possible mask is wider than the online one
-MEMORY = 384 * MiB
 # Every thread's stat line, after its thread group's ID (from its path).
 THREADS = (
     "for s in /proc/[0-9]*/task/[0-9]*/stat; do"
@@ -70,15 +65,10 @@ def debian(request: pytest.FixtureRequest) -> DebianKernel:
 def guest(
     debian: DebianKernel, guest_tools: None, tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[GuestVM]:
-    store = MemoryStore()
-    vm = boot_guest(
-        resolve_kernel(debian.release, sysroot=debian.sysroot, store=store),
-        store=store,
+    vm = tcg_guest(
+        debian,
         cpus=CPUS,
-        memory=MEMORY,
         cmdline=f"possible_cpus={POSSIBLE}",
-        accel="tcg",
-        timeout=BOOT_TIMEOUT,
         log_dir=tmp_path_factory.mktemp("guest-helpers"),
     )
     with vm:

@@ -9,16 +9,13 @@ from collections.abc import Iterator
 
 import pytest
 
-from pytest_ktstr_vmlinux.kernel.resolve import resolve_kernel
 from pytest_ktstr_vmlinux.live import LiveKernel, LiveMemoryError
-from pytest_ktstr_vmlinux.store.memory import MemoryStore
-from pytest_ktstr_vmlinux.vm import GuestVM, boot_guest
-from pytest_ktstr_vmlinux.vm.layout import MiB
+from pytest_ktstr_vmlinux.vm import GuestVM
+from tests.helpers.guests import tcg_guest
 from tests.helpers.kernels import DebianKernel
 
 pytestmark = pytest.mark.real_kernel
 
-BOOT_TIMEOUT = 900.0
 CPUS = 4
 INTERVAL = 0.001
 BUSY_CPU = 2
@@ -28,15 +25,9 @@ BUSY_CPU = 2
 def guest(
     debian_kernel: DebianKernel, guest_tools: None, tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[GuestVM]:
-    store = MemoryStore()
-    kernel = resolve_kernel(debian_kernel.release, sysroot=debian_kernel.sysroot, store=store)
-    with boot_guest(
-        kernel,
-        store=store,
+    with tcg_guest(
+        debian_kernel,
         cpus=CPUS,
-        memory=384 * MiB,
-        accel="tcg",
-        timeout=BOOT_TIMEOUT,
         log_dir=tmp_path_factory.mktemp("guest-monitor"),
     ) as vm:
         yield vm

@@ -17,31 +17,24 @@ from pathlib import Path
 
 import pytest
 
-from pytest_ktstr_vmlinux.kernel.resolve import resolve_kernel
 from pytest_ktstr_vmlinux.live import LiveKernel, Object
-from pytest_ktstr_vmlinux.store.memory import MemoryStore
-from pytest_ktstr_vmlinux.vm import GuestVM, boot_guest
+from pytest_ktstr_vmlinux.vm import GuestVM
 from pytest_ktstr_vmlinux.vm.layout import MiB
 from pytest_ktstr_vmlinux.vm.scheduler import SchedulerError
+from tests.helpers.guests import tcg_guest
 from tests.helpers.kernels import DebianKernel
 
 pytestmark = pytest.mark.real_kernel
 
-BOOT_TIMEOUT = 900.0
 CPUS = 2
 SYSFS = "/sys/kernel/sched_ext"
 
 
 def _boot(sid_kernel: DebianKernel, tmp: pytest.TempPathFactory, scheduler: Path | None) -> GuestVM:
-    store = MemoryStore()
-    kernel = resolve_kernel(sid_kernel.release, sysroot=sid_kernel.sysroot, store=store)
-    return boot_guest(
-        kernel,
-        store=store,
+    return tcg_guest(
+        sid_kernel,
         cpus=CPUS,
         memory=512 * MiB,
-        accel="tcg",
-        timeout=BOOT_TIMEOUT,
         # RCU's stall detector (21 s by default) would see a stalled scheduler before
         # sched_ext's watchdog (30 s at most) does: the stall test wants the watchdog's words.
         cmdline="rcupdate.rcu_cpu_stall_timeout=120",

@@ -13,14 +13,13 @@ from collections.abc import Iterator
 
 import pytest
 
-from pytest_ktstr_vmlinux.kernel.resolve import resolve_kernel
-from pytest_ktstr_vmlinux.store.memory import MemoryStore
-from pytest_ktstr_vmlinux.vm import GuestVM, boot_guest
+from pytest_ktstr_vmlinux.vm import GuestVM
 from pytest_ktstr_vmlinux.vm.layout import MiB, ram_regions
 from pytest_ktstr_vmlinux.vm.memory import GuestMemory
 from pytest_ktstr_vmlinux.vm.qemu import kill, memory_args, spawn
 from pytest_ktstr_vmlinux.vm.qmp import GuestQMP
 from pytest_ktstr_vmlinux.vm.topology import Topology
+from tests.helpers.guests import tcg_guest
 from tests.helpers.kernels import DebianKernel
 
 SOCKETS, CORES, THREADS, NODES = 2, 2, 2, 2
@@ -32,18 +31,13 @@ MEMORY = 512 * MiB
 def guest(
     debian_kernel: DebianKernel, guest_tools: None, tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[GuestVM]:
-    store = MemoryStore()
-    kernel = resolve_kernel(debian_kernel.release, sysroot=debian_kernel.sysroot, store=store)
-    vm = boot_guest(
-        kernel,
-        store=store,
+    vm = tcg_guest(
+        debian_kernel,
         sockets=SOCKETS,
         cores=CORES,
         threads=THREADS,
         numa_nodes=NODES,
         memory=MEMORY,
-        accel="tcg",
-        timeout=900,
         log_dir=tmp_path_factory.mktemp("topology"),
     )
     with vm:
