@@ -4,8 +4,8 @@ A harness that inspects a guest from the host needs addresses (``runqueues``, th
 table) and struct layouts (``struct rq``) of exactly the kernel it boots. Each case declares what
 it needs; on a kernel without it the case skips and says what is missing (``--kernel-strict``
 makes that a failure). By default this runs on the running kernel: symbols from /proc/kallsyms
-(as root), BTF from /sys/kernel/btf/vmlinux, config from /proc/config.gz. The README shows it on
-a Debian kernel, a build tree, and both at once.
+(as root), BTF from /sys/kernel/btf/vmlinux, config from /proc/config.gz.
+docs/getting-started.md shows it on a Debian kernel, a build tree, and both at once.
 """
 
 from __future__ import annotations

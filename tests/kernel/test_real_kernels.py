@@ -52,7 +52,7 @@ def _tree_release(tree: Path) -> str:
 def test_user_story_inside_a_build_tree(
     tinyconfig_tree: Path, checks: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    # As the README says: cd into the tree, `pytest --kernel=arch/x86/boot/bzImage`.
+    # As docs/getting-started.md says: cd into the tree, `pytest --kernel=arch/x86/boot/bzImage`.
     _expect(monkeypatch, tinyconfig_tree / "vmlinux", _tree_release(tinyconfig_tree))
     result = subprocess.run(
         [

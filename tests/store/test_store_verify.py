@@ -47,7 +47,7 @@ def _build_big(path: Path, out: BinaryIO) -> None:
 
 
 def _samples_match(path: Path) -> bool:
-    """True when the header's digest still matches the payload's samples, as the README says
+    """True when the header's digest still matches the payload's samples, as docs/store.md says
     an open of a large artifact checks them: the length and 64 evenly spaced 4 KiB samples
     (layout spelled out here, independently of artifact.py)."""
     with open(path, "rb") as f:

@@ -258,7 +258,8 @@ def test_the_default_kernel_without_an_image_skips_what_would_boot_it(
     pytester: pytest.Pytester,
 ) -> None:
     """A fresh container: nothing in /boot (here an empty sysroot), nobody named a kernel. The
-    README promises that the default kernel skips what it lacks: no error, no QEMU started."""
+    docs (getting-started.md, guests.md) promise that the default kernel skips what it lacks:
+    no error, no QEMU started."""
     empty = pytester.mkdir("empty")
     pytester.makepyfile(test_vm=USES_GUESTS)
     basetemp = pytester.path / "basetemp"
