@@ -64,6 +64,14 @@ class Pins:
             os.close(previous[0])
         return True
 
+    def unpin(self, path: Path) -> None:
+        """Let go of ``path`` (pinned here or not): a tree found damaged once pinned must not
+        keep its removal waiting on this process."""
+        with self._lock:
+            held = self._held.pop(path, None)
+        if held is not None:
+            os.close(held[0])
+
 
 def in_use(path: Path) -> bool:
     """True while some process holds a pin on ``path``."""

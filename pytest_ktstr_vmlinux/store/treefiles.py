@@ -10,12 +10,14 @@ from __future__ import annotations
 
 import contextlib
 import fcntl
+import hashlib
 import json
 import os
 import secrets
 import shutil
 import stat
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -102,28 +104,75 @@ def remove_tree(path: Path, staging: Path) -> bool:
 # --- internals ---------------------------------------------------------------------------------
 
 
-def freeze(root: Path) -> list[dict[str, Any]]:
-    """Make every file under ``root`` read-only and list it with its signature: regular files
-    and symlinks only, nothing reaching out of ``root``."""
-    files: list[dict[str, Any]] = []
+def _entries(root: Path) -> Iterator[tuple[str, Path, os.stat_result]]:
+    """Every entry under ``root`` but directories (symlinks to directories included), in a fixed
+    order: (path relative to ``root``, path, its lstat)."""
     for directory, dirnames, filenames in os.walk(root):
         dirnames.sort()
         for name in sorted(filenames + [d for d in dirnames if os.path.islink(Path(directory, d))]):
             path = Path(directory, name)
-            relative = path.relative_to(root).as_posix()
-            st = os.lstat(path)
-            if stat.S_ISLNK(st.st_mode):
-                files.append({"path": relative, "type": "link", "target": os.readlink(path)})
-                continue
-            if not stat.S_ISREG(st.st_mode):
-                raise KernelArtifactError(f"{path}: not a regular file; a tree holds files only")
-            os.chmod(path, 0o444)
-            with open(path, "rb") as f:
-                os.fsync(f.fileno())
-            st = os.lstat(path)
-            files.append({"path": relative, "type": "file", "size": st.st_size, "sig": _sig(st)})
+            yield path.relative_to(root).as_posix(), path, os.lstat(path)
+
+
+def freeze(root: Path) -> list[dict[str, Any]]:
+    """Make every file under ``root`` read-only and list it with its signature and SHA-256:
+    regular files and symlinks only, nothing reaching out of ``root``."""
+    files: list[dict[str, Any]] = []
+    for relative, path, st in _entries(root):
+        if stat.S_ISLNK(st.st_mode):
+            files.append({"path": relative, "type": "link", "target": os.readlink(path)})
+            continue
+        if not stat.S_ISREG(st.st_mode):
+            raise KernelArtifactError(f"{path}: not a regular file; a tree holds files only")
+        os.chmod(path, 0o444)
+        fd = os.open(path, OPEN_FLAGS)
+        try:
+            digest = _sha256(fd)
+            os.fsync(fd)
+            st = os.fstat(fd)
+        finally:
+            os.close(fd)
+        entry = {"path": relative, "type": "file", "size": st.st_size, "sig": _sig(st)}
+        files.append({**entry, "sha256": digest})
+    for directory, _, _ in os.walk(root):
         fsync_dir(Path(directory))
     return files
+
+
+def same_content(root: Path, files: list[dict[str, Any]]) -> bool:
+    """Whether ``root`` holds exactly the entries ``files`` lists with the bytes they had when
+    published (each file's SHA-256), whatever their inodes and times: a tree copied or restored
+    from an archive. False for a record without hashes (published before they were kept)."""
+    listed = {entry["path"]: entry for entry in files}
+    seen = 0
+    for relative, path, st in _entries(root):
+        entry = listed.get(relative)
+        if entry is None:
+            return False
+        seen += 1
+        if entry["type"] == "link":
+            if not stat.S_ISLNK(st.st_mode) or os.readlink(path) != entry["target"]:
+                return False
+            continue
+        if not stat.S_ISREG(st.st_mode) or st.st_size != entry["size"] or "sha256" not in entry:
+            return False
+        try:
+            fd = os.open(path, OPEN_FLAGS)
+        except OSError:
+            return False
+        try:
+            if not stat.S_ISREG(os.fstat(fd).st_mode) or _sha256(fd) != entry["sha256"]:
+                return False
+        finally:
+            os.close(fd)
+    return seen == len(listed)
+
+
+def _sha256(fd: int) -> str:
+    digest = hashlib.sha256()
+    while chunk := os.read(fd, 1 << 20):
+        digest.update(chunk)
+    return digest.hexdigest()
 
 
 def verify(root: Path, files: list[dict[str, Any]]) -> None:

@@ -25,8 +25,10 @@ Invariants, and why they hold:
   process's pins.
 - What is served is what was published: every file's stat signature (device, inode, size,
   mtime, ctime) is recorded after its last change, and compared at every open; a write, a
-  chmod, a replaced file all move it. A tree that fails the check is ``TreeDamaged``. (The files
-  of one tree, its record and its removal: ``treefiles.py``.)
+  chmod, a replaced file all move it. A tree that fails the check is ``TreeDamaged``. Its
+  SHA-256 is recorded too: a tree whose files were copied (new inodes and times, the same bytes:
+  a store restored from a CI cache) is published again as it is (``reseal``), never served
+  unchecked. (The files of one tree, its record and its removal: ``treefiles.py``.)
 """
 
 from __future__ import annotations
@@ -60,6 +62,7 @@ from .treefiles import (  # TreeDamaged, TreeUsage: callers import them from her
     record_use,
     remove_tree,
     remove_tree_dir,
+    same_content,
     touch,
     tree_usage,
     verify,
@@ -217,10 +220,40 @@ class Trees:
             if not self._pins.pin(path, fd, StatSignature.from_stat(st)):
                 continue  # removed or replaced this instant: look again
             root = path.parent / ROOT_NAME
-            verify(root, body["files"])
+            try:
+                verify(root, body["files"])
+            except TreeDamaged:
+                self._pins.unpin(path)  # else this process's own pin blocks the tree's removal
+                raise
             record_use(path.parent / USED_NAME)
             return Tree(name, root, body["record"], body["size"])
         return None
+
+    def reseal(self, name: str) -> Tree | None:
+        """The tree ``name`` that ``open`` found damaged, published again as it is when only its
+        files' inodes and times moved, not their bytes (a store copied, or restored from a CI
+        cache's archive): checked against the SHA-256 of every file recorded at publication.
+        None when the content differs too, or the record has no hashes: remove it. Hold
+        ``locked(name)``."""
+        _check_name(name)
+        path = self.directory / name / RECORD_NAME
+        try:
+            fd = os.open(path, OPEN_FLAGS)
+        except OSError:
+            return None
+        try:
+            body = read_record(fd, os.fstat(fd), path, self._store.owner)
+        except TreeDamaged:
+            return None
+        finally:
+            os.close(fd)
+        root = path.parent / ROOT_NAME
+        if not same_content(root, body["files"]):
+            return None
+        with self.staging(name) as staging:
+            os.rmdir(staging / ROOT_NAME)
+            os.rename(root, staging / ROOT_NAME)
+            return self.publish(name, staging, body["record"])
 
     def usage(self) -> list[TreeUsage]:
         """Every published tree with its size and last use (damaged ones too: they take room)."""

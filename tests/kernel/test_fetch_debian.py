@@ -435,6 +435,59 @@ def test_a_download_that_fails_says_so_and_keeps_nothing(
     assert list((fresh_store / "trees" / "refs").iterdir()) == []
 
 
+def test_a_store_restored_from_an_archive_is_reused_offline(
+    pytester: pytest.Pytester,
+    proxied: ArchiveProxy,
+    fetched: dict[str, FetchedKernel],
+    fresh_store: Path,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """As a CI cache restores it (docs/ci.md): every file of the fetched kernel's tree comes
+    back with a new inode and ctime, its bytes unchanged; the tree is checked by content and
+    published again, not refused, and nothing is fetched."""
+    pytester.makepyfile(USES_VMLINUX)
+    run(pytester, "--kernel=debian:bookworm", f"--kernel-cache-dir={fresh_store}").assert_outcomes(
+        passed=2
+    )
+    (published,) = _trees(fresh_store)
+    restored = tmp_path / "restored"
+    archive = tmp_path / "store.tar"
+    subprocess.run(["tar", "-C", str(fresh_store), "-cf", str(archive), "."], check=True)
+    shutil.rmtree(fresh_store)  # the runner that made it is gone
+    restored.mkdir(mode=0o700)
+    subprocess.run(["tar", "-C", str(restored), "-xf", str(archive)], check=True)
+    archive.unlink()
+    with refusing_proxy(tmp_path) as closed:
+        monkeypatch.setenv("http_proxy", closed.url)
+        for _ in range(2):  # resealed once, then opened as any tree
+            result = run(
+                pytester,
+                "--kernel-offline",
+                "--kernel=debian:bookworm",
+                f"--kernel-cache-dir={restored}",
+            )
+            result.assert_outcomes(passed=2)
+            assert "damaged" not in result.stdout.str() + result.stderr.str()
+        assert closed.requests == []
+    assert _trees(restored) == [published]
+    # A restored tree whose bytes changed is not resealed: offline it is a usage error.
+    root = restored / "trees" / published / "root"
+    files = [p for p in root.rglob("*") if p.is_file() and not p.is_symlink()]
+    vmlinux = max(files, key=lambda p: p.stat().st_size)  # the debug vmlinux
+    vmlinux.chmod(0o644)
+    size = vmlinux.stat().st_size
+    with open(vmlinux, "r+b") as f:
+        f.seek(size // 2)
+        f.write(b"\xff" * 8)
+    result = run(
+        pytester, "--kernel-offline", "--kernel=debian:bookworm", f"--kernel-cache-dir={restored}"
+    )
+    assert result.ret == USAGE_ERROR
+    result.stderr.fnmatch_lines(["*changed since it was published*offline it cannot be fetched*"])
+    shutil.rmtree(restored, ignore_errors=True)
+
+
 # --- a fetch killed halfway --------------------------------------------------------------------
 
 

@@ -96,6 +96,84 @@ def test_a_tree_changed_after_publication_is_damaged(store: ArtifactStore, damag
         store.trees.open(A)
 
 
+def test_a_tree_found_damaged_is_not_kept_pinned(store: ArtifactStore) -> None:
+    """The opener's own pin must not block the removal that follows (a fetch does both)."""
+    root = _publish(store, A, {"boot/vmlinuz": b"x" * 100})
+    (root / "boot/vmlinuz").chmod(0o644)
+    with pytest.raises(TreeDamaged):
+        store.trees.open(A)
+    assert not store.trees.in_use(A)
+    assert store.trees.remove(A)
+
+
+def _restore(store: ArtifactStore, tmp_path: Path) -> ArtifactStore:
+    """The store as a CI cache restores it: through tar, every file a new inode and ctime."""
+    archive = tmp_path / "store.tar"
+    subprocess.run(["tar", "-C", str(store.directory), "-cf", str(archive), "."], check=True)
+    restored = tmp_path / "restored"
+    restored.mkdir(mode=0o700)
+    subprocess.run(["tar", "-C", str(restored), "-xf", str(archive)], check=True)
+    return ArtifactStore(restored)
+
+
+FILES = {"boot/vmlinuz": b"x" * 100, "usr/lib/debug/vmlinux": b"y" * 300}
+
+
+def test_a_restored_tree_with_its_bytes_is_resealed(store: ArtifactStore, tmp_path: Path) -> None:
+    _publish(store, A, FILES, n=1)
+    restored = _restore(store, tmp_path)
+    with pytest.raises(TreeDamaged, match="changed since it was published"):
+        restored.trees.open(A)
+    with restored.trees.locked(A):
+        tree = restored.trees.reseal(A)
+    assert tree is not None
+    assert (tree.record, tree.size) == ({"n": 1}, 400)
+    assert {p: (tree.root / p).read_bytes() for p in FILES} == FILES
+    assert (tree.root / "link").resolve() == tree.root / "boot/vmlinuz"
+    assert (tree.root / "usr/lib/debug/vmlinux").stat().st_mode & 0o777 == 0o444
+    again = _look(restored, A)  # checked by signature again, as any tree
+    assert again is not None and again.record == {"n": 1}
+    assert list((restored.trees.directory / "staging").iterdir()) == []
+
+
+@pytest.mark.parametrize("change", ["bytes", "extra", "missing", "fifo", "relink", "no-hashes"])
+def test_a_restored_tree_that_differs_is_not_resealed(
+    store: ArtifactStore, tmp_path: Path, change: str
+) -> None:
+    _publish(store, A, FILES)
+    restored = _restore(store, tmp_path)
+    root = restored.trees.directory / A / "root"
+    vmlinux = root / "usr/lib/debug/vmlinux"
+    if change == "bytes":  # same size, same mtime: only the content tells
+        st = vmlinux.stat()
+        vmlinux.chmod(0o644)
+        vmlinux.write_bytes(b"z" * 300)
+        os.utime(vmlinux, ns=(st.st_atime_ns, st.st_mtime_ns))
+    elif change == "extra":
+        (root / "boot").chmod(0o755)
+        (root / "boot/System.map").write_bytes(b"")
+    elif change == "missing":
+        vmlinux.unlink()
+    elif change == "fifo":  # never opened for reading: no hang
+        vmlinux.unlink()
+        os.mkfifo(vmlinux)
+    elif change == "relink":
+        (root / "link").unlink()
+        (root / "link").symlink_to("/etc/passwd")
+    else:  # published before hashes were kept
+        record = restored.trees.directory / A / "tree.json"
+        body = json.loads(record.read_text())
+        for entry in body["files"]:
+            entry.pop("sha256", None)
+        record.chmod(0o600)
+        record.write_text(json.dumps(body))
+    with restored.trees.locked(A):
+        assert restored.trees.reseal(A) is None
+    with pytest.raises(TreeDamaged):
+        restored.trees.open(A)
+    assert restored.trees.remove(A)
+
+
 def test_a_malformed_record_is_damage(store: ArtifactStore) -> None:
     _publish(store, A, {"f": b"1"})
     record = store.trees.directory / A / "tree.json"

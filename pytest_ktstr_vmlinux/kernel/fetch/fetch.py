@@ -280,10 +280,15 @@ def _tree(
 
 
 def _open(trees: Trees, name: str, raw: str, options: FetchOptions) -> Tree | None:
-    """The tree, or None when it is not there or was damaged and removed (said once)."""
+    """The tree, or None when it is not there or was damaged and removed (said once). A tree
+    whose files were copied (a store restored from a CI cache) is kept when its bytes are the
+    ones published."""
     try:
         return trees.open(name)
     except TreeDamaged as e:
+        resealed = trees.reseal(name)
+        if resealed is not None:
+            return resealed
         if options.offline:
             raise KernelSpecError(
                 f"kernel {raw!r}: {e}; offline it cannot be fetched again: run online"
