@@ -124,19 +124,41 @@ def freeze(root: Path) -> list[dict[str, Any]]:
             continue
         if not stat.S_ISREG(st.st_mode):
             raise KernelArtifactError(f"{path}: not a regular file; a tree holds files only")
-        os.chmod(path, 0o444)
-        fd = os.open(path, OPEN_FLAGS)
-        try:
-            digest = _sha256(fd)
-            os.fsync(fd)
-            st = os.fstat(fd)
-        finally:
-            os.close(fd)
+        digest, st = _seal(path, hash_it=True)
         entry = {"path": relative, "type": "file", "size": st.st_size, "sig": _sig(st)}
         files.append({**entry, "sha256": digest})
+    _fsync_dirs(root)
+    return files
+
+
+def refreeze(root: Path, files: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """``files`` (whose content ``same_content`` found under ``root``) with the signatures their
+    files have now, made read-only again."""
+    out = []
+    for entry in files:
+        if entry["type"] == "file":
+            _, st = _seal(root / entry["path"], hash_it=False)
+            entry = {**entry, "sig": _sig(st)}
+        out.append(entry)
+    _fsync_dirs(root)
+    return out
+
+
+def _seal(path: Path, *, hash_it: bool) -> tuple[str, os.stat_result]:
+    """Make ``path`` read-only and durable: its SHA-256 (when asked) and its stat after."""
+    os.chmod(path, 0o444)
+    fd = os.open(path, OPEN_FLAGS)
+    try:
+        digest = _sha256(fd) if hash_it else ""
+        os.fsync(fd)
+        return digest, os.fstat(fd)
+    finally:
+        os.close(fd)
+
+
+def _fsync_dirs(root: Path) -> None:
     for directory, _, _ in os.walk(root):
         fsync_dir(Path(directory))
-    return files
 
 
 def same_content(root: Path, files: list[dict[str, Any]]) -> bool:

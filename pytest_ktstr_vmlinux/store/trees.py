@@ -60,6 +60,7 @@ from .treefiles import (  # TreeDamaged, TreeUsage: callers import them from her
     read_json,
     read_record,
     record_use,
+    refreeze,
     remove_tree,
     remove_tree_dir,
     same_content,
@@ -230,30 +231,35 @@ class Trees:
         return None
 
     def reseal(self, name: str) -> Tree | None:
-        """The tree ``name`` that ``open`` found damaged, published again as it is when only its
-        files' inodes and times moved, not their bytes (a store copied, or restored from a CI
-        cache's archive): checked against the SHA-256 of every file recorded at publication.
-        None when the content differs too, or the record has no hashes: remove it. Hold
-        ``locked(name)``."""
+        """The tree ``name`` that ``open`` found damaged, kept when only its files' inodes and
+        times moved, not their bytes (a store copied, or restored from a CI cache's archive):
+        checked against the SHA-256 of every file recorded at publication, and its record
+        replaced (one rename: the tree never leaves, an opener meanwhile sees it damaged and
+        comes here). None when the content differs too, or the record has no hashes: remove
+        it. Under ``locked(name)``, so of several processes one reseals, the others open."""
         _check_name(name)
-        path = self.directory / name / RECORD_NAME
-        try:
-            fd = os.open(path, OPEN_FLAGS)
-        except OSError:
-            return None
-        try:
-            body = read_record(fd, os.fstat(fd), path, self._store.owner)
-        except TreeDamaged:
-            return None
-        finally:
-            os.close(fd)
-        root = path.parent / ROOT_NAME
-        if not same_content(root, body["files"]):
-            return None
-        with self.staging(name) as staging:
-            os.rmdir(staging / ROOT_NAME)
-            os.rename(root, staging / ROOT_NAME)
-            return self.publish(name, staging, body["record"])
+        with self.locked(name):
+            with contextlib.suppress(TreeDamaged):
+                return self.open(name)  # resealed by another process while this one waited
+            path = self.directory / name / RECORD_NAME
+            try:
+                fd = os.open(path, OPEN_FLAGS)
+            except OSError:
+                return None
+            try:
+                body = read_record(fd, os.fstat(fd), path, self._store.owner)
+            except TreeDamaged:
+                return None
+            finally:
+                os.close(fd)
+            root = path.parent / ROOT_NAME
+            if not same_content(root, body["files"]):
+                return None
+            body = {**body, "files": refreeze(root, body["files"])}
+            data = json.dumps(body, separators=(",", ":"), sort_keys=True).encode()
+            # In staging under the tree's prefix: a killed reseal's temp file is swept as debris.
+            publish(path, data, tmp_dir=self._staging, prefix=f"{key_of(name)[:32]}-record-")
+            return self.open(name)
 
     def usage(self) -> list[TreeUsage]:
         """Every published tree with its size and last use (damaged ones too: they take room)."""

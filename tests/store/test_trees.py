@@ -136,6 +136,48 @@ def test_a_restored_tree_with_its_bytes_is_resealed(store: ArtifactStore, tmp_pa
     assert list((restored.trees.directory / "staging").iterdir()) == []
 
 
+RESEALER = """
+import json, sys
+from pytest_ktstr_vmlinux.store.disk import ArtifactStore
+from pytest_ktstr_vmlinux.store.trees import TreeDamaged
+trees = ArtifactStore(sys.argv[1]).trees
+sys.stdin.read()  # all start together
+try:
+    tree = trees.open(sys.argv[2])
+except TreeDamaged:
+    tree = trees.reseal(sys.argv[2])
+print(json.dumps(tree.record if tree is not None else None))
+print((tree.root / "usr/lib/debug/vmlinux").read_bytes().decode() if tree else "")
+"""
+
+
+def test_processes_that_find_a_restored_tree_at_once_all_get_it(
+    store: ArtifactStore, tmp_path: Path
+) -> None:
+    _publish(store, A, FILES, n=1)
+    restored = _restore(store, tmp_path)
+    workers = [
+        subprocess.Popen(
+            [sys.executable, "-c", RESEALER, str(restored.directory), A],
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        for _ in range(4)
+    ]
+    for worker in workers:
+        assert worker.stdin is not None
+        worker.stdin.close()
+    for worker in workers:
+        assert worker.stdout is not None and worker.stderr is not None
+        out, err = worker.stdout.read(), worker.stderr.read()
+        assert worker.wait(60) == 0, err
+        assert out.splitlines() == [json.dumps({"n": 1}), "y" * 300]
+    assert _look(restored, A) is not None
+    assert list((restored.trees.directory / "staging").iterdir()) == []
+
+
 @pytest.mark.parametrize("change", ["bytes", "extra", "missing", "fifo", "relink", "no-hashes"])
 def test_a_restored_tree_that_differs_is_not_resealed(
     store: ArtifactStore, tmp_path: Path, change: str
