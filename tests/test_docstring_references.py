@@ -182,13 +182,13 @@ def test_the_checker_sees_what_is_gone() -> None:
     are each reported; what exists, and a struct field, are not."""
     doc = (
         '"""`storedir.py` and `store/files.py`; `cache.Loader`, `bytescache.Loader`;'
-        ' `disk.DiskStore`, `Pins.pin`, `Pins.unpin`; memstore.py; `rq.nr_running`."""\n'
+        ' `disk.DiskStore`, `Pins.pin`, `Pins.release`; memstore.py; `rq.nr_running`."""\n'
     )
     wrong = _problems(f"{PACKAGE}.store.api", ROOT / "store" / "api.py", ast.parse(doc))
     assert [w.split(": ", 2)[1] for w in wrong] == [
         "`storedir.py`",
         "`cache.Loader`",
         "`disk.DiskStore`",
-        "`Pins.unpin`",
+        "`Pins.release`",
         "memstore.py is not in backticks, so it is never checked",
     ], wrong

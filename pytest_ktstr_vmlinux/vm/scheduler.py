@@ -17,6 +17,7 @@ status; its stdout and stderr go to one file, ``output``.
 
 from __future__ import annotations
 
+import contextlib
 import itertools
 import re
 import shlex
@@ -45,6 +46,8 @@ SYSFS = "/sys/kernel/sched_ext"
 RUN_DIR = "/run/ktstr-scheduler"
 DEFAULT_ATTACH_TIMEOUT = 120.0  # TCG on busy cores: loading the BPF programs takes seconds
 DEFAULT_STOP_TIMEOUT = 60.0
+# How long a scheduler the kernel kicked out may take to print its report and exit.
+SETTLE_TIMEOUT = 10.0
 POLL_US = 20000
 # The exit reasons (scx_exit_reason()) of an error, not of an orderly unregistration.
 ERROR_KINDS = ("runtime error", "scx_bpf_error", "runnable task stall")
@@ -80,6 +83,12 @@ attach() {{  # DIR SEQ POLLS: attached, ENABLE_SEQ, OPS; or exited; or timeout
 }}
 probe() {{  # DIR: state, enable_seq, ops while the program runs
     running $1 && cat $S/state $S/enable_seq $S/root/ops
+}}
+settle() {{  # DIR POLLS: wait, a while at most, for the program to exit after its scheduler did
+    i=0
+    while running $1; do
+        i=$((i + 1)); [ $i -lt $2 ] || return 0; usleep {POLL_US}
+    done
 }}
 stop() {{  # DIR POLLS: SIGINT, then wait for its exit and sched_ext disabled
     kill -INT $(cat $1/pid) 2>/dev/null
@@ -290,6 +299,8 @@ class Scheduler:
         if not self.vm.alive:
             log = self._log()
             found = exit_of(log, self.name, self._seq_number)
+        if found is not None:
+            self._settle()
         output = self._output_or_empty()
         kind, reason = (found.kind, found.reason) if found else (fallback_kind, how)
         label = f"{self.program} ({self.name!r})" if self.name else self.program
@@ -305,6 +316,15 @@ class Scheduler:
             f"{report(self.vm.console, self.vm.console_path)}"
         )
         return SchedulerError(message, kind, reason, output, log)
+
+    def _settle(self) -> None:
+        """The kernel kicked the scheduler out: its user-space part notices at its next poll
+        (scx_simple's is once a second), prints its own report (UEI_REPORT: ``EXIT: ...``) and
+        exits. Wait for that, SETTLE_TIMEOUT at most, so ``output`` has its last words."""
+        if not self.vm.alive:
+            return
+        with contextlib.suppress(GuestError):
+            self.vm.run(f"{_LIB} settle {self.dir} {_polls(SETTLE_TIMEOUT)}", timeout=60)
 
     def _output_or_empty(self) -> str:
         try:
