@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import contextlib
 import io
-import json
 import shutil
 import subprocess
 import sys
@@ -39,6 +38,7 @@ from pytest_ktstr_vmlinux.formats.symbols import KernelSymbols
 from pytest_ktstr_vmlinux.store.disk import ArtifactStore
 from pytest_ktstr_vmlinux.store.memory import MemoryStore
 from tests.helpers.fuzz import mutations
+from tests.helpers.globaltypes import globals_elsewhere
 
 FUZZ = settings(
     max_examples=1500,
@@ -198,19 +198,8 @@ def test_built_once_and_read_warm_by_a_fresh_process(program: Program, tmp_path:
     first = GlobalTypes.from_vmlinux(program.path, store)
     GlobalTypes.from_vmlinux(program.path, store)
     assert (store.stats.built, store.stats.reused) == (1, 1)
-    script = (
-        "import json, sys\n"
-        "from pytest_ktstr_vmlinux.formats.dwarf.globaltypes import GlobalTypes\n"
-        "from pytest_ktstr_vmlinux.store.disk import ArtifactStore\n"
-        "store = ArtifactStore(sys.argv[1])\n"
-        "table = GlobalTypes.from_vmlinux(sys.argv[2], store)\n"
-        "print(json.dumps([store.stats.built, store.stats.reused, table.type_of('root')]))\n"
-    )
-    out = subprocess.run(
-        [sys.executable, "-c", script, str(tmp_path / "store"), str(program.path)],
-        capture_output=True, text=True, check=True,
-    ).stdout  # fmt: skip
-    assert json.loads(out) == [0, 1, first.type_of("root")]
+    elsewhere = globals_elsewhere(tmp_path / "store", program.path, "root")
+    assert elsewhere == [0, 1, len(first), first.type_of("root")]
 
 
 def test_no_dwarf_is_said_and_not_stored(program: Program, tmp_path: Path) -> None:

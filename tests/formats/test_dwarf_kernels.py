@@ -5,10 +5,8 @@ and the table built once through the store and read warm by another process."""
 
 from __future__ import annotations
 
-import json
 import shutil
 import subprocess
-import sys
 from pathlib import Path
 
 import pytest
@@ -18,6 +16,7 @@ from pytest_ktstr_vmlinux.formats.btf.typeexpr import parse
 from pytest_ktstr_vmlinux.formats.dwarf.globaltypes import GlobalTypeError, GlobalTypes
 from pytest_ktstr_vmlinux.formats.symbols import KernelSymbols
 from pytest_ktstr_vmlinux.store.disk import ArtifactStore
+from tests.helpers.globaltypes import globals_elsewhere
 from tests.helpers.kernels import DebianKernel
 
 pytestmark = pytest.mark.real_kernel
@@ -141,17 +140,5 @@ def test_built_once_then_read_warm_elsewhere(kernel: DebianKernel, tmp_path: Pat
     store = ArtifactStore(tmp_path / "store")
     cold = GlobalTypes.from_vmlinux(kernel.vmlinux, store)
     assert (store.stats.built, store.stats.reused) == (1, 0)
-    script = (
-        "import json, sys\n"
-        "from pytest_ktstr_vmlinux.formats.dwarf.globaltypes import GlobalTypes\n"
-        "from pytest_ktstr_vmlinux.store.disk import ArtifactStore\n"
-        "store = ArtifactStore(sys.argv[1])\n"
-        "table = GlobalTypes.from_vmlinux(sys.argv[2], store)\n"
-        "print(json.dumps([store.stats.built, store.stats.reused, len(table),"
-        " table.type_of('init_task')]))\n"
-    )
-    out = subprocess.run(
-        [sys.executable, "-c", script, str(tmp_path / "store"), str(kernel.vmlinux)],
-        capture_output=True, text=True, check=True,
-    ).stdout  # fmt: skip
-    assert json.loads(out) == [0, 1, len(cold), "struct task_struct"]
+    elsewhere = globals_elsewhere(tmp_path / "store", kernel.vmlinux, "init_task")
+    assert elsewhere == [0, 1, len(cold), "struct task_struct"]
